@@ -1,0 +1,93 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "troupe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Troupe", targets: ["Troupe"]),
+        .library(name: "TroupeTesting", targets: ["TroupeTesting"]),
+        .executable(name: "troupe", targets: ["TroupeCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
+        .package(url: "https://github.com/vapor/sqlite-nio", from: "1.10.0"),
+    ],
+    targets: [
+        .target(
+            name: "TroupeCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TroupeModels",
+            dependencies: [
+                "TroupeCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TroupeTools",
+            dependencies: ["TroupeCore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TroupeStore",
+            dependencies: [
+                "TroupeCore",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TroupeAgents",
+            dependencies: ["TroupeCore", "TroupeStore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Troupe",
+            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeStore", "TroupeAgents"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TroupeTesting",
+            dependencies: [
+                "Troupe",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "TroupeCLI",
+            dependencies: [
+                "Troupe",
+                "TroupeTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TroupeTests",
+            dependencies: ["Troupe", "TroupeTesting"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

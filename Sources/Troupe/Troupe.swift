@@ -1,0 +1,6 @@
+// The umbrella module: `import Troupe` gives the whole framework.
+@_exported import TroupeAgents
+@_exported import TroupeCore
+@_exported import TroupeModels
+@_exported import TroupeStore
+@_exported import TroupeTools

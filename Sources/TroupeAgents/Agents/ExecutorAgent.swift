@@ -1,0 +1,114 @@
+import Foundation
+public import TroupeCore
+
+/// Carries out one step: builds each turn's model request from the step's transcript, and runs
+/// the tool calls the model asks for — validating them first, and turning every failure into a
+/// tool result the model can read, never into a crash.
+public struct ExecutorAgent: Sendable {
+    /// The longest tool output sent back to the model, in characters.
+    public var maxToolOutputCharacters: Int
+
+    public init(maxToolOutputCharacters: Int = 64_000) {
+        self.maxToolOutputCharacters = maxToolOutputCharacters
+    }
+
+    /// The request for the step's next turn.
+    public func request(
+        for state: StepState,
+        in machine: RunStateMachine,
+        tools: ToolRegistry,
+        purpose: ModelCallPurpose
+    ) -> ChatRequest {
+        var messages: [ChatMessage] = [.system(systemPrompt), .user(stepPrompt(state, in: machine))]
+        for item in state.transcript {
+            switch item {
+            case .assistant(_, let response):
+                messages.append(response.message)
+            case .toolResult(_, let call, let output):
+                messages.append(.tool(callID: call.id, output.isError ? "Error: \(output.content)" : output.content))
+            }
+        }
+        let offered: [ToolSpec]
+        if purpose == .finalAnswer {
+            offered = []
+            messages.append(
+                .user(
+                    "You have used all \(machine.configuration.maxIterations) turns for this step. "
+                        + "Answer now with what you have found, without calling tools."
+                )
+            )
+        } else {
+            offered = tools.specs(state.step.tools)
+        }
+        return ChatRequest(
+            messages: messages,
+            tools: offered,
+            temperature: machine.configuration.temperature,
+            maxTokens: machine.configuration.maxTokens,
+            metadata: ["troupe.purpose": purpose.rawValue, "troupe.step": state.step.id]
+        )
+    }
+
+    /// Runs one tool call. Unknown tools, arguments that are not JSON or break the schema, and
+    /// tool errors all come back as an error output for the model.
+    public func run(_ call: ToolCall, allowed: [String], tools: ToolRegistry, context: ToolContext) async -> ToolOutput {
+        let permitted = allowed.isEmpty || allowed.contains(call.name)
+        guard permitted, let tool = tools.tool(named: call.name) else {
+            let available = tools.availableNames.filter { allowed.isEmpty || allowed.contains($0) }
+            return .error(
+                "Unknown tool '\(call.name)'. Tools available in this step: "
+                    + (available.isEmpty ? "none" : available.joined(separator: ", ")) + "."
+            )
+        }
+        let arguments: JSONValue
+        do {
+            arguments = try JSONValue.parse(call.arguments.isEmpty ? "{}" : call.arguments)
+        } catch {
+            return .error("The arguments for \(call.name) are not valid JSON (\(error.message)). Send a JSON object.")
+        }
+        let violations = tool.parameters.validate(arguments)
+        if !violations.isEmpty {
+            return .error(
+                "The arguments for \(call.name) do not match its schema:\n"
+                    + violations.prefix(10).map { "- \($0)" }.joined(separator: "\n")
+            )
+        }
+        do {
+            let output = try await tool.call(arguments, context: context)
+            return clipped(output)
+        } catch let error as TroupeError {
+            return .error(error.message)
+        } catch is CancellationError {
+            return .error("The call was cancelled.")
+        } catch {
+            return .error("\(call.name) failed: \(error)")
+        }
+    }
+
+    private func clipped(_ output: ToolOutput) -> ToolOutput {
+        guard output.content.count > maxToolOutputCharacters else { return output }
+        let kept = output.content.prefix(maxToolOutputCharacters)
+        return ToolOutput(
+            kept + "\n…[output truncated: \(output.content.count - maxToolOutputCharacters) more characters]",
+            isError: output.isError
+        )
+    }
+
+    let systemPrompt = """
+        You are an executor agent. You carry out one step of a larger plan, using the tools offered when they help. \
+        When the step is done, reply with a concise account of its result, without calling a tool; that reply is \
+        what later steps and the user will see.
+        """
+
+    func stepPrompt(_ state: StepState, in machine: RunStateMachine) -> String {
+        var text = "Overall goal: \(machine.goal)\n\nYour step: \(state.step.id) — \(state.step.title)\n\(state.step.instruction)"
+        let earlier = state.step.dependsOn.compactMap { machine.step($0) }.filter { $0.status == .succeeded }
+        if !earlier.isEmpty {
+            text += "\n\nResults of the steps this one builds on:"
+            for dependency in earlier {
+                text += "\n[\(dependency.step.id)] \(dependency.step.title): \(PlannerAgent.clip(dependency.output ?? "", 4_000))"
+            }
+        }
+        return text
+    }
+}

@@ -1,0 +1,361 @@
+public import Foundation
+public import Logging
+public import TroupeCore
+public import TroupeStore
+
+/// Drives a run: folds its journal, performs the actions the ``RunStateMachine`` asks for, and
+/// journals their outcomes. The only part of the orchestrator that touches the world.
+///
+/// Every activity is journaled as started before it runs and as completed after, in batched
+/// appends (one commit carries an activity's result, the decisions that follow from it, and the
+/// start of the next activities). The driver holds the run's lease while it works and renews it;
+/// it notices events appended by others (a cancellation) at each renewal.
+public struct RunDriver: Sendable {
+    public var store: any RunStore
+    public var model: any ChatModel
+    public var tools: ToolRegistry
+    /// Who is driving, as recorded in the lease (`host/pid/nonce` for the CLI).
+    public var owner: String
+    /// How long a lease lasts without renewal; renewed every third of it.
+    public var leaseDuration: Duration
+    public var clock: any Clock<Duration>
+    /// Wall time for journal timestamps and deadlines.
+    public var now: @Sendable () -> Date
+    public var logger: Logger
+    /// Called after each event is durably journaled, with the state it led to.
+    public var observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
+
+    public var planner = PlannerAgent()
+    public var executor = ExecutorAgent()
+
+    public init(
+        store: any RunStore,
+        model: any ChatModel,
+        tools: ToolRegistry,
+        owner: String = "troupe/\(ProcessInfo.processInfo.processIdentifier)/\(UUID().uuidString.prefix(8))",
+        leaseDuration: Duration = .seconds(30),
+        clock: any Clock<Duration> = ContinuousClock(),
+        now: @escaping @Sendable () -> Date = { Date() },
+        logger: Logger = Logger(label: "troupe.driver"),
+        observer: (@Sendable (RunEvent, RunStateMachine) -> Void)? = nil
+    ) {
+        self.store = store
+        self.model = model
+        self.tools = tools
+        self.owner = owner
+        self.leaseDuration = leaseDuration
+        self.clock = clock
+        self.now = now
+        self.logger = logger
+        self.observer = observer
+    }
+
+    /// Creates a run for `goal` and drives it to the end.
+    public func run(goal: String, configuration: RunConfiguration, id: RunID = .make()) async throws -> RunStateMachine {
+        let goal = goal.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !goal.isEmpty else { throw TroupeError(.invalidInput, "The goal is empty: say what the run should achieve.") }
+        let configuration = try configuration.validated()
+        _ = try await store.createRun(id: id, goal: goal, configuration: configuration, at: now())
+        return try await drive(id)
+    }
+
+    /// Drives an existing run until it succeeds, fails, is cancelled, or needs attention.
+    ///
+    /// - Parameters:
+    ///   - takeOver: take the lease even if another owner holds it (its process is known to be dead).
+    ///   - resolution: how to settle the activity that parked the run in `needsAttention`.
+    public func drive(_ id: RunID, takeOver: Bool = false, resolution: AttentionResolution? = nil) async throws -> RunStateMachine {
+        _ = try await store.acquireLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), force: takeOver, at: now())
+        do {
+            let machine = try await driveHoldingLease(id, resolution: resolution)
+            try? await store.releaseLease(on: id, owner: owner)
+            return machine
+        } catch {
+            try? await store.releaseLease(on: id, owner: owner)
+            throw error
+        }
+    }
+
+    private var leaseSeconds: TimeInterval {
+        Double(leaseDuration.components.seconds) + Double(leaseDuration.components.attoseconds) / 1e18
+    }
+
+    private enum Message: Sendable {
+        case activity(ActivityKey, [RunEvent])
+        case heartbeat
+    }
+
+    private func driveHoldingLease(_ id: RunID, resolution: AttentionResolution?) async throws -> RunStateMachine {
+        var journal = Journal(id: id, store: store, now: now, observer: observer)
+        try await journal.load()
+        guard !journal.machine.status.isTerminal else { return journal.machine }
+
+        var opening: [RunEvent] = [.leaseAcquired(owner: owner)]
+        if journal.machine.status == .needsAttention {
+            guard let resolution, let key = journal.machine.attentionKey else { return journal.machine }
+            opening.append(.attentionResolved(key: key, resolution: resolution))
+        }
+        for event in opening { try journal.stage(event) }
+        try await journal.flush()
+
+        return try await withThrowingTaskGroup(of: Message.self) { group in
+            var inFlight: Set<ActivityKey> = []
+            group.addTask { [clock, leaseDuration] in
+                try await clock.sleep(for: leaseDuration / 3)
+                return .heartbeat
+            }
+            while true {
+                // Decide everything that needs no I/O, then start the activities that do.
+                var launches: [RunAction] = []
+                while true {
+                    let actions = journal.machine.nextActions().filter { action in
+                        action.activityKey.map { !inFlight.contains($0) } ?? true
+                    }
+                    let decisions = actions.compactMap { action -> RunEvent? in
+                        if case .record(let event) = action { event } else { nil }
+                    }
+                    if decisions.isEmpty {
+                        launches = actions
+                        break
+                    }
+                    for event in decisions { try journal.stage(event) }
+                }
+                for action in launches {
+                    try journal.stage(.activityStarted(key: action.activityKey!, kind: kind(of: action)))
+                }
+                do {
+                    try await journal.flush()
+                } catch let error as TroupeError where error.code == .journalConflict {
+                    // Someone else wrote (a cancellation, an operator): fold their events and decide again.
+                    logger.info("journal moved under us; reloading", metadata: ["run": "\(id)"])
+                    try await journal.reload()
+                    continue
+                }
+                if journal.machine.status.isTerminal || journal.machine.status == .needsAttention {
+                    group.cancelAll()
+                    return journal.machine
+                }
+                let snapshot = journal.machine
+                for action in launches {
+                    guard let key = action.activityKey else { continue }
+                    inFlight.insert(key)
+                    let deadline = deadline(for: action, in: snapshot)
+                    group.addTask { .activity(key, await perform(action, snapshot: snapshot, runID: id, deadline: deadline)) }
+                }
+                if inFlight.isEmpty {
+                    // Nothing under way and nothing to do: only a bug in the machine gets here.
+                    throw TroupeError(.internal, "Run \(id) is \(journal.machine.status.rawValue) with nothing left to do.")
+                }
+                switch try await group.next() {
+                case .activity(let key, let events):
+                    inFlight.remove(key)
+                    for event in events { try journal.stage(event) }
+                case .heartbeat:
+                    try await store.renewLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds))
+                    if try await journal.hasForeignEvents() {
+                        try await journal.flush()
+                        if journal.machine.status.isTerminal {
+                            group.cancelAll()
+                            return journal.machine
+                        }
+                    }
+                    group.addTask { [clock, leaseDuration] in
+                        try await clock.sleep(for: leaseDuration / 3)
+                        return .heartbeat
+                    }
+                case nil:
+                    throw TroupeError(.internal, "The driver of run \(id) lost track of its activities.")
+                }
+            }
+        }
+    }
+
+    private func kind(of action: RunAction) -> ActivityKind {
+        switch action {
+        case .callModel(_, let purpose, _): return .model(purpose: purpose)
+        case .callTool(_, _, let call):
+            return .tool(name: call.name, callID: call.id, effect: tools.tool(named: call.name)?.effect ?? .readOnly)
+        case .record: return .model(purpose: .execute)
+        }
+    }
+
+    /// When the step an action belongs to runs out of time (planner calls get one step timeout each).
+    private func deadline(for action: RunAction, in machine: RunStateMachine) -> Date {
+        let timeout = machine.configuration.stepTimeoutSeconds
+        switch action {
+        case .callModel(_, _, .some(let stepID)), .callTool(_, let stepID, _):
+            let started = machine.step(stepID)?.startedAt ?? now()
+            return started.addingTimeInterval(timeout)
+        default:
+            return now().addingTimeInterval(timeout)
+        }
+    }
+
+    // MARK: - Activities
+
+    private func perform(_ action: RunAction, snapshot: RunStateMachine, runID: RunID, deadline: Date) async -> [RunEvent] {
+        guard let key = action.activityKey else { return [] }
+        let remaining = deadline.timeIntervalSince(now())
+        let timeout = TroupeError(
+            .stepTimeout,
+            "\(key.step == ActivityKey.planStep ? "Planning" : "Step '\(key.step)'") exceeded its time limit of "
+                + "\(Int(snapshot.configuration.stepTimeoutSeconds)) s."
+        )
+        guard remaining > 0 else { return [.activityFailed(key: key, error: timeout)] }
+        do {
+            return try await withThrowingTaskGroup(of: [RunEvent]?.self) { group in
+                group.addTask { try await execute(action, snapshot: snapshot, runID: runID) }
+                group.addTask { [clock] in
+                    try await clock.sleep(for: .milliseconds(Int64(remaining * 1000)))
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                return first ?? [.activityFailed(key: key, error: timeout)]
+            }
+        } catch {
+            return [.activityFailed(key: key, error: TroupeError.wrap(error, as: .internal))]
+        }
+    }
+
+    private func execute(_ action: RunAction, snapshot: RunStateMachine, runID: RunID) async throws -> [RunEvent] {
+        switch action {
+        case .callModel(let key, let purpose, let stepID):
+            let request: ChatRequest
+            if let stepID, let state = snapshot.step(stepID) {
+                request = executor.request(for: state, in: snapshot, tools: tools, purpose: purpose)
+            } else {
+                request = planner.request(for: snapshot, tools: tools.specs())
+            }
+            let response: ChatResponse
+            do {
+                response = snapshot.configuration.stream ? try await model.collect(request) : try await model.complete(request)
+            } catch {
+                try Task.checkCancellation()
+                return [.activityFailed(key: key, error: TroupeError.wrap(error, as: .modelAPI))]
+            }
+            guard stepID == nil else { return [.activityCompleted(key: key, result: .model(response))] }
+            return [.activityCompleted(key: key, result: .model(response)), verdict(on: response, key: key, snapshot: snapshot)]
+
+        case .callTool(let key, let stepID, let call):
+            let context = ToolContext(
+                runID: runID,
+                stepID: stepID,
+                idempotencyKey: key.qualified(by: runID),
+                workspace: snapshot.configuration.workspace,
+                logger: logger
+            )
+            let allowed = snapshot.step(stepID)?.step.tools ?? []
+            let output = await executor.run(call, allowed: allowed, tools: tools, context: context)
+            try Task.checkCancellation()
+            return [.activityCompleted(key: key, result: .tool(output))]
+
+        case .record(let event):
+            return [event]
+        }
+    }
+
+    private func verdict(on response: ChatResponse, key: ActivityKey, snapshot: RunStateMachine) -> RunEvent {
+        let validator = PlanValidator(
+            availableTools: Set(tools.availableNames),
+            maxSteps: snapshot.configuration.maxSteps,
+            completedStepIDs: Set(snapshot.steps.filter { $0.status == .succeeded }.map(\.step.id))
+        )
+        let attempt = snapshot.plannerTurns.count + 1
+        do {
+            switch try planner.judge(response, validator: validator) {
+            case .accepted(let plan):
+                if let reason = snapshot.replanReason {
+                    return .replanned(round: key.attempt, plan: plan, reason: reason)
+                }
+                return .planProposed(round: key.attempt, plan: plan)
+            case .rejected(let problems):
+                return .planRejected(round: key.attempt, attempt: attempt, problems: problems)
+            }
+        } catch {
+            return .runFailed(error: error)
+        }
+    }
+}
+
+/// The driver's view of the journal: the folded machine, events staged for the next append, and
+/// the sequence number the store is known to be at.
+private struct Journal {
+    let id: RunID
+    let store: any RunStore
+    let now: @Sendable () -> Date
+    let observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
+    /// The fold of what is durable.
+    private(set) var durable: RunStateMachine
+    /// `durable` plus the staged events.
+    private(set) var machine: RunStateMachine
+    private var staged: [RunEvent] = []
+
+    init(id: RunID, store: any RunStore, now: @escaping @Sendable () -> Date, observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?) {
+        self.id = id
+        self.store = store
+        self.now = now
+        self.observer = observer
+        self.durable = RunStateMachine(runID: id)
+        self.machine = durable
+    }
+
+    mutating func load() async throws {
+        durable = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        guard durable.sequence > 0 else { throw TroupeError(.notFound, "No run '\(id)' in this store.") }
+        machine = durable
+        staged = []
+    }
+
+    /// Adds an event to the next append, applying it to the working state at once.
+    mutating func stage(_ event: RunEvent) throws {
+        try machine.apply(event, at: now())
+        staged.append(event)
+    }
+
+    /// Appends the staged events in one transaction.
+    mutating func flush() async throws {
+        guard !staged.isEmpty else { return }
+        let events = staged
+        _ = try await store.append(events, to: id, expectedSequence: durable.sequence, at: now())
+        staged = []
+        for event in events {
+            try durable.apply(event, at: now())
+            observer?(event, durable)
+        }
+        machine = durable
+    }
+
+    /// Whether another writer has appended since our last write; if so, folds their events in and
+    /// keeps only the staged results of activities (decisions are remade from the new state).
+    mutating func hasForeignEvents() async throws -> Bool {
+        let summary = try await store.requireRun(id)
+        guard summary.lastSequence > durable.sequence else { return false }
+        try await reload()
+        return true
+    }
+
+    mutating func reload() async throws {
+        let results = staged.filter { event in
+            switch event {
+            case .activityCompleted, .activityFailed: true
+            default: false
+            }
+        }
+        let foreign = try await store.events(of: id, after: durable.sequence)
+        for record in foreign {
+            try durable.apply(record.event, at: record.recordedAt)
+            observer?(record.event, durable)
+        }
+        machine = durable
+        staged = []
+        for event in results {
+            // A result for an activity the new state no longer knows is dropped.
+            var probe = machine
+            if (try? probe.apply(event, at: now())) != nil {
+                machine = probe
+                staged.append(event)
+            }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+public import Foundation
+public import TroupeCore
+
+/// Decides what a run does next. Pure: no I/O, no clocks, no randomness — a fold of the journal.
+///
+/// Feed it every event in order with ``apply(_:at:)``; ask ``nextActions()`` what to do. The same
+/// journal always yields the same state and the same actions, which is what makes resume exact.
+public struct RunStateMachine: Sendable {
+    public private(set) var runID: RunID
+    public private(set) var goal = ""
+    public private(set) var configuration = RunConfiguration()
+    public private(set) var status: RunStatus = .pending
+    public private(set) var sequence = 0
+    public private(set) var createdAt: Date?
+
+    /// The current plan's steps in order, including finished steps of earlier rounds.
+    public private(set) var steps: [StepState] = []
+    /// 0 for the first plan, then one more per replan.
+    public private(set) var planRound = 0
+    /// The planner's answers in the current round.
+    public private(set) var plannerTurns: [PlannerTurn] = []
+    public private(set) var plannerFailures = 0
+    /// Why the current round replans, once a step has failed.
+    public private(set) var replanReason: String?
+    public private(set) var activities: [ActivityKey: ActivityRecord] = [:]
+    public private(set) var usage = Usage.zero
+    public private(set) var answer: String?
+    public private(set) var error: TroupeError?
+    /// The orphaned side-effecting activity that parked the run, if any.
+    public private(set) var attentionKey: ActivityKey?
+
+    private var planAccepted = false
+    private var nextPlannerCallIndex = 0
+    private var plannerFatalError: TroupeError?
+
+    public init(runID: RunID) {
+        self.runID = runID
+    }
+
+    /// Folds a whole journal.
+    public init(runID: RunID, replaying records: [RunEventRecord]) throws(TroupeError) {
+        self.init(runID: runID)
+        for record in records {
+            try apply(record.event, at: record.recordedAt)
+        }
+    }
+
+    public var hasPlan: Bool { planAccepted }
+
+    /// The round the planner works on: the current one, or the next once a step has failed.
+    public var planningRound: Int { replanReason != nil ? planRound + 1 : planRound }
+
+    /// The step called `id`, if it is in the plan.
+    public func step(_ id: String) -> StepState? { steps.first { $0.step.id == id } }
+
+    // MARK: - Applying events
+
+    /// Advances the state by one journaled event.
+    public mutating func apply(_ event: RunEvent, at time: Date) throws(TroupeError) {
+        if sequence == 0 {
+            guard case .runCreated = event else { throw invalid("a journal must begin with runCreated, not \(event.type)") }
+        }
+        if status.isTerminal {
+            switch event {
+            case .activityCompleted, .activityFailed, .leaseAcquired: break
+            default: throw invalid("run is already \(status.rawValue); \(event.type) is not allowed")
+            }
+        }
+        sequence += 1
+        switch event {
+        case .runCreated(let goal, let configuration):
+            guard sequence == 1 else { throw invalid("runCreated may only be the first event") }
+            self.goal = goal
+            self.configuration = configuration
+            self.createdAt = time
+
+        case .leaseAcquired:
+            if status == .pending { status = .running }
+            // Whatever the previous driver started and did not finish will never finish by itself.
+            for (key, record) in activities where record.status == .started {
+                activities[key]?.orphaned = true
+            }
+
+        case .activityStarted(let key, let kind):
+            var record = ActivityRecord(key: key, kind: kind, status: .started, startedAt: time)
+            if let existing = activities[key], existing.status != .started {
+                throw invalid("activity \(key) already finished; it cannot start again")
+            }
+            record.orphaned = false
+            activities[key] = record
+            reserve(key)
+
+        case .activityCompleted(let key, let result):
+            try complete(key, with: result, at: time)
+
+        case .activityFailed(let key, let error):
+            try fail(key, with: error, at: time)
+
+        case .planProposed(let round, let plan), .replanned(let round, let plan, _):
+            guard round == planningRound else { throw invalid("plan for round \(round) while planning round \(planningRound)") }
+            planRound = round
+            adopt(plan)
+
+        case .planRejected(let round, _, let problems):
+            guard round == planningRound, !plannerTurns.isEmpty else { throw invalid("planRejected without a planner answer") }
+            plannerTurns[plannerTurns.count - 1].problems = problems
+
+        case .stepStarted(let stepID, let attempt):
+            let index = try stepIndex(stepID)
+            guard steps[index].status == .pending || steps[index].status == .failed else {
+                throw invalid("step \(stepID) is \(steps[index].status.rawValue) and cannot start")
+            }
+            steps[index].status = .running
+            steps[index].attempt = attempt
+            steps[index].transcript = []
+            steps[index].startedAt = time
+            steps[index].modelFailures = 0
+            steps[index].iterations = 0
+            steps[index].nextCallIndex = 0
+            steps[index].fatalError = nil
+
+        case .stepCompleted(let stepID, let output):
+            let index = try stepIndex(stepID)
+            steps[index].status = .succeeded
+            steps[index].output = output
+            steps[index].finishedAt = time
+
+        case .stepFailed(let stepID, let error):
+            let index = try stepIndex(stepID)
+            steps[index].status = .failed
+            steps[index].error = error
+            steps[index].finishedAt = time
+            if replanReason == nil {
+                nextPlannerCallIndex = 0
+                replanReason = "Step '\(stepID)' (\(steps[index].step.title)) failed: \(error.message)"
+            }
+
+        case .runNeedsAttention(let key, _):
+            status = .needsAttention
+            attentionKey = key
+
+        case .attentionResolved(let key, let resolution):
+            guard var record = activities[key] else { throw invalid("no activity \(key) to resolve") }
+            status = .running
+            attentionKey = nil
+            switch resolution {
+            case .retry:
+                record.orphaned = false
+                activities[key] = record
+            case .skip:
+                let output = ToolOutput.error(
+                    "An operator skipped this call after the process running it stopped; whether it took effect is unknown."
+                )
+                try complete(key, with: .tool(output), at: time)
+            }
+
+        case .runCancelled(let reason):
+            status = .cancelled
+            error = TroupeError(.cancelled, reason)
+
+        case .runSucceeded(let answer):
+            status = .succeeded
+            self.answer = answer
+
+        case .runFailed(let error):
+            status = .failed
+            self.error = error
+        }
+    }
+
+    private mutating func reserve(_ key: ActivityKey) {
+        if key.step == ActivityKey.planStep {
+            nextPlannerCallIndex = max(nextPlannerCallIndex, key.callIndex + 1)
+        } else if let index = steps.firstIndex(where: { $0.step.id == key.step }), steps[index].attempt == key.attempt {
+            steps[index].nextCallIndex = max(steps[index].nextCallIndex, key.callIndex + 1)
+        }
+    }
+
+    private mutating func complete(_ key: ActivityKey, with result: ActivityResult, at time: Date) throws(TroupeError) {
+        guard var record = activities[key] else { throw invalid("activity \(key) completed without being started") }
+        guard record.status != .completed else { throw invalid("activity \(key) completed twice") }
+        record.status = .completed
+        record.result = result
+        record.orphaned = false
+        record.finishedAt = time
+        activities[key] = record
+        if case .model(let response) = result { usage += response.usage }
+        guard !status.isTerminal else { return }
+
+        if key.step == ActivityKey.planStep {
+            guard key.attempt == planningRound, case .model(let response) = result else { return }
+            plannerTurns.append(PlannerTurn(response: response, problems: nil))
+            return
+        }
+        guard let index = steps.firstIndex(where: { $0.step.id == key.step }),
+            steps[index].status == .running, steps[index].attempt == key.attempt
+        else { return }  // a late result for a step that has moved on
+        switch (result, record.kind) {
+        case (.model(let response), _):
+            steps[index].iterations += 1
+            steps[index].transcript.append(.assistant(key: key, response: response))
+            // Tool calls take the call indexes right after the model call that asked for them.
+            steps[index].nextCallIndex = max(steps[index].nextCallIndex, key.callIndex + 1 + response.message.toolCalls.count)
+            if response.finishReason == .contentFilter {
+                steps[index].fatalError = TroupeError(.contentFiltered, "The provider's content filter stopped the model's answer.")
+            }
+        case (.tool(let output), .tool(let name, let callID, _)):
+            let call = toolCall(for: key, in: steps[index]) ?? ToolCall(id: callID, name: name, arguments: "")
+            steps[index].transcript.append(.toolResult(key: key, call: call, output: output))
+        case (.tool, .model):
+            throw invalid("activity \(key) is a model call but completed with a tool result")
+        }
+    }
+
+    private mutating func fail(_ key: ActivityKey, with error: TroupeError, at time: Date) throws(TroupeError) {
+        guard var record = activities[key] else { throw invalid("activity \(key) failed without being started") }
+        record.status = .failed
+        record.error = error
+        record.orphaned = false
+        record.finishedAt = time
+        activities[key] = record
+        guard !status.isTerminal else { return }
+
+        if key.step == ActivityKey.planStep {
+            guard key.attempt == planningRound else { return }
+            plannerFailures += 1
+            if !Self.isRetryable(error) || plannerFailures > configuration.maxModelCallFailures {
+                plannerFatalError = error
+            }
+            return
+        }
+        guard let index = steps.firstIndex(where: { $0.step.id == key.step }),
+            steps[index].status == .running, steps[index].attempt == key.attempt
+        else { return }
+        switch record.kind {
+        case .model:
+            steps[index].modelFailures += 1
+            if !Self.isRetryable(error) || steps[index].modelFailures > configuration.maxModelCallFailures {
+                steps[index].fatalError = error
+            }
+        case .tool(let name, let callID, _):
+            if error.code == .stepTimeout || error.code == .cancelled {
+                steps[index].fatalError = error
+            } else {
+                let call = toolCall(for: key, in: steps[index]) ?? ToolCall(id: callID, name: name, arguments: "")
+                steps[index].transcript.append(.toolResult(key: key, call: call, output: .error(error.message)))
+            }
+        }
+    }
+
+    /// Model-call failures worth another attempt: the network, the provider's load, odd output.
+    static func isRetryable(_ error: TroupeError) -> Bool {
+        [.transport, .timeout, .rateLimited, .modelAPI, .malformedModelResponse, .invalidJSON].contains(error.code)
+    }
+
+    private mutating func adopt(_ plan: Plan) {
+        planAccepted = true
+        // Finished steps stay; unfinished ones are replaced by the new plan's.
+        steps = steps.map { state in
+            var state = state
+            if state.status != .succeeded { state.status = .superseded }
+            return state
+        }
+        steps += plan.steps.map(StepState.init(step:))
+        replanReason = nil
+        plannerTurns = []
+        plannerFailures = 0
+        plannerFatalError = nil
+        nextPlannerCallIndex = 0
+    }
+
+    private func toolCall(for key: ActivityKey, in step: StepState) -> ToolCall? {
+        for item in step.transcript.reversed() {
+            guard case .assistant(let modelKey, let response) = item else { continue }
+            let offset = key.callIndex - modelKey.callIndex - 1
+            if modelKey.attempt == key.attempt, offset >= 0, offset < response.message.toolCalls.count {
+                return response.message.toolCalls[offset]
+            }
+        }
+        return nil
+    }
+
+    private func stepIndex(_ id: String) throws(TroupeError) -> Int {
+        guard let index = steps.firstIndex(where: { $0.step.id == id && $0.status != .superseded }) else {
+            throw invalid("no step '\(id)' in the plan")
+        }
+        return index
+    }
+
+    private func invalid(_ message: String) -> TroupeError {
+        TroupeError(.invalidTransition, "Journal of run \(runID) is inconsistent: \(message).")
+    }
+}
+
+// MARK: - Deciding
+
+extension RunStateMachine {
+    /// What to do next, derived from the state alone. Empty when the run is finished, parked, or
+    /// waiting for activities that are under way.
+    public func nextActions() -> [RunAction] {
+        guard status == .pending || status == .running else { return [] }
+        if let orphan = orphanedSideEffect() {
+            let reason =
+                "Tool '\(orphan.name)' (\(orphan.key)) was running when the process driving the run stopped; "
+                + "it has side effects, so Troupe will not run it again by itself. Check whether it took effect, then "
+                + "`troupe resume \(runID) --retry` or `--skip`."
+            return [.record(.runNeedsAttention(key: orphan.key, reason: reason))]
+        }
+        if !planAccepted || (replanReason != nil && !steps.contains { $0.status == .running }) {
+            return planningActions()
+        }
+        var actions: [RunAction] = []
+        var running = 0
+        for state in steps where state.status == .running {
+            running += 1
+            actions += stepActions(state)
+        }
+        if replanReason != nil { return actions }
+
+        let succeeded = Set(steps.filter { $0.status == .succeeded }.map(\.step.id))
+        for state in steps where state.status == .pending && running < configuration.maxConcurrentSteps {
+            if state.step.dependsOn.allSatisfy(succeeded.contains) {
+                actions.append(.record(.stepStarted(stepID: state.step.id, attempt: state.attempt + 1)))
+                running += 1
+            }
+        }
+        if actions.isEmpty, running == 0, !steps.contains(where: { $0.status == .pending }) {
+            actions.append(.record(.runSucceeded(answer: finalAnswer())))
+        }
+        return actions
+    }
+
+    private func planningActions() -> [RunAction] {
+        if let plannerFatalError {
+            return [.record(.runFailed(error: TroupeError(.planInvalid, "The planner's model call failed: \(plannerFatalError.message)")))]
+        }
+        let rejections = plannerTurns.filter { $0.problems != nil }.count
+        if let last = plannerTurns.last, last.problems == nil {
+            return []  // an answer awaiting its verdict; the driver records both together
+        }
+        if rejections > configuration.maxPlanRepairs {
+            let problems = plannerTurns.last?.problems?.joined(separator: " ") ?? ""
+            return [
+                .record(
+                    .runFailed(
+                        error: TroupeError(
+                            .planInvalid,
+                            "The model did not produce a valid plan after \(rejections) attempts. Last problems: \(problems)"
+                        )
+                    )
+                )
+            ]
+        }
+        if replanReason != nil, planRound >= configuration.maxReplans {
+            let failed = steps.last { $0.status == .failed }
+            let message = failed.map { "Step '\($0.step.id)' failed and no replans are left: \($0.error?.message ?? "unknown error")" }
+            return [.record(.runFailed(error: TroupeError(.stepFailed, message ?? "A step failed and no replans are left.")))]
+        }
+        let round = planningRound
+        let key = ActivityKey(step: ActivityKey.planStep, attempt: round, callIndex: nextPlannerCallIndex)
+        return [.callModel(key: key, purpose: round == 0 ? .plan : .replan, stepID: nil)]
+    }
+
+    private func stepActions(_ state: StepState) -> [RunAction] {
+        let id = state.step.id
+        if let fatal = state.fatalError {
+            return [.record(.stepFailed(stepID: id, error: fatal))]
+        }
+        guard let lastModel = state.transcript.lastIndex(where: { if case .assistant = $0 { true } else { false } }),
+            case .assistant(let modelKey, let response) = state.transcript[lastModel]
+        else {
+            return [modelCall(for: state)]
+        }
+        let calls = response.message.toolCalls
+        if calls.isEmpty {
+            return [.record(.stepCompleted(stepID: id, output: response.message.content ?? ""))]
+        }
+        let answered = Set(state.transcript[lastModel...].compactMap { item -> ActivityKey? in
+            if case .toolResult(let key, _, _) = item { key } else { nil }
+        })
+        var actions: [RunAction] = []
+        for (offset, call) in calls.enumerated() {
+            let key = ActivityKey(step: id, attempt: modelKey.attempt, callIndex: modelKey.callIndex + 1 + offset)
+            if !answered.contains(key) {
+                actions.append(.callTool(key: key, stepID: id, call: call))
+            }
+        }
+        if !actions.isEmpty { return actions }
+        if state.iterations > configuration.maxIterations {
+            // The tool-free final call still asked for tools: take what text it gave.
+            return [.record(.stepCompleted(stepID: id, output: response.message.content ?? ""))]
+        }
+        return [modelCall(for: state)]
+    }
+
+    private func modelCall(for state: StepState) -> RunAction {
+        let key = ActivityKey(step: state.step.id, attempt: state.attempt, callIndex: state.nextCallIndex)
+        let purpose: ModelCallPurpose = state.iterations >= configuration.maxIterations ? .finalAnswer : .execute
+        return .callModel(key: key, purpose: purpose, stepID: state.step.id)
+    }
+
+    private func orphanedSideEffect() -> (key: ActivityKey, name: String)? {
+        for (key, record) in activities.sorted(by: { $0.key < $1.key }) where record.orphaned && record.status == .started {
+            if case .tool(let name, _, .sideEffecting) = record.kind { return (key, name) }
+        }
+        return nil
+    }
+
+    /// The run's answer: the outputs of the steps nothing else depends on, in plan order.
+    func finalAnswer() -> String {
+        let live = steps.filter { $0.status == .succeeded }
+        let dependedOn = Set(live.flatMap(\.step.dependsOn))
+        let sinks = live.filter { !dependedOn.contains($0.step.id) }
+        if sinks.count == 1 { return sinks[0].output ?? "" }
+        return sinks.map { "## \($0.step.title)\n\($0.output ?? "")" }.joined(separator: "\n\n")
+    }
+}

@@ -1,0 +1,47 @@
+/// Why the model stopped producing output.
+public enum FinishReason: String, Sendable, Hashable, Codable {
+    case stop, length, toolCalls, contentFilter, other
+}
+
+/// Token counts of one or more model calls.
+public struct Usage: Sendable, Hashable, Codable {
+    public var inputTokens: Int
+    public var outputTokens: Int
+    public var cachedTokens: Int
+
+    public init(inputTokens: Int = 0, outputTokens: Int = 0, cachedTokens: Int = 0) {
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+        self.cachedTokens = cachedTokens
+    }
+
+    public var totalTokens: Int { inputTokens + outputTokens }
+
+    public static let zero = Usage()
+
+    public static func + (lhs: Usage, rhs: Usage) -> Usage {
+        Usage(
+            inputTokens: lhs.inputTokens + rhs.inputTokens,
+            outputTokens: lhs.outputTokens + rhs.outputTokens,
+            cachedTokens: lhs.cachedTokens + rhs.cachedTokens
+        )
+    }
+
+    public static func += (lhs: inout Usage, rhs: Usage) { lhs = lhs + rhs }
+}
+
+/// A model's complete answer.
+public struct ChatResponse: Sendable, Hashable, Codable {
+    public var message: ChatMessage
+    public var finishReason: FinishReason
+    public var usage: Usage
+    /// The model that answered, as the provider names it.
+    public var model: String
+
+    public init(message: ChatMessage, finishReason: FinishReason, usage: Usage = .zero, model: String = "") {
+        self.message = message
+        self.finishReason = finishReason
+        self.usage = usage
+        self.model = model
+    }
+}

@@ -1,0 +1,290 @@
+public import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOFoundationCompat
+import NIOHTTP1
+public import TroupeCore
+
+/// A ``ChatModel`` that speaks the OpenAI Chat Completions API over HTTP: OpenAI itself, or any
+/// compatible server (vLLM, Ollama, llama.cpp, LiteLLM, …) at ``Configuration/baseURL``.
+///
+/// Non-streaming and streaming (SSE) answers, tools, structured output and usage; the provider's
+/// error bodies become ``TroupeError``s naming the endpoint and the HTTP status. The API key is
+/// sent only in the `Authorization` header and never logged or journaled.
+public struct OpenAIChatModel: ChatModel {
+    public struct Configuration: Sendable {
+        /// The API root, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+        public var baseURL: String
+        public var apiKey: String?
+        /// The model name sent with every request.
+        public var model: String
+        /// Extra headers (e.g. `OpenAI-Organization`), sent as given.
+        public var headers: [String: String]
+        /// The longest a whole call may take, streaming included.
+        public var timeout: Duration
+        /// The largest answer accepted, in bytes.
+        public var maxResponseBytes: Int
+
+        public init(
+            baseURL: String = "https://api.openai.com/v1",
+            apiKey: String? = nil,
+            model: String,
+            headers: [String: String] = [:],
+            timeout: Duration = .seconds(120),
+            maxResponseBytes: Int = 16 << 20
+        ) {
+            self.baseURL = baseURL
+            self.apiKey = apiKey
+            self.model = model
+            self.headers = headers
+            self.timeout = timeout
+            self.maxResponseBytes = maxResponseBytes
+        }
+
+        /// Reads `OPENAI_BASE_URL` and `OPENAI_API_KEY` from the environment, with overrides.
+        public static func fromEnvironment(
+            model: String,
+            baseURL: String? = nil,
+            environment: [String: String] = ProcessInfo.processInfo.environment
+        ) -> Configuration {
+            Configuration(
+                baseURL: baseURL ?? environment["OPENAI_BASE_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? "https://api.openai.com/v1",
+                apiKey: environment["OPENAI_API_KEY"].flatMap { $0.isEmpty ? nil : $0 },
+                model: model
+            )
+        }
+    }
+
+    public let configuration: Configuration
+    private let client: HTTPClient
+    private let endpoint: String
+
+    /// - Parameter httpClient: the client to share; defaults to AsyncHTTPClient's process-wide
+    ///   shared client, which needs no shutdown.
+    public init(configuration: Configuration, httpClient: HTTPClient = .shared) throws(TroupeError) {
+        var base = configuration.baseURL.trimmingCharacters(in: .whitespaces)
+        while base.hasSuffix("/") { base.removeLast() }
+        guard let url = URL(string: base), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", url.host != nil
+        else {
+            throw TroupeError(
+                .configuration,
+                "The model base URL '\(configuration.baseURL)' is not an http(s) URL. Use e.g. https://api.openai.com/v1."
+            )
+        }
+        self.configuration = configuration
+        self.client = httpClient
+        self.endpoint = base + "/chat/completions"
+    }
+
+    public func complete(_ request: ChatRequest) async throws -> ChatResponse {
+        let response = try await send(request, stream: false)
+        let body: ByteBuffer
+        do {
+            body = try await response.body.collect(upTo: configuration.maxResponseBytes)
+        } catch {
+            throw transportError(error, "reading the answer")
+        }
+        let decoded: OpenAIWire.Response
+        do {
+            decoded = try JSONDecoder().decode(OpenAIWire.Response.self, from: body)
+        } catch {
+            throw TroupeError(
+                .malformedModelResponse,
+                "The model at \(endpoint) answered with something that is not a chat completion: \(JSONCoding.describe(error)).",
+                details: ["endpoint": endpoint, "body": Self.preview(body)]
+            )
+        }
+        guard let choice = decoded.choices?.first, let message = choice.message else {
+            throw TroupeError(
+                .malformedModelResponse,
+                "The model at \(endpoint) answered with no choices.",
+                details: ["endpoint": endpoint, "body": Self.preview(body)]
+            )
+        }
+        let toolCalls = (message.tool_calls ?? []).enumerated().map { offset, call in
+            ToolCall(id: call.id ?? "call_\(offset)", name: call.function.name ?? "", arguments: call.function.arguments ?? "")
+        }
+        return ChatResponse(
+            message: .assistant(message.content, toolCalls: toolCalls),
+            finishReason: OpenAIWire.finishReason(choice.finish_reason),
+            usage: decoded.usage?.usage ?? .zero,
+            model: decoded.model ?? configuration.model
+        )
+    }
+
+    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await streamAnswer(request) { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private func streamAnswer(_ request: ChatRequest, yield: (ChatStreamEvent) -> Void) async throws {
+        let response = try await send(request, stream: true)
+        var parser = SSEParser()
+        var assembler = ToolCallAssembler()
+        var text = ""
+        var finish: FinishReason?
+        var usage = Usage.zero
+        var model = configuration.model
+        var received = 0
+        var done = false
+        let decoder = JSONDecoder()
+
+        func handle(_ event: SSEEvent) throws {
+            if event.data == "[DONE]" {
+                done = true
+                return
+            }
+            let chunk: OpenAIWire.Chunk
+            do {
+                chunk = try decoder.decode(OpenAIWire.Chunk.self, from: Data(event.data.utf8))
+            } catch {
+                throw TroupeError(
+                    .malformedModelResponse,
+                    "The model at \(endpoint) sent a stream chunk that is not JSON: \(JSONCoding.describe(error)).",
+                    details: ["endpoint": endpoint, "chunk": String(event.data.prefix(500))]
+                )
+            }
+            if let error = chunk.error {
+                throw apiError(status: nil, body: error, retryAfter: nil)
+            }
+            if let name = chunk.model, !name.isEmpty { model = name }
+            if let chunkUsage = chunk.usage { usage = chunkUsage.usage }
+            for choice in chunk.choices ?? [] {
+                if let content = choice.delta?.content, !content.isEmpty {
+                    text += content
+                    yield(.textDelta(content))
+                }
+                for delta in choice.delta?.tool_calls ?? [] {
+                    let index = assembler.add(
+                        index: delta.index,
+                        id: delta.id,
+                        name: delta.function?.name,
+                        arguments: delta.function?.arguments
+                    )
+                    yield(.toolCallDelta(index: index, id: delta.id, name: delta.function?.name, argumentsDelta: delta.function?.arguments ?? ""))
+                }
+                if let reason = choice.finish_reason { finish = OpenAIWire.finishReason(reason) }
+            }
+        }
+
+        do {
+            for try await buffer in response.body {
+                received += buffer.readableBytes
+                if received > configuration.maxResponseBytes {
+                    throw TroupeError(.malformedModelResponse, "The model's stream exceeded \(configuration.maxResponseBytes) bytes.")
+                }
+                for event in parser.feed(buffer.readableBytesView) {
+                    try handle(event)
+                }
+                if done { break }
+            }
+            for event in parser.finish() { try handle(event) }
+        } catch let error as TroupeError {
+            throw error
+        } catch {
+            throw transportError(error, "reading the stream")
+        }
+        guard done || finish != nil else {
+            throw TroupeError(
+                .transport,
+                "The stream from \(endpoint) ended before the answer was complete (no finish reason, no [DONE]).",
+                details: ["endpoint": endpoint, "received": "\(text.count) characters"]
+            )
+        }
+        let calls = assembler.toolCalls()
+        yield(
+            .completed(
+                ChatResponse(
+                    message: .assistant(text.isEmpty && !calls.isEmpty ? nil : text, toolCalls: calls),
+                    finishReason: finish ?? (calls.isEmpty ? .stop : .toolCalls),
+                    usage: usage,
+                    model: model
+                )
+            )
+        )
+    }
+
+    /// Sends the request; returns the response once its status is known to be a success.
+    private func send(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
+        let wire = OpenAIWire.request(for: request, model: configuration.model, stream: stream)
+        var http = HTTPClientRequest(url: endpoint)
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
+        if let key = configuration.apiKey { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        for (name, value) in configuration.headers { http.headers.replaceOrAdd(name: name, value: value) }
+        do {
+            http.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(wire)))
+        } catch {
+            throw TroupeError(.invalidInput, "The request cannot be encoded as JSON: \(error)")
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(http, timeout: .nanoseconds(Int64(configuration.timeout.components.seconds) * 1_000_000_000))
+        } catch {
+            throw transportError(error, "sending the request")
+        }
+        guard (200..<300).contains(response.status.code) else {
+            let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
+            let envelope = try? JSONDecoder().decode(OpenAIWire.ErrorEnvelope.self, from: body)
+            let fallback = OpenAIWire.ErrorBody(message: Self.preview(body), type: nil, code: nil, param: nil)
+            throw apiError(
+                status: Int(response.status.code),
+                body: envelope?.error ?? fallback,
+                retryAfter: response.headers.first(name: "retry-after-ms").map { "\($0)ms" } ?? response.headers.first(name: "retry-after")
+            )
+        }
+        return response
+    }
+
+    private func apiError(status: Int?, body: OpenAIWire.ErrorBody, retryAfter: String?) -> TroupeError {
+        let message = body.message.flatMap { $0.isEmpty ? nil : $0 } ?? "no error message"
+        var details = ["endpoint": endpoint]
+        if let status { details["status"] = "\(status)" }
+        if let type = body.type { details["type"] = type }
+        if let code = body.code?.text, !code.isEmpty { details["code"] = code }
+        if let retryAfter { details["retryAfter"] = retryAfter }
+        let statusText = status.map { "HTTP \($0)" } ?? "an error in the stream"
+        switch status {
+        case 401, 403:
+            return TroupeError(
+                .authentication,
+                "The model API at \(endpoint) rejected the credentials (\(statusText)): \(message). Check OPENAI_API_KEY.",
+                details: details
+            )
+        case 429:
+            return TroupeError(.rateLimited, "The model API at \(endpoint) is rate limiting (\(statusText)): \(message)", details: details)
+        case .some(let code) where (400..<500).contains(code) && code != 408 && code != 409:
+            return TroupeError(.invalidInput, "The model API at \(endpoint) refused the request (\(statusText)): \(message)", details: details)
+        default:
+            return TroupeError(.modelAPI, "The model API at \(endpoint) failed (\(statusText)): \(message)", details: details)
+        }
+    }
+
+    private func transportError(_ error: any Error, _ activity: String) -> TroupeError {
+        if let error = error as? TroupeError { return error }
+        if error is CancellationError { return TroupeError(.cancelled, "The model call was cancelled.") }
+        let description = String(describing: error)
+        let code: TroupeError.Code = description.lowercased().contains("timeout") || description.contains("deadline") ? .timeout : .transport
+        return TroupeError(
+            code,
+            "Could not reach the model at \(endpoint) while \(activity): \(description).",
+            details: ["endpoint": endpoint],
+            underlying: error
+        )
+    }
+
+    private static func preview(_ body: ByteBuffer) -> String {
+        String(decoding: body.readableBytesView.prefix(500), as: UTF8.self)
+    }
+}

@@ -1,0 +1,101 @@
+/// One server-sent event.
+public struct SSEEvent: Sendable, Hashable {
+    /// The `event:` field; empty when the server sent none (the default type, "message").
+    public var event: String
+    /// The `data:` lines joined with newlines.
+    public var data: String
+    public var id: String?
+
+    public init(event: String = "", data: String, id: String? = nil) {
+        self.event = event
+        self.data = data
+        self.id = id
+    }
+}
+
+/// An incremental parser for `text/event-stream` (the WHATWG server-sent events format).
+///
+/// Feed it bytes as they arrive, split anywhere: lines may end with CRLF, LF or CR (even a CRLF
+/// split across two chunks), `:` lines are comments, several `data:` lines join with newlines,
+/// and a blank line dispatches the event.
+public struct SSEParser: Sendable {
+    private var line: [UInt8] = []
+    private var lastWasCR = false
+    private var data: [UInt8] = []
+    private var hasData = false
+    private var eventType = ""
+    private var lastEventID: String?
+
+    public init() {}
+
+    /// Parses more bytes; returns the events they complete.
+    public mutating func feed(_ bytes: some Sequence<UInt8>) -> [SSEEvent] {
+        var events: [SSEEvent] = []
+        for byte in bytes {
+            switch byte {
+            case UInt8(ascii: "\n"):
+                if lastWasCR {
+                    lastWasCR = false  // the LF of a CRLF: the line already ended at the CR
+                    continue
+                }
+                endLine(into: &events)
+            case UInt8(ascii: "\r"):
+                lastWasCR = true
+                endLine(into: &events)
+            default:
+                lastWasCR = false
+                line.append(byte)
+            }
+        }
+        return events
+    }
+
+    /// Ends the stream: a last event not followed by a blank line is still delivered.
+    public mutating func finish() -> [SSEEvent] {
+        var events: [SSEEvent] = []
+        if !line.isEmpty { endLine(into: &events) }
+        if hasData { dispatch(into: &events) }
+        return events
+    }
+
+    private mutating func endLine(into events: inout [SSEEvent]) {
+        defer { line.removeAll(keepingCapacity: true) }
+        if line.isEmpty {
+            dispatch(into: &events)
+            return
+        }
+        if line[0] == UInt8(ascii: ":") { return }  // a comment, e.g. a keep-alive
+        let field: ArraySlice<UInt8>
+        var value: ArraySlice<UInt8>
+        if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            field = line[..<colon]
+            value = line[(colon + 1)...]
+            if value.first == UInt8(ascii: " ") { value = value.dropFirst() }
+        } else {
+            field = line[...]
+            value = []
+        }
+        switch String(decoding: field, as: UTF8.self) {
+        case "data":
+            if hasData { data.append(UInt8(ascii: "\n")) }
+            data.append(contentsOf: value)
+            hasData = true
+        case "event":
+            eventType = String(decoding: value, as: UTF8.self)
+        case "id":
+            if !value.contains(0) { lastEventID = String(decoding: value, as: UTF8.self) }
+        default:
+            break  // `retry` and unknown fields are ignored
+        }
+    }
+
+    private mutating func dispatch(into events: inout [SSEEvent]) {
+        defer {
+            data.removeAll(keepingCapacity: true)
+            hasData = false
+            eventType = ""
+        }
+        guard hasData else { return }
+        events.append(SSEEvent(event: eventType, data: String(decoding: data, as: UTF8.self), id: lastEventID))
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import SQLiteNIO
+import TroupeCore
+
+/// The SQLite schema, as numbered migrations. A migration is never edited once released: add a new one.
+enum SQLiteMigrations {
+    static let all: [(version: Int, statements: [String])] = [
+        (
+            1,
+            [
+                """
+                CREATE TABLE runs (
+                    id TEXT PRIMARY KEY,
+                    tenant TEXT NOT NULL DEFAULT 'default',
+                    goal TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_sequence INTEGER NOT NULL,
+                    summary TEXT NOT NULL,
+                    lease_owner TEXT,
+                    lease_expires_at INTEGER
+                )
+                """,
+                "CREATE INDEX runs_by_status ON runs (status, created_at)",
+                "CREATE INDEX runs_by_created ON runs (created_at)",
+                """
+                CREATE TABLE events (
+                    run_id TEXT NOT NULL REFERENCES runs (id),
+                    sequence INTEGER NOT NULL,
+                    type TEXT NOT NULL,
+                    schema_version INTEGER NOT NULL,
+                    recorded_at INTEGER NOT NULL,
+                    payload TEXT NOT NULL,
+                    PRIMARY KEY (run_id, sequence)
+                ) WITHOUT ROWID
+                """,
+            ]
+        )
+    ]
+
+    /// The newest schema version this build knows.
+    static var latest: Int { all.map(\.version).max() ?? 0 }
+
+    /// Applies every migration newer than the database's version, each in its own transaction.
+    static func migrate(_ connection: SQLiteConnection) async throws {
+        _ = try await connection.query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        while true {
+            _ = try await connection.query("BEGIN IMMEDIATE")
+            do {
+                // Read the version inside the transaction: another process may have migrated meanwhile.
+                let rows = try await connection.query("SELECT MAX(version) AS version FROM schema_migrations")
+                let current = rows.first?.column("version")?.integer ?? 0
+                guard current <= latest else {
+                    throw TroupeError(
+                        .storage,
+                        "The store's schema is version \(current), newer than this troupe understands (\(latest)). Upgrade troupe."
+                    )
+                }
+                guard let migration = all.first(where: { $0.version > current }) else {
+                    _ = try await connection.query("COMMIT")
+                    return
+                }
+                for statement in migration.statements {
+                    _ = try await connection.query(statement)
+                }
+                _ = try await connection.query(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    [.integer(migration.version), SQLiteRunStore.millis(Date())]
+                )
+                _ = try await connection.query("COMMIT")
+            } catch {
+                _ = try? await connection.query("ROLLBACK")
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+public import TroupeCore
+
+/// A directory that file tools are jailed to.
+///
+/// Paths from the model are resolved *after* following symlinks and must stay inside the root:
+/// `..`, absolute paths elsewhere, symlinks pointing out, NUL bytes and over-long names are refused.
+public struct Workspace: Sendable, Hashable {
+    /// The root, with symlinks resolved.
+    public let root: String
+
+    /// Opens `path` as a workspace; it must be an existing directory.
+    public init(_ path: String) throws(TroupeError) {
+        let absolute = URL(fileURLWithPath: path).standardizedFileURL.path
+        guard let resolved = Self.realPath(absolute) else {
+            throw TroupeError(.invalidInput, "The workspace '\(path)' does not exist. Create it or pass another --workspace.")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw TroupeError(.invalidInput, "The workspace '\(path)' is not a directory.")
+        }
+        root = resolved
+    }
+
+    /// The real absolute path for `path` (relative to the root), checked to be inside the root.
+    /// The file itself need not exist (for writes); its nearest existing ancestor is resolved.
+    public func resolve(_ path: String) throws(TroupeError) -> String {
+        guard !path.contains("\0") else { throw denied(path, "it contains a NUL byte") }
+        guard path.utf8.count <= 4_096 else { throw denied(String(path.prefix(80)) + "…", "it is longer than 4096 bytes") }
+        let components = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard !components.contains(where: { $0.utf8.count > 255 }) else { throw denied(path, "a name in it is longer than 255 bytes") }
+
+        let candidate: String
+        if path.hasPrefix("/") {
+            candidate = URL(fileURLWithPath: path).standardizedFileURL.path
+        } else {
+            candidate = URL(fileURLWithPath: root).appendingPathComponent(path.isEmpty ? "." : path).standardizedFileURL.path
+        }
+        // Resolve the longest existing prefix (following every symlink in it), then re-append the rest.
+        var existing = candidate
+        var rest: [String] = []
+        var resolved = Self.realPath(existing)
+        while resolved == nil {
+            let url = URL(fileURLWithPath: existing)
+            rest.insert(url.lastPathComponent, at: 0)
+            let parent = url.deletingLastPathComponent().path
+            guard parent != existing else { break }
+            existing = parent
+            resolved = Self.realPath(existing)
+        }
+        guard let base = resolved else { throw denied(path, "it cannot be resolved") }
+        let full = rest.isEmpty ? base : base + "/" + rest.joined(separator: "/")
+        guard full == root || full.hasPrefix(root == "/" ? "/" : root + "/") else {
+            throw denied(path, "it is outside the workspace")
+        }
+        return full
+    }
+
+    /// `absolute` relative to the root, for messages to the model.
+    public func relative(_ absolute: String) -> String {
+        if absolute == root { return "." }
+        return absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
+    }
+
+    private func denied(_ path: String, _ reason: String) -> TroupeError {
+        TroupeError(.accessDenied, "Access to '\(path)' is denied: \(reason). Use paths inside the workspace.", details: ["path": path])
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let pointer = realpath(path, nil) else { return nil }
+        defer { free(pointer) }
+        return String(cString: pointer)
+    }
+}

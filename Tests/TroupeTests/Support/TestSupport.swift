@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+/// A fresh temporary directory, removed afterwards.
+func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("troupe-test-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    return try await body(path)
+}
+
+/// A tool that records its calls; `effect` decides how resume treats it.
+final class CountingTool: Tool, @unchecked Sendable {
+    // Safety: `count` is only touched under `lock`.
+    let name: String
+    let description = "Echo the text back."
+    let effect: ToolEffect
+    let parameters: JSONSchema = .object([.init("text", .string("What to echo."))])
+    private let lock = NSLock()
+    private var _count = 0
+
+    init(name: String = "echo", effect: ToolEffect = .readOnly) {
+        self.name = name
+        self.effect = effect
+    }
+
+    var count: Int { lock.withLock { _count } }
+
+    func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        lock.withLock { _count += 1 }
+        return ToolOutput("echo: \(arguments["text"]?.stringValue ?? "")")
+    }
+}
+
+/// A fixed clock for journal timestamps.
+let fixedDate = Date(timeIntervalSince1970: 1_790_000_000)
+
+func plan(_ steps: [(id: String, tools: [String], dependsOn: [String])]) -> Plan {
+    Plan(steps: steps.map { PlanStep(id: $0.id, title: "Step \($0.id)", instruction: "Do \($0.id).", tools: $0.tools, dependsOn: $0.dependsOn) })
+}
+
+func makeDriver(store: any RunStore, model: any ChatModel, tools: [any Tool], owner: String = "test-driver") throws -> RunDriver {
+    RunDriver(store: store, model: model, tools: try ToolRegistry(tools), owner: owner, now: { fixedDate })
+}
