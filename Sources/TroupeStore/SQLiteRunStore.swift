@@ -45,6 +45,23 @@ public actor SQLiteRunStore: RunStore {
         return store
     }
 
+    /// Opens the store at `path`, runs `body` with it, and closes it afterwards, even on error.
+    public static func withStore<T: Sendable>(
+        path: String,
+        logger: Logger = Logger(label: "troupe.store"),
+        _ body: (SQLiteRunStore) async throws -> T
+    ) async throws -> T {
+        let store = try await open(path: path, logger: logger)
+        do {
+            let result = try await body(store)
+            try await store.close()
+            return result
+        } catch {
+            try? await store.close()
+            throw error
+        }
+    }
+
     private func configure() async throws {
         _ = try await connection.query("PRAGMA busy_timeout = 10000")
         _ = try await connection.query("PRAGMA journal_mode = WAL")

@@ -64,10 +64,17 @@ public struct RunDriver: Sendable {
     /// - Parameters:
     ///   - takeOver: take the lease even if another owner holds it (its process is known to be dead).
     ///   - resolution: how to settle the activity that parked the run in `needsAttention`.
-    public func drive(_ id: RunID, takeOver: Bool = false, resolution: AttentionResolution? = nil) async throws -> RunStateMachine {
+    ///   - configuration: a changed configuration to continue with (journaled), e.g. from `resume` flags.
+    public func drive(
+        _ id: RunID,
+        takeOver: Bool = false,
+        resolution: AttentionResolution? = nil,
+        configuration: RunConfiguration? = nil
+    ) async throws -> RunStateMachine {
+        let configuration = try configuration?.validated()
         _ = try await store.acquireLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), force: takeOver, at: now())
         do {
-            let machine = try await driveHoldingLease(id, resolution: resolution)
+            let machine = try await driveHoldingLease(id, resolution: resolution, configuration: configuration)
             try? await store.releaseLease(on: id, owner: owner)
             return machine
         } catch {
@@ -85,12 +92,19 @@ public struct RunDriver: Sendable {
         case heartbeat
     }
 
-    private func driveHoldingLease(_ id: RunID, resolution: AttentionResolution?) async throws -> RunStateMachine {
+    private func driveHoldingLease(
+        _ id: RunID,
+        resolution: AttentionResolution?,
+        configuration: RunConfiguration?
+    ) async throws -> RunStateMachine {
         var journal = Journal(id: id, store: store, now: now, observer: observer)
         try await journal.load()
         guard !journal.machine.status.isTerminal else { return journal.machine }
 
         var opening: [RunEvent] = [.leaseAcquired(owner: owner)]
+        if let configuration, configuration != journal.machine.configuration {
+            opening.append(.configurationUpdated(configuration: configuration))
+        }
         if journal.machine.status == .needsAttention {
             guard let resolution, let key = journal.machine.attentionKey else { return journal.machine }
             opening.append(.attentionResolved(key: key, resolution: resolution))

@@ -81,6 +81,9 @@ public struct RunStateMachine: Sendable {
                 activities[key]?.orphaned = true
             }
 
+        case .configurationUpdated(let configuration):
+            self.configuration = configuration
+
         case .activityStarted(let key, let kind):
             var record = ActivityRecord(key: key, kind: kind, status: .started, startedAt: time)
             if let existing = activities[key], existing.status != .started {

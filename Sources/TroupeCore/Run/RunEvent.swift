@@ -39,6 +39,8 @@ public enum RunEvent: Sendable, Hashable {
     case runCreated(goal: String, configuration: RunConfiguration)
     /// A driver (a CLI process, a worker) took the run; activities started before it and never finished are orphans.
     case leaseAcquired(owner: String)
+    /// `resume` was given overrides: the run continues with this configuration.
+    case configurationUpdated(configuration: RunConfiguration)
     case activityStarted(key: ActivityKey, kind: ActivityKind)
     case activityCompleted(key: ActivityKey, result: ActivityResult)
     case activityFailed(key: ActivityKey, error: TroupeError)
@@ -59,6 +61,7 @@ public enum RunEvent: Sendable, Hashable {
         switch self {
         case .runCreated: "runCreated"
         case .leaseAcquired: "leaseAcquired"
+        case .configurationUpdated: "configurationUpdated"
         case .activityStarted: "activityStarted"
         case .activityCompleted: "activityCompleted"
         case .activityFailed: "activityFailed"
@@ -76,11 +79,12 @@ public enum RunEvent: Sendable, Hashable {
         }
     }
 
-    /// The status this event moves the run to, if it changes it.
+    /// The status this event moves the run to, if it changes it. (`leaseAcquired` also moves a
+    /// `pending` run to `running`.)
     public var resultingStatus: RunStatus? {
         switch self {
         case .runCreated: .pending
-        case .leaseAcquired, .attentionResolved: .running
+        case .attentionResolved: .running
         case .runNeedsAttention: .needsAttention
         case .runCancelled: .cancelled
         case .runSucceeded: .succeeded
@@ -104,6 +108,8 @@ extension RunEvent: Codable {
             self = .runCreated(goal: try c.decode(String.self, forKey: .goal), configuration: try c.decode(RunConfiguration.self, forKey: .configuration))
         case "leaseAcquired":
             self = .leaseAcquired(owner: try c.decode(String.self, forKey: .owner))
+        case "configurationUpdated":
+            self = .configurationUpdated(configuration: try c.decode(RunConfiguration.self, forKey: .configuration))
         case "activityStarted":
             self = .activityStarted(key: try c.decode(ActivityKey.self, forKey: .key), kind: try c.decode(ActivityKind.self, forKey: .kind))
         case "activityCompleted":
@@ -161,6 +167,8 @@ extension RunEvent: Codable {
             try c.encode(configuration, forKey: .configuration)
         case .leaseAcquired(let owner):
             try c.encode(owner, forKey: .owner)
+        case .configurationUpdated(let configuration):
+            try c.encode(configuration, forKey: .configuration)
         case .activityStarted(let key, let kind):
             try c.encode(key, forKey: .key)
             try c.encode(kind, forKey: .kind)

@@ -44,6 +44,10 @@ public struct RunSummary: Sendable, Hashable, Codable {
                 next.modelCalls += 1
             case .activityCompleted(_, .tool):
                 next.toolCalls += 1
+            case .leaseAcquired where next.status == .pending:
+                next.status = .running
+            case .configurationUpdated(let configuration):
+                next.configuration = configuration
             case .runSucceeded(let answer):
                 next.answer = answer
                 next.error = nil

@@ -60,9 +60,22 @@ public struct OpenAIChatModel: ChatModel {
     private let client: HTTPClient
     private let endpoint: String
 
-    /// - Parameter httpClient: the client to share; defaults to AsyncHTTPClient's process-wide
-    ///   shared client, which needs no shutdown.
-    public init(configuration: Configuration, httpClient: HTTPClient = .shared) throws(TroupeError) {
+    /// The process-wide client model calls share by default. It lives as long as the process and
+    /// needs no shutdown. It fails a connection attempt at once instead of retrying it until the
+    /// request's deadline (retries are the resilience layer's decision), allows many concurrent
+    /// connections per host, and never follows redirects.
+    public static let sharedHTTPClient: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: nil)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 256
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .enabled(limit: .ratio(25))
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
+    /// - Parameter httpClient: the client to use; defaults to ``sharedHTTPClient``.
+    public init(configuration: Configuration, httpClient: HTTPClient = OpenAIChatModel.sharedHTTPClient) throws(TroupeError) {
         var base = configuration.baseURL.trimmingCharacters(in: .whitespaces)
         while base.hasSuffix("/") { base.removeLast() }
         guard let url = URL(string: base), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", url.host != nil

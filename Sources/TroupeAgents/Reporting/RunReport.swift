@@ -1,0 +1,170 @@
+public import Foundation
+public import TroupeCore
+
+/// A run as one JSON document: what `troupe show --json` prints (a public contract).
+///
+/// Fields: `id`, `status`, `goal`, `createdAt`, `updatedAt`, `usage`, `modelCalls`, `toolCalls`,
+/// `answer`, `error`, `configuration`, and `steps` — each with its tool calls, arguments and
+/// results inline.
+public struct RunReport: Sendable, Encodable {
+    public struct UsageReport: Sendable, Encodable {
+        public var inputTokens: Int
+        public var outputTokens: Int
+        public var cachedTokens: Int
+        public var totalTokens: Int
+
+        init(_ usage: Usage) {
+            inputTokens = usage.inputTokens
+            outputTokens = usage.outputTokens
+            cachedTokens = usage.cachedTokens
+            totalTokens = usage.totalTokens
+        }
+    }
+
+    public struct ErrorReport: Sendable, Encodable {
+        public var code: String
+        public var message: String
+    }
+
+    public struct ToolCallReport: Sendable, Encodable {
+        public var key: String
+        public var id: String
+        public var name: String
+        /// The arguments as JSON when the model sent valid JSON, else as the raw text.
+        public var arguments: JSONValue
+        public var result: String?
+        public var isError: Bool?
+        /// `completed`, `failed`, or `started` (in flight, or orphaned by a crash).
+        public var status: String
+    }
+
+    public struct StepReport: Sendable, Encodable {
+        public var id: String
+        public var title: String
+        public var instruction: String
+        public var tools: [String]
+        public var dependsOn: [String]
+        public var status: String
+        public var attempt: Int
+        public var output: String?
+        public var error: ErrorReport?
+        public var startedAt: Date?
+        public var finishedAt: Date?
+        public var modelCalls: Int
+        public var usage: UsageReport
+        public var toolCalls: [ToolCallReport]
+    }
+
+    public var id: String
+    public var status: String
+    public var goal: String
+    public var createdAt: Date
+    public var updatedAt: Date
+    public var usage: UsageReport
+    public var modelCalls: Int
+    public var toolCalls: Int
+    public var answer: String?
+    public var error: ErrorReport?
+    public var configuration: RunConfiguration
+    public var planRound: Int
+    public var events: Int
+    public var steps: [StepReport]
+
+    /// A list entry: the summary fields only (`troupe runs --json`).
+    public static func summary(_ summary: RunSummary) -> RunReport {
+        RunReport(summary: summary, machine: nil)
+    }
+
+    /// The whole report of a run from its summary and its folded journal.
+    public init(summary: RunSummary, machine: RunStateMachine?) {
+        id = summary.id.rawValue
+        status = summary.status.rawValue
+        goal = summary.goal
+        createdAt = summary.createdAt
+        updatedAt = summary.updatedAt
+        usage = UsageReport(summary.usage)
+        modelCalls = summary.modelCalls
+        toolCalls = summary.toolCalls
+        answer = summary.answer
+        error = summary.error.map { ErrorReport(code: $0.code.rawValue, message: $0.message) }
+        configuration = summary.configuration
+        planRound = machine?.planRound ?? 0
+        events = summary.lastSequence
+        steps = machine.map(Self.steps) ?? []
+    }
+
+    private static func steps(_ machine: RunStateMachine) -> [StepReport] {
+        let byStep = Dictionary(grouping: machine.activities.values, by: \.key.step)
+        return machine.steps.map { state in
+            let records = (byStep[state.step.id] ?? []).sorted { $0.key < $1.key }
+            var calls: [ToolCallReport] = []
+            var stepUsage = Usage.zero
+            var modelCalls = 0
+            var requested: [ActivityKey: ToolCall] = [:]
+            for record in records {
+                if case .model(let response)? = record.result {
+                    stepUsage += response.usage
+                    modelCalls += 1
+                    for (offset, call) in response.message.toolCalls.enumerated() {
+                        requested[ActivityKey(step: record.key.step, attempt: record.key.attempt, callIndex: record.key.callIndex + 1 + offset)] =
+                            call
+                    }
+                }
+            }
+            for record in records {
+                guard case .tool(let name, let callID, _) = record.kind else { continue }
+                let call = requested[record.key] ?? ToolCall(id: callID, name: name, arguments: "")
+                var result: String?
+                var isError: Bool?
+                if case .tool(let output)? = record.result {
+                    result = output.content
+                    isError = output.isError
+                } else if let error = record.error {
+                    result = error.message
+                    isError = true
+                }
+                calls.append(
+                    ToolCallReport(
+                        key: record.key.description,
+                        id: call.id,
+                        name: call.name,
+                        arguments: (try? JSONValue.parse(call.arguments)) ?? .string(call.arguments),
+                        result: result,
+                        isError: isError,
+                        status: record.status.rawValue
+                    )
+                )
+            }
+            return StepReport(
+                id: state.step.id,
+                title: state.step.title,
+                instruction: state.step.instruction,
+                tools: state.step.tools,
+                dependsOn: state.step.dependsOn,
+                status: state.status.rawValue,
+                attempt: state.attempt,
+                output: state.output,
+                error: state.error.map { ErrorReport(code: $0.code.rawValue, message: $0.message) },
+                startedAt: state.startedAt,
+                finishedAt: state.finishedAt,
+                modelCalls: modelCalls,
+                usage: UsageReport(stepUsage),
+                toolCalls: calls
+            )
+        }
+    }
+
+    /// Pretty-printed JSON with ISO-8601 dates and sorted keys.
+    public func json() throws -> String {
+        let encoder = JSONCoding.encoder()
+        encoder.outputFormatting.insert(.prettyPrinted)
+        return String(decoding: try encoder.encode(self), as: UTF8.self)
+    }
+
+    /// Several reports as one JSON array.
+    public static func json(_ reports: [RunReport]) throws -> String {
+        let encoder = JSONCoding.encoder()
+        encoder.outputFormatting.insert(.prettyPrinted)
+        return String(decoding: try encoder.encode(reports), as: UTF8.self)
+    }
+}
