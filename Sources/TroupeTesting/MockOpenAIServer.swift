@@ -177,7 +177,8 @@ public final class MockOpenAIServer: Sendable {
         outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
     ) async throws -> Bool {
         guard head.method == .POST, head.uri.hasSuffix("/chat/completions") else {
-            try await write(outbound, status: 404, headers: ["content-type": "application/json"], body: Self.errorBody("Not found: \(head.uri)"))
+            try await write(
+                outbound, status: 404, headers: ["content-type": "application/json"], body: Self.errorBody("Not found: \(head.uri)"))
             return true
         }
         let request = (try? JSONValue.parse(Data(body.readableBytesView))) ?? .null
@@ -200,7 +201,8 @@ public final class MockOpenAIServer: Sendable {
         case .dropConnection?:
             return false
         case .content(let text, let finishReason)?:
-            try await answer(Answer(content: text, toolCall: nil, finishReason: finishReason), request: request, stream: stream, outbound: outbound)
+            try await answer(
+                Answer(content: text, toolCall: nil, finishReason: finishReason), request: request, stream: stream, outbound: outbound)
             return true
         case nil:
             try await answer(defaultAnswer(to: request), request: request, stream: stream, outbound: outbound)
@@ -302,7 +304,12 @@ public final class MockOpenAIServer: Sendable {
         ]
         let id = "chatcmpl-mock-\(number)"
         let toolCalls: JSONValue? = answer.toolCall.map { call in
-            [["id": .string("call_\(number)"), "type": "function", "function": ["name": .string(call.name), "arguments": .string(call.arguments)]]]
+            [
+                [
+                    "id": .string("call_\(number)"), "type": "function",
+                    "function": ["name": .string(call.name), "arguments": .string(call.arguments)],
+                ]
+            ]
         }
         guard stream else {
             var message: [String: JSONValue] = ["role": "assistant", "content": answer.content.map(JSONValue.string) ?? .null]
@@ -375,7 +382,8 @@ public final class MockOpenAIServer: Sendable {
         if !headers.keys.contains(where: { $0.lowercased() == "content-type" && headers[$0]?.contains("event-stream") == true }) {
             httpHeaders.replaceOrAdd(name: "content-length", value: "\(buffer.readableBytes)")
         }
-        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: httpHeaders)))
+        try await outbound.write(
+            .head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: httpHeaders)))
         try await outbound.write(.body(.byteBuffer(buffer)))
         try await outbound.write(.end(nil))
     }

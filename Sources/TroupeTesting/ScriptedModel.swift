@@ -53,7 +53,9 @@ public final class ScriptedModel: ChatModel {
 
 extension ChatResponse {
     /// A plain text answer.
-    public static func text(_ text: String, finishReason: FinishReason = .stop, usage: Usage = Usage(inputTokens: 10, outputTokens: 5)) -> ChatResponse {
+    public static func text(_ text: String, finishReason: FinishReason = .stop, usage: Usage = Usage(inputTokens: 10, outputTokens: 5))
+        -> ChatResponse
+    {
         ChatResponse(message: .assistant(text), finishReason: finishReason, usage: usage, model: "scripted")
     }
 

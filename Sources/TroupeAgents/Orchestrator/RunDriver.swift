@@ -135,7 +135,8 @@ public struct RunDriver: Sendable {
                     for event in decisions { try journal.stage(event) }
                 }
                 for action in launches {
-                    try journal.stage(.activityStarted(key: action.activityKey!, kind: kind(of: action)))
+                    guard let key = action.activityKey else { continue }
+                    try journal.stage(.activityStarted(key: key, kind: kind(of: action)))
                 }
                 do {
                     try await journal.flush()

@@ -378,9 +378,10 @@ extension RunStateMachine {
         if calls.isEmpty {
             return [.record(.stepCompleted(stepID: id, output: response.message.content ?? ""))]
         }
-        let answered = Set(state.transcript[lastModel...].compactMap { item -> ActivityKey? in
-            if case .toolResult(let key, _, _) = item { key } else { nil }
-        })
+        let answered = Set(
+            state.transcript[lastModel...].compactMap { item -> ActivityKey? in
+                if case .toolResult(let key, _, _) = item { key } else { nil }
+            })
         var actions: [RunAction] = []
         for (offset, call) in calls.enumerated() {
             let key = ActivityKey(step: id, attempt: modelKey.attempt, callIndex: modelKey.callIndex + 1 + offset)

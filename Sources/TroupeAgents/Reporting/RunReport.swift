@@ -106,7 +106,8 @@ public struct RunReport: Sendable, Encodable {
                     stepUsage += response.usage
                     modelCalls += 1
                     for (offset, call) in response.message.toolCalls.enumerated() {
-                        requested[ActivityKey(step: record.key.step, attempt: record.key.attempt, callIndex: record.key.callIndex + 1 + offset)] =
+                        requested[
+                            ActivityKey(step: record.key.step, attempt: record.key.attempt, callIndex: record.key.callIndex + 1 + offset)] =
                             call
                     }
                 }

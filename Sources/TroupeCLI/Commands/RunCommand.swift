@@ -3,81 +3,81 @@ import Foundation
 import Troupe
 
 struct RunCommand: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "run",
-    abstract: "Plan and carry out a goal, journaling every step.",
-    discussion: """
-      The model is reached through the OpenAI-compatible API: set OPENAI_API_KEY (and OPENAI_BASE_URL or
-      --base-url for another server such as vLLM, Ollama or LiteLLM). The run is stored in --store; if the
-      process dies, `troupe resume RUN_ID` continues it without repeating finished work.
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Plan and carry out a goal, journaling every step.",
+        discussion: """
+            The model is reached through the OpenAI-compatible API: set OPENAI_API_KEY (and OPENAI_BASE_URL or
+            --base-url for another server such as vLLM, Ollama or LiteLLM). The run is stored in --store; if the
+            process dies, `troupe resume RUN_ID` continues it without repeating finished work.
 
-      Example: troupe run "List the TODOs in notes/ and write them to TODO.md" --workspace ./project
-      """
-  )
+            Example: troupe run "List the TODOs in notes/ and write them to TODO.md" --workspace ./project
+            """
+    )
 
-  @Argument(help: "What the run should achieve.")
-  var goal: String
+    @Argument(help: "What the run should achieve.")
+    var goal: String
 
-  @OptionGroup var options: RunOptions
-  @OptionGroup var global: GlobalOptions
+    @OptionGroup var options: RunOptions
+    @OptionGroup var global: GlobalOptions
 
-  @Flag(
-    name: .long,
-    help: "Print the finished run as one JSON document (as `show --json`) instead of progress.")
-  var json = false
+    @Flag(
+        name: .long,
+        help: "Print the finished run as one JSON document (as `show --json`) instead of progress.")
+    var json = false
 
-  func run() async throws {
-    try await reportingErrors(verbose: global.verbose) {
-      let configuration = try options.newRunConfiguration()
-      try await global.withStore { store in
-        let runtime = Runtime(store: store, logger: global.logger(label: "troupe"))
-        let model = try runtime.model(for: configuration)
-        let tools = try runtime.tools(for: configuration)
-        let id = RunID.make()
-        let printer = ProgressPrinter(enabled: !json)
-        if !json {
-          say("▸ run \(id) — \(goal)")
-          say(
-            "  model \(configuration.model) at \(model.configuration.baseURL) · workspace \(configuration.workspace)"
-          )
+    func run() async throws {
+        try await reportingErrors(verbose: global.verbose) {
+            let configuration = try options.newRunConfiguration()
+            try await global.withStore { store in
+                let runtime = Runtime(store: store, logger: global.logger(label: "troupe"))
+                let model = try runtime.model(for: configuration)
+                let tools = try runtime.tools(for: configuration)
+                let id = RunID.make()
+                let printer = ProgressPrinter(enabled: !json)
+                if !json {
+                    say("▸ run \(id) — \(goal)")
+                    say(
+                        "  model \(configuration.model) at \(model.configuration.baseURL) · workspace \(configuration.workspace)"
+                    )
+                }
+                let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
+                    .run(goal: goal, configuration: configuration, id: id)
+                try await finish(final, store: store, json: json)
+            }
         }
-        let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
-          .run(goal: goal, configuration: configuration, id: id)
-        try await finish(final, store: store, json: json)
-      }
     }
-  }
 }
 
 /// Prints the outcome of a driven run and exits with its status.
 func finish(_ machine: RunStateMachine, store: SQLiteRunStore, json: Bool) async throws {
-  let summary = try await store.requireRun(machine.runID)
-  if json {
-    print(try RunReport(summary: summary, machine: machine).json())
-  } else {
-    switch machine.status {
-    case .succeeded:
-      say("\nAnswer:\n\(machine.answer ?? "")\n")
-    case .failed, .cancelled:
-      say("\n\(machine.status.rawValue): \(machine.error?.message ?? "")")
-    case .needsAttention:
-      say("\nneeds attention: \(summary.error?.message ?? "")")
-    default:
-      break
+    let summary = try await store.requireRun(machine.runID)
+    if json {
+        print(try RunReport(summary: summary, machine: machine).json())
+    } else {
+        switch machine.status {
+        case .succeeded:
+            say("\nAnswer:\n\(machine.answer ?? "")\n")
+        case .failed, .cancelled:
+            say("\n\(machine.status.rawValue): \(machine.error?.message ?? "")")
+        case .needsAttention:
+            say("\nneeds attention: \(summary.error?.message ?? "")")
+        default:
+            break
+        }
+        say("Journal: \(store.path) · inspect with `troupe show \(machine.runID)\(storeFlag(store))`")
     }
-    say("Journal: \(store.path) · inspect with `troupe show \(machine.runID)\(storeFlag(store))`")
-  }
-  let code = ExitStatus.forRun(machine.status)
-  if code != 0 { throw ExitCode(code) }
+    let code = ExitStatus.forRun(machine.status)
+    if code != 0 { throw ExitCode(code) }
 }
 
 func storeFlag(_ store: SQLiteRunStore) -> String {
-  let defaultPath = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(
-    ".troupe/troupe.db"
-  ).path
-  return store.path == defaultPath ? "" : " --store sqlite:\(store.path)"
+    let defaultPath = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(
+        ".troupe/troupe.db"
+    ).path
+    return store.path == defaultPath ? "" : " --store sqlite:\(store.path)"
 }
 
 func say(_ line: String) {
-  FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }

@@ -3,62 +3,62 @@ import Foundation
 import Troupe
 
 struct RunsCommand: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "runs",
-    abstract: "List stored runs, newest first.",
-    discussion: "Example: troupe runs --status failed --status needsAttention --json"
-  )
+    static let configuration = CommandConfiguration(
+        commandName: "runs",
+        abstract: "List stored runs, newest first.",
+        discussion: "Example: troupe runs --status failed --status needsAttention --json"
+    )
 
-  @Option(
-    name: .long,
-    help:
-      "Only runs with this status (repeatable): \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))."
-  )
-  var status: [String] = []
+    @Option(
+        name: .long,
+        help:
+            "Only runs with this status (repeatable): \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))."
+    )
+    var status: [String] = []
 
-  @Option(name: .long, help: "The most runs to list (default: 50).")
-  var limit = 50
+    @Option(name: .long, help: "The most runs to list (default: 50).")
+    var limit = 50
 
-  @Flag(
-    name: .long, help: "Print a JSON array of run objects (id, status, goal, createdAt, usage, …).")
-  var json = false
+    @Flag(
+        name: .long, help: "Print a JSON array of run objects (id, status, goal, createdAt, usage, …).")
+    var json = false
 
-  @OptionGroup var global: GlobalOptions
+    @OptionGroup var global: GlobalOptions
 
-  func run() async throws {
-    try await reportingErrors(verbose: global.verbose) {
-      var statuses: Set<RunStatus> = []
-      for name in status {
-        guard let parsed = RunStatus(rawValue: name) else {
-          throw TroupeError(
-            .invalidInput,
-            "Unknown status '\(name)'. Use one of: \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))."
-          )
+    func run() async throws {
+        try await reportingErrors(verbose: global.verbose) {
+            var statuses: Set<RunStatus> = []
+            for name in status {
+                guard let parsed = RunStatus(rawValue: name) else {
+                    throw TroupeError(
+                        .invalidInput,
+                        "Unknown status '\(name)'. Use one of: \(RunStatus.allCases.map(\.rawValue).joined(separator: ", "))."
+                    )
+                }
+                statuses.insert(parsed)
+            }
+            guard limit > 0 else { throw TroupeError(.invalidInput, "--limit must be positive.") }
+            let query = RunQuery(statuses: statuses, limit: limit)
+            let runs = try await global.withStore { store in try await store.runs(query) }
+            if json {
+                print(try RunReport.json(runs.map(RunReport.summary)))
+                return
+            }
+            if runs.isEmpty {
+                say(
+                    "No runs\(statuses.isEmpty ? "" : " with that status"). Start one with `troupe demo` or `troupe run \"GOAL\"`."
+                )
+                return
+            }
+            let formatter = ISO8601DateFormatter()
+            for run in runs {
+                let status = run.status.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
+                let tokens = "\(run.usage.totalTokens) tok".padding(
+                    toLength: 11, withPad: " ", startingAt: 0)
+                say(
+                    "\(run.id)  \(status) \(formatter.string(from: run.createdAt))  \(tokens) \(ProgressPrinter.clip(run.goal, 60))"
+                )
+            }
         }
-        statuses.insert(parsed)
-      }
-      guard limit > 0 else { throw TroupeError(.invalidInput, "--limit must be positive.") }
-      let query = RunQuery(statuses: statuses, limit: limit)
-      let runs = try await global.withStore { store in try await store.runs(query) }
-      if json {
-        print(try RunReport.json(runs.map(RunReport.summary)))
-        return
-      }
-      if runs.isEmpty {
-        say(
-          "No runs\(statuses.isEmpty ? "" : " with that status"). Start one with `troupe demo` or `troupe run \"GOAL\"`."
-        )
-        return
-      }
-      let formatter = ISO8601DateFormatter()
-      for run in runs {
-        let status = run.status.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
-        let tokens = "\(run.usage.totalTokens) tok".padding(
-          toLength: 11, withPad: " ", startingAt: 0)
-        say(
-          "\(run.id)  \(status) \(formatter.string(from: run.createdAt))  \(tokens) \(ProgressPrinter.clip(run.goal, 60))"
-        )
-      }
     }
-  }
 }

@@ -3,86 +3,86 @@ import Foundation
 import Troupe
 
 struct ShowCommand: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(
-    commandName: "show",
-    abstract:
-      "Show a stored run: its plan, steps, tool calls with arguments and results, and usage.",
-    discussion:
-      "With --json, one JSON document: id, status, goal, createdAt, usage, answer, error, steps[].toolCalls[] …"
-  )
-
-  @Argument(help: "The run to show.")
-  var runID: String
-
-  @Flag(name: .long, help: "Print one JSON document.")
-  var json = false
-
-  @OptionGroup var global: GlobalOptions
-
-  func run() async throws {
-    try await reportingErrors(verbose: global.verbose) {
-      let id = RunID(runID)
-      let report = try await global.withStore { store in
-        let summary = try await store.requireRun(id)
-        let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
-        return RunReport(summary: summary, machine: machine)
-      }
-      if json {
-        print(try report.json())
-      } else {
-        say(Self.render(report))
-      }
-    }
-  }
-
-  static func render(_ report: RunReport) -> String {
-    var lines: [String] = []
-    let formatter = ISO8601DateFormatter()
-    lines.append("Run \(report.id) — \(report.status)")
-    lines.append("Goal: \(report.goal)")
-    lines.append(
-      "Created \(formatter.string(from: report.createdAt)) · updated \(formatter.string(from: report.updatedAt))"
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract:
+            "Show a stored run: its plan, steps, tool calls with arguments and results, and usage.",
+        discussion:
+            "With --json, one JSON document: id, status, goal, createdAt, usage, answer, error, steps[].toolCalls[] …"
     )
-    lines.append(
-      "Model \(report.configuration.model)\(report.configuration.baseURL.map { " at \($0)" } ?? "") · "
-        + "workspace \(report.configuration.workspace) · tools \(report.configuration.tools.joined(separator: ",").nonEmpty ?? "none")"
-    )
-    lines.append(
-      "Usage: \(report.modelCalls) model calls, \(report.toolCalls) tool calls, "
-        + "\(report.usage.inputTokens) input + \(report.usage.outputTokens) output tokens (\(report.usage.cachedTokens) cached)"
-    )
-    if report.steps.isEmpty { lines.append("\nNo plan yet.") }
-    for step in report.steps {
-      let after = step.dependsOn.isEmpty ? "" : " (after \(step.dependsOn.joined(separator: ", ")))"
-      lines.append("\n[\(step.status)] \(step.id) — \(step.title)\(after)")
-      lines.append("  instruction: \(step.instruction)")
-      for call in step.toolCalls {
-        let mark = call.isError == true ? "✗" : call.status == "started" ? "…" : "↳"
-        lines.append("  \(mark) \(call.name)(\(call.arguments.jsonString))  [\(call.key)]")
-        if let result = call.result {
-          for line in ProgressPrinter.clip(result, 600).split(
-            separator: "\n", omittingEmptySubsequences: false
-          ).prefix(12) {
-            lines.append("      \(line)")
-          }
+
+    @Argument(help: "The run to show.")
+    var runID: String
+
+    @Flag(name: .long, help: "Print one JSON document.")
+    var json = false
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        try await reportingErrors(verbose: global.verbose) {
+            let id = RunID(runID)
+            let report = try await global.withStore { store in
+                let summary = try await store.requireRun(id)
+                let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+                return RunReport(summary: summary, machine: machine)
+            }
+            if json {
+                print(try report.json())
+            } else {
+                say(Self.render(report))
+            }
         }
-      }
-      if let output = step.output { lines.append("  output: \(output)") }
-      if let error = step.error { lines.append("  error: \(error.code): \(error.message)") }
-      if step.modelCalls > 0 {
+    }
+
+    static func render(_ report: RunReport) -> String {
+        var lines: [String] = []
+        let formatter = ISO8601DateFormatter()
+        lines.append("Run \(report.id) — \(report.status)")
+        lines.append("Goal: \(report.goal)")
         lines.append(
-          "  usage: \(step.modelCalls) model calls, \(step.usage.inputTokens) in / \(step.usage.outputTokens) out tokens"
+            "Created \(formatter.string(from: report.createdAt)) · updated \(formatter.string(from: report.updatedAt))"
         )
-      }
+        lines.append(
+            "Model \(report.configuration.model)\(report.configuration.baseURL.map { " at \($0)" } ?? "") · "
+                + "workspace \(report.configuration.workspace) · tools \(report.configuration.tools.joined(separator: ",").nonEmpty ?? "none")"
+        )
+        lines.append(
+            "Usage: \(report.modelCalls) model calls, \(report.toolCalls) tool calls, "
+                + "\(report.usage.inputTokens) input + \(report.usage.outputTokens) output tokens (\(report.usage.cachedTokens) cached)"
+        )
+        if report.steps.isEmpty { lines.append("\nNo plan yet.") }
+        for step in report.steps {
+            let after = step.dependsOn.isEmpty ? "" : " (after \(step.dependsOn.joined(separator: ", ")))"
+            lines.append("\n[\(step.status)] \(step.id) — \(step.title)\(after)")
+            lines.append("  instruction: \(step.instruction)")
+            for call in step.toolCalls {
+                let mark = call.isError == true ? "✗" : call.status == "started" ? "…" : "↳"
+                lines.append("  \(mark) \(call.name)(\(call.arguments.jsonString))  [\(call.key)]")
+                if let result = call.result {
+                    for line in ProgressPrinter.clip(result, 600).split(
+                        separator: "\n", omittingEmptySubsequences: false
+                    ).prefix(12) {
+                        lines.append("      \(line)")
+                    }
+                }
+            }
+            if let output = step.output { lines.append("  output: \(output)") }
+            if let error = step.error { lines.append("  error: \(error.code): \(error.message)") }
+            if step.modelCalls > 0 {
+                lines.append(
+                    "  usage: \(step.modelCalls) model calls, \(step.usage.inputTokens) in / \(step.usage.outputTokens) out tokens"
+                )
+            }
+        }
+        if let answer = report.answer { lines.append("\nAnswer:\n\(answer)") }
+        if let error = report.error {
+            lines.append("\n\(report.status): \(error.code): \(error.message)")
+        }
+        return lines.joined(separator: "\n")
     }
-    if let answer = report.answer { lines.append("\nAnswer:\n\(answer)") }
-    if let error = report.error {
-      lines.append("\n\(report.status): \(error.code): \(error.message)")
-    }
-    return lines.joined(separator: "\n")
-  }
 }
 
 extension String {
-  var nonEmpty: String? { isEmpty ? nil : self }
+    var nonEmpty: String? { isEmpty ? nil : self }
 }

@@ -5,167 +5,167 @@ import Troupe
 
 /// `--store` and `--verbose`, accepted by every command.
 struct GlobalOptions: ParsableArguments {
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "Where runs are stored: sqlite:PATH (default: $TROUPE_STORE, else ~/.troupe/troupe.db).",
-      valueName: "url"
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Where runs are stored: sqlite:PATH (default: $TROUPE_STORE, else ~/.troupe/troupe.db).",
+            valueName: "url"
+        )
     )
-  )
-  var store: String?
+    var store: String?
 
-  @Flag(name: .long, help: "Print error details and debug logs.")
-  var verbose = false
+    @Flag(name: .long, help: "Print error details and debug logs.")
+    var verbose = false
 
-  /// The store URL after flags, then the environment, then the default.
-  func storeURL(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-    if let store, !store.isEmpty { return store }
-    if let fromEnvironment = environment["TROUPE_STORE"], !fromEnvironment.isEmpty {
-      return fromEnvironment
+    /// The store URL after flags, then the environment, then the default.
+    func storeURL(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let store, !store.isEmpty { return store }
+        if let fromEnvironment = environment["TROUPE_STORE"], !fromEnvironment.isEmpty {
+            return fromEnvironment
+        }
+        return "sqlite:"
+            + FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".troupe/troupe.db")
+            .path
     }
-    return "sqlite:"
-      + FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".troupe/troupe.db")
-      .path
-  }
 
-  /// Runs `body` with the store named by ``storeURL(environment:)``, closing it afterwards.
-  func withStore<T: Sendable>(_ body: (SQLiteRunStore) async throws -> T) async throws -> T {
-    try await SQLiteRunStore.withStore(
-      path: try StoreLocation.sqlitePath(storeURL()), logger: logger(label: "troupe.store"), body)
-  }
+    /// Runs `body` with the store named by ``storeURL(environment:)``, closing it afterwards.
+    func withStore<T: Sendable>(_ body: (SQLiteRunStore) async throws -> T) async throws -> T {
+        try await SQLiteRunStore.withStore(
+            path: try StoreLocation.sqlitePath(storeURL()), logger: logger(label: "troupe.store"), body)
+    }
 
-  func logger(label: String) -> Logger {
-    var logger = Logger(label: label)
-    logger.logLevel = verbose ? .debug : .warning
-    return logger
-  }
+    func logger(label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = verbose ? .debug : .warning
+        return logger
+    }
 }
 
 /// Parses store URLs.
 enum StoreLocation {
-  static func sqlitePath(_ url: String) throws(TroupeError) -> String {
-    var path: Substring
-    if url.hasPrefix("sqlite://") {
-      path = url.dropFirst("sqlite://".count)
-    } else if url.hasPrefix("sqlite:") {
-      path = url.dropFirst("sqlite:".count)
-    } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-      throw TroupeError(
-        .configuration,
-        "The PostgreSQL store is not part of this build yet; use --store sqlite:PATH.")
-    } else if url.contains("://") {
-      throw TroupeError(.configuration, "Unknown store URL '\(url)'. Use sqlite:PATH.")
-    } else {
-      path = Substring(url)
+    static func sqlitePath(_ url: String) throws(TroupeError) -> String {
+        var path: Substring
+        if url.hasPrefix("sqlite://") {
+            path = url.dropFirst("sqlite://".count)
+        } else if url.hasPrefix("sqlite:") {
+            path = url.dropFirst("sqlite:".count)
+        } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+            throw TroupeError(
+                .configuration,
+                "The PostgreSQL store is not part of this build yet; use --store sqlite:PATH.")
+        } else if url.contains("://") {
+            throw TroupeError(.configuration, "Unknown store URL '\(url)'. Use sqlite:PATH.")
+        } else {
+            path = Substring(url)
+        }
+        guard !path.isEmpty else {
+            throw TroupeError(.configuration, "The store URL '\(url)' has no path. Use sqlite:PATH.")
+        }
+        if path.hasPrefix("~/") {
+            path = Substring(FileManager.default.homeDirectoryForCurrentUser.path + path.dropFirst(1))
+        }
+        return URL(fileURLWithPath: String(path)).standardizedFileURL.path
     }
-    guard !path.isEmpty else {
-      throw TroupeError(.configuration, "The store URL '\(url)' has no path. Use sqlite:PATH.")
-    }
-    if path.hasPrefix("~/") {
-      path = Substring(FileManager.default.homeDirectoryForCurrentUser.path + path.dropFirst(1))
-    }
-    return URL(fileURLWithPath: String(path)).standardizedFileURL.path
-  }
 }
 
 /// How to run: the model, the tools, the limits. `run` takes them; `resume` takes them as overrides.
 struct RunOptions: ParsableArguments {
-  @Option(name: .long, help: "The model name (default: gpt-4o-mini, or $TROUPE_MODEL).")
-  var model: String?
+    @Option(name: .long, help: "The model name (default: gpt-4o-mini, or $TROUPE_MODEL).")
+    var model: String?
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "An OpenAI-compatible API root (default: $OPENAI_BASE_URL, else OpenAI).", valueName: "url"))
-  var baseURL: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "An OpenAI-compatible API root (default: $OPENAI_BASE_URL, else OpenAI).", valueName: "url"))
+    var baseURL: String?
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "The directory the file tools may touch (default: the current directory).", valueName: "dir"))
-  var workspace: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The directory the file tools may touch (default: the current directory).", valueName: "dir"))
+    var workspace: String?
 
-  @Option(
-    name: .long,
-    help: ArgumentHelp(
-      "Tool groups, comma-separated: fs, or none (default: fs).", valueName: "list"))
-  var tools: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Tool groups, comma-separated: fs, or none (default: fs).", valueName: "list"))
+    var tools: String?
 
-  @Option(name: .long, help: "The most steps a plan may have (default: 10).")
-  var maxSteps: Int?
+    @Option(name: .long, help: "The most steps a plan may have (default: 10).")
+    var maxSteps: Int?
 
-  @Option(name: .long, help: "How many ready steps run at once (default: 4).")
-  var maxConcurrency: Int?
+    @Option(name: .long, help: "How many ready steps run at once (default: 4).")
+    var maxConcurrency: Int?
 
-  @Option(
-    name: .long, help: "Model turns per step before a final answer without tools (default: 8).")
-  var maxIterations: Int?
+    @Option(
+        name: .long, help: "Model turns per step before a final answer without tools (default: 8).")
+    var maxIterations: Int?
 
-  @Option(name: .long, help: "Seconds a step may take (default: 300).")
-  var stepTimeout: Double?
+    @Option(name: .long, help: "Seconds a step may take (default: 300).")
+    var stepTimeout: Double?
 
-  @Option(name: .long, help: "Output token cap per model call.")
-  var maxTokens: Int?
+    @Option(name: .long, help: "Output token cap per model call.")
+    var maxTokens: Int?
 
-  @Flag(name: .long, inversion: .prefixedNo, help: "Stream model answers over SSE (default: off).")
-  var stream: Bool?
+    @Flag(name: .long, inversion: .prefixedNo, help: "Stream model answers over SSE (default: off).")
+    var stream: Bool?
 
-  /// `base` with every option given on the command line applied.
-  func applied(
-    to base: RunConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment
-  ) throws -> RunConfiguration {
-    var configuration = base
-    if let model { configuration.model = model }
-    if let baseURL { configuration.baseURL = Self.withoutCredentials(baseURL) }
-    if let workspace {
-      configuration.workspace = URL(fileURLWithPath: workspace).standardizedFileURL.path
+    /// `base` with every option given on the command line applied.
+    func applied(
+        to base: RunConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws -> RunConfiguration {
+        var configuration = base
+        if let model { configuration.model = model }
+        if let baseURL { configuration.baseURL = Self.withoutCredentials(baseURL) }
+        if let workspace {
+            configuration.workspace = URL(fileURLWithPath: workspace).standardizedFileURL.path
+        }
+        if let tools { configuration.tools = try Self.toolGroups(tools) }
+        if let maxSteps { configuration.maxSteps = maxSteps }
+        if let maxConcurrency { configuration.maxConcurrentSteps = maxConcurrency }
+        if let maxIterations { configuration.maxIterations = maxIterations }
+        if let stepTimeout { configuration.stepTimeoutSeconds = stepTimeout }
+        if let maxTokens { configuration.maxTokens = maxTokens }
+        if let stream { configuration.stream = stream }
+        return try configuration.validated()
     }
-    if let tools { configuration.tools = try Self.toolGroups(tools) }
-    if let maxSteps { configuration.maxSteps = maxSteps }
-    if let maxConcurrency { configuration.maxConcurrentSteps = maxConcurrency }
-    if let maxIterations { configuration.maxIterations = maxIterations }
-    if let stepTimeout { configuration.stepTimeoutSeconds = stepTimeout }
-    if let maxTokens { configuration.maxTokens = maxTokens }
-    if let stream { configuration.stream = stream }
-    return try configuration.validated()
-  }
 
-  /// The configuration of a new run: defaults, then the environment, then the flags.
-  func newRunConfiguration(environment: [String: String] = ProcessInfo.processInfo.environment)
-    throws -> RunConfiguration
-  {
-    var base = RunConfiguration()
-    if let model = environment["TROUPE_MODEL"], !model.isEmpty { base.model = model }
-    if let url = environment["OPENAI_BASE_URL"], !url.isEmpty {
-      base.baseURL = Self.withoutCredentials(url)
+    /// The configuration of a new run: defaults, then the environment, then the flags.
+    func newRunConfiguration(environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws -> RunConfiguration
+    {
+        var base = RunConfiguration()
+        if let model = environment["TROUPE_MODEL"], !model.isEmpty { base.model = model }
+        if let url = environment["OPENAI_BASE_URL"], !url.isEmpty {
+            base.baseURL = Self.withoutCredentials(url)
+        }
+        base.workspace = FileManager.default.currentDirectoryPath
+        return try applied(to: base, environment: environment)
     }
-    base.workspace = FileManager.default.currentDirectoryPath
-    return try applied(to: base, environment: environment)
-  }
 
-  static let knownToolGroups = ["fs"]
+    static let knownToolGroups = ["fs"]
 
-  static func toolGroups(_ list: String) throws(TroupeError) -> [String] {
-    let groups = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
-      !$0.isEmpty
+    static func toolGroups(_ list: String) throws(TroupeError) -> [String] {
+        let groups = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        if groups == ["none"] { return [] }
+        for group in groups where !knownToolGroups.contains(group) {
+            throw TroupeError(
+                .invalidInput,
+                "Unknown tool group '\(group)'. This build has: \(knownToolGroups.joined(separator: ", ")) (or none)."
+            )
+        }
+        return groups
     }
-    if groups == ["none"] { return [] }
-    for group in groups where !knownToolGroups.contains(group) {
-      throw TroupeError(
-        .invalidInput,
-        "Unknown tool group '\(group)'. This build has: \(knownToolGroups.joined(separator: ", ")) (or none)."
-      )
-    }
-    return groups
-  }
 
-  /// The URL without `user:password@`, so that it can be journaled.
-  static func withoutCredentials(_ url: String) -> String {
-    guard var components = URLComponents(string: url),
-      components.user != nil || components.password != nil
-    else { return url }
-    components.user = nil
-    components.password = nil
-    return components.string ?? url
-  }
+    /// The URL without `user:password@`, so that it can be journaled.
+    static func withoutCredentials(_ url: String) -> String {
+        guard var components = URLComponents(string: url),
+            components.user != nil || components.password != nil
+        else { return url }
+        components.user = nil
+        components.password = nil
+        return components.string ?? url
+    }
 }

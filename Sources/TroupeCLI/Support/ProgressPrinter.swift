@@ -4,82 +4,82 @@ import Troupe
 
 /// Prints a run's progress as its events are journaled: the plan, each step, each tool call, tokens.
 final class ProgressPrinter: Sendable {
-  private let enabled: Bool
-  private let started = Mutex<Date?>(nil)
+    private let enabled: Bool
+    private let started = Mutex<Date?>(nil)
 
-  init(enabled: Bool) {
-    self.enabled = enabled
-  }
-
-  /// The observer to hand to the driver.
-  var observer: @Sendable (RunEvent, RunStateMachine) -> Void {
-    { [self] event, machine in self.handle(event, machine) }
-  }
-
-  private func handle(_ event: RunEvent, _ machine: RunStateMachine) {
-    guard enabled else { return }
-    switch event {
-    case .leaseAcquired:
-      started.withLock { $0 = $0 ?? Date() }
-      if machine.sequence > 2 {
-        say("▸ resuming \(machine.runID) (\(machine.sequence) events in the journal)")
-      }
-    case .planProposed(_, let plan), .replanned(_, let plan, _):
-      if case .replanned(_, _, let reason) = event { say("▸ replanning: \(reason)") }
-      say("▸ plan: \(plan.steps.count) step\(plan.steps.count == 1 ? "" : "s")")
-      for step in plan.steps {
-        let tools = step.tools.isEmpty ? "all tools" : step.tools.joined(separator: ", ")
-        let after =
-          step.dependsOn.isEmpty ? "" : " · after \(step.dependsOn.joined(separator: ", "))"
-        say("   \(step.id)  \(step.title)  [\(tools)]\(after)")
-      }
-    case .planRejected(_, let attempt, let problems):
-      say(
-        "▸ plan rejected (attempt \(attempt)): \(problems.first ?? "")\(problems.count > 1 ? " (+\(problems.count - 1) more)" : "")"
-      )
-    case .stepStarted(let id, let attempt):
-      let title = machine.step(id)?.step.title ?? ""
-      say("▸ \(id) started\(attempt > 1 ? " (attempt \(attempt))" : "") — \(title)")
-    case .activityCompleted(let key, .tool(let output)):
-      guard let step = machine.step(key.step), let item = step.transcript.last,
-        case .toolResult(_, let call, _) = item
-      else { return }
-      let mark = output.isError ? "✗" : "↳"
-      say(
-        "   \(mark) \(call.name) \(Self.clip(call.arguments, 80)) → \(Self.clip(Self.oneLine(output.content), 100))"
-      )
-    case .activityCompleted(let key, .model(let response)) where key.step != ActivityKey.planStep:
-      let usage = response.usage
-      say(
-        "   · model turn \(key.callIndex) (\(usage.inputTokens) in / \(usage.outputTokens) out tokens)"
-      )
-    case .activityFailed(let key, let error):
-      say("   ✗ \(key): \(error.message)")
-    case .stepCompleted(let id, let output):
-      say("   ✓ \(id) done: \(Self.clip(Self.oneLine(output), 120))")
-    case .stepFailed(let id, let error):
-      say("   ✗ \(id) failed: \(error.message)")
-    case .runSucceeded, .runFailed, .runCancelled, .runNeedsAttention:
-      let elapsed = started.withLock { $0.map { Date().timeIntervalSince($0) } } ?? 0
-      let usage = machine.usage
-      say(
-        "▸ \(machine.status.rawValue) in \(String(format: "%.1f", elapsed)) s — "
-          + "\(usage.inputTokens) input + \(usage.outputTokens) output tokens"
-      )
-    default:
-      break
+    init(enabled: Bool) {
+        self.enabled = enabled
     }
-  }
 
-  private func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
-  }
+    /// The observer to hand to the driver.
+    var observer: @Sendable (RunEvent, RunStateMachine) -> Void {
+        { [self] event, machine in self.handle(event, machine) }
+    }
 
-  static func clip(_ text: String, _ limit: Int) -> String {
-    text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
-  }
+    private func handle(_ event: RunEvent, _ machine: RunStateMachine) {
+        guard enabled else { return }
+        switch event {
+        case .leaseAcquired:
+            started.withLock { $0 = $0 ?? Date() }
+            if machine.sequence > 2 {
+                say("▸ resuming \(machine.runID) (\(machine.sequence) events in the journal)")
+            }
+        case .planProposed(_, let plan), .replanned(_, let plan, _):
+            if case .replanned(_, _, let reason) = event { say("▸ replanning: \(reason)") }
+            say("▸ plan: \(plan.steps.count) step\(plan.steps.count == 1 ? "" : "s")")
+            for step in plan.steps {
+                let tools = step.tools.isEmpty ? "all tools" : step.tools.joined(separator: ", ")
+                let after =
+                    step.dependsOn.isEmpty ? "" : " · after \(step.dependsOn.joined(separator: ", "))"
+                say("   \(step.id)  \(step.title)  [\(tools)]\(after)")
+            }
+        case .planRejected(_, let attempt, let problems):
+            say(
+                "▸ plan rejected (attempt \(attempt)): \(problems.first ?? "")\(problems.count > 1 ? " (+\(problems.count - 1) more)" : "")"
+            )
+        case .stepStarted(let id, let attempt):
+            let title = machine.step(id)?.step.title ?? ""
+            say("▸ \(id) started\(attempt > 1 ? " (attempt \(attempt))" : "") — \(title)")
+        case .activityCompleted(let key, .tool(let output)):
+            guard let step = machine.step(key.step), let item = step.transcript.last,
+                case .toolResult(_, let call, _) = item
+            else { return }
+            let mark = output.isError ? "✗" : "↳"
+            say(
+                "   \(mark) \(call.name) \(Self.clip(call.arguments, 80)) → \(Self.clip(Self.oneLine(output.content), 100))"
+            )
+        case .activityCompleted(let key, .model(let response)) where key.step != ActivityKey.planStep:
+            let usage = response.usage
+            say(
+                "   · model turn \(key.callIndex) (\(usage.inputTokens) in / \(usage.outputTokens) out tokens)"
+            )
+        case .activityFailed(let key, let error):
+            say("   ✗ \(key): \(error.message)")
+        case .stepCompleted(let id, let output):
+            say("   ✓ \(id) done: \(Self.clip(Self.oneLine(output), 120))")
+        case .stepFailed(let id, let error):
+            say("   ✗ \(id) failed: \(error.message)")
+        case .runSucceeded, .runFailed, .runCancelled, .runNeedsAttention:
+            let elapsed = started.withLock { $0.map { Date().timeIntervalSince($0) } } ?? 0
+            let usage = machine.usage
+            say(
+                "▸ \(machine.status.rawValue) in \(String(format: "%.1f", elapsed)) s — "
+                    + "\(usage.inputTokens) input + \(usage.outputTokens) output tokens"
+            )
+        default:
+            break
+        }
+    }
 
-  static func oneLine(_ text: String) -> String {
-    text.split(whereSeparator: \.isNewline).joined(separator: " ⏎ ")
-  }
+    private func say(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    }
+
+    static func clip(_ text: String, _ limit: Int) -> String {
+        text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
+    }
+
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).joined(separator: " ⏎ ")
+    }
 }

@@ -105,7 +105,8 @@ extension RunEvent: Codable {
         let type = try c.decode(String.self, forKey: .type)
         switch type {
         case "runCreated":
-            self = .runCreated(goal: try c.decode(String.self, forKey: .goal), configuration: try c.decode(RunConfiguration.self, forKey: .configuration))
+            self = .runCreated(
+                goal: try c.decode(String.self, forKey: .goal), configuration: try c.decode(RunConfiguration.self, forKey: .configuration))
         case "leaseAcquired":
             self = .leaseAcquired(owner: try c.decode(String.self, forKey: .owner))
         case "configurationUpdated":
@@ -113,7 +114,8 @@ extension RunEvent: Codable {
         case "activityStarted":
             self = .activityStarted(key: try c.decode(ActivityKey.self, forKey: .key), kind: try c.decode(ActivityKind.self, forKey: .kind))
         case "activityCompleted":
-            self = .activityCompleted(key: try c.decode(ActivityKey.self, forKey: .key), result: try c.decode(ActivityResult.self, forKey: .result))
+            self = .activityCompleted(
+                key: try c.decode(ActivityKey.self, forKey: .key), result: try c.decode(ActivityResult.self, forKey: .result))
         case "activityFailed":
             self = .activityFailed(key: try c.decode(ActivityKey.self, forKey: .key), error: try c.decode(TroupeError.self, forKey: .error))
         case "planProposed":

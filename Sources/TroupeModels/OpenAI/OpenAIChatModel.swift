@@ -184,7 +184,9 @@ public struct OpenAIChatModel: ChatModel {
                         name: delta.function?.name,
                         arguments: delta.function?.arguments
                     )
-                    yield(.toolCallDelta(index: index, id: delta.id, name: delta.function?.name, argumentsDelta: delta.function?.arguments ?? ""))
+                    yield(
+                        .toolCallDelta(
+                            index: index, id: delta.id, name: delta.function?.name, argumentsDelta: delta.function?.arguments ?? ""))
                 }
                 if let reason = choice.finish_reason { finish = OpenAIWire.finishReason(reason) }
             }
@@ -243,7 +245,8 @@ public struct OpenAIChatModel: ChatModel {
         }
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(http, timeout: .nanoseconds(Int64(configuration.timeout.components.seconds) * 1_000_000_000))
+            response = try await client.execute(
+                http, timeout: .nanoseconds(Int64(configuration.timeout.components.seconds) * 1_000_000_000))
         } catch {
             throw transportError(error, "sending the request")
         }
@@ -278,7 +281,8 @@ public struct OpenAIChatModel: ChatModel {
         case 429:
             return TroupeError(.rateLimited, "The model API at \(endpoint) is rate limiting (\(statusText)): \(message)", details: details)
         case .some(let code) where (400..<500).contains(code) && code != 408 && code != 409:
-            return TroupeError(.invalidInput, "The model API at \(endpoint) refused the request (\(statusText)): \(message)", details: details)
+            return TroupeError(
+                .invalidInput, "The model API at \(endpoint) refused the request (\(statusText)): \(message)", details: details)
         default:
             return TroupeError(.modelAPI, "The model API at \(endpoint) failed (\(statusText)): \(message)", details: details)
         }
@@ -288,7 +292,8 @@ public struct OpenAIChatModel: ChatModel {
         if let error = error as? TroupeError { return error }
         if error is CancellationError { return TroupeError(.cancelled, "The model call was cancelled.") }
         let description = String(describing: error)
-        let code: TroupeError.Code = description.lowercased().contains("timeout") || description.contains("deadline") ? .timeout : .transport
+        let code: TroupeError.Code =
+            description.lowercased().contains("timeout") || description.contains("deadline") ? .timeout : .transport
         return TroupeError(
             code,
             "Could not reach the model at \(endpoint) while \(activity): \(description).",

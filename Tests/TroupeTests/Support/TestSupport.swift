@@ -38,7 +38,10 @@ final class CountingTool: Tool, @unchecked Sendable {
 let fixedDate = Date(timeIntervalSince1970: 1_790_000_000)
 
 func plan(_ steps: [(id: String, tools: [String], dependsOn: [String])]) -> Plan {
-    Plan(steps: steps.map { PlanStep(id: $0.id, title: "Step \($0.id)", instruction: "Do \($0.id).", tools: $0.tools, dependsOn: $0.dependsOn) })
+    Plan(
+        steps: steps.map {
+            PlanStep(id: $0.id, title: "Step \($0.id)", instruction: "Do \($0.id).", tools: $0.tools, dependsOn: $0.dependsOn)
+        })
 }
 
 func makeDriver(store: any RunStore, model: any ChatModel, tools: [any Tool], owner: String = "test-driver") throws -> RunDriver {
