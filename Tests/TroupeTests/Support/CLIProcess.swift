@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+/// The `troupe` executable built by `swift build` (or `$TROUPE_BIN`).
+func troupeExecutable() throws -> String {
+    if let path = ProcessInfo.processInfo.environment["TROUPE_BIN"], !path.isEmpty { return path }
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    let path = root.appendingPathComponent(".build/debug/troupe").path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw CLIError(message: "The troupe executable is not built at \(path); run `swift build` (./scripts/test does).")
+    }
+    return path
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// A `troupe` child process whose output goes to files.
+final class CLIProcess: @unchecked Sendable {
+    // Safety: `process` is configured before `run()` and afterwards only read; Process is thread-safe for these calls.
+    let process = Process()
+    let outputPath: String
+    private let exit: AsyncStream<Int32>
+    private let exitContinuation: AsyncStream<Int32>.Continuation
+
+    init(_ arguments: [String], directory: String, environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: try troupeExecutable())
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["OPENAI_API_KEY"] = nil
+        env["OPENAI_BASE_URL"] = nil
+        env["TROUPE_STORE"] = nil
+        env["HOME"] = directory
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        outputPath = directory + "/cli-\(UUID().uuidString.prefix(8)).log"
+        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+        process.standardOutput = handle
+        process.standardError = handle
+        (exit, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
+        let continuation = exitContinuation
+        process.terminationHandler = { process in
+            continuation.yield(process.terminationStatus)
+            continuation.finish()
+        }
+        try process.run()
+    }
+
+    /// Waits for the process to exit and returns its status.
+    func wait() async -> Int32 {
+        for await status in exit { return status }
+        return process.terminationStatus
+    }
+
+    func kill(_ signal: Int32 = SIGKILL) {
+        Foundation.kill(process.processIdentifier, signal)
+    }
+
+    var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
+
+    /// Runs `troupe` to completion; returns its exit status and combined output.
+    static func run(_ arguments: [String], directory: String) async throws -> (status: Int32, output: String) {
+        let process = try CLIProcess(arguments, directory: directory)
+        let status = await process.wait()
+        return (status, process.output)
+    }
+}
