@@ -51,7 +51,8 @@ public struct RunStateMachine: Sendable {
     public var planningRound: Int { replanReason != nil ? planRound + 1 : planRound }
 
     /// The step called `id`, if it is in the plan.
-    public func step(_ id: String) -> StepState? { steps.first { $0.step.id == id } }
+    /// The step called `id` in the current plan (a replan may reuse the id of a failed step).
+    public func step(_ id: String) -> StepState? { steps.last { $0.step.id == id } }
 
     // MARK: - Applying events
 
@@ -110,7 +111,7 @@ public struct RunStateMachine: Sendable {
 
         case .stepStarted(let stepID, let attempt):
             let index = try stepIndex(stepID)
-            guard steps[index].status == .pending || steps[index].status == .failed else {
+            guard steps[index].status == .pending else {
                 throw invalid("step \(stepID) is \(steps[index].status.rawValue) and cannot start")
             }
             steps[index].status = .running
@@ -174,7 +175,7 @@ public struct RunStateMachine: Sendable {
     private mutating func reserve(_ key: ActivityKey) {
         if key.step == ActivityKey.planStep {
             nextPlannerCallIndex = max(nextPlannerCallIndex, key.callIndex + 1)
-        } else if let index = steps.firstIndex(where: { $0.step.id == key.step }), steps[index].attempt == key.attempt {
+        } else if let index = steps.lastIndex(where: { $0.step.id == key.step }), steps[index].attempt == key.attempt {
             steps[index].nextCallIndex = max(steps[index].nextCallIndex, key.callIndex + 1)
         }
     }
@@ -195,7 +196,7 @@ public struct RunStateMachine: Sendable {
             plannerTurns.append(PlannerTurn(response: response, problems: nil))
             return
         }
-        guard let index = steps.firstIndex(where: { $0.step.id == key.step }),
+        guard let index = steps.lastIndex(where: { $0.step.id == key.step }),
             steps[index].status == .running, steps[index].attempt == key.attempt
         else { return }  // a late result for a step that has moved on
         switch (result, record.kind) {
@@ -232,7 +233,7 @@ public struct RunStateMachine: Sendable {
             }
             return
         }
-        guard let index = steps.firstIndex(where: { $0.step.id == key.step }),
+        guard let index = steps.lastIndex(where: { $0.step.id == key.step }),
             steps[index].status == .running, steps[index].attempt == key.attempt
         else { return }
         switch record.kind {
@@ -258,13 +259,18 @@ public struct RunStateMachine: Sendable {
 
     private mutating func adopt(_ plan: Plan) {
         planAccepted = true
-        // Finished steps stay; unfinished ones are replaced by the new plan's.
+        // Finished steps stay (succeeded or failed, as history); unfinished ones are replaced by the new plan's.
         steps = steps.map { state in
             var state = state
-            if state.status != .succeeded { state.status = .superseded }
+            if state.status == .pending || state.status == .running { state.status = .superseded }
             return state
         }
-        steps += plan.steps.map(StepState.init(step:))
+        for step in plan.steps {
+            var state = StepState(step: step)
+            // A replan may reuse a failed step's id: continue its attempt numbers so activity keys stay unique.
+            state.attempt = steps.filter { $0.step.id == step.id }.map(\.attempt).max() ?? 0
+            steps.append(state)
+        }
         replanReason = nil
         plannerTurns = []
         plannerFailures = 0
@@ -284,7 +290,7 @@ public struct RunStateMachine: Sendable {
     }
 
     private func stepIndex(_ id: String) throws(TroupeError) -> Int {
-        guard let index = steps.firstIndex(where: { $0.step.id == id && $0.status != .superseded }) else {
+        guard let index = steps.lastIndex(where: { $0.step.id == id && $0.status != .superseded }) else {
             throw invalid("no step '\(id)' in the plan")
         }
         return index

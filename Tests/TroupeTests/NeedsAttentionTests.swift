@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+/// A side-effecting tool call that was in flight when its driver died is never run again by itself.
+@Suite struct NeedsAttentionTests {
+    /// A journal cut right after `activityStarted` of a side-effecting tool call: what a crash leaves.
+    static func crashedJournal(effect: ToolEffect) async throws -> (store: InMemoryRunStore, id: RunID) {
+        let tool = CountingTool(name: "append_line", effect: effect)
+        let model = ScriptedModel([
+            .response(.plan(plan([("s1", ["append_line"], [])]))),
+            .response(.toolCall("append_line", #"{"text":"once"}"#)),
+            .response(.text("appended")),
+        ])
+        let complete = InMemoryRunStore()
+        let finished = try await makeDriver(store: complete, model: model, tools: [tool])
+            .run(goal: "Append a line", configuration: RunConfiguration(model: "scripted"))
+        let records = try await complete.events(of: finished.runID)
+        let cut = try #require(
+            records.firstIndex { record in
+                if case .activityStarted(_, .tool) = record.event { true } else { false }
+            }
+        )
+        let crashed = InMemoryRunStore()
+        guard case .runCreated(let goal, let configuration) = records[0].event else { throw CLIError(message: "no runCreated") }
+        _ = try await crashed.createRun(id: finished.runID, goal: goal, configuration: configuration, at: fixedDate)
+        _ = try await crashed.append(records[1...cut].map(\.event), to: finished.runID, expectedSequence: 1, at: fixedDate)
+        return (crashed, finished.runID)
+    }
+
+    @Test func inFlightSideEffectingToolParksRunInsteadOfRepeating() async throws {
+        let (store, id) = try await Self.crashedJournal(effect: .sideEffecting)
+        let tool = CountingTool(name: "append_line", effect: .sideEffecting)
+        let model = ScriptedModel([.response(.text("appended"))])
+        let driver = try makeDriver(store: store, model: model, tools: [tool], owner: "second-driver")
+        let parked = try await driver.drive(id)
+        #expect(parked.status == .needsAttention)
+        #expect(parked.attentionKey == ActivityKey(step: "s1", attempt: 1, callIndex: 1))
+        #expect(tool.count == 0)
+        #expect(model.requests.isEmpty)
+        #expect(try await store.requireRun(id).status == .needsAttention)
+
+        // Driving again without a decision changes nothing.
+        let still = try await driver.drive(id)
+        #expect(still.status == .needsAttention)
+        #expect(tool.count == 0)
+
+        // The operator says: do not repeat it. The model is told the outcome is unknown.
+        let skipped = try await driver.drive(id, resolution: .skip)
+        #expect(skipped.status == .succeeded)
+        #expect(tool.count == 0)
+        let toolMessage = try #require(model.requests.last?.messages.last)
+        #expect(toolMessage.role == .tool)
+        #expect(toolMessage.content?.contains("skipped") == true)
+    }
+
+    @Test func operatorRetryRunsTheCallOnce() async throws {
+        let (store, id) = try await Self.crashedJournal(effect: .sideEffecting)
+        let tool = CountingTool(name: "append_line", effect: .sideEffecting)
+        let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        #expect(try await driver.drive(id).status == .needsAttention)
+        let retried = try await driver.drive(id, resolution: .retry)
+        #expect(retried.status == .succeeded)
+        #expect(tool.count == 1)
+    }
+
+    @Test(arguments: [ToolEffect.readOnly, .idempotent])
+    func inFlightSafeToolIsRunAgain(effect: ToolEffect) async throws {
+        let (store, id) = try await Self.crashedJournal(effect: effect)
+        let tool = CountingTool(name: "append_line", effect: effect)
+        let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        let final = try await driver.drive(id)
+        #expect(final.status == .succeeded)
+        #expect(tool.count == 1)
+    }
+}
