@@ -1,0 +1,177 @@
+import Foundation
+public import TroupeCore
+public import TroupeStore
+
+/// Checks that a ``RunStore`` keeps the contract every store must keep: atomic optimistic appends,
+/// ordered journals, summaries that follow the events, queries, and leases.
+///
+/// Run it against your store in a test: `try await RunStoreConformance { try await makeStore() }.run()`.
+/// Each check gets a fresh store from the factory; a broken promise throws a ``Failure`` naming it.
+public struct RunStoreConformance: Sendable {
+    /// A broken promise, with the check that found it.
+    public struct Failure: Error, CustomStringConvertible {
+        public var check: String
+        public var message: String
+        public var description: String { "\(check): \(message)" }
+    }
+
+    private let makeStore: @Sendable () async throws -> any RunStore
+
+    public init(makeStore: @escaping @Sendable () async throws -> any RunStore) {
+        self.makeStore = makeStore
+    }
+
+    /// Runs every check.
+    public func run() async throws {
+        try await check("createAndRead", createAndRead)
+        try await check("appendIsOptimistic", appendIsOptimistic)
+        try await check("summaryFollowsEvents", summaryFollowsEvents)
+        try await check("queries", queries)
+        try await check("leases", leases)
+        try await check("claimNextRun", claimNextRun)
+    }
+
+    private func check(_ name: String, _ body: (any RunStore) async throws -> Void) async throws {
+        let store = try await makeStore()
+        do {
+            try await body(store)
+            try await store.close()
+        } catch let failure as Failure {
+            try? await store.close()
+            throw Failure(check: name, message: failure.message)
+        } catch {
+            try? await store.close()
+            throw Failure(check: name, message: "unexpected error: \(error)")
+        }
+    }
+
+    private func expect(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+        if !condition { throw Failure(check: "", message: message()) }
+    }
+
+    private static let start = Date(timeIntervalSince1970: 1_800_000_000)
+
+    private func createAndRead(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        let summary = try await store.createRun(id: id, goal: "goal", configuration: RunConfiguration(), at: Self.start)
+        try expect(summary.status == .pending && summary.lastSequence == 1, "a new run is pending with one event, got \(summary)")
+        let events = try await store.events(of: id)
+        try expect(events.count == 1, "a new run's journal has runCreated only, got \(events.count) events")
+        if case .runCreated(let goal, _) = events.first?.event {
+            try expect(goal == "goal", "runCreated keeps the goal")
+        } else {
+            try expect(false, "the first event is runCreated")
+        }
+        do {
+            _ = try await store.createRun(id: id, goal: "again", configuration: RunConfiguration(), at: Self.start)
+            try expect(false, "creating a run twice must fail")
+        } catch is TroupeError {}
+        try expect(try await store.run(RunID("run_missing")) == nil, "an unknown run reads as nil")
+    }
+
+    private func appendIsOptimistic(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
+        let last = try await store.append(
+            [.leaseAcquired(owner: "a"), .stepStarted(stepID: "s1", attempt: 1)],
+            to: id,
+            expectedSequence: 1,
+            at: Self.start
+        )
+        try expect(last == 3, "two events after runCreated end at 3, got \(last)")
+        do {
+            _ = try await store.append([.runCancelled(reason: "late")], to: id, expectedSequence: 1, at: Self.start)
+            try expect(false, "an append expecting a stale sequence must fail")
+        } catch let error as TroupeError {
+            try expect(error.code == .journalConflict, "a stale append fails with journalConflict, got \(error.code)")
+        }
+        let events = try await store.events(of: id)
+        try expect(events.map(\.sequence) == [1, 2, 3], "the journal is gap-free and unforked, got \(events.map(\.sequence))")
+        try expect(try await store.events(of: id, after: 2).map(\.sequence) == [3], "events(after:) returns the tail")
+        do {
+            _ = try await store.append([.runCancelled(reason: "x")], to: RunID("run_missing"), expectedSequence: 0, at: Self.start)
+            try expect(false, "appending to an unknown run must fail")
+        } catch is TroupeError {}
+    }
+
+    private func summaryFollowsEvents(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
+        let key = ActivityKey(step: "plan", attempt: 0, callIndex: 0)
+        let response = ChatResponse(message: .assistant("{}"), finishReason: .stop, usage: Usage(inputTokens: 7, outputTokens: 3))
+        _ = try await store.append(
+            [
+                .leaseAcquired(owner: "a"), .activityStarted(key: key, kind: .model(purpose: .plan)),
+                .activityCompleted(key: key, result: .model(response)), .runSucceeded(answer: "done"),
+            ],
+            to: id,
+            expectedSequence: 1,
+            at: Self.start.addingTimeInterval(5)
+        )
+        let summary = try await store.run(id)
+        try expect(summary?.status == .succeeded, "the summary's status follows the events, got \(String(describing: summary?.status))")
+        try expect(summary?.usage == Usage(inputTokens: 7, outputTokens: 3), "usage adds up model calls")
+        try expect(summary?.answer == "done" && summary?.lastSequence == 5, "answer and last sequence are kept")
+        try expect(summary?.updatedAt == Self.start.addingTimeInterval(5), "updatedAt is the time of the last append")
+    }
+
+    private func queries(_ store: any RunStore) async throws {
+        var ids: [RunID] = []
+        for index in 0..<3 {
+            let id = RunID.make()
+            ids.append(id)
+            _ = try await store.createRun(id: id, goal: "g\(index)", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(Double(index)))
+        }
+        _ = try await store.append([.runCancelled(reason: "x")], to: ids[1], expectedSequence: 1, at: Self.start)
+        let all = try await store.runs(RunQuery())
+        try expect(all.map(\.id) == ids.reversed(), "runs are listed newest first")
+        let cancelled = try await store.runs(RunQuery(statuses: [.cancelled]))
+        try expect(cancelled.map(\.id) == [ids[1]], "status filters apply")
+        let recent = try await store.runs(RunQuery(createdAfter: Self.start.addingTimeInterval(0.5)))
+        try expect(recent.map(\.id) == [ids[2], ids[1]], "time filters apply")
+        try expect(try await store.runs(RunQuery(limit: 1)).count == 1, "the limit applies")
+    }
+
+    private func leases(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
+        let later = Self.start.addingTimeInterval(30)
+        _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
+        do {
+            _ = try await store.acquireLease(on: id, owner: "b", until: later, force: false, at: Self.start.addingTimeInterval(1))
+            try expect(false, "a live lease must not be taken by another owner")
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "a held lease fails with leaseHeld, got \(error.code)")
+        }
+        _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
+        try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(30))
+        try expect(try await store.lease(of: id)?.expiresAt == later.addingTimeInterval(30), "renewal extends the lease")
+        let taken = try await store.acquireLease(on: id, owner: "b", until: later.addingTimeInterval(100), force: false, at: later.addingTimeInterval(31))
+        try expect(taken.owner == "b", "an expired lease can be taken")
+        do {
+            try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(200))
+            try expect(false, "the old owner cannot renew a lease it lost")
+        } catch is TroupeError {}
+        _ = try await store.acquireLease(on: id, owner: "c", until: later, force: true, at: Self.start)
+        try expect(try await store.lease(of: id)?.owner == "c", "force takes the lease")
+        try await store.releaseLease(on: id, owner: "b")
+        try expect(try await store.lease(of: id)?.owner == "c", "releasing someone else's lease does nothing")
+        try await store.releaseLease(on: id, owner: "c")
+        try expect(try await store.lease(of: id) == nil, "release frees the lease")
+    }
+
+    private func claimNextRun(_ store: any RunStore) async throws {
+        let first = RunID.make()
+        let second = RunID.make()
+        _ = try await store.createRun(id: first, goal: "g", configuration: RunConfiguration(), at: Self.start)
+        _ = try await store.createRun(id: second, goal: "g", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(1))
+        let until = Self.start.addingTimeInterval(30)
+        let claimed = try await store.claimNextRun(owner: "w1", until: until, at: Self.start)
+        try expect(claimed?.id == first, "the oldest runnable run is claimed first")
+        let next = try await store.claimNextRun(owner: "w2", until: until, at: Self.start)
+        try expect(next?.id == second, "a leased run is skipped")
+        try expect(try await store.claimNextRun(owner: "w3", until: until, at: Self.start) == nil, "nothing left to claim")
+        let expired = try await store.claimNextRun(owner: "w3", until: until.addingTimeInterval(60), at: until.addingTimeInterval(1))
+        try expect(expired?.id == first, "a run whose lease expired can be claimed again")
+    }
+}

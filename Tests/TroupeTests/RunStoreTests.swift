@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+@Suite struct RunStoreTests {
+    @Test func inMemoryStoreConforms() async throws {
+        try await RunStoreConformance { InMemoryRunStore() }.run()
+    }
+
+    @Test func sqliteStoreConforms() async throws {
+        try await withTemporaryDirectory { directory in
+            try await RunStoreConformance { try await SQLiteRunStore.open(path: directory + "/\(UUID().uuidString).db") }.run()
+        }
+    }
+
+    @Test func twoWritersOnOneRunOneWinsTheOtherConflicts() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            // Two connections to one file: as two processes would have.
+            let first = try await SQLiteRunStore.open(path: path)
+            let second = try await SQLiteRunStore.open(path: path)
+            let id = RunID.make()
+            _ = try await first.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: fixedDate)
+            async let a = Result(catching: { try await first.append([.runCancelled(reason: "a")], to: id, expectedSequence: 1, at: fixedDate) })
+            async let b = Result(catching: { try await second.append([.runCancelled(reason: "b")], to: id, expectedSequence: 1, at: fixedDate) })
+            let results = await [a, b]
+            let wins = results.filter { (try? $0.get()) != nil }
+            let conflicts = results.compactMap { result -> TroupeError? in
+                if case .failure(let error as TroupeError) = result { error } else { nil }
+            }
+            #expect(wins.count == 1)
+            #expect(conflicts.map(\.code) == [.journalConflict])
+            #expect(try await first.events(of: id).count == 2)
+            try await first.close()
+            try await second.close()
+        }
+    }
+
+    @Test func reopeningKeepsRunsAndSchema() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = RunID.make()
+            try await SQLiteRunStore.withStore(path: path) { store in
+                _ = try await store.createRun(id: id, goal: "persist me", configuration: RunConfiguration(), at: fixedDate)
+            }
+            let goal = try await SQLiteRunStore.withStore(path: path) { store in try await store.requireRun(id).goal }
+            #expect(goal == "persist me")
+        }
+    }
+
+    @Test func unreadableLocationGivesAClearStorageError() async throws {
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await SQLiteRunStore.open(path: "/proc/troupe-cannot-write-here/runs.db")
+        }
+        #expect(error?.code == .storage)
+    }
+}
+
+extension Result where Failure == any Error {
+    init(catching body: () async throws -> Success) async {
+        do { self = .success(try await body()) } catch { self = .failure(error) }
+    }
+}
