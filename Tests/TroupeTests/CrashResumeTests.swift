@@ -32,7 +32,7 @@ import TroupeTesting
                     directory: directory
                 )
                 // Request 4 is step s2's first model call: s1 (append + answer) is complete, s2 is in flight.
-                await mock.waitForRequests(4)
+                try await run.waitUntil("the 4th model request") { mock.requestCount >= 4 }
                 run.kill(SIGKILL)
                 let killed = await run.wait()
                 #expect(killed != 0)
@@ -69,7 +69,7 @@ import TroupeTesting
                     ["run", "Slow run", "--base-url", mock.baseURL, "--model", "mock", "--workspace", directory, "--store", store],
                     directory: directory
                 )
-                await mock.waitForRequests(1)
+                try await run.waitUntil("the first model request") { mock.requestCount >= 1 }
                 let runs = try await SQLiteRunStore.withStore(path: directory + "/runs.db") { try await $0.runs(RunQuery()) }
                 let id = try #require(runs.first?.id)
 

@@ -29,6 +29,8 @@ public struct RunStateMachine: Sendable {
     /// The orphaned side-effecting activity that parked the run, if any.
     public private(set) var attentionKey: ActivityKey?
 
+    /// Model calls started and not yet finished, by step (`plan` for the planner): one at a time each.
+    private var outstandingModelCalls: [String: ActivityKey] = [:]
     private var planAccepted = false
     private var nextPlannerCallIndex = 0
     private var plannerFatalError: TroupeError?
@@ -92,6 +94,7 @@ public struct RunStateMachine: Sendable {
             }
             record.orphaned = false
             activities[key] = record
+            if case .model = kind { outstandingModelCalls[key.step] = key }
             reserve(key)
 
         case .activityCompleted(let key, let result):
@@ -185,6 +188,7 @@ public struct RunStateMachine: Sendable {
         guard record.status != .completed else { throw invalid("activity \(key) completed twice") }
         record.status = .completed
         record.result = result
+        if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
         record.orphaned = false
         record.finishedAt = time
         activities[key] = record
@@ -220,6 +224,7 @@ public struct RunStateMachine: Sendable {
         guard var record = activities[key] else { throw invalid("activity \(key) failed without being started") }
         record.status = .failed
         record.error = error
+        if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
         record.orphaned = false
         record.finishedAt = time
         activities[key] = record
@@ -366,6 +371,10 @@ extension RunStateMachine {
             return [.record(.runFailed(error: TroupeError(.stepFailed, message ?? "A step failed and no replans are left.")))]
         }
         let round = planningRound
+        if let outstanding = outstandingModelCalls[ActivityKey.planStep], outstanding.attempt == round {
+            // Under way (or orphaned by a crash, then run again under the same key).
+            return [.callModel(key: outstanding, purpose: round == 0 ? .plan : .replan, stepID: nil)]
+        }
         let key = ActivityKey(step: ActivityKey.planStep, attempt: round, callIndex: nextPlannerCallIndex)
         return [.callModel(key: key, purpose: round == 0 ? .plan : .replan, stepID: nil)]
     }
@@ -404,8 +413,12 @@ extension RunStateMachine {
     }
 
     private func modelCall(for state: StepState) -> RunAction {
-        let key = ActivityKey(step: state.step.id, attempt: state.attempt, callIndex: state.nextCallIndex)
         let purpose: ModelCallPurpose = state.iterations >= configuration.maxIterations ? .finalAnswer : .execute
+        if let outstanding = outstandingModelCalls[state.step.id], outstanding.attempt == state.attempt {
+            // Under way (or orphaned by a crash, then run again under the same key).
+            return .callModel(key: outstanding, purpose: purpose, stepID: state.step.id)
+        }
+        let key = ActivityKey(step: state.step.id, attempt: state.attempt, callIndex: state.nextCallIndex)
         return .callModel(key: key, purpose: purpose, stepID: state.step.id)
     }
 

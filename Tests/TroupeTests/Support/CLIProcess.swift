@@ -56,6 +56,16 @@ final class CLIProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Polls until `condition` holds; fails (instead of hanging) if the process exits first.
+    func waitUntil(_ what: String, _ condition: () -> Bool) async throws {
+        while !condition() {
+            guard process.isRunning else {
+                throw CLIError(message: "troupe exited (\(process.terminationStatus)) before \(what):\n\(output)")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     func kill(_ signal: Int32 = SIGKILL) {
         Foundation.kill(process.processIdentifier, signal)
     }
