@@ -6,14 +6,14 @@ struct TroupeCommand: AsyncParsableCommand {
         commandName: "troupe",
         abstract: "Plan-and-execute LLM agents that do not lose work.",
         discussion: """
-            A planner turns a goal into steps; an executor carries out each step with tools; every model and
+            A planner turns a goal into steps; an executor carries out each step with tools; every model and \
             tool call is journaled, so a run resumes after a crash without repeating side effects.
 
             Try it offline:   troupe demo
             With a model:     OPENAI_API_KEY=… troupe run "Summarize the notes in ./docs" --workspace .
 
-            Exit codes: 0 succeeded · 1 run failed · 2 run needs attention · 3 run cancelled ·
-            4 another process holds the run · 5 not found · 6 invalid input or configuration ·
+            Exit codes: 0 succeeded · 1 run failed · 2 run needs attention · 3 run cancelled · \
+            4 another process holds the run · 5 not found · 6 invalid input or configuration · \
             7 storage error · 64 bad command line · 70 internal error.
             """,
         subcommands: [

@@ -8,8 +8,8 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run a real plan-and-execute run offline, against a local deterministic mock model.",
         discussion: """
-            Starts MockOpenAIServer on 127.0.0.1 (it speaks the OpenAI wire format), creates a temporary
-            workspace with a few files, and runs a goal through the real HTTP client, the real file tools and the
+            Starts MockOpenAIServer on 127.0.0.1 (it speaks the OpenAI wire format), creates a temporary \
+            workspace with a few files, and runs a goal through the real HTTP client, the real file tools and the \
             real SQLite journal. Nothing leaves the machine and no API key is needed.
             """
     )

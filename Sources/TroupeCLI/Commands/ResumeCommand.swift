@@ -8,14 +8,14 @@ struct ResumeCommand: AsyncParsableCommand {
         abstract:
             "Continue a run that stopped: a crash, a kill, a lost machine, or a run that needs attention.",
         discussion: """
-            The run continues with the configuration recorded when it was created (model, base URL, workspace,
-            tools, limits); flags given here override it and the change is journaled. Finished model and tool
-            calls are replayed from the journal, not repeated. If another live process is driving the run,
-            resume refuses; if that process died, resume takes the run over (at once on this machine, otherwise
+            The run continues with the configuration recorded when it was created (model, base URL, workspace, \
+            tools, limits); flags given here override it and the change is journaled. Finished model and tool \
+            calls are replayed from the journal, not repeated. If another live process is driving the run, \
+            resume refuses; if that process died, resume takes the run over (at once on this machine, otherwise \
             once its lease expires, 30 s at most).
 
-            A run parked in needsAttention had a side-effecting tool call in flight when its process died.
-            Check whether it took effect, then resume with --retry (run it again) or --skip (do not; the model
+            A run parked in needsAttention had a side-effecting tool call in flight when its process died. \
+            Check whether it took effect, then resume with --retry (run it again) or --skip (do not; the model \
             is told the outcome is unknown).
             """
     )

@@ -7,8 +7,8 @@ struct RunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Plan and carry out a goal, journaling every step.",
         discussion: """
-            The model is reached through the OpenAI-compatible API: set OPENAI_API_KEY (and OPENAI_BASE_URL or
-            --base-url for another server such as vLLM, Ollama or LiteLLM). The run is stored in --store; if the
+            The model is reached through the OpenAI-compatible API: set OPENAI_API_KEY (and OPENAI_BASE_URL or \
+            --base-url for another server such as vLLM, Ollama or LiteLLM). The run is stored in --store; if the \
             process dies, `troupe resume RUN_ID` continues it without repeating finished work.
 
             Example: troupe run "List the TODOs in notes/ and write them to TODO.md" --workspace ./project
