@@ -120,7 +120,8 @@ public struct RunStoreConformance: Sendable {
         for index in 0..<3 {
             let id = RunID.make()
             ids.append(id)
-            _ = try await store.createRun(id: id, goal: "g\(index)", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(Double(index)))
+            _ = try await store.createRun(
+                id: id, goal: "g\(index)", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(Double(index)))
         }
         _ = try await store.append([.runCancelled(reason: "x")], to: ids[1], expectedSequence: 1, at: Self.start)
         let all = try await store.runs(RunQuery())
@@ -146,7 +147,8 @@ public struct RunStoreConformance: Sendable {
         _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
         try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(30))
         try expect(try await store.lease(of: id)?.expiresAt == later.addingTimeInterval(30), "renewal extends the lease")
-        let taken = try await store.acquireLease(on: id, owner: "b", until: later.addingTimeInterval(100), force: false, at: later.addingTimeInterval(31))
+        let taken = try await store.acquireLease(
+            on: id, owner: "b", until: later.addingTimeInterval(100), force: false, at: later.addingTimeInterval(31))
         try expect(taken.owner == "b", "an expired lease can be taken")
         do {
             try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(200))

@@ -83,9 +83,11 @@ import TroupeTesting
             let path = directory + "/runs.db"
             let id = RunID.make()
             try await SQLiteRunStore.withStore(path: path) { store in
-                _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(model: "m", workspace: directory), at: Date())
+                _ = try await store.createRun(
+                    id: id, goal: "g", configuration: RunConfiguration(model: "m", workspace: directory), at: Date())
             }
-            let cancel = try await CLIProcess.run(["cancel", id.rawValue, "--reason", "changed my mind", "--store", "sqlite:\(path)"], directory: directory)
+            let cancel = try await CLIProcess.run(
+                ["cancel", id.rawValue, "--reason", "changed my mind", "--store", "sqlite:\(path)"], directory: directory)
             #expect(cancel.status == 0)
             let summary = try await SQLiteRunStore.withStore(path: path) { try await $0.requireRun(id) }
             #expect(summary.status == .cancelled)
@@ -123,7 +125,8 @@ import TroupeTesting
             }
             try await MockOpenAIServer.withServer { mock in
                 let store = "sqlite:\(path)"
-                let parked = try await CLIProcess.run(["resume", id.rawValue, "--base-url", mock.baseURL, "--store", store], directory: directory)
+                let parked = try await CLIProcess.run(
+                    ["resume", id.rawValue, "--base-url", mock.baseURL, "--store", store], directory: directory)
                 #expect(parked.status == 2, "output:\n\(parked.output)")
                 #expect(parked.output.contains("--retry"))
                 let waiting = try await CLIProcess.run(["resume", id.rawValue, "--store", store], directory: directory)

@@ -28,7 +28,10 @@ import TroupeTesting
             let store = "sqlite:\(directory)/runs.db"
             try await MockOpenAIServer.withServer(configuration: Self.mockConfiguration(latency: .milliseconds(300))) { mock in
                 let run = try CLIProcess(
-                    ["run", "Record two side effects", "--base-url", mock.baseURL, "--model", "mock", "--workspace", workspace, "--store", store],
+                    [
+                        "run", "Record two side effects", "--base-url", mock.baseURL, "--model", "mock", "--workspace", workspace,
+                        "--store", store,
+                    ],
                     directory: directory
                 )
                 // Request 4 is step s2's first model call: s1 (append + answer) is complete, s2 is in flight.

@@ -15,14 +15,19 @@ import Troupe
             try FileManager.default.createSymbolicLink(atPath: root + "/escape", withDestinationPath: directory)
             try FileManager.default.createSymbolicLink(atPath: root + "/inside/link.txt", withDestinationPath: directory + "/secret.txt")
             let workspace = try Workspace(root)
-            for path in ["../secret.txt", "/etc/passwd", directory + "/secret.txt", "escape/secret.txt", "inside/link.txt", "a\0b", "inside/../../secret.txt", String(repeating: "a", count: 300)] {
+            for path in [
+                "../secret.txt", "/etc/passwd", directory + "/secret.txt", "escape/secret.txt", "inside/link.txt", "a\0b",
+                "inside/../../secret.txt", String(repeating: "a", count: 300),
+            ] {
                 #expect(throws: TroupeError.self, "\(path) must be refused") { _ = try workspace.resolve(path) }
             }
             #expect(try workspace.resolve("inside/new/file.txt") == workspace.root + "/inside/new/file.txt")
             #expect(try workspace.resolve(".") == workspace.root)
 
             let read = ReadFileTool(workspace: workspace)
-            let error = await #expect(throws: TroupeError.self) { _ = try await read.call(["path": "escape/secret.txt"], context: context(workspace)) }
+            let error = await #expect(throws: TroupeError.self) {
+                _ = try await read.call(["path": "escape/secret.txt"], context: context(workspace))
+            }
             #expect(error?.code == .accessDenied)
         }
     }

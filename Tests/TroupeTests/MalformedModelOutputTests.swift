@@ -41,7 +41,9 @@ import TroupeTesting
             status: .failed,
             errorCode: .planInvalid
         ),
-        Case(name: "HTTP 401", reply: .http(status: 401, body: #"{"error":{"message":"bad key"}}"#), status: .failed, errorCode: .planInvalid),
+        Case(
+            name: "HTTP 401", reply: .http(status: 401, body: #"{"error":{"message":"bad key"}}"#), status: .failed, errorCode: .planInvalid
+        ),
     ]
 
     @Test(arguments: cases, [false, true])
@@ -85,7 +87,8 @@ import TroupeTesting
         let echo = CountingTool()
         let model = ScriptedModel([
             .response(.plan(plan([("s1", ["echo"], [])]))),
-            .response(.toolCalls([("no_such_tool", "{}"), ("echo", "{not json"), ("echo", #"{"text": 42}"#), ("echo", #"{"text":"ok"}"#)])),
+            .response(
+                .toolCalls([("no_such_tool", "{}"), ("echo", "{not json"), ("echo", #"{"text": 42}"#), ("echo", #"{"text":"ok"}"#)])),
             .response(.text("handled")),
         ])
         let final = try await makeDriver(store: InMemoryRunStore(), model: model, tools: [echo])

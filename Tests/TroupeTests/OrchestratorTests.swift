@@ -163,7 +163,8 @@ import TroupeTesting
         let clock = TestClock()
         let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
         let store = InMemoryRunStore()
-        var driver = try makeDriver(store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
+        var driver = try makeDriver(
+            store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
         driver.clock = clock
         var configuration = RunConfiguration(model: "m", maxReplans: 0)
         configuration.stepTimeoutSeconds = 5
@@ -181,7 +182,8 @@ import TroupeTesting
         let clock = TestClock()
         let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
         let store = InMemoryRunStore()
-        var driver = try makeDriver(store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
+        var driver = try makeDriver(
+            store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
         driver.clock = clock
         let id = RunID.make()
         let run = Task { [driver] in try await driver.run(goal: "x", configuration: RunConfiguration(model: "m"), id: id) }
@@ -195,5 +197,29 @@ import TroupeTesting
         #expect(final.error?.message == "operator said stop")
         #expect(try await store.requireRun(id).status == .cancelled)
         #expect(try await store.lease(of: id) == nil)
+    }
+
+    @Test func driverWhoseLeaseIsTakenOverStopsWithoutWritingMore() async throws {
+        let clock = TestClock()
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let store = InMemoryRunStore()
+        var driver = try makeDriver(
+            store: store,
+            model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])),
+            tools: [Hang(started: startedContinuation)]
+        )
+        driver.clock = clock
+        let id = RunID.make()
+        let run = Task { [driver] in try await driver.run(goal: "x", configuration: RunConfiguration(model: "m"), id: id) }
+        for await _ in started { break }
+        await clock.waitForSleepers(2)
+        _ = try await store.acquireLease(on: id, owner: "intruder", until: fixedDate.addingTimeInterval(60), force: true, at: fixedDate)
+        let tail = try await store.requireRun(id).lastSequence
+        _ = try await store.append([.leaseAcquired(owner: "intruder")], to: id, expectedSequence: tail, at: fixedDate)
+        clock.advance(by: .seconds(10))
+        let error = await #expect(throws: TroupeError.self) { _ = try await run.value }
+        #expect(error?.code == .leaseHeld)
+        #expect(try await store.requireRun(id).lastSequence == tail + 1)
+        #expect(try await store.lease(of: id)?.owner == "intruder")
     }
 }

@@ -22,8 +22,12 @@ import TroupeTesting
             let second = try await SQLiteRunStore.open(path: path)
             let id = RunID.make()
             _ = try await first.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: fixedDate)
-            async let a = Result(catching: { try await first.append([.runCancelled(reason: "a")], to: id, expectedSequence: 1, at: fixedDate) })
-            async let b = Result(catching: { try await second.append([.runCancelled(reason: "b")], to: id, expectedSequence: 1, at: fixedDate) })
+            async let a = Result(catching: {
+                try await first.append([.runCancelled(reason: "a")], to: id, expectedSequence: 1, at: fixedDate)
+            })
+            async let b = Result(catching: {
+                try await second.append([.runCancelled(reason: "b")], to: id, expectedSequence: 1, at: fixedDate)
+            })
             let results = await [a, b]
             let wins = results.filter { (try? $0.get()) != nil }
             let conflicts = results.compactMap { result -> TroupeError? in

@@ -81,7 +81,8 @@ import TroupeTesting
         assembler.add(index: nil, id: nil, name: nil, arguments: "}")
         assembler.add(index: nil, id: "b", name: "two", arguments: "{}")
         assembler.add(index: nil, id: "b", name: nil, arguments: "")
-        #expect(assembler.toolCalls() == [ToolCall(id: "a", name: "one", arguments: "{}"), ToolCall(id: "b", name: "two", arguments: "{}")])
+        #expect(
+            assembler.toolCalls() == [ToolCall(id: "a", name: "one", arguments: "{}"), ToolCall(id: "b", name: "two", arguments: "{}")])
     }
 
     @Test func repeatedNamesAreNotDoubledAndMissingIdsAreGenerated() {

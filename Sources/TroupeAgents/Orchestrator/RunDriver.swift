@@ -97,7 +97,7 @@ public struct RunDriver: Sendable {
         resolution: AttentionResolution?,
         configuration: RunConfiguration?
     ) async throws -> RunStateMachine {
-        var journal = Journal(id: id, store: store, now: now, observer: observer)
+        var journal = Journal(id: id, owner: owner, store: store, now: now, observer: observer)
         try await journal.load()
         guard !journal.machine.status.isTerminal else { return journal.machine }
 
@@ -297,6 +297,7 @@ public struct RunDriver: Sendable {
 /// the sequence number the store is known to be at.
 private struct Journal {
     let id: RunID
+    let owner: String
     let store: any RunStore
     let now: @Sendable () -> Date
     let observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
@@ -306,8 +307,15 @@ private struct Journal {
     private(set) var machine: RunStateMachine
     private var staged: [RunEvent] = []
 
-    init(id: RunID, store: any RunStore, now: @escaping @Sendable () -> Date, observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?) {
+    init(
+        id: RunID,
+        owner: String,
+        store: any RunStore,
+        now: @escaping @Sendable () -> Date,
+        observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
+    ) {
         self.id = id
+        self.owner = owner
         self.store = store
         self.now = now
         self.observer = observer
@@ -359,6 +367,9 @@ private struct Journal {
         }
         let foreign = try await store.events(of: id, after: durable.sequence)
         for record in foreign {
+            if case .leaseAcquired(let other) = record.event, other != owner {
+                throw TroupeError(.leaseHeld, "Run \(id) was taken over by \(other); this driver stops.", details: ["owner": other])
+            }
             try durable.apply(record.event, at: record.recordedAt)
             observer?(record.event, durable)
         }

@@ -29,6 +29,8 @@ public struct RunStateMachine: Sendable {
     /// The orphaned side-effecting activity that parked the run, if any.
     public private(set) var attentionKey: ActivityKey?
 
+    /// Activities orphaned by a replaced driver and not yet settled.
+    private var orphans: Set<ActivityKey> = []
     /// Model calls started and not yet finished, by step (`plan` for the planner): one at a time each.
     private var outstandingModelCalls: [String: ActivityKey] = [:]
     private var planAccepted = false
@@ -82,6 +84,7 @@ public struct RunStateMachine: Sendable {
             // Whatever the previous driver started and did not finish will never finish by itself.
             for (key, record) in activities where record.status == .started {
                 activities[key]?.orphaned = true
+                orphans.insert(key)
             }
 
         case .configurationUpdated(let configuration):
@@ -94,6 +97,7 @@ public struct RunStateMachine: Sendable {
             }
             record.orphaned = false
             activities[key] = record
+            orphans.remove(key)
             if case .model = kind { outstandingModelCalls[key.step] = key }
             reserve(key)
 
@@ -154,6 +158,7 @@ public struct RunStateMachine: Sendable {
             case .retry:
                 record.orphaned = false
                 activities[key] = record
+                orphans.remove(key)
             case .skip:
                 let output = ToolOutput.error(
                     "An operator skipped this call after the process running it stopped; whether it took effect is unknown."
@@ -188,6 +193,7 @@ public struct RunStateMachine: Sendable {
         guard record.status != .completed else { throw invalid("activity \(key) completed twice") }
         record.status = .completed
         record.result = result
+        orphans.remove(key)
         if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
         record.orphaned = false
         record.finishedAt = time
@@ -224,6 +230,7 @@ public struct RunStateMachine: Sendable {
         guard var record = activities[key] else { throw invalid("activity \(key) failed without being started") }
         record.status = .failed
         record.error = error
+        orphans.remove(key)
         if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
         record.orphaned = false
         record.finishedAt = time
@@ -423,8 +430,8 @@ extension RunStateMachine {
     }
 
     private func orphanedSideEffect() -> (key: ActivityKey, name: String)? {
-        for (key, record) in activities.sorted(by: { $0.key < $1.key }) where record.orphaned && record.status == .started {
-            if case .tool(let name, _, .sideEffecting) = record.kind { return (key, name) }
+        for key in orphans.sorted() {
+            if let record = activities[key], case .tool(let name, _, .sideEffecting) = record.kind { return (key, name) }
         }
         return nil
     }
