@@ -159,40 +159,46 @@ import TroupeTesting
         }
     }
 
+    /// A run whose only step calls a tool that never returns, on a test clock; returns once the tool
+    /// is running and the driver's heartbeat and the step's deadline are waiting on the clock.
+    struct HangingRun {
+        var store = InMemoryRunStore()
+        var clock = TestClock()
+        var id = RunID.make()
+        var task: Task<RunStateMachine, any Error>
+
+        init(configuration: RunConfiguration = RunConfiguration(model: "m")) async throws {
+            let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+            var driver = try makeDriver(
+                store: store,
+                model: RunDriverBehaviourTests.toolThenAnswer(plan: plan([("a", ["hang"], [])])),
+                tools: [Hang(started: startedContinuation)]
+            )
+            driver.clock = clock
+            task = Task { [driver, id] in try await driver.run(goal: "x", configuration: configuration, id: id) }
+            for await _ in started { break }
+            await clock.waitForSleepers(2)
+        }
+    }
+
     @Test func stepTimeoutFailsTheStepWithoutWaiting() async throws {
-        let clock = TestClock()
-        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
-        let store = InMemoryRunStore()
-        var driver = try makeDriver(
-            store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
-        driver.clock = clock
         var configuration = RunConfiguration(model: "m", maxReplans: 0)
         configuration.stepTimeoutSeconds = 5
-        let run = Task { [driver, configuration] in try await driver.run(goal: "x", configuration: configuration) }
-        for await _ in started { break }
-        await clock.waitForSleepers(2)  // the lease heartbeat and the step's deadline
-        clock.advance(by: .seconds(6))
-        let final = try await run.value
+        let run = try await HangingRun(configuration: configuration)
+        run.clock.advance(by: .seconds(6))
+        let final = try await run.task.value
         #expect(final.status == .failed)
         #expect(final.steps.first?.error?.code == .stepTimeout)
         #expect(final.error?.message.contains("time limit of 5 s") == true)
     }
 
     @Test func cancellationByAnotherWriterStopsTheDriverAtItsNextHeartbeat() async throws {
-        let clock = TestClock()
-        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
-        let store = InMemoryRunStore()
-        var driver = try makeDriver(
-            store: store, model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])), tools: [Hang(started: startedContinuation)])
-        driver.clock = clock
-        let id = RunID.make()
-        let run = Task { [driver] in try await driver.run(goal: "x", configuration: RunConfiguration(model: "m"), id: id) }
-        for await _ in started { break }
-        await clock.waitForSleepers(2)
+        let run = try await HangingRun()
+        let (store, id) = (run.store, run.id)
         let tail = try await store.requireRun(id).lastSequence
         _ = try await store.append([.runCancelled(reason: "operator said stop")], to: id, expectedSequence: tail, at: fixedDate)
-        clock.advance(by: .seconds(10))
-        let final = try await run.value
+        run.clock.advance(by: .seconds(10))
+        let final = try await run.task.value
         #expect(final.status == .cancelled)
         #expect(final.error?.message == "operator said stop")
         #expect(try await store.requireRun(id).status == .cancelled)
@@ -200,24 +206,13 @@ import TroupeTesting
     }
 
     @Test func driverWhoseLeaseIsTakenOverStopsWithoutWritingMore() async throws {
-        let clock = TestClock()
-        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
-        let store = InMemoryRunStore()
-        var driver = try makeDriver(
-            store: store,
-            model: Self.toolThenAnswer(plan: plan([("a", ["hang"], [])])),
-            tools: [Hang(started: startedContinuation)]
-        )
-        driver.clock = clock
-        let id = RunID.make()
-        let run = Task { [driver] in try await driver.run(goal: "x", configuration: RunConfiguration(model: "m"), id: id) }
-        for await _ in started { break }
-        await clock.waitForSleepers(2)
+        let run = try await HangingRun()
+        let (store, id) = (run.store, run.id)
         _ = try await store.acquireLease(on: id, owner: "intruder", until: fixedDate.addingTimeInterval(60), force: true, at: fixedDate)
         let tail = try await store.requireRun(id).lastSequence
         _ = try await store.append([.leaseAcquired(owner: "intruder")], to: id, expectedSequence: tail, at: fixedDate)
-        clock.advance(by: .seconds(10))
-        let error = await #expect(throws: TroupeError.self) { _ = try await run.value }
+        run.clock.advance(by: .seconds(10))
+        let error = await #expect(throws: TroupeError.self) { _ = try await run.task.value }
         #expect(error?.code == .leaseHeld)
         #expect(try await store.requireRun(id).lastSequence == tail + 1)
         #expect(try await store.lease(of: id)?.owner == "intruder")

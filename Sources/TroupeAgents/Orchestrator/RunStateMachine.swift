@@ -188,16 +188,28 @@ public struct RunStateMachine: Sendable {
         }
     }
 
-    private mutating func complete(_ key: ActivityKey, with result: ActivityResult, at time: Date) throws(TroupeError) {
-        guard var record = activities[key] else { throw invalid("activity \(key) completed without being started") }
-        guard record.status != .completed else { throw invalid("activity \(key) completed twice") }
-        record.status = .completed
-        record.result = result
-        orphans.remove(key)
-        if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
+    /// Marks a started activity finished; returns its updated record.
+    private mutating func settle(
+        _ key: ActivityKey,
+        at time: Date,
+        _ update: (inout ActivityRecord) -> Void
+    ) throws(TroupeError) -> ActivityRecord {
+        guard var record = activities[key] else { throw invalid("activity \(key) finished without being started") }
+        guard record.status != .completed else { throw invalid("activity \(key) finished twice") }
+        update(&record)
         record.orphaned = false
         record.finishedAt = time
         activities[key] = record
+        orphans.remove(key)
+        if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
+        return record
+    }
+
+    private mutating func complete(_ key: ActivityKey, with result: ActivityResult, at time: Date) throws(TroupeError) {
+        let record = try settle(key, at: time) { record in
+            record.status = .completed
+            record.result = result
+        }
         if case .model(let response) = result { usage += response.usage }
         guard !status.isTerminal else { return }
 
@@ -227,14 +239,10 @@ public struct RunStateMachine: Sendable {
     }
 
     private mutating func fail(_ key: ActivityKey, with error: TroupeError, at time: Date) throws(TroupeError) {
-        guard var record = activities[key] else { throw invalid("activity \(key) failed without being started") }
-        record.status = .failed
-        record.error = error
-        orphans.remove(key)
-        if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
-        record.orphaned = false
-        record.finishedAt = time
-        activities[key] = record
+        let record = try settle(key, at: time) { record in
+            record.status = .failed
+            record.error = error
+        }
         guard !status.isTerminal else { return }
 
         if key.step == ActivityKey.planStep {

@@ -96,21 +96,13 @@ public struct WriteFileTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
-        let path = try workspace.resolve(arguments["path"]?.stringValue ?? "")
-        let content = Data((arguments["content"]?.stringValue ?? "").utf8)
-        guard content.count <= limits.maxWriteBytes else {
-            return .error("The content has \(content.count) bytes; fs_write writes at most \(limits.maxWriteBytes).")
+        let target: WriteTarget
+        switch try WriteTarget.prepare(arguments, in: workspace, limits: limits, tool: name) {
+        case .success(let ready): target = ready
+        case .failure(let refusal): return refusal.output
         }
-        let url = URL(fileURLWithPath: path)
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
-            return .error("'\(workspace.relative(path))' is a directory.")
-        }
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        // Re-check after creating directories: a symlink raced into the path must not lead outside.
-        _ = try workspace.resolve(workspace.relative(path))
-        try content.write(to: url, options: .atomic)
-        return ToolOutput("Wrote \(content.count) bytes to \(workspace.relative(path)).")
+        try target.content.write(to: target.url, options: .atomic)
+        return ToolOutput("Wrote \(target.content.count) bytes to \(target.shown).")
     }
 }
 
@@ -132,21 +124,56 @@ public struct AppendFileTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        let target: WriteTarget
+        switch try WriteTarget.prepare(arguments, in: workspace, limits: limits, tool: name) {
+        case .success(let ready): target = ready
+        case .failure(let refusal): return refusal.output
+        }
+        if !FileManager.default.fileExists(atPath: target.url.path) {
+            _ = FileManager.default.createFile(atPath: target.url.path, contents: nil)
+        }
+        let handle = try FileHandle(forWritingTo: target.url)
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: target.content)
+        return ToolOutput("Appended \(target.content.count) bytes to \(target.shown).")
+    }
+}
+
+/// A checked destination for `fs_write` and `fs_append`: inside the workspace, not a directory,
+/// content within the size cap, parent directories created.
+struct WriteTarget {
+    struct Refusal: Error {
+        var output: ToolOutput
+    }
+
+    var url: URL
+    var content: Data
+    /// The path as the model should see it.
+    var shown: String
+
+    static func prepare(
+        _ arguments: JSONValue,
+        in workspace: Workspace,
+        limits: FileToolLimits,
+        tool: String
+    ) throws -> Result<WriteTarget, Refusal> {
         let path = try workspace.resolve(arguments["path"]?.stringValue ?? "")
         let content = Data((arguments["content"]?.stringValue ?? "").utf8)
+        let shown = workspace.relative(path)
         guard content.count <= limits.maxWriteBytes else {
-            return .error("The content has \(content.count) bytes; fs_append writes at most \(limits.maxWriteBytes).")
+            return .failure(
+                Refusal(output: .error("The content has \(content.count) bytes; \(tool) writes at most \(limits.maxWriteBytes).")))
+        }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            return .failure(Refusal(output: .error("'\(shown)' is a directory.")))
         }
         let url = URL(fileURLWithPath: path)
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        if !FileManager.default.fileExists(atPath: path) {
-            _ = FileManager.default.createFile(atPath: path, contents: nil)
-        }
-        let handle = try FileHandle(forWritingTo: url)
-        defer { try? handle.close() }
-        try handle.seekToEnd()
-        try handle.write(contentsOf: content)
-        return ToolOutput("Appended \(content.count) bytes to \(workspace.relative(path)).")
+        // Re-check after creating directories: a symlink raced into the path must not lead outside.
+        _ = try workspace.resolve(shown)
+        return .success(WriteTarget(url: url, content: content, shown: shown))
     }
 }
 
