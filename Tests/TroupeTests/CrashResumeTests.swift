@@ -86,6 +86,25 @@ import TroupeTesting
         }
     }
 
+    @Test func interruptedRunSaysHowToResumeAndResumes() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = "sqlite:\(directory)/runs.db"
+            try await MockOpenAIServer.withServer(configuration: Self.mockConfiguration(latency: .milliseconds(200))) { mock in
+                let run = try CLIProcess(
+                    ["run", "Interrupt me", "--base-url", mock.baseURL, "--workspace", directory, "--store", store],
+                    directory: directory
+                )
+                try await run.waitUntil("the second model request") { mock.requestCount >= 2 }
+                run.kill(SIGINT)
+                #expect(await run.wait() == 130)
+                let hint = try #require(run.output.split(separator: "\n").first { $0.contains("troupe resume run_") })
+                let id = try #require(hint.split(separator: "`").dropFirst().first?.split(separator: " ").dropFirst(2).first)
+                let resumed = try await CLIProcess.run(["resume", String(id), "--store", store], directory: directory)
+                #expect(resumed.status == 0, "output:\n\(resumed.output)")
+            }
+        }
+    }
+
     private func effectCount(_ workspace: String) throws -> Int {
         let text = (try? String(contentsOfFile: workspace + "/effects.log", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").count

@@ -74,4 +74,14 @@ import TroupeTesting
         #expect(final.status == .succeeded)
         #expect(tool.count == 1)
     }
+
+    @Test func resumeLongAfterACrashDoesNotCountTheDowntimeAgainstTheStep() async throws {
+        let (store, id) = try await Self.crashedJournal(effect: .readOnly)
+        let tool = CountingTool(name: "append_line", effect: .readOnly)
+        var driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        driver.now = { fixedDate.addingTimeInterval(3_600) }  // an hour later; the step timeout is 300 s
+        let final = try await driver.drive(id)
+        #expect(final.status == .succeeded)
+        #expect(tool.count == 1)
+    }
 }

@@ -162,7 +162,7 @@ import TroupeTesting
     /// A run whose only step calls a tool that never returns, on a test clock; returns once the tool
     /// is running and the driver's heartbeat and the step's deadline are waiting on the clock.
     struct HangingRun {
-        var store = InMemoryRunStore()
+        var store: any RunStore = InMemoryRunStore()
         var clock = TestClock()
         var id = RunID.make()
         var task: Task<RunStateMachine, any Error>

@@ -195,11 +195,13 @@ public struct RunDriver: Sendable {
     }
 
     /// When the step an action belongs to runs out of time (planner calls get one step timeout each).
+    /// A step's time counts from its start or, after a resume, from when this driver took the run:
+    /// time the run spent with no driver (a crash, a deploy) is not held against it.
     private func deadline(for action: RunAction, in machine: RunStateMachine) -> Date {
         let timeout = machine.configuration.stepTimeoutSeconds
         switch action {
         case .callModel(_, _, .some(let stepID)), .callTool(_, let stepID, _):
-            let started = machine.step(stepID)?.startedAt ?? now()
+            let started = [machine.step(stepID)?.startedAt, machine.drivenSince].compactMap { $0 }.max() ?? now()
             return started.addingTimeInterval(timeout)
         default:
             return now().addingTimeInterval(timeout)

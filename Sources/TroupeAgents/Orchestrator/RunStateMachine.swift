@@ -12,6 +12,8 @@ public struct RunStateMachine: Sendable {
     public private(set) var status: RunStatus = .pending
     public private(set) var sequence = 0
     public private(set) var createdAt: Date?
+    /// When the current driver took the run (its last `leaseAcquired`).
+    public private(set) var drivenSince: Date?
 
     /// The current plan's steps in order, including finished steps of earlier rounds.
     public private(set) var steps: [StepState] = []
@@ -81,6 +83,7 @@ public struct RunStateMachine: Sendable {
 
         case .leaseAcquired:
             if status == .pending { status = .running }
+            drivenSince = time
             // Whatever the previous driver started and did not finish will never finish by itself.
             for (key, record) in activities where record.status == .started {
                 activities[key]?.orphaned = true
