@@ -14,11 +14,11 @@ struct TroupeCommand: AsyncParsableCommand {
 
             Exit codes: 0 succeeded · 1 run failed · 2 run needs attention · 3 run cancelled · \
             4 another process holds the run · 5 not found · 6 invalid input or configuration · \
-            7 storage error · 64 bad command line · 70 internal error.
+            7 storage error · 64 bad command line · 70 internal error · 130 interrupted (resumable).
             """,
         subcommands: [
             DemoCommand.self, RunCommand.self, ResumeCommand.self, RunsCommand.self, ShowCommand.self,
-            CancelCommand.self,
+            CancelCommand.self, MockServerCommand.self,
         ]
     )
 }

@@ -73,15 +73,16 @@ public final class MockOpenAIServer: Sendable {
         self.port = port
     }
 
-    /// Starts a server on an ephemeral port of 127.0.0.1.
+    /// Starts a server on 127.0.0.1, on an ephemeral port unless `port` names one.
     public static func start(
         configuration: Configuration = Configuration(),
+        port: Int = 0,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> MockOpenAIServer {
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { channel in
+            .bind(host: "127.0.0.1", port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)

@@ -142,4 +142,20 @@ import TroupeTesting
             }
         }
     }
+
+    @Test func mockServerCommandServesRunsUntilInterrupted() async throws {
+        try await withTemporaryDirectory { directory in
+            let server = try CLIProcess(["mock-server", "--steps", "2"], directory: directory)
+            try await server.waitUntil("the server prints its URL") { server.output.contains("/v1") }
+            let url = try #require(server.output.split(separator: " ").first { $0.hasPrefix("http://127.0.0.1:") })
+            let run = try await CLIProcess.run(
+                ["run", "anything", "--base-url", String(url), "--workspace", directory, "--store", "sqlite:\(directory)/runs.db"],
+                directory: directory
+            )
+            #expect(run.status == 0, "output:\n\(run.output)")
+            server.kill(SIGINT)
+            #expect(await server.wait() == 0)
+            #expect(server.output.contains("served 5 requests"))
+        }
+    }
 }

@@ -61,7 +61,7 @@ struct DemoCommand: AsyncParsableCommand {
                     let model = try runtime.model(for: configuration)
                     let tools = try runtime.tools(for: configuration)
                     let id = RunID.make()
-                    InterruptNotice.install(runID: id.rawValue, storeHint: storeFlag(store))
+                    Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                     say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")
                     let driver = runtime.driver(
                         model: model, tools: tools, observer: ProgressPrinter(enabled: true).observer)

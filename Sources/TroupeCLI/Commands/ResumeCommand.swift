@@ -58,7 +58,7 @@ struct ResumeCommand: AsyncParsableCommand {
                 let tools = try runtime.tools(for: configuration)
                 let printer = ProgressPrinter(enabled: !json)
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
-                InterruptNotice.install(runID: id.rawValue, storeHint: storeFlag(store))
+                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                 let resolution: AttentionResolution? = retry ? .retry : skip ? .skip : nil
                 let final = try await LeaseTakeover(store: store, runID: id, quiet: json).drive {
                     takeOver in

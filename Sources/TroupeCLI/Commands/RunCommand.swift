@@ -34,7 +34,7 @@ struct RunCommand: AsyncParsableCommand {
                 let model = try runtime.model(for: configuration)
                 let tools = try runtime.tools(for: configuration)
                 let id = RunID.make()
-                InterruptNotice.install(runID: id.rawValue, storeHint: storeFlag(store))
+                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                 let printer = ProgressPrinter(enabled: !json)
                 if !json {
                     say("▸ run \(id) — \(goal)")
