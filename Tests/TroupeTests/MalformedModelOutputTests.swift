@@ -189,5 +189,8 @@ import TroupeTesting
         #expect(final.steps.map(\.attempt) == [1, 2])
         let folded = try RunStateMachine(runID: final.runID, replaying: try await store.events(of: final.runID))
         #expect(folded.steps == final.steps)
+        let report = RunReport(summary: try await store.requireRun(final.runID), machine: folded)
+        #expect(report.steps.map(\.modelCalls) == [1, 1])
+        #expect(report.steps.map(\.status) == ["failed", "succeeded"])
     }
 }

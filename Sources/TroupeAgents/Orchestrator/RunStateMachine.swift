@@ -56,7 +56,6 @@ public struct RunStateMachine: Sendable {
     /// The round the planner works on: the current one, or the next once a step has failed.
     public var planningRound: Int { replanReason != nil ? planRound + 1 : planRound }
 
-    /// The step called `id`, if it is in the plan.
     /// The step called `id` in the current plan (a replan may reuse the id of a failed step).
     public func step(_ id: String) -> StepState? { steps.last { $0.step.id == id } }
 

@@ -96,7 +96,8 @@ public struct RunReport: Sendable, Encodable {
     private static func steps(_ machine: RunStateMachine) -> [StepReport] {
         let byStep = Dictionary(grouping: machine.activities.values, by: \.key.step)
         return machine.steps.map { state in
-            let records = (byStep[state.step.id] ?? []).sorted { $0.key < $1.key }
+            // A replan may reuse a failed step's id; each step state owns one attempt's activities.
+            let records = (byStep[state.step.id] ?? []).filter { $0.key.attempt == state.attempt }.sorted { $0.key < $1.key }
             var calls: [ToolCallReport] = []
             var stepUsage = Usage.zero
             var modelCalls = 0
