@@ -33,7 +33,8 @@ struct DemoCommand: AsyncParsableCommand {
             let root =
                 try workspace.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
                 ?? Self.makeWorkspace()
-            try await global.withStore { store in
+            try await global.withRuntime { runtime in
+                let store = runtime.store
                 let mock = try await MockOpenAIServer.start(
                     configuration: MockOpenAIServer.Configuration(
                         planSteps: 3,
@@ -55,7 +56,6 @@ struct DemoCommand: AsyncParsableCommand {
                 var configuration = RunConfiguration(
                     model: "troupe-mock", baseURL: mock.baseURL, workspace: root, tools: ["fs"])
                 configuration.stream = stream
-                let runtime = Runtime(store: store, logger: global.logger(label: "troupe"))
                 let outcome: Result<RunStateMachine, any Error>
                 do {
                     let model = try runtime.model(for: configuration)

@@ -42,7 +42,8 @@ struct ResumeCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            try await global.withStore { store in
+            try await global.withRuntime { runtime in
+                let store = runtime.store
                 let summary = try await store.requireRun(id)
                 if summary.status.isTerminal {
                     say("Run \(id) already \(summary.status.rawValue); nothing to resume.")
@@ -53,7 +54,6 @@ struct ResumeCommand: AsyncParsableCommand {
                     throw ExitCode(ExitStatus.needsAttention)
                 }
                 let configuration = try options.applied(to: summary.configuration)
-                let runtime = Runtime(store: store, logger: global.logger(label: "troupe"))
                 let model = try runtime.model(for: configuration)
                 let tools = try runtime.tools(for: configuration)
                 let printer = ProgressPrinter(enabled: !json)

@@ -29,8 +29,8 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let configuration = try options.newRunConfiguration()
-            try await global.withStore { store in
-                let runtime = Runtime(store: store, logger: global.logger(label: "troupe"))
+            try await global.withRuntime { runtime in
+                let store = runtime.store
                 let model = try runtime.model(for: configuration)
                 let tools = try runtime.tools(for: configuration)
                 let id = RunID.make()

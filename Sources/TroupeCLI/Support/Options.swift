@@ -34,6 +34,15 @@ struct GlobalOptions: ParsableArguments {
             path: try StoreLocation.sqlitePath(storeURL()), logger: logger(label: "troupe.store"), body)
     }
 
+    /// Runs `body` with the store and an HTTP client for model calls, closing both afterwards.
+    func withRuntime<T: Sendable>(_ body: (Runtime) async throws -> T) async throws -> T {
+        try await withStore { store in
+            try await OpenAIChatModel.withHTTPClient { client in
+                try await body(Runtime(store: store, logger: logger(label: "troupe"), httpClient: client))
+            }
+        }
+    }
+
     func logger(label: String) -> Logger {
         var logger = Logger(label: label)
         logger.logLevel = verbose ? .debug : .warning

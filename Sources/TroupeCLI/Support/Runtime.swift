@@ -1,11 +1,14 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import Troupe
 
 /// Builds what a run needs from its configuration: the model client, the tools, the driver.
 struct Runtime {
-    let store: any RunStore
+    let store: SQLiteRunStore
     let logger: Logger
+    /// The HTTP client for model calls, owned (and shut down) by the command.
+    let httpClient: HTTPClient
     let owner = LeaseOwner.current()
 
     /// The model client for `configuration`: the OpenAI-compatible API, key from `OPENAI_API_KEY`.
@@ -25,7 +28,7 @@ struct Runtime {
                     + "(try `troupe demo` for an offline run)."
             )
         }
-        return try OpenAIChatModel(configuration: settings)
+        return try OpenAIChatModel(configuration: settings, httpClient: httpClient)
     }
 
     /// The tools of the groups the configuration enables, jailed to its workspace.

@@ -60,19 +60,38 @@ public struct OpenAIChatModel: ChatModel {
     private let client: HTTPClient
     private let endpoint: String
 
-    /// The process-wide client model calls share by default. It lives as long as the process and
-    /// needs no shutdown. It fails a connection attempt at once instead of retrying it until the
-    /// request's deadline (retries are the resilience layer's decision), allows many concurrent
-    /// connections per host, and never follows redirects.
-    public static let sharedHTTPClient: HTTPClient = {
+    /// How model calls want their HTTP client: fail a connection attempt at once instead of retrying
+    /// it until the request's deadline (retries are the resilience layer's decision), allow many
+    /// concurrent connections per host, never follow redirects.
+    public static var httpClientConfiguration: HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: nil)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 256
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .enabled(limit: .ratio(25))
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+        return configuration
+    }
+
+    /// A process-wide client with ``httpClientConfiguration``, used when none is given. It lives as
+    /// long as the process and needs no shutdown. Services that want an explicit lifecycle use
+    /// ``withHTTPClient(_:)`` instead.
+    public static let sharedHTTPClient = HTTPClient(
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration)
+
+    /// Runs `body` with a new client configured for model calls, and shuts it down afterwards —
+    /// after `body` returns or throws — so no connection outlives the work.
+    public static func withHTTPClient<T: Sendable>(_ body: (HTTPClient) async throws -> T) async throws -> T {
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration)
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
 
     /// - Parameter httpClient: the client to use; defaults to ``sharedHTTPClient``.
     public init(configuration: Configuration, httpClient: HTTPClient = OpenAIChatModel.sharedHTTPClient) throws(TroupeError) {
