@@ -194,3 +194,22 @@ import TroupeTesting
         #expect(report.steps.map(\.status) == ["failed", "succeeded"])
     }
 }
+
+@Suite struct RunReportTests {
+    @Test func failedModelCallsAreReportedWhereTheyHappened() async throws {
+        let model = ScriptedModel([
+            .failure(TroupeError(.transport, "connection reset")),
+            .response(.plan(plan([("s1", [], [])]))),
+            .failure(TroupeError(.modelAPI, "HTTP 503")),
+            .response(.text("ok")),
+        ])
+        let store = InMemoryRunStore()
+        let final = try await makeDriver(store: store, model: model, tools: [])
+            .run(goal: "x", configuration: RunConfiguration(model: "m"))
+        #expect(final.status == .succeeded)
+        let report = RunReport(summary: try await store.requireRun(final.runID), machine: final)
+        #expect(report.planningErrors == ["plan/0/0: transport: connection reset"])
+        #expect(report.steps.first?.modelErrors == ["s1/1/0: modelAPI: HTTP 503"])
+        #expect(report.steps.first?.modelCalls == 1)
+    }
+}

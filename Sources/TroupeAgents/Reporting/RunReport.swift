@@ -53,6 +53,8 @@ public struct RunReport: Sendable, Encodable {
         public var modelCalls: Int
         public var usage: UsageReport
         public var toolCalls: [ToolCallReport]
+        /// Model calls of this step that failed (`key: code: message`), oldest first.
+        public var modelErrors: [String]
     }
 
     public var id: String
@@ -67,6 +69,8 @@ public struct RunReport: Sendable, Encodable {
     public var error: ErrorReport?
     public var configuration: RunConfiguration
     public var planRound: Int
+    /// Planner model calls that failed (`key: code: message`), oldest first.
+    public var planningErrors: [String]
     public var events: Int
     public var steps: [StepReport]
 
@@ -89,6 +93,10 @@ public struct RunReport: Sendable, Encodable {
         error = summary.error.map { ErrorReport(code: $0.code.rawValue, message: $0.message) }
         configuration = summary.configuration
         planRound = machine?.planRound ?? 0
+        let activities = machine.map { Array($0.activities.values) } ?? []
+        planningErrors = activities.filter { $0.key.step == ActivityKey.planStep && $0.error != nil }
+            .sorted { $0.key < $1.key }
+            .map { "\($0.key): \($0.error?.code.rawValue ?? ""): \($0.error?.message ?? "")" }
         events = summary.lastSequence
         steps = machine.map(Self.steps) ?? []
     }
@@ -101,8 +109,12 @@ public struct RunReport: Sendable, Encodable {
             var calls: [ToolCallReport] = []
             var stepUsage = Usage.zero
             var modelCalls = 0
+            var modelErrors: [String] = []
             var requested: [ActivityKey: ToolCall] = [:]
             for record in records {
+                if case .model = record.kind, let error = record.error {
+                    modelErrors.append("\(record.key): \(error.code): \(error.message)")
+                }
                 if case .model(let response)? = record.result {
                     stepUsage += response.usage
                     modelCalls += 1
@@ -151,7 +163,8 @@ public struct RunReport: Sendable, Encodable {
                 finishedAt: state.finishedAt,
                 modelCalls: modelCalls,
                 usage: UsageReport(stepUsage),
-                toolCalls: calls
+                toolCalls: calls,
+                modelErrors: modelErrors
             )
         }
     }
