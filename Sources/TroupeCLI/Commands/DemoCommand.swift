@@ -77,6 +77,7 @@ struct DemoCommand: AsyncParsableCommand {
                 }
                 say("The mock answered \(mock.requestCount) model requests.")
                 try await finish(final, store: store, json: false)
+                say("(From a source checkout, `swift run troupe show …` runs the same command.)")
             }
         }
     }
