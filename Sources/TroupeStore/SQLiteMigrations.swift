@@ -17,7 +17,14 @@ enum SQLiteMigrations {
                     created_at INTEGER NOT NULL,
                     updated_at INTEGER NOT NULL,
                     last_sequence INTEGER NOT NULL,
-                    summary TEXT NOT NULL,
+                    configuration TEXT NOT NULL,
+                    input_tokens INTEGER NOT NULL DEFAULT 0,
+                    output_tokens INTEGER NOT NULL DEFAULT 0,
+                    cached_tokens INTEGER NOT NULL DEFAULT 0,
+                    model_calls INTEGER NOT NULL DEFAULT 0,
+                    tool_calls INTEGER NOT NULL DEFAULT 0,
+                    answer TEXT,
+                    error TEXT,
                     lease_owner TEXT,
                     lease_expires_at INTEGER
                 )

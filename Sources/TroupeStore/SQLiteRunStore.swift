@@ -79,16 +79,19 @@ public actor SQLiteRunStore: RunStore {
         let event = RunEvent.runCreated(goal: goal, configuration: configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         let payload = try Self.encode(event)
-        let summaryJSON = try Self.encode(summary)
+        let configurationJSON = try Self.encode(configuration)
         try await transaction {
             let existing = try await connection.query("SELECT 1 FROM runs WHERE id = ?", [.text(id.rawValue)])
             guard existing.isEmpty else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
             _ = try await connection.query(
                 """
-                INSERT INTO runs (id, goal, status, created_at, updated_at, last_sequence, summary)
+                INSERT INTO runs (id, goal, status, created_at, updated_at, last_sequence, configuration)
                 VALUES (?, ?, ?, ?, ?, 1, ?)
                 """,
-                [.text(id.rawValue), .text(goal), .text(summary.status.rawValue), Self.millis(time), Self.millis(time), .text(summaryJSON)]
+                [
+                    .text(id.rawValue), .text(goal), .text(summary.status.rawValue), Self.millis(time), Self.millis(time),
+                    .text(configurationJSON),
+                ]
             )
             _ = try await connection.query(
                 "INSERT INTO events (run_id, sequence, type, schema_version, recorded_at, payload) VALUES (?, 1, ?, ?, ?, ?)",
@@ -110,13 +113,21 @@ public actor SQLiteRunStore: RunStore {
                 current = try await loadSummary(run)
             }
             let next = current.applying(events, at: time)
+            // Only what changed is encoded: an append costs no JSON beyond its events.
+            let configuration: SQLiteData =
+                next.configuration == current.configuration ? .null : .text(try Self.encode(next.configuration))
+            let error: SQLiteData = try next.error.map { .text(try Self.encode($0)) } ?? .null
             let updated = try await connection.query(
                 """
-                UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, summary = ?
+                UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, input_tokens = ?, output_tokens = ?,
+                    cached_tokens = ?, model_calls = ?, tool_calls = ?, answer = ?, error = ?,
+                    configuration = COALESCE(?, configuration)
                 WHERE id = ? AND last_sequence = ? RETURNING id
                 """,
                 [
-                    .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .text(try Self.encode(next)),
+                    .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
+                    .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
+                    .integer(next.toolCalls), next.answer.map(SQLiteData.text) ?? .null, error, configuration,
                     .text(run.rawValue), .integer(expectedSequence),
                 ]
             )
@@ -151,7 +162,6 @@ public actor SQLiteRunStore: RunStore {
                 [.text(run.rawValue), .integer(sequence)]
             )
         }
-        let decoder = JSONDecoder()
         return try rows.map { row in
             let sequence = row.column("sequence")?.integer ?? 0
             let payload = row.column("payload")?.string ?? ""
@@ -159,7 +169,7 @@ public actor SQLiteRunStore: RunStore {
                 return RunEventRecord(
                     sequence: sequence,
                     recordedAt: Self.date(row.column("recorded_at")),
-                    event: try decoder.decode(RunEvent.self, from: Data(payload.utf8)),
+                    event: try JSONCoding.decode(RunEvent.self, from: Data(payload.utf8)),
                     schemaVersion: row.column("schema_version")?.integer ?? 1
                 )
             } catch {
@@ -174,13 +184,13 @@ public actor SQLiteRunStore: RunStore {
 
     public func run(_ id: RunID) async throws -> RunSummary? {
         try await locked {
-            let rows = try await connection.query("SELECT summary FROM runs WHERE id = ?", [.text(id.rawValue)])
+            let rows = try await connection.query("SELECT \(Self.summaryColumns) FROM runs WHERE id = ?", [.text(id.rawValue)])
             return try rows.first.map(Self.summary)
         }
     }
 
     public func runs(_ query: RunQuery) async throws -> [RunSummary] {
-        var sql = "SELECT summary FROM runs WHERE 1 = 1"
+        var sql = "SELECT \(Self.summaryColumns) FROM runs WHERE 1 = 1"
         var binds: [SQLiteData] = []
         if !query.statuses.isEmpty {
             sql += " AND status IN (" + query.statuses.map { _ in "?" }.joined(separator: ", ") + ")"
@@ -251,7 +261,7 @@ public actor SQLiteRunStore: RunStore {
         try await transaction {
             let rows = try await connection.query(
                 """
-                SELECT id, summary FROM runs
+                SELECT \(Self.summaryColumns) FROM runs
                 WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
                 ORDER BY created_at, id LIMIT 1
                 """,
@@ -269,7 +279,7 @@ public actor SQLiteRunStore: RunStore {
     // MARK: Helpers
 
     private func loadSummary(_ run: RunID) async throws -> RunSummary {
-        let rows = try await connection.query("SELECT summary FROM runs WHERE id = ?", [.text(run.rawValue)])
+        let rows = try await connection.query("SELECT \(Self.summaryColumns) FROM runs WHERE id = ?", [.text(run.rawValue)])
         guard let row = rows.first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
         return try Self.summary(row)
     }
@@ -302,13 +312,39 @@ public actor SQLiteRunStore: RunStore {
         return TroupeError(.storage, "The SQLite store failed: \(error)", underlying: error)
     }
 
+    static let summaryColumns = """
+        id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
+        cached_tokens, model_calls, tool_calls, answer, error
+        """
+
     private static func summary(_ row: SQLiteRow) throws -> RunSummary {
-        let text = row.column("summary")?.string ?? ""
-        do {
-            return try JSONCoding.decode(RunSummary.self, from: Data(text.utf8))
-        } catch {
-            throw TroupeError(.storage, "A run record cannot be read: \(JSONCoding.describe(error)).", underlying: error)
+        func decode<T: Decodable>(_ type: T.Type, _ column: String) throws -> T? {
+            guard let text = row.column(column)?.string else { return nil }
+            do {
+                return try JSONCoding.decode(type, from: Data(text.utf8))
+            } catch {
+                throw TroupeError(.storage, "A run record cannot be read (\(column)): \(JSONCoding.describe(error)).", underlying: error)
+            }
         }
+        var summary = RunSummary(
+            id: RunID(row.column("id")?.string ?? ""),
+            goal: row.column("goal")?.string ?? "",
+            configuration: try decode(RunConfiguration.self, "configuration") ?? RunConfiguration(),
+            createdAt: date(row.column("created_at"))
+        )
+        summary.status = RunStatus(rawValue: row.column("status")?.string ?? "") ?? .pending
+        summary.updatedAt = date(row.column("updated_at"))
+        summary.lastSequence = row.column("last_sequence")?.integer ?? 0
+        summary.usage = Usage(
+            inputTokens: row.column("input_tokens")?.integer ?? 0,
+            outputTokens: row.column("output_tokens")?.integer ?? 0,
+            cachedTokens: row.column("cached_tokens")?.integer ?? 0
+        )
+        summary.modelCalls = row.column("model_calls")?.integer ?? 0
+        summary.toolCalls = row.column("tool_calls")?.integer ?? 0
+        summary.answer = row.column("answer")?.string
+        summary.error = try decode(TroupeError.self, "error")
+        return summary
     }
 
     private static func encode<T: Encodable>(_ value: T) throws -> String {

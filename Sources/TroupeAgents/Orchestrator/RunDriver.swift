@@ -150,12 +150,10 @@ public struct RunDriver: Sendable {
                     group.cancelAll()
                     return journal.machine
                 }
-                let snapshot = journal.machine
                 for action in launches {
-                    guard let key = action.activityKey else { continue }
-                    inFlight.insert(key)
-                    let deadline = deadline(for: action, in: snapshot)
-                    group.addTask { .activity(key, await perform(action, snapshot: snapshot, runID: id, deadline: deadline)) }
+                    guard let activity = prepare(action, in: journal.machine) else { continue }
+                    inFlight.insert(activity.key)
+                    group.addTask { .activity(activity.key, await perform(activity)) }
                 }
                 if inFlight.isEmpty {
                     // Nothing under way and nothing to do: only a bug in the machine gets here.
@@ -210,18 +208,79 @@ public struct RunDriver: Sendable {
 
     // MARK: - Activities
 
-    private func perform(_ action: RunAction, snapshot: RunStateMachine, runID: RunID, deadline: Date) async -> [RunEvent] {
-        guard let key = action.activityKey else { return [] }
-        let remaining = deadline.timeIntervalSince(now())
+    /// An activity ready to run: everything it needs was taken from the state when it was launched,
+    /// so the task does not hold (and later force a copy of) the whole state.
+    private struct PreparedActivity: Sendable {
+        enum Work: Sendable {
+            case model(ChatRequest, stream: Bool, verdict: VerdictContext?)
+            case tool(ToolCall, allowed: [String], context: ToolContext)
+        }
+
+        var key: ActivityKey
+        var work: Work
+        var deadline: Date
+        var timeoutSeconds: Double
+    }
+
+    /// What judging a planner answer needs to know about the run.
+    private struct VerdictContext: Sendable {
+        var validator: PlanValidator
+        var replanReason: String?
+        var attempt: Int
+    }
+
+    private func prepare(_ action: RunAction, in machine: RunStateMachine) -> PreparedActivity? {
+        let work: PreparedActivity.Work
+        switch action {
+        case .callModel(_, let purpose, .some(let stepID)):
+            guard let state = machine.step(stepID) else { return nil }
+            let request = executor.request(for: state, in: machine, tools: tools, purpose: purpose)
+            work = .model(request, stream: machine.configuration.stream, verdict: nil)
+        case .callModel(_, _, nil):
+            let verdict = VerdictContext(
+                validator: PlanValidator(
+                    availableTools: Set(tools.availableNames),
+                    maxSteps: machine.configuration.maxSteps,
+                    completedStepIDs: Set(machine.steps.filter { $0.status == .succeeded }.map(\.step.id))
+                ),
+                replanReason: machine.replanReason,
+                attempt: machine.plannerTurns.count + 1
+            )
+            work = .model(planner.request(for: machine, tools: tools.specs()), stream: machine.configuration.stream, verdict: verdict)
+        case .callTool(let key, let stepID, let call):
+            let context = ToolContext(
+                runID: machine.runID,
+                stepID: stepID,
+                idempotencyKey: key.qualified(by: machine.runID),
+                workspace: machine.configuration.workspace,
+                logger: logger
+            )
+            work = .tool(call, allowed: machine.step(stepID)?.step.tools ?? [], context: context)
+        case .record:
+            return nil
+        }
+        guard let key = action.activityKey else { return nil }
+        return PreparedActivity(
+            key: key,
+            work: work,
+            deadline: deadline(for: action, in: machine),
+            timeoutSeconds: machine.configuration.stepTimeoutSeconds
+        )
+    }
+
+    /// Runs an activity against its deadline; returns the events that record its outcome.
+    private func perform(_ activity: PreparedActivity) async -> [RunEvent] {
+        let key = activity.key
+        let remaining = activity.deadline.timeIntervalSince(now())
         let timeout = TroupeError(
             .stepTimeout,
             "\(key.step == ActivityKey.planStep ? "Planning" : "Step '\(key.step)'") exceeded its time limit of "
-                + "\(Int(snapshot.configuration.stepTimeoutSeconds)) s."
+                + "\(Int(activity.timeoutSeconds)) s."
         )
         guard remaining > 0 else { return [.activityFailed(key: key, error: timeout)] }
         do {
             return try await withThrowingTaskGroup(of: [RunEvent]?.self) { group in
-                group.addTask { try await execute(action, snapshot: snapshot, runID: runID) }
+                group.addTask { try await execute(activity) }
                 group.addTask { [clock] in
                     try await clock.sleep(for: .milliseconds(Int64(remaining * 1000)))
                     return nil
@@ -235,59 +294,37 @@ public struct RunDriver: Sendable {
         }
     }
 
-    private func execute(_ action: RunAction, snapshot: RunStateMachine, runID: RunID) async throws -> [RunEvent] {
-        switch action {
-        case .callModel(let key, let purpose, let stepID):
-            let request: ChatRequest
-            if let stepID, let state = snapshot.step(stepID) {
-                request = executor.request(for: state, in: snapshot, tools: tools, purpose: purpose)
-            } else {
-                request = planner.request(for: snapshot, tools: tools.specs())
-            }
+    private func execute(_ activity: PreparedActivity) async throws -> [RunEvent] {
+        let key = activity.key
+        switch activity.work {
+        case .model(let request, let stream, let verdict):
             let response: ChatResponse
             do {
-                response = snapshot.configuration.stream ? try await model.collect(request) : try await model.complete(request)
+                response = stream ? try await model.collect(request) : try await model.complete(request)
             } catch {
                 try Task.checkCancellation()
                 return [.activityFailed(key: key, error: TroupeError.wrap(error, as: .modelAPI))]
             }
-            guard stepID == nil else { return [.activityCompleted(key: key, result: .model(response))] }
-            return [.activityCompleted(key: key, result: .model(response)), verdict(on: response, key: key, snapshot: snapshot)]
+            guard let verdict else { return [.activityCompleted(key: key, result: .model(response))] }
+            return [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
-        case .callTool(let key, let stepID, let call):
-            let context = ToolContext(
-                runID: runID,
-                stepID: stepID,
-                idempotencyKey: key.qualified(by: runID),
-                workspace: snapshot.configuration.workspace,
-                logger: logger
-            )
-            let allowed = snapshot.step(stepID)?.step.tools ?? []
+        case .tool(let call, let allowed, let context):
             let output = await executor.run(call, allowed: allowed, tools: tools, context: context)
             try Task.checkCancellation()
             return [.activityCompleted(key: key, result: .tool(output))]
-
-        case .record(let event):
-            return [event]
         }
     }
 
-    private func verdict(on response: ChatResponse, key: ActivityKey, snapshot: RunStateMachine) -> RunEvent {
-        let validator = PlanValidator(
-            availableTools: Set(tools.availableNames),
-            maxSteps: snapshot.configuration.maxSteps,
-            completedStepIDs: Set(snapshot.steps.filter { $0.status == .succeeded }.map(\.step.id))
-        )
-        let attempt = snapshot.plannerTurns.count + 1
+    private func judge(_ response: ChatResponse, key: ActivityKey, _ context: VerdictContext) -> RunEvent {
         do {
-            switch try planner.judge(response, validator: validator) {
+            switch try planner.judge(response, validator: context.validator) {
             case .accepted(let plan):
-                if let reason = snapshot.replanReason {
+                if let reason = context.replanReason {
                     return .replanned(round: key.attempt, plan: plan, reason: reason)
                 }
                 return .planProposed(round: key.attempt, plan: plan)
             case .rejected(let problems):
-                return .planRejected(round: key.attempt, attempt: attempt, problems: problems)
+                return .planRejected(round: key.attempt, attempt: context.attempt, problems: problems)
             }
         } catch {
             return .runFailed(error: error)
@@ -295,19 +332,25 @@ public struct RunDriver: Sendable {
     }
 }
 
-/// The driver's view of the journal: the folded machine, events staged for the next append, and
-/// the sequence number the store is known to be at.
+/// The driver's view of the journal: the folded state including events staged for the next
+/// append, and the sequence number the store is known to end at.
+///
+/// One state only — staged events are applied at once — so no copy of the state is made per
+/// append; if an append is refused (another writer came first), the state is folded again from
+/// the store, which is rare.
 private struct Journal {
     let id: RunID
     let owner: String
     let store: any RunStore
     let now: @Sendable () -> Date
     let observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
-    /// The fold of what is durable.
-    private(set) var durable: RunStateMachine
-    /// `durable` plus the staged events.
     private(set) var machine: RunStateMachine
+    /// The sequence number of the last durable event.
+    private(set) var durableSequence = 0
     private var staged: [RunEvent] = []
+    /// The time of the staged batch: events are applied and recorded with the same time, so a
+    /// later fold of the journal yields exactly this state.
+    private var stagedAt: Date?
 
     init(
         id: RunID,
@@ -321,45 +364,45 @@ private struct Journal {
         self.store = store
         self.now = now
         self.observer = observer
-        self.durable = RunStateMachine(runID: id)
-        self.machine = durable
+        self.machine = RunStateMachine(runID: id)
     }
 
     mutating func load() async throws {
-        durable = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
-        guard durable.sequence > 0 else { throw TroupeError(.notFound, "No run '\(id)' in this store.") }
-        machine = durable
+        machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        guard machine.sequence > 0 else { throw TroupeError(.notFound, "No run '\(id)' in this store.") }
+        durableSequence = machine.sequence
         staged = []
+        stagedAt = nil
     }
 
-    /// Adds an event to the next append, applying it to the working state at once.
+    /// Adds an event to the next append, applying it to the state at once.
     mutating func stage(_ event: RunEvent) throws {
-        try machine.apply(event, at: now())
+        let time = stagedAt ?? now()
+        try machine.apply(event, at: time)
+        stagedAt = time
         staged.append(event)
     }
 
     /// Appends the staged events in one transaction.
     mutating func flush() async throws {
-        guard !staged.isEmpty else { return }
+        guard !staged.isEmpty, let time = stagedAt else { return }
         let events = staged
-        _ = try await store.append(events, to: id, expectedSequence: durable.sequence, at: now())
+        durableSequence = try await store.append(events, to: id, expectedSequence: durableSequence, at: time)
         staged = []
-        for event in events {
-            try durable.apply(event, at: now())
-            observer?(event, durable)
-        }
-        machine = durable
+        stagedAt = nil
+        for event in events { observer?(event, machine) }
     }
 
-    /// Whether another writer has appended since our last write; if so, folds their events in and
-    /// keeps only the staged results of activities (decisions are remade from the new state).
+    /// Whether another writer has appended since our last write; if so, their events are folded in.
     mutating func hasForeignEvents() async throws -> Bool {
         let summary = try await store.requireRun(id)
-        guard summary.lastSequence > durable.sequence else { return false }
+        guard summary.lastSequence > durableSequence else { return false }
         try await reload()
         return true
     }
 
+    /// Folds the journal again from the store, then re-stages only the staged results of
+    /// activities (decisions are remade from the new state). Stops if another driver took the run.
     mutating func reload() async throws {
         let results = staged.filter { event in
             switch event {
@@ -367,22 +410,26 @@ private struct Journal {
             default: false
             }
         }
-        let foreign = try await store.events(of: id, after: durable.sequence)
-        for record in foreign {
+        let records = try await store.events(of: id)
+        for record in records where record.sequence > durableSequence {
             if case .leaseAcquired(let other) = record.event, other != owner {
                 throw TroupeError(.leaseHeld, "Run \(id) was taken over by \(other); this driver stops.", details: ["owner": other])
             }
-            try durable.apply(record.event, at: record.recordedAt)
-            observer?(record.event, durable)
         }
-        machine = durable
+        var fresh = RunStateMachine(runID: id)
+        for record in records {
+            try fresh.apply(record.event, at: record.recordedAt)
+            if record.sequence > durableSequence { observer?(record.event, fresh) }
+        }
+        machine = fresh
+        durableSequence = fresh.sequence
         staged = []
+        stagedAt = nil
         for event in results {
             // A result for an activity the new state no longer knows is dropped.
             var probe = machine
-            if (try? probe.apply(event, at: now())) != nil {
-                machine = probe
-                staged.append(event)
+            if (try? probe.apply(event, at: stagedAt ?? now())) != nil {
+                try stage(event)
             }
         }
     }

@@ -41,9 +41,10 @@ final class ProgressPrinter: Sendable {
             let title = machine.step(id)?.step.title ?? ""
             say("▸ \(id) started\(attempt > 1 ? " (attempt \(attempt))" : "") — \(title)")
         case .activityCompleted(let key, .tool(let output)):
-            guard let step = machine.step(key.step), let item = step.transcript.last,
-                case .toolResult(_, let call, _) = item
-            else { return }
+            let call = machine.step(key.step)?.transcript.lazy.compactMap { item -> ToolCall? in
+                if case .toolResult(key, let call, _) = item { call } else { nil }
+            }.first
+            guard let call else { return }
             let mark = output.isError ? "✗" : "↳"
             say(
                 "   \(mark) \(call.name) \(Self.clip(call.arguments, 80)) → \(Self.clip(Self.oneLine(output.content), 100))"

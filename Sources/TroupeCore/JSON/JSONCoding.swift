@@ -25,8 +25,13 @@ package enum JSONCoding {
         return decoder
     }
 
+    /// One encoder and one decoder for the process: creating them per call costs more than encoding
+    /// a small event. Both are safe to share (their settings are never changed after creation).
+    private static let sharedEncoder = encoder()
+    private static let sharedDecoder = decoder()
+
     package static func encode<T: Encodable>(_ value: T) throws -> Data {
-        try encoder().encode(value)
+        try sharedEncoder.encode(value)
     }
 
     package static func encodeString<T: Encodable>(_ value: T) throws -> String {
@@ -34,7 +39,7 @@ package enum JSONCoding {
     }
 
     package static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
-        try decoder().decode(type, from: data)
+        try sharedDecoder.decode(type, from: data)
     }
 
     /// Dates as `2026-11-25T17:38:57.123Z`: millisecond precision, always UTC.

@@ -58,7 +58,7 @@ extension JSONValue {
     /// Parses JSON bytes. Throws a ``TroupeError`` with code `invalidJSON` and a short reason.
     public static func parse(_ data: Data) throws(TroupeError) -> JSONValue {
         do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
+            return try JSONCoding.decode(JSONValue.self, from: data)
         } catch {
             throw TroupeError(.invalidJSON, "not valid JSON: \(JSONCoding.describe(error))")
         }

@@ -58,6 +58,9 @@ public struct OpenAIChatModel: ChatModel {
 
     public let configuration: Configuration
     private let client: HTTPClient
+    // Shared: creating a coder per call costs more than coding a small request.
+    private static let encoder = JSONEncoder()
+    private static let decoder = JSONDecoder()
     private let endpoint: String
 
     /// How model calls want their HTTP client: fail a connection attempt at once instead of retrying
@@ -119,7 +122,7 @@ public struct OpenAIChatModel: ChatModel {
         }
         let decoded: OpenAIWire.Response
         do {
-            decoded = try JSONDecoder().decode(OpenAIWire.Response.self, from: body)
+            decoded = try Self.decoder.decode(OpenAIWire.Response.self, from: body)
         } catch {
             throw TroupeError(
                 .malformedModelResponse,
@@ -169,7 +172,7 @@ public struct OpenAIChatModel: ChatModel {
         var model = configuration.model
         var received = 0
         var done = false
-        let decoder = JSONDecoder()
+        let decoder = Self.decoder
 
         func handle(_ event: SSEEvent) throws {
             if event.data == "[DONE]" {
@@ -258,7 +261,7 @@ public struct OpenAIChatModel: ChatModel {
         if let key = configuration.apiKey { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in configuration.headers { http.headers.replaceOrAdd(name: name, value: value) }
         do {
-            http.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(wire)))
+            http.body = .bytes(ByteBuffer(data: try Self.encoder.encode(wire)))
         } catch {
             throw TroupeError(.invalidInput, "The request cannot be encoded as JSON: \(error)")
         }
@@ -271,7 +274,7 @@ public struct OpenAIChatModel: ChatModel {
         }
         guard (200..<300).contains(response.status.code) else {
             let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
-            let envelope = try? JSONDecoder().decode(OpenAIWire.ErrorEnvelope.self, from: body)
+            let envelope = try? Self.decoder.decode(OpenAIWire.ErrorEnvelope.self, from: body)
             let fallback = OpenAIWire.ErrorBody(message: Self.preview(body), type: nil, code: nil, param: nil)
             throw apiError(
                 status: Int(response.status.code),
