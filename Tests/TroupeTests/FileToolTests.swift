@@ -71,3 +71,27 @@ import Troupe
         #expect(effects == ["fs_read": .readOnly, "fs_list": .readOnly, "fs_write": .idempotent, "fs_append": .sideEffecting])
     }
 }
+
+@Suite struct ToolRegistryTests {
+    @Test(arguments: ["fs_read", "a-b", String(repeating: "x", count: 64)])
+    func acceptsNamesModelAPIsAccept(name: String) {
+        #expect(ToolRegistry.isValidName(name))
+    }
+
+    @Test(arguments: ["", "has space", "dot.name", "ünï", String(repeating: "x", count: 65)])
+    func refusesNamesModelAPIsRefuse(name: String) {
+        #expect(!ToolRegistry.isValidName(name))
+        #expect(throws: TroupeError.self) { _ = try ToolRegistry([CountingTool(name: name)]) }
+    }
+
+    @Test func policyNarrowsWhatIsOffered() throws {
+        let registry = try ToolRegistry(
+            [CountingTool(name: "a"), CountingTool(name: "b"), CountingTool(name: "c")],
+            policy: ToolPolicy(allow: ["a", "b"], deny: ["b"])
+        )
+        #expect(registry.availableNames == ["a"])
+        #expect(registry.tool(named: "b") == nil)
+        #expect(registry.specs().map(\.name) == ["a"])
+        #expect(throws: TroupeError.self) { _ = try ToolRegistry([CountingTool(name: "a"), CountingTool(name: "a")]) }
+    }
+}

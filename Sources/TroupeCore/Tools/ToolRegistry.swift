@@ -27,7 +27,7 @@ public struct ToolRegistry: Sendable {
 
     /// Adds a tool. Throws if its name is invalid for model APIs or already taken.
     public mutating func register(_ tool: any Tool) throws(TroupeError) {
-        guard isValidToolName(tool.name) else {
+        guard Self.isValidName(tool.name) else {
             throw TroupeError(.invalidInput, "Tool name '\(tool.name)' is invalid: use 1–64 letters, digits, '_' or '-'.")
         }
         guard tools[tool.name] == nil else {
@@ -50,12 +50,13 @@ public struct ToolRegistry: Sendable {
     public func specs(_ subset: [String] = []) -> [ToolSpec] {
         availableNames.filter { subset.isEmpty || subset.contains($0) }.compactMap { tools[$0]?.spec }
     }
-}
 
-/// Whether `name` is acceptable to OpenAI-compatible APIs (`^[a-zA-Z0-9_-]{1,64}$`).
-public func isValidToolName(_ name: String) -> Bool {
-    !name.isEmpty && name.utf8.count <= 64
-        && name.utf8.allSatisfy { byte in
-            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x5F || byte == 0x2D
-        }
+    /// Whether `name` is acceptable to OpenAI-compatible APIs (`^[a-zA-Z0-9_-]{1,64}$`).
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64
+            && name.utf8.allSatisfy { byte in
+                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || byte == 0x5F
+                    || byte == 0x2D
+            }
+    }
 }
