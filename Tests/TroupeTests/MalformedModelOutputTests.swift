@@ -103,6 +103,17 @@ import TroupeTesting
         #expect(toolMessages[3].content == "echo: ok")
     }
 
+    @Test func toolArgumentsCutOffAtTheTokenLimitAreExplained() async throws {
+        var cut = ChatResponse.toolCall("echo", #"{"text": "a very long te"#)
+        cut.finishReason = .length
+        let model = ScriptedModel([.response(.plan(plan([("s1", ["echo"], [])]))), .response(cut), .response(.text("gave up"))])
+        let final = try await makeDriver(store: InMemoryRunStore(), model: model, tools: [CountingTool()])
+            .run(goal: "x", configuration: RunConfiguration(model: "m"))
+        #expect(final.status == .succeeded)
+        let result = try #require(model.requests.last?.messages.last?.content)
+        #expect(result.contains("not valid JSON") && result.contains("cut off at the output token limit"))
+    }
+
     @Test func toolThatThrowsBecomesAnErrorResult() async throws {
         struct Failing: Tool {
             let name = "explode"

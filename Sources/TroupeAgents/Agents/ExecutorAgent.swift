@@ -20,14 +20,22 @@ public struct ExecutorAgent: Sendable {
         purpose: ModelCallPurpose
     ) -> ChatRequest {
         var messages: [ChatMessage] = [.system(systemPrompt), .user(stepPrompt(state, in: machine))]
+        // Parallel tool calls finish in any order; their results are sent in the order they were asked for.
+        var results: [(key: ActivityKey, message: ChatMessage)] = []
+        func flushResults() {
+            messages += results.sorted { $0.key < $1.key }.map(\.message)
+            results = []
+        }
         for item in state.transcript {
             switch item {
             case .assistant(_, let response):
+                flushResults()
                 messages.append(response.message)
-            case .toolResult(_, let call, let output):
-                messages.append(.tool(callID: call.id, output.isError ? "Error: \(output.content)" : output.content))
+            case .toolResult(let key, let call, let output):
+                results.append((key, .tool(callID: call.id, output.isError ? "Error: \(output.content)" : output.content)))
             }
         }
+        flushResults()
         let offered: [ToolSpec]
         if purpose == .finalAnswer {
             offered = []
@@ -51,7 +59,16 @@ public struct ExecutorAgent: Sendable {
 
     /// Runs one tool call. Unknown tools, arguments that are not JSON or break the schema, and
     /// tool errors all come back as an error output for the model.
-    public func run(_ call: ToolCall, allowed: [String], tools: ToolRegistry, context: ToolContext) async -> ToolOutput {
+    ///
+    /// - Parameter truncated: the model's answer was cut off at its token limit (`finish_reason`
+    ///   `length`), so broken arguments are most likely cut short; the error says so.
+    public func run(
+        _ call: ToolCall,
+        allowed: [String],
+        tools: ToolRegistry,
+        context: ToolContext,
+        truncated: Bool = false
+    ) async -> ToolOutput {
         let permitted = allowed.isEmpty || allowed.contains(call.name)
         guard permitted, let tool = tools.tool(named: call.name) else {
             let available = tools.availableNames.filter { allowed.isEmpty || allowed.contains($0) }
@@ -64,7 +81,8 @@ public struct ExecutorAgent: Sendable {
         do {
             arguments = try JSONValue.parse(call.arguments.isEmpty ? "{}" : call.arguments)
         } catch {
-            return .error("The arguments for \(call.name) are not valid JSON (\(error.message)). Send a JSON object.")
+            let cause = truncated ? " Your answer was cut off at the output token limit: send shorter arguments." : ""
+            return .error("The arguments for \(call.name) are not valid JSON (\(error.message)). Send a JSON object.\(cause)")
         }
         let violations = tool.parameters.validate(arguments)
         if !violations.isEmpty {

@@ -213,7 +213,7 @@ public struct RunDriver: Sendable {
     private struct PreparedActivity: Sendable {
         enum Work: Sendable {
             case model(ChatRequest, stream: Bool, verdict: VerdictContext?)
-            case tool(ToolCall, allowed: [String], context: ToolContext)
+            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool)
         }
 
         var key: ActivityKey
@@ -255,7 +255,16 @@ public struct RunDriver: Sendable {
                 workspace: machine.configuration.workspace,
                 logger: logger
             )
-            work = .tool(call, allowed: machine.step(stepID)?.step.tools ?? [], context: context)
+            let state = machine.step(stepID)
+            // Was the answer that asked for this call cut off at the token limit?
+            let truncated = state?.transcript.contains { item in
+                if case .assistant(_, let response) = item {
+                    response.finishReason == .length && response.message.toolCalls.contains(call)
+                } else {
+                    false
+                }
+            }
+            work = .tool(call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false)
         case .record:
             return nil
         }
@@ -308,8 +317,8 @@ public struct RunDriver: Sendable {
             guard let verdict else { return [.activityCompleted(key: key, result: .model(response))] }
             return [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
-        case .tool(let call, let allowed, let context):
-            let output = await executor.run(call, allowed: allowed, tools: tools, context: context)
+        case .tool(let call, let allowed, let context, let truncated):
+            let output = await executor.run(call, allowed: allowed, tools: tools, context: context, truncated: truncated)
             try Task.checkCancellation()
             return [.activityCompleted(key: key, result: .tool(output))]
         }
