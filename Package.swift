@@ -86,7 +86,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeTests",
-            dependencies: ["Troupe", "TroupeTesting"],
+            dependencies: ["Troupe", "TroupeTesting", .product(name: "SQLiteNIO", package: "sqlite-nio")],
             swiftSettings: swiftSettings
         ),
     ]

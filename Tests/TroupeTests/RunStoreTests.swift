@@ -66,3 +66,38 @@ extension Result where Failure == any Error {
         do { self = .success(try await body()) } catch { self = .failure(error) }
     }
 }
+
+@Suite struct DamagedStoreTests {
+    @Test func aFileThatIsNotADatabaseGivesExitCodeSevenAndAClearMessage() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            try Data(repeating: 0x42, count: 4_096).write(to: URL(fileURLWithPath: path))
+            let result = try await CLIProcess.run(["runs", "--store", "sqlite:\(path)"], directory: directory)
+            #expect(result.status == 7, "output:\n\(result.output)")
+            #expect(result.output.contains("error: Cannot prepare the SQLite store at \(path)"))
+        }
+    }
+
+    @Test func aJournalFromANewerTroupeSaysSo() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = RunID.make()
+            try await SQLiteRunStore.withStore(path: path) { store in
+                _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: fixedDate)
+            }
+            // A future event type, written as a newer build would.
+            let connection = try await SQLiteConnectionForTests.open(path)
+            _ = try await connection.query(
+                "INSERT INTO events (run_id, sequence, type, schema_version, recorded_at, payload) VALUES (?, 2, 'fromTheFuture', 2, 0, ?)",
+                [.text(id.rawValue), .text(#"{"type":"fromTheFuture"}"#)]
+            )
+            _ = try await connection.query("UPDATE runs SET last_sequence = 2 WHERE id = ?", [.text(id.rawValue)])
+            try await connection.close()
+
+            let shown = try await CLIProcess.run(["show", id.rawValue, "--store", "sqlite:\(path)"], directory: directory)
+            #expect(shown.status == 7, "output:\n\(shown.output)")
+            #expect(shown.output.contains("Event 2 of run \(id) cannot be read"))
+            #expect(shown.output.contains("newer Troupe"))
+        }
+    }
+}
