@@ -32,4 +32,24 @@ import TroupeTesting
         #expect(summary.status == .succeeded)
         #expect(summary.usage == Usage(inputTokens: 50, outputTokens: 25))
     }
+
+    @Test(arguments: ["", "   \n ", String(repeating: "x", count: RunDriver.maxGoalBytes + 1)])
+    func unusableGoalsAreRefusedBeforeAnythingIsStored(goal: String) async throws {
+        let store = InMemoryRunStore()
+        let driver = try makeDriver(store: store, model: ScriptedModel(), tools: [])
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await driver.run(goal: goal, configuration: RunConfiguration(model: "m"))
+        }
+        #expect(error?.code == .invalidInput)
+        #expect(try await store.runs(RunQuery()).isEmpty)
+    }
+
+    @Test func invalidLimitsAreRefusedWithTheFieldNamed() async throws {
+        let driver = try makeDriver(store: InMemoryRunStore(), model: ScriptedModel(), tools: [])
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await driver.run(goal: "x", configuration: RunConfiguration(model: "m", maxSteps: 0))
+        }
+        #expect(error?.code == .configuration)
+        #expect(error?.message.contains("max steps") == true)
+    }
 }

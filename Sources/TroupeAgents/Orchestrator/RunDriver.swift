@@ -25,6 +25,9 @@ public struct RunDriver: Sendable {
     /// Called after each event is durably journaled, with the state it led to.
     public var observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
 
+    /// The longest goal accepted, in bytes of UTF-8.
+    public static let maxGoalBytes = 100_000
+
     public var planner = PlannerAgent()
     public var executor = ExecutorAgent()
 
@@ -54,6 +57,12 @@ public struct RunDriver: Sendable {
     public func run(goal: String, configuration: RunConfiguration, id: RunID = .make()) async throws -> RunStateMachine {
         let goal = goal.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !goal.isEmpty else { throw TroupeError(.invalidInput, "The goal is empty: say what the run should achieve.") }
+        guard goal.utf8.count <= Self.maxGoalBytes else {
+            throw TroupeError(
+                .invalidInput,
+                "The goal has \(goal.utf8.count) bytes; at most \(Self.maxGoalBytes) are accepted. Put large inputs in files in the workspace."
+            )
+        }
         let configuration = try configuration.validated()
         _ = try await store.createRun(id: id, goal: goal, configuration: configuration, at: now())
         return try await drive(id)
