@@ -35,7 +35,7 @@ import TroupeTesting
 
     @Test(arguments: ["", "   \n ", String(repeating: "x", count: RunDriver.maxGoalBytes + 1)])
     func unusableGoalsAreRefusedBeforeAnythingIsStored(goal: String) async throws {
-        let store = InMemoryRunStore()
+        let store: any RunStore = InMemoryRunStore()
         let driver = try makeDriver(store: store, model: ScriptedModel(), tools: [])
         let error = await #expect(throws: TroupeError.self) {
             _ = try await driver.run(goal: goal, configuration: RunConfiguration(model: "m"))
