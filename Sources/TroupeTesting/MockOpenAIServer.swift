@@ -18,6 +18,7 @@ public import TroupeCore
 /// Scripted ``Reply``s queued with ``enqueue(_:)`` are served first, in order: use them for
 /// malformed answers, HTTP errors and dropped connections.
 public final class MockOpenAIServer: Sendable {
+    /// How the mock answers.
     public struct Configuration: Sendable {
         /// Steps in the plans it proposes.
         public var planSteps: Int

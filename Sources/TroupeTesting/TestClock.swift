@@ -5,6 +5,7 @@ import Synchronization
 /// Inject it wherever Troupe takes a `Clock` (the run driver's heartbeats and step deadlines) to test
 /// time-dependent behaviour without waiting.
 public final class TestClock: Clock, Sendable {
+    /// A point on the test clock: the time advanced since it was created.
     public struct Instant: InstantProtocol, Sendable {
         public var offset: Duration
         public init(offset: Duration) { self.offset = offset }

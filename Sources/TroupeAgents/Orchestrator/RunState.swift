@@ -40,6 +40,7 @@ public struct StepState: Sendable, Hashable {
 
 /// What is known about one activity.
 public struct ActivityRecord: Sendable, Hashable {
+    /// `started` until the activity completes (with a result) or fails (with an error).
     public enum Status: String, Sendable, Hashable { case started, completed, failed }
 
     public var key: ActivityKey

@@ -7,6 +7,7 @@ public import TroupeCore
 /// `answer`, `error`, `configuration`, and `steps` — each with its tool calls, arguments and
 /// results inline.
 public struct RunReport: Sendable, Encodable {
+    /// Token counts, with their total.
     public struct UsageReport: Sendable, Encodable {
         public var inputTokens: Int
         public var outputTokens: Int
@@ -21,11 +22,13 @@ public struct RunReport: Sendable, Encodable {
         }
     }
 
+    /// An error's stable code and message.
     public struct ErrorReport: Sendable, Encodable {
         public var code: String
         public var message: String
     }
 
+    /// One tool call of a step, with what it was asked and what it returned.
     public struct ToolCallReport: Sendable, Encodable {
         public var key: String
         public var id: String
@@ -38,6 +41,7 @@ public struct RunReport: Sendable, Encodable {
         public var status: String
     }
 
+    /// One step of the plan, with its outcome and its tool calls.
     public struct StepReport: Sendable, Encodable {
         public var id: String
         public var title: String

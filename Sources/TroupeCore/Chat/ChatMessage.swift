@@ -1,5 +1,6 @@
 /// One message of a chat conversation.
 public struct ChatMessage: Sendable, Hashable, Codable {
+    /// Who speaks: the instructions, the user, the model, or a tool's result.
     public enum Role: String, Sendable, Hashable, Codable {
         case system, user, assistant, tool
     }
@@ -19,11 +20,15 @@ public struct ChatMessage: Sendable, Hashable, Codable {
         self.toolCallID = toolCallID
     }
 
+    /// Instructions for the model.
     public static func system(_ text: String) -> ChatMessage { ChatMessage(role: .system, content: text) }
+    /// A user's message.
     public static func user(_ text: String) -> ChatMessage { ChatMessage(role: .user, content: text) }
+    /// A model's answer, possibly calling tools.
     public static func assistant(_ text: String?, toolCalls: [ToolCall] = []) -> ChatMessage {
         ChatMessage(role: .assistant, content: text, toolCalls: toolCalls)
     }
+    /// The result of the tool call `callID`.
     public static func tool(callID: String, _ text: String) -> ChatMessage {
         ChatMessage(role: .tool, content: text, toolCallID: callID)
     }

@@ -66,6 +66,7 @@ public struct JSONSchema: Sendable, Hashable {
         self.maxItems = maxItems
     }
 
+    /// An object with `properties`; all of them required unless `required` says otherwise.
     public static func object(
         _ properties: [Property],
         required: [String]? = nil,
@@ -81,6 +82,7 @@ public struct JSONSchema: Sendable, Hashable {
         )
     }
 
+    /// A string, optionally one of `values`, with length bounds.
     public static func string(
         _ description: String? = nil,
         enum values: [String]? = nil,
@@ -96,18 +98,22 @@ public struct JSONSchema: Sendable, Hashable {
         )
     }
 
+    /// An integer with optional bounds.
     public static func integer(_ description: String? = nil, minimum: Int? = nil, maximum: Int? = nil) -> JSONSchema {
         JSONSchema(types: ["integer"], description: description, minimum: minimum.map(Double.init), maximum: maximum.map(Double.init))
     }
 
+    /// A number with optional bounds.
     public static func number(_ description: String? = nil, minimum: Double? = nil, maximum: Double? = nil) -> JSONSchema {
         JSONSchema(types: ["number"], description: description, minimum: minimum, maximum: maximum)
     }
 
+    /// `true` or `false`.
     public static func boolean(_ description: String? = nil) -> JSONSchema {
         JSONSchema(types: ["boolean"], description: description)
     }
 
+    /// An array of `items`, with optional size bounds.
     public static func array(
         of items: JSONSchema,
         _ description: String? = nil,

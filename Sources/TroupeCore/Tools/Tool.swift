@@ -41,6 +41,7 @@ public struct ToolOutput: Sendable, Hashable, Codable {
         self.isError = isError
     }
 
+    /// A failed call's output: the message tells the model what went wrong.
     public static func error(_ message: String) -> ToolOutput { ToolOutput(message, isError: true) }
 }
 

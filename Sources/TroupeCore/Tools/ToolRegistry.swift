@@ -8,6 +8,7 @@ public struct ToolPolicy: Sendable, Hashable, Codable {
         self.deny = deny
     }
 
+    /// Whether the policy lets an agent use the tool called `name`.
     public func permits(_ name: String) -> Bool {
         !deny.contains(name) && (allow.isEmpty || allow.contains(name))
     }

@@ -13,6 +13,7 @@ public import TroupeCore
 /// error bodies become ``TroupeError``s naming the endpoint and the HTTP status. The API key is
 /// sent only in the `Authorization` header and never logged or journaled.
 public struct OpenAIChatModel: ChatModel {
+    /// Where the API is and how to call it. Never journaled: it holds the API key.
     public struct Configuration: Sendable {
         /// The API root, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
         public var baseURL: String
