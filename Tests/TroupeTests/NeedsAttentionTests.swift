@@ -84,4 +84,15 @@ import TroupeTesting
         #expect(final.status == .succeeded)
         #expect(tool.count == 1)
     }
+
+    @Test func aResolutionGivenAtTakeoverSettlesTheOrphanAtOnce() async throws {
+        let (store, id) = try await Self.crashedJournal(effect: .sideEffecting)
+        let tool = CountingTool(name: "append_line", effect: .sideEffecting)
+        let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        let final = try await driver.drive(id, resolution: .skip)
+        #expect(final.status == .succeeded)
+        #expect(tool.count == 0)
+        let types = try await store.events(of: id).map(\.event.type)
+        #expect(types.contains("runNeedsAttention") && types.contains("attentionResolved"))
+    }
 }

@@ -119,6 +119,11 @@ public struct RunDriver: Sendable {
             opening.append(.attentionResolved(key: key, resolution: resolution))
         }
         for event in opening { try journal.stage(event) }
+        // A resolution given up front settles an orphaned side effect this takeover would park on.
+        if let resolution, case .record(.runNeedsAttention(let key, let reason))? = journal.machine.nextActions().first {
+            try journal.stage(.runNeedsAttention(key: key, reason: reason))
+            try journal.stage(.attentionResolved(key: key, resolution: resolution))
+        }
         try await journal.flush()
 
         return try await withThrowingTaskGroup(of: Message.self) { group in
