@@ -170,4 +170,15 @@ import TroupeTesting
             #expect(body["temperature"] == 0.2)
         }
     }
+
+    @Test func mockRecordsRequestsAndLetsTestsWaitForThem() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(latency: .milliseconds(50))) { mock in
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let call = Task { try await model.complete(ChatRequest(messages: [.user("ping")])) }
+            await mock.waitForRequests(1)
+            #expect(mock.requests.first?["messages"]?.arrayValue?.first?["content"] == "ping")
+            let response = try await call.value
+            #expect(response.message.content == "Here is my answer, based on what I have.")
+        }
+    }
 }

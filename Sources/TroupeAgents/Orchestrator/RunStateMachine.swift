@@ -51,8 +51,6 @@ public struct RunStateMachine: Sendable {
         }
     }
 
-    public var hasPlan: Bool { planAccepted }
-
     /// The round the planner works on: the current one, or the next once a step has failed.
     public var planningRound: Int { replanReason != nil ? planRound + 1 : planRound }
 
