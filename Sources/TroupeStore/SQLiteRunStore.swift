@@ -102,57 +102,118 @@ public actor SQLiteRunStore: RunStore {
         return summary
     }
 
+    /// An append waiting for the next group commit.
+    private struct AppendRequest: Sendable {
+        var id: Int
+        var run: RunID
+        var events: [RunEvent]
+        var payloads: [String]
+        var expectedSequence: Int
+        var time: Date
+    }
+
+    /// Appends wait here for the next group commit: whoever gets the store's lock next writes
+    /// everything waiting in one transaction, so concurrent runs share commits (and their thread
+    /// hops and WAL writes) instead of each paying for its own. Outcomes wait here for their callers.
+    private var queue: [AppendRequest] = []
+    private var nextRequestID = 0
+    private var outcomes: [Int: Result<Int, any Error>] = [:]
+
     public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int {
         guard !events.isEmpty else { return expectedSequence }
-        let payloads = try events.map(Self.encode)
-        return try await transaction {
-            let current: RunSummary
-            if let cached = cache[run], cached.lastSequence == expectedSequence {
-                current = cached
-            } else {
-                current = try await loadSummary(run)
-            }
-            let next = current.applying(events, at: time)
-            // Only what changed is encoded: an append costs no JSON beyond its events.
-            let configuration: SQLiteData =
-                next.configuration == current.configuration ? .null : .text(try Self.encode(next.configuration))
-            let error: SQLiteData = try next.error.map { .text(try Self.encode($0)) } ?? .null
-            let updated = try await connection.query(
-                """
-                UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, input_tokens = ?, output_tokens = ?,
-                    cached_tokens = ?, model_calls = ?, tool_calls = ?, answer = ?, error = ?,
-                    configuration = COALESCE(?, configuration)
-                WHERE id = ? AND last_sequence = ? RETURNING id
-                """,
-                [
-                    .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
-                    .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
-                    .integer(next.toolCalls), next.answer.map(SQLiteData.text) ?? .null, error, configuration,
-                    .text(run.rawValue), .integer(expectedSequence),
-                ]
-            )
-            guard !updated.isEmpty else {
-                cache[run] = nil
-                let actual = try await connection.query("SELECT last_sequence FROM runs WHERE id = ?", [.text(run.rawValue)])
-                guard let last = actual.first?.column("last_sequence")?.integer else {
-                    throw TroupeError(.notFound, "No run '\(run)' in this store.")
-                }
-                throw TroupeError.conflict(run, expected: expectedSequence, actual: last)
-            }
-            var sql = "INSERT INTO events (run_id, sequence, type, schema_version, recorded_at, payload) VALUES "
-            var binds: [SQLiteData] = []
-            binds.reserveCapacity(events.count * 6)
-            for (offset, event) in events.enumerated() {
-                sql += offset == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)"
-                binds += [
-                    .text(run.rawValue), .integer(expectedSequence + offset + 1), .text(event.type),
-                    .integer(RunEventRecord.currentSchemaVersion), Self.millis(time), .text(payloads[offset]),
-                ]
-            }
-            _ = try await connection.query(sql, binds)
-            cache[run] = next
-            return next.lastSequence
+        nextRequestID += 1
+        let id = nextRequestID
+        queue.append(
+            AppendRequest(
+                id: id, run: run, events: events, payloads: try events.map(Self.encode), expectedSequence: expectedSequence, time: time)
+        )
+        try await lock.withLock {
+            // An earlier holder of the lock may have committed this append with its batch.
+            guard outcomes[id] == nil else { return }
+            let batch = queue
+            queue = []
+            await commit(batch)
         }
+        guard let outcome = outcomes.removeValue(forKey: id) else {
+            throw TroupeError(.internal, "An append to run \(run) was lost by the store.")
+        }
+        return try outcome.get()
+    }
+
+    /// Writes a batch of appends in one transaction (the caller holds the lock). A conflicting
+    /// append fails alone; any other failure rolls the whole batch back and fails every append in
+    /// it, so nothing is half-written.
+    private func commit(_ batch: [AppendRequest]) async {
+        var results: [Int: Result<Int, any Error>] = [:]
+        do {
+            _ = try await connection.query("BEGIN IMMEDIATE")
+            do {
+                for request in batch {
+                    do {
+                        results[request.id] = .success(try await write(request))
+                    } catch let error as TroupeError where error.code == .journalConflict || error.code == .notFound {
+                        results[request.id] = .failure(error)
+                    }
+                }
+                _ = try await connection.query("COMMIT")
+            } catch {
+                _ = try? await connection.query("ROLLBACK")
+                throw error
+            }
+        } catch {
+            for request in batch {
+                cache[request.run] = nil
+                results[request.id] = .failure(Self.storageError(error))
+            }
+        }
+        for (id, result) in results { outcomes[id] = result }
+    }
+
+    /// One append inside an open transaction: the optimistic check, the summary, the events.
+    private func write(_ request: AppendRequest) async throws -> Int {
+        let run = request.run
+        let current: RunSummary
+        if let cached = cache[run], cached.lastSequence == request.expectedSequence {
+            current = cached
+        } else {
+            current = try await loadSummary(run)
+        }
+        let next = current.applying(request.events, at: request.time)
+        // Only what changed is encoded: an append costs no JSON beyond its events.
+        let configuration: SQLiteData =
+            next.configuration == current.configuration ? .null : .text(try Self.encode(next.configuration))
+        let error: SQLiteData = try next.error.map { .text(try Self.encode($0)) } ?? .null
+        let updated = try await connection.query(
+            """
+            UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, input_tokens = ?, output_tokens = ?,
+                cached_tokens = ?, model_calls = ?, tool_calls = ?, answer = ?, error = ?,
+                configuration = COALESCE(?, configuration)
+            WHERE id = ? AND last_sequence = ? RETURNING id
+            """,
+            [
+                .text(next.status.rawValue), Self.millis(request.time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
+                .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
+                .integer(next.toolCalls), next.answer.map(SQLiteData.text) ?? .null, error, configuration,
+                .text(run.rawValue), .integer(request.expectedSequence),
+            ]
+        )
+        guard !updated.isEmpty else {
+            cache[run] = nil
+            throw TroupeError.conflict(run, expected: request.expectedSequence, actual: try await loadSummary(run).lastSequence)
+        }
+        var sql = "INSERT INTO events (run_id, sequence, type, schema_version, recorded_at, payload) VALUES "
+        var binds: [SQLiteData] = []
+        binds.reserveCapacity(request.events.count * 6)
+        for (offset, event) in request.events.enumerated() {
+            sql += offset == 0 ? "(?, ?, ?, ?, ?, ?)" : ", (?, ?, ?, ?, ?, ?)"
+            binds += [
+                .text(run.rawValue), .integer(request.expectedSequence + offset + 1), .text(event.type),
+                .integer(RunEventRecord.currentSchemaVersion), Self.millis(request.time), .text(request.payloads[offset]),
+            ]
+        }
+        _ = try await connection.query(sql, binds)
+        cache[run] = next
+        return next.lastSequence
     }
 
     public func events(of run: RunID, after sequence: Int) async throws -> [RunEventRecord] {

@@ -41,6 +41,42 @@ import TroupeTesting
         }
     }
 
+    @Test func concurrentAppendsAreGroupCommittedAndAConflictFailsAlone() async throws {
+        try await withTemporaryDirectory { directory in
+            try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
+                let ids = (0..<40).map { _ in RunID.make() }
+                for id in ids { _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: fixedDate) }
+                let outcomes = await withTaskGroup(of: (RunID, Int, Bool).self) { group in
+                    for (index, id) in ids.enumerated() {
+                        group.addTask {
+                            let ok =
+                                (try? await store.append([.leaseAcquired(owner: "w")], to: id, expectedSequence: 1, at: fixedDate)) != nil
+                            return (id, index, ok)
+                        }
+                        if index % 4 == 0 {
+                            // A stale writer on the same run, racing in the same batches.
+                            group.addTask {
+                                let ok =
+                                    (try? await store.append([.runCancelled(reason: "stale")], to: id, expectedSequence: 0, at: fixedDate))
+                                    != nil
+                                return (id, -1, ok)
+                            }
+                        }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                let good = outcomes.filter { $0.1 >= 0 }
+                let stale = outcomes.filter { $0.1 < 0 }
+                #expect(good.count == 40 && good.allSatisfy { $0.2 })
+                #expect(stale.count == 10 && stale.allSatisfy { !$0.2 })
+                for id in ids {
+                    #expect(try await store.events(of: id).map(\.event.type) == ["runCreated", "leaseAcquired"])
+                    #expect(try await store.requireRun(id).lastSequence == 2)
+                }
+            }
+        }
+    }
+
     @Test func reopeningKeepsRunsAndSchema() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory + "/runs.db"
