@@ -105,6 +105,56 @@ import TroupeTesting
         }
     }
 
+    /// A run whose lease is held by a driver on another machine, expiring in `seconds`.
+    private func runLeasedElsewhere(_ path: String, workspace: String, seconds: Double) async throws -> RunID {
+        let id = RunID.make()
+        try await SQLiteRunStore.withStore(path: path) { store in
+            let configuration = RunConfiguration(model: "mock", workspace: workspace, tools: ["fs"])
+            _ = try await store.createRun(id: id, goal: "Held elsewhere", configuration: configuration, at: Date())
+            _ = try await store.acquireLease(
+                on: id,
+                owner: "another-host.example/4242/cafe",
+                until: Date().addingTimeInterval(seconds),
+                force: false,
+                at: Date()
+            )
+        }
+        return id
+    }
+
+    @Test func resumeWaitsOutAnExpiredRemoteLeaseAndTakesOver() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = try await runLeasedElsewhere(path, workspace: directory, seconds: 3)
+            try await MockOpenAIServer.withServer(configuration: Self.mockConfiguration(latency: .zero)) { mock in
+                let resumed = try await CLIProcess.run(
+                    ["resume", id.rawValue, "--base-url", mock.baseURL, "--store", "sqlite:\(path)"],
+                    directory: directory
+                )
+                #expect(resumed.status == 0, "output:\n\(resumed.output)")
+                #expect(resumed.output.contains("waiting up to"))
+            }
+        }
+    }
+
+    @Test func resumeRefusesWhenTheRemoteDriverRenewsItsLease() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = try await runLeasedElsewhere(path, workspace: directory, seconds: 4)
+            let resume = try CLIProcess(
+                ["resume", id.rawValue, "--base-url", "http://127.0.0.1:1/v1", "--store", "sqlite:\(path)"],
+                directory: directory
+            )
+            try await resume.waitUntil("it starts waiting for the lease") { resume.output.contains("waiting up to") }
+            // The remote driver is alive: it renews its lease.
+            try await SQLiteRunStore.withStore(path: path) { store in
+                try await store.renewLease(on: id, owner: "another-host.example/4242/cafe", until: Date().addingTimeInterval(60))
+            }
+            #expect(await resume.wait() == 4, "output:\n\(resume.output)")
+            #expect(resume.output.contains("is being driven by another-host.example/4242/cafe"))
+        }
+    }
+
     private func effectCount(_ workspace: String) throws -> Int {
         let text = (try? String(contentsOfFile: workspace + "/effects.log", encoding: .utf8)) ?? ""
         return text.split(separator: "\n").count
