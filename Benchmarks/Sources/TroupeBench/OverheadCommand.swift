@@ -1,0 +1,57 @@
+import ArgumentParser
+import Foundation
+import Troupe
+
+struct OverheadCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "overhead",
+        abstract: "The workload through Troupe: planner, executor, tools, the durable journal."
+    )
+
+    @OptionGroup var workload: WorkloadOptions
+
+    @Option(help: "Journal store: memory, or sqlite:PATH (a new temporary file if PATH is empty).")
+    var store = "sqlite:"
+
+    func run() async throws {
+        let store = try await openStore()
+        let tools = try ToolRegistry([EchoTool()])
+        var configuration = RunConfiguration(model: "bench", workspace: FileManager.default.temporaryDirectory.path, tools: [])
+        configuration.maxSteps = max(10, workload.steps)
+        configuration.stream = workload.stream
+        try await workload.withServer { baseURL in
+            let model = try OpenAIChatModel(configuration: .init(baseURL: baseURL, model: "bench"))
+            let driver = RunDriver(store: store, model: model, tools: tools)
+            let steps = workload.steps
+            try await workload.measure(mode: "troupe", extra: ["store": "\"\(self.store)\""]) { [configuration] in
+                let final = try await driver.run(goal: "Echo the steps", configuration: configuration)
+                guard final.status == .succeeded, final.steps.count == steps, final.usage.inputTokens > 0 else {
+                    throw ValidationError("A run did not succeed as expected: \(final.status) \(final.error?.message ?? "")")
+                }
+            }
+        }
+        try await store.close()
+    }
+
+    private func openStore() async throws -> any RunStore {
+        if store == "memory" { return InMemoryRunStore() }
+        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store is memory or sqlite:PATH.") }
+        var path = String(store.dropFirst("sqlite:".count))
+        if path.isEmpty {
+            path = FileManager.default.temporaryDirectory.appendingPathComponent("troupe-bench-\(UUID().uuidString).db").path
+        }
+        return try await SQLiteRunStore.open(path: path)
+    }
+}
+
+/// The workload's only tool.
+struct EchoTool: Tool {
+    let name = "echo"
+    let description = "Echo the text back."
+    let effect = ToolEffect.readOnly
+    let parameters: JSONSchema = .object([.init("text", .string("What to echo."))])
+
+    func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        ToolOutput(arguments["text"]?.stringValue ?? "")
+    }
+}
