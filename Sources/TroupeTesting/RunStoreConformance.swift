@@ -1,5 +1,5 @@
 import Foundation
-public import TroupeCore
+import TroupeCore
 public import TroupeStore
 
 /// Checks that a ``RunStore`` keeps the contract every store must keep: atomic optimistic appends,
