@@ -49,36 +49,3 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// Prints the outcome of a driven run and exits with its status.
-func finish(_ machine: RunStateMachine, store: SQLiteRunStore, json: Bool) async throws {
-    let summary = try await store.requireRun(machine.runID)
-    if json {
-        print(try RunReport(summary: summary, machine: machine).json())
-    } else {
-        switch machine.status {
-        case .succeeded:
-            say("\nAnswer:\n\(machine.answer ?? "")\n")
-        case .failed, .cancelled:
-            say("\n\(machine.status.rawValue): \(machine.error?.message ?? "")")
-        case .needsAttention:
-            say("\nneeds attention: \(summary.error?.message ?? "")")
-        default:
-            break
-        }
-        say("Journal: \(store.path) · inspect with `troupe show \(machine.runID)\(storeFlag(store))`")
-    }
-    let code = ExitStatus.forRun(machine.status)
-    if code != 0 { throw ExitCode(code) }
-}
-
-func storeFlag(_ store: SQLiteRunStore) -> String {
-    let defaultPath = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(
-        ".troupe/troupe.db"
-    ).path
-    return store.path == defaultPath ? "" : " --store sqlite:\(store.path)"
-}
-
-func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
-}

@@ -1,0 +1,36 @@
+import Foundation
+public import TroupeCore
+
+/// `fs_append`: adds text to the end of a file. Not idempotent: after a crash it is never re-run by itself.
+public struct AppendFileTool: Tool {
+    public let workspace: Workspace
+    public let limits: FileToolLimits
+    public let name = "fs_append"
+    public let description = "Append text to the end of a file in the workspace, creating it if needed."
+    public let effect = ToolEffect.sideEffecting
+    public let parameters: JSONSchema = .object([
+        .init("path", .string("Path relative to the workspace root.", minLength: 1)),
+        .init("content", .string("The text to append.")),
+    ])
+
+    public init(workspace: Workspace, limits: FileToolLimits = FileToolLimits()) {
+        self.workspace = workspace
+        self.limits = limits
+    }
+
+    public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        let target: WriteTarget
+        switch try WriteTarget.prepare(arguments, in: workspace, limits: limits, tool: name) {
+        case .success(let ready): target = ready
+        case .failure(let refusal): return refusal.output
+        }
+        if !FileManager.default.fileExists(atPath: target.url.path) {
+            _ = FileManager.default.createFile(atPath: target.url.path, contents: nil)
+        }
+        let handle = try FileHandle(forWritingTo: target.url)
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: target.content)
+        return ToolOutput("Appended \(target.content.count) bytes to \(target.shown).")
+    }
+}
