@@ -71,7 +71,7 @@ public struct OpenAIChatModel: ChatModel {
         var configuration = HTTPClient.Configuration()
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: nil)
         configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 256
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1_024
         configuration.redirectConfiguration = .disallow
         configuration.decompression = .enabled(limit: .ratio(25))
         return configuration
