@@ -120,9 +120,7 @@ struct RunOptions: ParsableArguments {
     var stream: Bool?
 
     /// `base` with every option given on the command line applied.
-    func applied(
-        to base: RunConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment
-    ) throws -> RunConfiguration {
+    func applied(to base: RunConfiguration) throws -> RunConfiguration {
         var configuration = base
         if let model { configuration.model = model }
         if let baseURL { configuration.baseURL = Self.withoutCredentials(baseURL) }
@@ -149,7 +147,7 @@ struct RunOptions: ParsableArguments {
             base.baseURL = Self.withoutCredentials(url)
         }
         base.workspace = FileManager.default.currentDirectoryPath
-        return try applied(to: base, environment: environment)
+        return try applied(to: base)
     }
 
     static let knownToolGroups = ["fs"]
