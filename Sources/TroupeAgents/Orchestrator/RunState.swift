@@ -48,8 +48,6 @@ public struct ActivityRecord: Sendable, Hashable {
     public var status: Status
     public var result: ActivityResult?
     public var error: TroupeError?
-    /// Started by a driver that has since been replaced without finishing it.
-    public var orphaned = false
     public var startedAt: Date
     public var finishedAt: Date?
 }

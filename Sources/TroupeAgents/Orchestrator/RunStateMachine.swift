@@ -31,7 +31,7 @@ public struct RunStateMachine: Sendable {
     /// The orphaned side-effecting activity that parked the run, if any.
     public private(set) var attentionKey: ActivityKey?
 
-    /// Activities orphaned by a replaced driver and not yet settled.
+    /// Activities started by a driver that has since been replaced without finishing them, not yet settled.
     private var orphans: Set<ActivityKey> = []
     /// Model calls started and not yet finished, by step (`plan` for the planner): one at a time each.
     private var outstandingModelCalls: [String: ActivityKey] = [:]
@@ -83,7 +83,6 @@ public struct RunStateMachine: Sendable {
             drivenSince = time
             // Whatever the previous driver started and did not finish will never finish by itself.
             for (key, record) in activities where record.status == .started {
-                activities[key]?.orphaned = true
                 orphans.insert(key)
             }
 
@@ -91,12 +90,10 @@ public struct RunStateMachine: Sendable {
             self.configuration = configuration
 
         case .activityStarted(let key, let kind):
-            var record = ActivityRecord(key: key, kind: kind, status: .started, startedAt: time)
             if let existing = activities[key], existing.status != .started {
                 throw invalid("activity \(key) already finished; it cannot start again")
             }
-            record.orphaned = false
-            activities[key] = record
+            activities[key] = ActivityRecord(key: key, kind: kind, status: .started, startedAt: time)
             orphans.remove(key)
             if case .model = kind { outstandingModelCalls[key.step] = key }
             reserve(key)
@@ -151,13 +148,11 @@ public struct RunStateMachine: Sendable {
             attentionKey = key
 
         case .attentionResolved(let key, let resolution):
-            guard var record = activities[key] else { throw invalid("no activity \(key) to resolve") }
+            guard activities[key] != nil else { throw invalid("no activity \(key) to resolve") }
             status = .running
             attentionKey = nil
             switch resolution {
             case .retry:
-                record.orphaned = false
-                activities[key] = record
                 orphans.remove(key)
             case .skip:
                 let output = ToolOutput.error(
@@ -197,7 +192,6 @@ public struct RunStateMachine: Sendable {
         guard var record = activities[key] else { throw invalid("activity \(key) finished without being started") }
         guard record.status != .completed else { throw invalid("activity \(key) finished twice") }
         update(&record)
-        record.orphaned = false
         record.finishedAt = time
         activities[key] = record
         orphans.remove(key)
