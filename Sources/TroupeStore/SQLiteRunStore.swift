@@ -245,8 +245,7 @@ public actor SQLiteRunStore: RunStore {
 
     public func run(_ id: RunID) async throws -> RunSummary? {
         try await locked {
-            let rows = try await connection.query("SELECT \(Self.summaryColumns) FROM runs WHERE id = ?", [.text(id.rawValue)])
-            return try rows.first.map(Self.summary)
+            try await fetchSummary(id)
         }
     }
 
@@ -339,10 +338,15 @@ public actor SQLiteRunStore: RunStore {
 
     // MARK: Helpers
 
-    private func loadSummary(_ run: RunID) async throws -> RunSummary {
+    /// The run's summary, read without taking the lock (callers hold it or need not).
+    private func fetchSummary(_ run: RunID) async throws -> RunSummary? {
         let rows = try await connection.query("SELECT \(Self.summaryColumns) FROM runs WHERE id = ?", [.text(run.rawValue)])
-        guard let row = rows.first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
-        return try Self.summary(row)
+        return try rows.first.map(Self.summary)
+    }
+
+    private func loadSummary(_ run: RunID) async throws -> RunSummary {
+        guard let summary = try await fetchSummary(run) else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+        return summary
     }
 
     private func locked<T: Sendable>(_ body: () async throws -> T) async throws -> T {
