@@ -23,9 +23,7 @@ struct GlobalOptions: ParsableArguments {
         if let fromEnvironment = environment["TROUPE_STORE"], !fromEnvironment.isEmpty {
             return fromEnvironment
         }
-        return "sqlite:"
-            + FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".troupe/troupe.db")
-            .path
+        return "sqlite:" + StoreLocation.defaultPath
     }
 
     /// Runs `body` with the store named by ``storeURL(environment:)``, closing it afterwards.
@@ -52,6 +50,11 @@ struct GlobalOptions: ParsableArguments {
 
 /// Parses store URLs.
 enum StoreLocation {
+    /// `~/.troupe/troupe.db`: where runs go when neither `--store` nor `TROUPE_STORE` says otherwise.
+    static var defaultPath: String {
+        FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".troupe/troupe.db").path
+    }
+
     static func sqlitePath(_ url: String) throws(TroupeError) -> String {
         var path: Substring
         if url.hasPrefix("sqlite://") {

@@ -25,10 +25,7 @@ func finish(_ machine: RunStateMachine, store: SQLiteRunStore, json: Bool) async
 }
 
 func storeFlag(_ store: SQLiteRunStore) -> String {
-    let defaultPath = FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(
-        ".troupe/troupe.db"
-    ).path
-    return store.path == defaultPath ? "" : " --store sqlite:\(store.path)"
+    store.path == StoreLocation.defaultPath ? "" : " --store sqlite:\(store.path)"
 }
 
 func say(_ line: String) {
