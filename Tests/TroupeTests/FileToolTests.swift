@@ -65,6 +65,25 @@ import Troupe
         }
     }
 
+    @Test(arguments: ["fs_write", "fs_append"])
+    func writesRefuseOversizedContentAndDirectories(tool name: String) async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            try FileManager.default.createDirectory(atPath: directory + "/folder", withIntermediateDirectories: true)
+            let tools = try ToolRegistry(FileTools.all(workspace: workspace, limits: FileToolLimits(maxWriteBytes: 10)))
+            let tool = try #require(tools.tool(named: name))
+            let big = try await tool.call(
+                ["path": "big.txt", "content": .string(String(repeating: "x", count: 11))], context: context(workspace))
+            #expect(big.isError && big.content.contains("\(name) writes at most 10"))
+            #expect(!FileManager.default.fileExists(atPath: directory + "/big.txt"))
+            let folder = try await tool.call(["path": "folder", "content": "x"], context: context(workspace))
+            #expect(folder.isError && folder.content.contains("'folder' is a directory"))
+            await #expect(throws: TroupeError.self) {
+                _ = try await tool.call(["path": "../escape.txt", "content": "x"], context: context(workspace))
+            }
+        }
+    }
+
     @Test func effectsAreClassifiedForDurableResume() throws {
         let workspace = try Workspace(FileManager.default.temporaryDirectory.path)
         let effects = Dictionary(uniqueKeysWithValues: FileTools.all(workspace: workspace).map { ($0.name, $0.effect) })

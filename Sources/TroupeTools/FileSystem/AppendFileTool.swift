@@ -19,18 +19,15 @@ public struct AppendFileTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
-        let target: WriteTarget
-        switch try WriteTarget.prepare(arguments, in: workspace, limits: limits, tool: name) {
-        case .success(let ready): target = ready
-        case .failure(let refusal): return refusal.output
+        try WriteTarget.write(arguments, in: workspace, limits: limits, tool: name) { target in
+            if !FileManager.default.fileExists(atPath: target.url.path) {
+                _ = FileManager.default.createFile(atPath: target.url.path, contents: nil)
+            }
+            let handle = try FileHandle(forWritingTo: target.url)
+            defer { try? handle.close() }
+            try handle.seekToEnd()
+            try handle.write(contentsOf: target.content)
+            return ToolOutput("Appended \(target.content.count) bytes to \(target.shown).")
         }
-        if !FileManager.default.fileExists(atPath: target.url.path) {
-            _ = FileManager.default.createFile(atPath: target.url.path, contents: nil)
-        }
-        let handle = try FileHandle(forWritingTo: target.url)
-        defer { try? handle.close() }
-        try handle.seekToEnd()
-        try handle.write(contentsOf: target.content)
-        return ToolOutput("Appended \(target.content.count) bytes to \(target.shown).")
     }
 }

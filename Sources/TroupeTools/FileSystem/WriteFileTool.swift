@@ -19,12 +19,9 @@ public struct WriteFileTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
-        let target: WriteTarget
-        switch try WriteTarget.prepare(arguments, in: workspace, limits: limits, tool: name) {
-        case .success(let ready): target = ready
-        case .failure(let refusal): return refusal.output
+        try WriteTarget.write(arguments, in: workspace, limits: limits, tool: name) { target in
+            try target.content.write(to: target.url, options: .atomic)
+            return ToolOutput("Wrote \(target.content.count) bytes to \(target.shown).")
         }
-        try target.content.write(to: target.url, options: .atomic)
-        return ToolOutput("Wrote \(target.content.count) bytes to \(target.shown).")
     }
 }
