@@ -95,4 +95,19 @@ import TroupeTesting
         let types = try await store.events(of: id).map(\.event.type)
         #expect(types.contains("runNeedsAttention") && types.contains("attentionResolved"))
     }
+
+    @Test func changedConfigurationOnResumeIsJournaledAndFolded() async throws {
+        let (store, id) = try await Self.crashedJournal(effect: .readOnly)
+        let tool = CountingTool(name: "append_line", effect: .readOnly)
+        let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        var changed = try await store.requireRun(id).configuration
+        changed.maxIterations = 3
+        let final = try await driver.drive(id, configuration: changed)
+        #expect(final.status == .succeeded)
+        #expect(final.configuration.maxIterations == 3)
+        let events = try await store.events(of: id)
+        #expect(events.contains { if case .configurationUpdated(let c) = $0.event { c.maxIterations == 3 } else { false } })
+        #expect(try RunStateMachine(runID: id, replaying: events).configuration.maxIterations == 3)
+        #expect(try await store.requireRun(id).configuration.maxIterations == 3)
+    }
 }
