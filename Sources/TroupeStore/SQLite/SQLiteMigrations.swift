@@ -1,5 +1,4 @@
 import Foundation
-import SQLiteNIO
 import TroupeCore
 
 /// The SQLite schema, as numbered migrations. A migration is never edited once released: add a new one.
@@ -50,38 +49,29 @@ enum SQLiteMigrations {
     static var latest: Int { all.map(\.version).max() ?? 0 }
 
     /// Applies every migration newer than the database's version, each in its own transaction.
-    static func migrate(_ connection: SQLiteConnection) async throws {
-        _ = try await connection.query(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
-        )
+    static func migrate(_ database: SQLiteDatabase) throws {
+        try database.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")
         while true {
-            _ = try await connection.query("BEGIN IMMEDIATE")
-            do {
+            let done = try database.transaction {
                 // Read the version inside the transaction: another process may have migrated meanwhile.
-                let rows = try await connection.query("SELECT MAX(version) AS version FROM schema_migrations")
-                let current = rows.first?.column("version")?.integer ?? 0
+                let current = try database.query("SELECT MAX(version) AS version FROM schema_migrations").first?["version"].integer ?? 0
                 guard current <= latest else {
                     throw TroupeError(
                         .storage,
                         "The store's schema is version \(current), newer than this troupe understands (\(latest)). Upgrade troupe."
                     )
                 }
-                guard let migration = all.first(where: { $0.version > current }) else {
-                    _ = try await connection.query("COMMIT")
-                    return
-                }
+                guard let migration = all.first(where: { $0.version > current }) else { return true }
                 for statement in migration.statements {
-                    _ = try await connection.query(statement)
+                    try database.execute(statement)
                 }
-                _ = try await connection.query(
+                try database.query(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     [.integer(migration.version), SQLiteRunStore.millis(Date())]
                 )
-                _ = try await connection.query("COMMIT")
-            } catch {
-                _ = try? await connection.query("ROLLBACK")
-                throw error
+                return false
             }
+            if done { return }
         }
     }
 }
