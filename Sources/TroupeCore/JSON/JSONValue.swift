@@ -52,21 +52,19 @@ extension JSONValue: Codable {
 extension JSONValue {
     /// Parses JSON text. Throws a ``TroupeError`` with code `invalidJSON` and a short reason.
     public static func parse(_ text: String) throws(TroupeError) -> JSONValue {
-        try parse(Data(text.utf8))
+        try JSONParser.parse(text.utf8)
     }
 
     /// Parses JSON bytes. Throws a ``TroupeError`` with code `invalidJSON` and a short reason.
     public static func parse(_ data: Data) throws(TroupeError) -> JSONValue {
-        do {
-            return try JSONCoding.decode(JSONValue.self, from: data)
-        } catch {
-            throw TroupeError(.invalidJSON, "not valid JSON: \(JSONCoding.describe(error))")
-        }
+        try JSONParser.parse(data)
     }
 
     /// Compact JSON text with sorted keys, so equal values always render the same.
     public var jsonString: String {
-        (try? JSONCoding.encodeString(self)) ?? "null"
+        var writer = JSONWriter()
+        writer.value(self)
+        return writer.text
     }
 
     /// The name of this value's JSON type, as JSON Schema spells it.

@@ -60,7 +60,6 @@ public struct OpenAIChatModel: ChatModel {
     public let configuration: Configuration
     private let client: HTTPClient
     // Shared: creating a coder per call costs more than coding a small request.
-    private static let encoder = JSONEncoder()
     private static let decoder = JSONDecoder()
     private let endpoint: String
 
@@ -254,18 +253,13 @@ public struct OpenAIChatModel: ChatModel {
 
     /// Sends the request; returns the response once its status is known to be a success.
     private func send(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
-        let wire = OpenAIWire.request(for: request, model: configuration.model, stream: stream)
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
         if let key = configuration.apiKey { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in configuration.headers { http.headers.replaceOrAdd(name: name, value: value) }
-        do {
-            http.body = .bytes(ByteBuffer(data: try Self.encoder.encode(wire)))
-        } catch {
-            throw TroupeError(.invalidInput, "The request cannot be encoded as JSON: \(error)")
-        }
+        http.body = .bytes(ByteBuffer(bytes: OpenAIWire.body(for: request, model: configuration.model, stream: stream)))
         let response: HTTPClientResponse
         do {
             response = try await client.execute(

@@ -3,22 +3,6 @@ import TroupeCore
 /// The Chat Completions wire format, as OpenAI and compatible servers speak it. Only the fields
 /// Troupe sends or reads; unknown fields in answers are ignored.
 package enum OpenAIWire {
-    package struct Request: Encodable {
-        var model: String
-        var messages: [Message]
-        var tools: [Tool]?
-        var response_format: ResponseFormat?
-        var temperature: Double?
-        var max_tokens: Int?
-        var seed: Int?
-        var stream: Bool?
-        var stream_options: StreamOptions?
-    }
-
-    package struct StreamOptions: Encodable {
-        var include_usage: Bool
-    }
-
     package struct Message: Codable {
         var role: String
         var content: String?
@@ -35,28 +19,6 @@ package enum OpenAIWire {
     package struct FunctionWire: Codable {
         var name: String?
         var arguments: String?
-    }
-
-    package struct Tool: Encodable {
-        var type = "function"
-        var function: FunctionSpec
-    }
-
-    package struct FunctionSpec: Encodable {
-        var name: String
-        var description: String
-        var parameters: JSONSchema
-    }
-
-    package struct ResponseFormat: Encodable {
-        var type: String
-        var json_schema: JSONSchemaFormat?
-    }
-
-    package struct JSONSchemaFormat: Encodable {
-        var name: String
-        var schema: JSONSchema
-        var strict: Bool
     }
 
     package struct Response: Decodable {
@@ -147,37 +109,96 @@ package enum OpenAIWire {
         }
     }
 
-    package static func request(for request: ChatRequest, model: String, stream: Bool) -> Request {
-        let messages = request.messages.map { message in
-            Message(
-                role: message.role.rawValue,
-                content: message.content ?? (message.role == .assistant ? nil : ""),
-                tool_calls: message.toolCalls.isEmpty
-                    ? nil
-                    : message.toolCalls.map {
-                        ToolCallWire(id: $0.id, type: "function", function: FunctionWire(name: $0.name, arguments: $0.arguments))
-                    },
-                tool_call_id: message.toolCallID
-            )
-        }
-        let format: ResponseFormat? =
-            switch request.responseFormat {
-            case .text: nil
-            case .jsonSchema(let name, let schema, let strict):
-                ResponseFormat(type: "json_schema", json_schema: JSONSchemaFormat(name: name, schema: schema, strict: strict))
+    /// The request body, written straight to bytes (JSONEncoder cost more than the rest of a call).
+    package static func body(for request: ChatRequest, model: String, stream: Bool) -> [UInt8] {
+        var json = JSONWriter(capacity: 1_024)
+        json.beginObject()
+        json.key("model")
+        json.string(model)
+        json.key("messages")
+        json.beginArray()
+        for message in request.messages {
+            json.beginObject()
+            json.key("role")
+            json.string(message.role.rawValue)
+            // Assistant turns that only call tools carry no content; every other turn has one.
+            if let content = message.content ?? (message.role == .assistant ? nil : "") {
+                json.key("content")
+                json.string(content)
             }
-        return Request(
-            model: model,
-            messages: messages,
-            tools: request.tools.isEmpty
-                ? nil
-                : request.tools.map { Tool(function: FunctionSpec(name: $0.name, description: $0.description, parameters: $0.parameters)) },
-            response_format: format,
-            temperature: request.temperature,
-            max_tokens: request.maxTokens,
-            seed: request.seed,
-            stream: stream ? true : nil,
-            stream_options: stream ? StreamOptions(include_usage: true) : nil
-        )
+            if !message.toolCalls.isEmpty {
+                json.key("tool_calls")
+                json.beginArray()
+                for call in message.toolCalls {
+                    json.beginObject()
+                    json.member("id", call.id)
+                    json.member("type", "function")
+                    json.key("function")
+                    json.beginObject()
+                    json.member("name", call.name)
+                    json.member("arguments", call.arguments)
+                    json.endObject()
+                    json.endObject()
+                }
+                json.endArray()
+            }
+            json.member("tool_call_id", message.toolCallID)
+            json.endObject()
+        }
+        json.endArray()
+        if !request.tools.isEmpty {
+            json.key("tools")
+            json.beginArray()
+            for tool in request.tools {
+                json.beginObject()
+                json.member("type", "function")
+                json.key("function")
+                json.beginObject()
+                json.member("name", tool.name)
+                json.member("description", tool.description)
+                json.key("parameters")
+                json.value(tool.parameters.jsonValue)
+                json.endObject()
+                json.endObject()
+            }
+            json.endArray()
+        }
+        if case .jsonSchema(let name, let schema, let strict) = request.responseFormat {
+            json.key("response_format")
+            json.beginObject()
+            json.member("type", "json_schema")
+            json.key("json_schema")
+            json.beginObject()
+            json.member("name", name)
+            json.key("schema")
+            json.value(schema.jsonValue)
+            json.key("strict")
+            json.bool(strict)
+            json.endObject()
+            json.endObject()
+        }
+        if let temperature = request.temperature {
+            json.key("temperature")
+            json.double(temperature)
+        }
+        if let maxTokens = request.maxTokens {
+            json.key("max_tokens")
+            json.int(maxTokens)
+        }
+        if let seed = request.seed {
+            json.key("seed")
+            json.int(seed)
+        }
+        if stream {
+            json.key("stream")
+            json.bool(true)
+            json.key("stream_options")
+            json.beginObject()
+            json.key("include_usage")
+            json.bool(true)
+            json.endObject()
+        }
+        json.endObject()
+        return json.bytes
     }
 }
