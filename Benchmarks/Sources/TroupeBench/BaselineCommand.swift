@@ -16,7 +16,7 @@ struct BaselineCommand: AsyncParsableCommand {
 
     func run() async throws {
         var settings = HTTPClient.Configuration()
-        settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1_024
+        settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = workload.connections
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
         do {
             try await workload.withServer { baseURL in

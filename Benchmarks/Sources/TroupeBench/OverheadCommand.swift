@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import Troupe
 
@@ -19,17 +20,27 @@ struct OverheadCommand: AsyncParsableCommand {
         var configuration = RunConfiguration(model: "bench", workspace: FileManager.default.temporaryDirectory.path, tools: [])
         configuration.maxSteps = max(10, workload.steps)
         configuration.stream = workload.stream
-        try await workload.withServer { baseURL in
-            let model = try OpenAIChatModel(configuration: .init(baseURL: baseURL, model: "bench"))
-            let driver = RunDriver(store: store, model: model, tools: tools)
-            let steps = workload.steps
-            try await workload.measure(mode: "troupe", extra: ["store": "\"\(self.store)\""]) { [configuration] in
-                let final = try await driver.run(goal: "Echo the steps", configuration: configuration)
-                guard final.status == .succeeded, final.steps.count == steps, final.usage.inputTokens > 0 else {
-                    throw ValidationError("A run did not succeed as expected: \(final.status) \(final.error?.message ?? "")")
+        var settings = OpenAIChatModel.httpClientConfiguration
+        settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = workload.connections
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
+        do {
+            try await workload.withServer { baseURL in
+                let model = try OpenAIChatModel(configuration: .init(baseURL: baseURL, model: "bench"), httpClient: client)
+                let driver = RunDriver(store: store, model: model, tools: tools)
+                let steps = workload.steps
+                try await workload.measure(mode: "troupe", extra: ["store": "\"\(self.store)\""]) { [configuration] in
+                    let final = try await driver.run(goal: "Echo the steps", configuration: configuration)
+                    guard final.status == .succeeded, final.steps.count == steps, final.usage.inputTokens > 0 else {
+                        throw ValidationError("A run did not succeed as expected: \(final.status) \(final.error?.message ?? "")")
+                    }
                 }
             }
+        } catch {
+            try? await client.shutdown()
+            try? await store.close()
+            throw error
         }
+        try await client.shutdown()
         try await store.close()
     }
 

@@ -26,8 +26,13 @@ struct WorkloadOptions: ParsableArguments {
     @Option(help: "Unmeasured warm-up runs.")
     var warmup = 10
 
+    @Option(help: "HTTP/1.1 connections the client may open to the server (both modes; Troupe's default is 1,024).")
+    var connections = 1_024
+
     func validate() throws {
-        guard steps >= 1, runs >= 1, concurrency >= 1 else { throw ValidationError("--steps, --runs and --concurrency must be positive.") }
+        guard steps >= 1, runs >= 1, concurrency >= 1, connections >= 1 else {
+            throw ValidationError("--steps, --runs, --concurrency and --connections must be positive.")
+        }
     }
 
     /// Runs `body` with the base URL to use: `--base-url`, or an in-process mock on its own thread.

@@ -106,26 +106,15 @@ public struct RunDriver: Sendable {
         resolution: AttentionResolution?,
         configuration: RunConfiguration?
     ) async throws -> RunStateMachine {
-        var journal = Journal(id: id, owner: owner, store: store, now: now, observer: observer)
+        let journal = Journal(id: id, owner: owner, store: store, now: now, observer: observer)
         try await journal.load()
-        guard !journal.machine.status.isTerminal else { return journal.machine }
-
-        var opening: [RunEvent] = [.leaseAcquired(owner: owner)]
-        if let configuration, configuration != journal.machine.configuration {
-            opening.append(.configurationUpdated(configuration: configuration))
-        }
-        if journal.machine.status == .needsAttention {
-            guard let resolution, let key = journal.machine.attentionKey else { return journal.machine }
-            opening.append(.attentionResolved(key: key, resolution: resolution))
-        }
-        for event in opening { try journal.stage(event) }
-        // A resolution given up front settles an orphaned side effect this takeover would park on.
-        if let resolution, case .record(.runNeedsAttention(let key, let reason))? = journal.machine.nextActions().first {
-            try journal.stage(.runNeedsAttention(key: key, reason: reason))
-            try journal.stage(.attentionResolved(key: key, resolution: resolution))
-        }
+        guard !journal.status.isTerminal else { return journal.machine }
+        guard try journal.stageOpening(owner: owner, configuration: configuration, resolution: resolution) else { return journal.machine }
         try await journal.flush()
 
+        // Async functions keep their locals in per-task memory for as long as they run; the
+        // decisions and preparations are synchronous calls so that a run waiting on its model
+        // holds only this loop's few variables (which matters with thousands of runs in flight).
         return try await withThrowingTaskGroup(of: Message.self) { group in
             var inFlight: Set<ActivityKey> = []
             group.addTask { [clock, leaseDuration] in
@@ -133,25 +122,7 @@ public struct RunDriver: Sendable {
                 return .heartbeat
             }
             while true {
-                // Decide everything that needs no I/O, then start the activities that do.
-                var launches: [RunAction] = []
-                while true {
-                    let actions = journal.machine.nextActions().filter { action in
-                        action.activityKey.map { !inFlight.contains($0) } ?? true
-                    }
-                    let decisions = actions.compactMap { action -> RunEvent? in
-                        if case .record(let event) = action { event } else { nil }
-                    }
-                    if decisions.isEmpty {
-                        launches = actions
-                        break
-                    }
-                    for event in decisions { try journal.stage(event) }
-                }
-                for action in launches {
-                    guard let key = action.activityKey else { continue }
-                    try journal.stage(.activityStarted(key: key, kind: kind(of: action)))
-                }
+                let launches = try journal.stageDecisions(excluding: inFlight, kind: kind(of:))
                 do {
                     try await journal.flush()
                 } catch let error as TroupeError where error.code == .journalConflict {
@@ -160,28 +131,27 @@ public struct RunDriver: Sendable {
                     try await journal.reload()
                     continue
                 }
-                if journal.machine.status.isTerminal || journal.machine.status == .needsAttention {
+                if journal.status.isTerminal || journal.status == .needsAttention {
                     group.cancelAll()
                     return journal.machine
                 }
-                for action in launches {
-                    guard let activity = prepare(action, in: journal.machine) else { continue }
+                for activity in prepare(launches, in: journal) {
                     inFlight.insert(activity.key)
                     group.addTask { .activity(activity.key, await perform(activity)) }
                 }
                 if inFlight.isEmpty {
                     // Nothing under way and nothing to do: only a bug in the machine gets here.
-                    throw TroupeError(.internal, "Run \(id) is \(journal.machine.status.rawValue) with nothing left to do.")
+                    throw TroupeError(.internal, "Run \(id) is \(journal.status.rawValue) with nothing left to do.")
                 }
                 switch try await group.next() {
                 case .activity(let key, let events):
                     inFlight.remove(key)
-                    for event in events { try journal.stage(event) }
+                    try journal.stage(events)
                 case .heartbeat:
                     try await store.renewLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds))
                     if try await journal.hasForeignEvents() {
                         try await journal.flush()
-                        if journal.machine.status.isTerminal {
+                        if journal.status.isTerminal {
                             group.cancelAll()
                             return journal.machine
                         }
@@ -241,6 +211,11 @@ public struct RunDriver: Sendable {
         var validator: PlanValidator
         var replanReason: String?
         var attempt: Int
+    }
+
+    private func prepare(_ actions: [RunAction], in journal: Journal) -> [PreparedActivity] {
+        let machine = journal.machine
+        return actions.compactMap { prepare($0, in: machine) }
     }
 
     private func prepare(_ action: RunAction, in machine: RunStateMachine) -> PreparedActivity? {
@@ -360,14 +335,17 @@ public struct RunDriver: Sendable {
 ///
 /// One state only — staged events are applied at once — so no copy of the state is made per
 /// append; if an append is refused (another writer came first), the state is folded again from
-/// the store, which is rare.
-private struct Journal {
+/// the store, which is rare. A class, so that the driver's async frames (kept for as long as a
+/// run waits on its model) hold a reference rather than the whole state.
+private final class Journal {
     let id: RunID
     let owner: String
     let store: any RunStore
     let now: @Sendable () -> Date
     let observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
     private(set) var machine: RunStateMachine
+    /// The run's status, without copying the state into the caller's frame.
+    var status: RunStatus { machine.status }
     /// The sequence number of the last durable event.
     private(set) var durableSequence = 0
     private var staged: [RunEvent] = []
@@ -390,7 +368,7 @@ private struct Journal {
         self.machine = RunStateMachine(runID: id)
     }
 
-    mutating func load() async throws {
+    func load() async throws {
         machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
         guard machine.sequence > 0 else { throw TroupeError(.notFound, "No run '\(id)' in this store.") }
         durableSequence = machine.sequence
@@ -398,8 +376,54 @@ private struct Journal {
         stagedAt = nil
     }
 
+    /// Stages what a driver records on taking the run: its lease, a changed configuration, and
+    /// the operator's resolution of a parked run. Returns `false` when the run is parked and no
+    /// resolution was given (there is nothing to drive).
+    func stageOpening(owner: String, configuration: RunConfiguration?, resolution: AttentionResolution?) throws -> Bool {
+        var opening: [RunEvent] = [.leaseAcquired(owner: owner)]
+        if let configuration, configuration != machine.configuration {
+            opening.append(.configurationUpdated(configuration: configuration))
+        }
+        if machine.status == .needsAttention {
+            guard let resolution, let key = machine.attentionKey else { return false }
+            opening.append(.attentionResolved(key: key, resolution: resolution))
+        }
+        try stage(opening)
+        // A resolution given up front settles an orphaned side effect this takeover would park on.
+        if let resolution, case .record(.runNeedsAttention(let key, let reason))? = machine.nextActions().first {
+            try stage([.runNeedsAttention(key: key, reason: reason), .attentionResolved(key: key, resolution: resolution)])
+        }
+        return true
+    }
+
+    /// Stages every decision that needs no I/O, then the starts of the activities that do, and
+    /// returns those activities' actions (except the ones already in flight).
+    func stageDecisions(excluding inFlight: Set<ActivityKey>, kind: (RunAction) -> ActivityKind) throws -> [RunAction] {
+        while true {
+            let actions = machine.nextActions().filter { action in
+                action.activityKey.map { !inFlight.contains($0) } ?? true
+            }
+            let decisions = actions.compactMap { action -> RunEvent? in
+                if case .record(let event) = action { event } else { nil }
+            }
+            guard decisions.isEmpty else {
+                try stage(decisions)
+                continue
+            }
+            for action in actions {
+                guard let key = action.activityKey else { continue }
+                try stage(.activityStarted(key: key, kind: kind(action)))
+            }
+            return actions
+        }
+    }
+
+    func stage(_ events: [RunEvent]) throws {
+        for event in events { try stage(event) }
+    }
+
     /// Adds an event to the next append, applying it to the state at once.
-    mutating func stage(_ event: RunEvent) throws {
+    func stage(_ event: RunEvent) throws {
         let time = stagedAt ?? now()
         try machine.apply(event, at: time)
         stagedAt = time
@@ -407,7 +431,7 @@ private struct Journal {
     }
 
     /// Appends the staged events in one transaction.
-    mutating func flush() async throws {
+    func flush() async throws {
         guard !staged.isEmpty, let time = stagedAt else { return }
         let events = staged
         durableSequence = try await store.append(events, to: id, expectedSequence: durableSequence, at: time)
@@ -417,7 +441,7 @@ private struct Journal {
     }
 
     /// Whether another writer has appended since our last write; if so, their events are folded in.
-    mutating func hasForeignEvents() async throws -> Bool {
+    func hasForeignEvents() async throws -> Bool {
         let summary = try await store.requireRun(id)
         guard summary.lastSequence > durableSequence else { return false }
         try await reload()
@@ -426,7 +450,7 @@ private struct Journal {
 
     /// Folds the journal again from the store, then re-stages only the staged results of
     /// activities (decisions are remade from the new state). Stops if another driver took the run.
-    mutating func reload() async throws {
+    func reload() async throws {
         let results = staged.filter { event in
             switch event {
             case .activityCompleted, .activityFailed: true
