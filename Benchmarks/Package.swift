@@ -11,11 +11,19 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
+        // A long run's journal, shared by `troupe-bench journal` and the micro-benchmarks.
+        .target(
+            name: "JournalFixture",
+            dependencies: [.product(name: "Troupe", package: "troupe")],
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
+        ),
         .executableTarget(
             name: "TroupeBench",
             dependencies: [
+                "JournalFixture",
                 .product(name: "Troupe", package: "troupe"),
                 .product(name: "TroupeTesting", package: "troupe"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -23,6 +31,18 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: [.enableUpcomingFeature("ExistentialAny")]
-        )
+        ),
+        // package-benchmark micro-benchmarks of the hot paths: `swift package benchmark`.
+        .executableTarget(
+            name: "HotPaths",
+            dependencies: [
+                "JournalFixture",
+                .product(name: "Troupe", package: "troupe"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/HotPaths",
+            swiftSettings: [.enableUpcomingFeature("ExistentialAny")],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -31,23 +31,33 @@ public struct SSEParser: Sendable {
     /// Parses more bytes; returns the events they complete.
     public mutating func feed(_ bytes: some Sequence<UInt8>) -> [SSEEvent] {
         var events: [SSEEvent] = []
-        for byte in bytes {
-            switch byte {
-            case UInt8(ascii: "\n"):
-                if lastWasCR {
-                    lastWasCR = false  // the LF of a CRLF: the line already ended at the CR
-                    continue
-                }
-                endLine(into: &events)
-            case UInt8(ascii: "\r"):
-                lastWasCR = true
-                endLine(into: &events)
-            default:
-                lastWasCR = false
-                line.append(byte)
-            }
+        let fed: Void? = bytes.withContiguousStorageIfAvailable { feed($0, into: &events) }
+        if fed == nil {
+            Array(bytes).withUnsafeBufferPointer { feed($0, into: &events) }
         }
         return events
+    }
+
+    /// Scans for line ends and copies whole runs of bytes: the per-byte work is one comparison.
+    private mutating func feed(_ buffer: UnsafeBufferPointer<UInt8>, into events: inout [SSEEvent]) {
+        var index = 0
+        while index < buffer.count {
+            if lastWasCR {
+                lastWasCR = false
+                // The LF of a CRLF: the line already ended at the CR (which may have been in the last chunk).
+                if buffer[index] == UInt8(ascii: "\n") {
+                    index += 1
+                    continue
+                }
+            }
+            var end = index
+            while end < buffer.count, buffer[end] != UInt8(ascii: "\n"), buffer[end] != UInt8(ascii: "\r") { end += 1 }
+            line.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[index..<end]))
+            guard end < buffer.count else { return }  // the line goes on in the next chunk
+            lastWasCR = buffer[end] == UInt8(ascii: "\r")
+            endLine(into: &events)
+            index = end + 1
+        }
     }
 
     /// Ends the stream: a last event not followed by a blank line is still delivered.
@@ -75,18 +85,16 @@ public struct SSEParser: Sendable {
             field = line[...]
             value = []
         }
-        switch String(decoding: field, as: UTF8.self) {
-        case "data":
+        if field.elementsEqual("data".utf8) {
             if hasData { data.append(UInt8(ascii: "\n")) }
             data.append(contentsOf: value)
             hasData = true
-        case "event":
+        } else if field.elementsEqual("event".utf8) {
             eventType = String(decoding: value, as: UTF8.self)
-        case "id":
+        } else if field.elementsEqual("id".utf8) {
             if !value.contains(0) { lastEventID = String(decoding: value, as: UTF8.self) }
-        default:
-            break  // `retry` and unknown fields are ignored
         }
+        // `retry` and unknown fields are ignored.
     }
 
     private mutating func dispatch(into events: inout [SSEEvent]) {
