@@ -1,6 +1,7 @@
 import Foundation
 
-/// Shared JSON encoding conventions: ISO-8601 dates, sorted keys, no escaped slashes.
+/// Shared JSON conventions: ISO-8601 dates, no escaped slashes; `encoder()` (for documents people
+/// read) sorts keys.
 package enum JSONCoding {
     package static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
@@ -30,12 +31,23 @@ package enum JSONCoding {
     private static let sharedEncoder = encoder()
     private static let sharedDecoder = decoder()
 
+    /// Compact JSON, keys in the order the type encodes them, written by the streaming encoder
+    /// (the journal's hot path); a value it cannot write is encoded by Foundation's, whose error
+    /// is the one reported.
     package static func encode<T: Encodable>(_ value: T) throws -> Data {
-        try sharedEncoder.encode(value)
+        Data(try encodeBytes(value))
     }
 
     package static func encodeString<T: Encodable>(_ value: T) throws -> String {
-        String(decoding: try encode(value), as: UTF8.self)
+        String(decoding: try encodeBytes(value), as: UTF8.self)
+    }
+
+    private static func encodeBytes<T: Encodable>(_ value: T) throws -> [UInt8] {
+        do {
+            return try StreamingJSONEncoder.encode(value)
+        } catch {
+            return Array(try sharedEncoder.encode(value))
+        }
     }
 
     package static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {

@@ -75,6 +75,12 @@ package struct JSONWriter {
         }
     }
 
+    /// A value already in JSON form (a number's digits, say), written as is.
+    package mutating func raw(_ json: String) {
+        separate()
+        bytes.append(contentsOf: json.utf8)
+    }
+
     package mutating func bool(_ value: Bool) {
         separate()
         bytes.append(contentsOf: (value ? "true" : "false").utf8)
