@@ -140,6 +140,45 @@ import TroupeTesting
         }
     }
 
+    /// Answers whose fields have the wrong types are refused with the field's path, streamed or not.
+    @Test(arguments: [
+        (#"{"choices":[{"message":{"role":"assistant","content":5}}]}"#, "field 'choices[0].message.content' is not a string", false),
+        (#"{"choices":{"message":{}}}"#, "field 'choices' is not an array", false),
+        (
+            #"{"choices":[{"message":{"content":"ok"}}],"usage":{"prompt_tokens":"many"}}"#,
+            "field 'usage.prompt_tokens' is not an integer", false
+        ),
+        (#"[1, 2]"#, "the value is not an object", false),
+        (
+            #"{"choices":[{"delta":{"tool_calls":[{"index":"zero"}]}}]}"#, "field 'choices[0].delta.tool_calls[0].index' is not an integer",
+            true
+        ),
+        (#"{"choices":[{"delta":"text"}]}"#, "field 'choices[0].delta' is not an object", true),
+    ])
+    func answersWithMistypedFieldsNameTheField(body: String, reason: String, stream: Bool) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(stream ? Self.sse([body, "[DONE]"]) : .http(status: 200, body: body))
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let request = ChatRequest(messages: [.user("hi")])
+            let error = await #expect(throws: TroupeError.self) {
+                _ = stream ? try await model.collect(request) : try await model.complete(request)
+            }
+            #expect(error?.code == .malformedModelResponse)
+            #expect(error?.message.contains(reason) == true, "\(error?.message ?? "")")
+        }
+    }
+
+    @Test func errorBodiesWithNumericCodesKeepTheCode() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(.http(status: 429, body: #"{"error":{"message":"slow down","type":"rate_limit","code":1302}}"#))
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let error = await #expect(throws: TroupeError.self) { _ = try await model.complete(ChatRequest(messages: [.user("hi")])) }
+            #expect(error?.code == .rateLimited)
+            #expect(error?.details["code"] == "1302")
+            #expect(error?.message.contains("slow down") == true)
+        }
+    }
+
     @Test func streamCutBeforeTheEndIsATransportError() async throws {
         try await MockOpenAIServer.withServer { mock in
             mock.enqueue(Self.sse([#"{"choices":[{"index":0,"delta":{"content":"par"}}]}"#]))

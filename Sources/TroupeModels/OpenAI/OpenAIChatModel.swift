@@ -59,8 +59,6 @@ public struct OpenAIChatModel: ChatModel {
 
     public let configuration: Configuration
     private let client: HTTPClient
-    // Shared: creating a coder per call costs more than coding a small request.
-    private static let decoder = JSONDecoder()
     private let endpoint: String
 
     /// How model calls want their HTTP client: fail a connection attempt at once instead of retrying
@@ -122,11 +120,11 @@ public struct OpenAIChatModel: ChatModel {
         }
         let decoded: OpenAIWire.Response
         do {
-            decoded = try Self.decoder.decode(OpenAIWire.Response.self, from: body)
+            decoded = try OpenAIWire.Response(JSONParser.parse(body.readableBytesView))
         } catch {
             throw TroupeError(
                 .malformedModelResponse,
-                "The model at \(endpoint) answered with something that is not a chat completion: \(JSONCoding.describe(error)).",
+                "The model at \(endpoint) answered with something that is not a chat completion: \(error.message).",
                 details: ["endpoint": endpoint, "body": Self.preview(body)]
             )
         }
@@ -172,7 +170,6 @@ public struct OpenAIChatModel: ChatModel {
         var model = configuration.model
         var received = 0
         var done = false
-        let decoder = Self.decoder
 
         func handle(_ event: SSEEvent) throws {
             if event.data == "[DONE]" {
@@ -181,11 +178,11 @@ public struct OpenAIChatModel: ChatModel {
             }
             let chunk: OpenAIWire.Chunk
             do {
-                chunk = try decoder.decode(OpenAIWire.Chunk.self, from: Data(event.data.utf8))
+                chunk = try OpenAIWire.Chunk(JSONParser.parse(event.data.utf8))
             } catch {
                 throw TroupeError(
                     .malformedModelResponse,
-                    "The model at \(endpoint) sent a stream chunk that is not JSON: \(JSONCoding.describe(error)).",
+                    "The model at \(endpoint) sent a stream chunk that is not a chat completion chunk: \(error.message).",
                     details: ["endpoint": endpoint, "chunk": String(event.data.prefix(500))]
                 )
             }
@@ -269,11 +266,10 @@ public struct OpenAIChatModel: ChatModel {
         }
         guard (200..<300).contains(response.status.code) else {
             let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
-            let envelope = try? Self.decoder.decode(OpenAIWire.ErrorEnvelope.self, from: body)
             let fallback = OpenAIWire.ErrorBody(message: Self.preview(body), type: nil, code: nil, param: nil)
             throw apiError(
                 status: Int(response.status.code),
-                body: envelope?.error ?? fallback,
+                body: OpenAIWire.errorBody(in: body.readableBytesView) ?? fallback,
                 retryAfter: response.headers.first(name: "retry-after-ms").map { "\($0)ms" } ?? response.headers.first(name: "retry-after")
             )
         }
@@ -285,7 +281,7 @@ public struct OpenAIChatModel: ChatModel {
         var details = ["endpoint": endpoint]
         if let status { details["status"] = "\(status)" }
         if let type = body.type { details["type"] = type }
-        if let code = body.code?.text, !code.isEmpty { details["code"] = code }
+        if let code = body.code, !code.isEmpty { details["code"] = code }
         if let retryAfter { details["retryAfter"] = retryAfter }
         let statusText = status.map { "HTTP \($0)" } ?? "an error in the stream"
         switch status {

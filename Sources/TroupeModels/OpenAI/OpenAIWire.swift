@@ -3,100 +3,137 @@ import TroupeCore
 /// The Chat Completions wire format, as OpenAI and compatible servers speak it. Only the fields
 /// Troupe sends or reads; unknown fields in answers are ignored.
 package enum OpenAIWire {
-    package struct Message: Codable {
-        var role: String
+    // Answers are read with `JSONParser` and `JSONFields` (one pass, no `Codable`): a field of the
+    // wrong type is an error naming its path; unknown fields are ignored.
+
+    package struct Message {
         var content: String?
         var tool_calls: [ToolCallWire]?
-        var tool_call_id: String?
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            content = try json.string("content")
+            tool_calls = try json.objects("tool_calls")?.map { (call) throws(TroupeError) in try ToolCallWire(call) }
+        }
     }
 
-    package struct ToolCallWire: Codable {
+    package struct ToolCallWire {
         var id: String?
-        var type: String?
         var function: FunctionWire
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            id = try json.string("id")
+            function = try json.object("function").map { (fields) throws(TroupeError) in try FunctionWire(fields) } ?? FunctionWire()
+        }
     }
 
-    package struct FunctionWire: Codable {
+    package struct FunctionWire {
         var name: String?
         var arguments: String?
+
+        init() {}
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            name = try json.string("name")
+            arguments = try json.string("arguments")
+        }
     }
 
-    package struct Response: Decodable {
+    package struct Response {
         var model: String?
         var choices: [Choice]?
         var usage: UsageWire?
+
+        package init(_ json: JSONValue) throws(TroupeError) {
+            let fields = try JSONFields(json)
+            model = try fields.string("model")
+            choices = try fields.objects("choices")?.map { (choice) throws(TroupeError) in try Choice(choice) }
+            usage = try fields.object("usage").map { (usage) throws(TroupeError) in try UsageWire(usage) }
+        }
     }
 
-    package struct Choice: Decodable {
+    package struct Choice {
         var message: Message?
         var finish_reason: String?
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            message = try json.object("message").map { (message) throws(TroupeError) in try Message(message) }
+            finish_reason = try json.string("finish_reason")
+        }
     }
 
-    package struct UsageWire: Decodable {
-        var prompt_tokens: Int?
-        var completion_tokens: Int?
-        var prompt_tokens_details: PromptDetails?
+    package struct UsageWire {
+        var usage: Usage
 
-        var usage: Usage {
-            Usage(
-                inputTokens: prompt_tokens ?? 0,
-                outputTokens: completion_tokens ?? 0,
-                cachedTokens: prompt_tokens_details?.cached_tokens ?? 0
+        init(_ json: JSONFields) throws(TroupeError) {
+            usage = Usage(
+                inputTokens: try json.int("prompt_tokens") ?? 0,
+                outputTokens: try json.int("completion_tokens") ?? 0,
+                cachedTokens: try json.object("prompt_tokens_details")?.int("cached_tokens") ?? 0
             )
         }
     }
 
-    package struct PromptDetails: Decodable {
-        var cached_tokens: Int?
-    }
-
-    package struct Chunk: Decodable {
+    package struct Chunk {
         var model: String?
         var choices: [ChunkChoice]?
         var usage: UsageWire?
         var error: ErrorBody?
+
+        package init(_ json: JSONValue) throws(TroupeError) {
+            let fields = try JSONFields(json)
+            model = try fields.string("model")
+            choices = try fields.objects("choices")?.map { (choice) throws(TroupeError) in try ChunkChoice(choice) }
+            usage = try fields.object("usage").map { (usage) throws(TroupeError) in try UsageWire(usage) }
+            error = try fields.object("error").map { (error) throws(TroupeError) in try ErrorBody(error) }
+        }
     }
 
-    package struct ChunkChoice: Decodable {
+    package struct ChunkChoice {
         var delta: Delta?
         var finish_reason: String?
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            delta = try json.object("delta").map { (delta) throws(TroupeError) in try Delta(delta) }
+            finish_reason = try json.string("finish_reason")
+        }
     }
 
-    package struct Delta: Decodable {
+    package struct Delta {
         var content: String?
         var tool_calls: [ToolCallDelta]?
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            content = try json.string("content")
+            tool_calls = try json.objects("tool_calls")?.map { (call) throws(TroupeError) in try ToolCallDelta(call) }
+        }
     }
 
-    package struct ToolCallDelta: Decodable {
+    package struct ToolCallDelta {
         var index: Int?
         var id: String?
         var function: FunctionWire?
+
+        init(_ json: JSONFields) throws(TroupeError) {
+            index = try json.int("index")
+            id = try json.string("id")
+            function = try json.object("function").map { (function) throws(TroupeError) in try FunctionWire(function) }
+        }
     }
 
-    package struct ErrorEnvelope: Decodable {
-        var error: ErrorBody?
-    }
-
-    package struct ErrorBody: Decodable {
+    package struct ErrorBody {
         var message: String?
         var type: String?
-        var code: CodeValue?
+        /// Servers send `code` as a string or a number.
+        var code: String?
         var param: String?
     }
 
-    /// Servers send `code` as a string or a number.
-    package struct CodeValue: Decodable {
-        var text: String
-        package init(from decoder: any Decoder) throws {
-            let container = try decoder.singleValueContainer()
-            if let string = try? container.decode(String.self) {
-                text = string
-            } else if let number = try? container.decode(Int.self) {
-                text = String(number)
-            } else {
-                text = ""
-            }
+    /// The `error` object of an error answer (`{"error": {...}}`), if the body is one.
+    package static func errorBody(in body: some Collection<UInt8>) -> ErrorBody? {
+        guard let json = try? JSONParser.parse(body), let fields = try? JSONFields(json), let error = try? fields.object("error") else {
+            return nil
         }
+        return try? ErrorBody(error)
     }
 
     package static func finishReason(_ raw: String?) -> FinishReason {
@@ -200,5 +237,19 @@ package enum OpenAIWire {
         }
         json.endObject()
         return json.bytes
+    }
+}
+
+extension OpenAIWire.ErrorBody {
+    init(_ json: JSONFields) throws(TroupeError) {
+        message = try json.string("message")
+        type = try json.string("type")
+        code =
+            switch json.members["code"] {
+            case .string(let text)?: text
+            case .int(let number)?: String(number)
+            default: nil
+            }
+        param = try json.string("param")
     }
 }
