@@ -41,6 +41,47 @@ import TroupeTesting
         }
     }
 
+    /// Creations and lease changes share group commits with appends; one that is refused leaves
+    /// nothing behind and does not disturb the others in its batch.
+    @Test func refusedWritesInABatchFailAloneAndLeaveNothingBehind() async throws {
+        try await withTemporaryDirectory { directory in
+            try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
+                let held = RunID.make()
+                _ = try await store.createRun(id: held, goal: "held", configuration: RunConfiguration(), at: fixedDate)
+                _ = try await store.acquireLease(on: held, owner: "a", until: fixedDate.addingTimeInterval(60), force: false, at: fixedDate)
+                let fresh = (0..<20).map { _ in RunID.make() }
+                let outcomes = await withTaskGroup(of: String.self) { group in
+                    for id in fresh {
+                        group.addTask {
+                            (try? await store.createRun(id: id, goal: "new", configuration: RunConfiguration(), at: fixedDate)) != nil
+                                ? "created" : "refused"
+                        }
+                    }
+                    group.addTask {
+                        do {
+                            _ = try await store.createRun(id: held, goal: "again", configuration: RunConfiguration(), at: fixedDate)
+                            return "duplicate created"
+                        } catch { return "duplicate \((error as? TroupeError)?.code.rawValue ?? "?")" }
+                    }
+                    group.addTask {
+                        do {
+                            _ = try await store.acquireLease(on: held, owner: "b", until: fixedDate, force: false, at: fixedDate)
+                            return "lease taken"
+                        } catch { return "lease \((error as? TroupeError)?.code.rawValue ?? "?")" }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                #expect(outcomes.filter { $0 == "created" }.count == 20)
+                #expect(outcomes.contains("duplicate invalidInput"))
+                #expect(outcomes.contains("lease leaseHeld"))
+                #expect(try await store.requireRun(held).goal == "held")
+                #expect(try await store.lease(of: held)?.owner == "a")
+                #expect(try await store.events(of: held).count == 1)
+                #expect(try await store.runs(RunQuery(limit: 100)).count == 21)
+            }
+        }
+    }
+
     @Test func concurrentAppendsAreGroupCommittedAndAConflictFailsAlone() async throws {
         try await withTemporaryDirectory { directory in
             try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in

@@ -85,7 +85,7 @@ public actor SQLiteRunStore: RunStore {
     public func close() {
         database?.close()
         database = nil
-        for waiting in pending { waiting.continuation.resume(throwing: TroupeError(.storage, "The SQLite store at \(path) was closed.")) }
+        for write in pending { write.fail(TroupeError(.storage, "The SQLite store at \(path) was closed.")) }
         pending = []
     }
 
@@ -100,17 +100,8 @@ public actor SQLiteRunStore: RunStore {
         let event = RunEvent.runCreated(goal: goal, configuration: configuration)
         let payload = try Self.encode(event)
         let configurationJSON = try Self.encode(configuration)
-        return try await insertRun(
-            id: id, goal: goal, configuration: configuration, event: event, payload: payload,
-            configurationJSON: configurationJSON, at: time)
-    }
-
-    private func insertRun(
-        id: RunID, goal: String, configuration: RunConfiguration, event: RunEvent, payload: String, configurationJSON: String, at time: Date
-    ) throws -> RunSummary {
-        let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
-        let database = try db()
-        try database.transaction {
+        return try await inNextCommit { store, database in
+            let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
             guard try database.query("SELECT 1 FROM runs WHERE id = ?", [.text(id.rawValue)]).isEmpty else {
                 throw TroupeError(.invalidInput, "Run \(id) already exists.")
             }
@@ -124,87 +115,97 @@ public actor SQLiteRunStore: RunStore {
                     .text(configurationJSON),
                 ]
             )
-            try insertEvents([(event.type, payload)], of: id, after: 0, at: time, in: database)
+            try Self.insertEvents([(event.type, payload)], of: id, after: 0, at: time, in: database)
+            store.cache[id] = summary
+            return summary
         }
-        cache[id] = summary
-        return summary
     }
-
-    /// An append waiting for the next group commit, with its caller.
-    private struct PendingAppend {
-        var run: RunID
-        var events: [RunEvent]
-        var payloads: [String]
-        var expectedSequence: Int
-        var time: Date
-        var continuation: CheckedContinuation<Int, any Error>
-    }
-
-    private var pending: [PendingAppend] = []
-    private var commitScheduled = false
 
     public nonisolated func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int {
         guard !events.isEmpty else { return expectedSequence }
         let payloads = try events.map(Self.encode)
-        return try await appendInNextCommit(run: run, events: events, payloads: payloads, expectedSequence: expectedSequence, at: time)
+        return try await inNextCommit { store, database in
+            try store.write(events, payloads: payloads, to: run, expectedSequence: expectedSequence, at: time, in: database)
+        }
     }
 
-    private func appendInNextCommit(run: RunID, events: [RunEvent], payloads: [String], expectedSequence: Int, at time: Date) async throws
-        -> Int
-    {
+    // MARK: Group commit
+
+    /// A write waiting for the next commit, and its caller.
+    private struct PendingWrite {
+        /// Does the write (on the store's thread, inside the batch's transaction) and returns how
+        /// to tell its caller it succeeded, once the batch is committed.
+        var perform: @Sendable (isolated SQLiteRunStore, SQLiteDatabase) throws -> @Sendable () -> Void
+        var fail: @Sendable (any Error) -> Void
+    }
+
+    private var pending: [PendingWrite] = []
+    private var commitScheduled = false
+
+    /// Queues `work` for the next group commit: whoever writes while a commit is being prepared
+    /// shares its transaction (and its thread hop and WAL write). Each write runs in a savepoint
+    /// of its own, so one that fails (a journal conflict, a held lease) leaves nothing behind and
+    /// fails alone; a failure of the store itself fails the whole batch, which is rolled back.
+    private func inNextCommit<T: Sendable>(
+        _ work: @escaping @Sendable (isolated SQLiteRunStore, SQLiteDatabase) throws -> T
+    ) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             pending.append(
-                PendingAppend(
-                    run: run, events: events, payloads: payloads, expectedSequence: expectedSequence, time: time, continuation: continuation
+                PendingWrite(
+                    perform: { store, database in
+                        let value = try work(store, database)
+                        return { continuation.resume(returning: value) }
+                    },
+                    fail: { continuation.resume(throwing: $0) }
                 )
             )
             guard !commitScheduled else { return }
             commitScheduled = true
-            // Runs after the store's thread has taken in every append already queued for it.
+            // Runs after the store's thread has taken in every write already queued for it.
             loop.execute { self.assumeIsolated { $0.commitPending() } }
         }
     }
 
-    /// Writes every waiting append in one transaction. A conflicting append fails alone; any other
-    /// failure rolls the whole batch back and fails every append in it, so nothing is half-written.
     private func commitPending() {
         commitScheduled = false
         let batch = pending
         pending = []
         guard !batch.isEmpty else { return }
-        var results: [Result<Int, any Error>] = []
+        var answers: [@Sendable () -> Void] = []
         do {
             let database = try db()
-            var written: [RunID: RunSummary] = [:]
-            results = try database.transaction {
-                try batch.map { request in
+            try database.transaction {
+                for write in batch {
+                    try database.query("SAVEPOINT write")
                     do {
-                        let summary = try write(request, cached: written[request.run] ?? cache[request.run], in: database)
-                        written[request.run] = summary
-                        return .success(summary.lastSequence)
-                    } catch let error as TroupeError where error.code == .journalConflict || error.code == .notFound {
-                        return .failure(error)
+                        answers.append(try write.perform(self, database))
+                        try database.query("RELEASE write")
+                    } catch let error as TroupeError where error.code != .storage {
+                        try database.query("ROLLBACK TO write")
+                        try database.query("RELEASE write")
+                        answers.append { write.fail(error) }
                     }
                 }
             }
-            cache.merge(written) { _, new in new }
         } catch {
-            results = batch.map { _ in .failure(error) }
-            for request in batch { cache[request.run] = nil }
+            // Nothing of the batch was written: summaries cached by its writes are not true.
+            cache = [:]
+            answers = batch.map { write in { write.fail(error) } }
         }
-        for (request, result) in zip(batch, results) { request.continuation.resume(with: result) }
+        for answer in answers { answer() }
     }
 
     /// One append inside an open transaction: the optimistic check, the summary, the events.
-    private func write(_ request: PendingAppend, cached: RunSummary?, in database: SQLiteDatabase) throws -> RunSummary {
-        let run = request.run
+    private func write(
+        _ events: [RunEvent], payloads: [String], to run: RunID, expectedSequence: Int, at time: Date, in database: SQLiteDatabase
+    ) throws -> Int {
         let current: RunSummary
-        if let cached, cached.lastSequence == request.expectedSequence {
+        if let cached = cache[run], cached.lastSequence == expectedSequence {
             current = cached
         } else {
             current = try loadSummary(run, in: database)
         }
-        let next = current.applying(request.events, at: request.time)
+        let next = current.applying(events, at: time)
         // Only what changed is encoded: an append costs no JSON beyond its events.
         let configuration: SQLiteValue =
             next.configuration == current.configuration ? .null : .text(try Self.encode(next.configuration))
@@ -217,23 +218,22 @@ public actor SQLiteRunStore: RunStore {
             WHERE id = ? AND last_sequence = ? RETURNING id
             """,
             [
-                .text(next.status.rawValue), Self.millis(request.time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
+                .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
                 .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
                 .integer(next.toolCalls), next.answer.map(SQLiteValue.text) ?? .null, error, configuration,
-                .text(run.rawValue), .integer(request.expectedSequence),
+                .text(run.rawValue), .integer(expectedSequence),
             ]
         )
         guard !updated.isEmpty else {
             cache[run] = nil
-            throw TroupeError.conflict(run, expected: request.expectedSequence, actual: try loadSummary(run, in: database).lastSequence)
+            throw TroupeError.conflict(run, expected: expectedSequence, actual: try loadSummary(run, in: database).lastSequence)
         }
-        try insertEvents(
-            zip(request.events, request.payloads).map { ($0.type, $1) }, of: run, after: request.expectedSequence, at: request.time,
-            in: database)
-        return next
+        try Self.insertEvents(zip(events, payloads).map { ($0.type, $1) }, of: run, after: expectedSequence, at: time, in: database)
+        cache[run] = next
+        return next.lastSequence
     }
 
-    private func insertEvents(
+    private static func insertEvents(
         _ events: [(type: String, payload: String)], of run: RunID, after sequence: Int, at time: Date,
         in database: SQLiteDatabase
     ) throws {
@@ -312,9 +312,9 @@ public actor SQLiteRunStore: RunStore {
 
     // MARK: Leases
 
-    public func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) throws -> Lease {
-        let database = try db()
-        return try database.transaction {
+    public nonisolated func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease
+    {
+        try await inNextCommit { _, database in
             let rows = try database.query("SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?", [.text(run.rawValue)])
             guard let row = rows.first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
             if let holder = row["lease_owner"].string, holder != owner, !force {
@@ -329,21 +329,25 @@ public actor SQLiteRunStore: RunStore {
         }
     }
 
-    public func renewLease(on run: RunID, owner: String, until expiry: Date) throws {
-        let updated = try db().query(
-            "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? RETURNING id",
-            [Self.millis(expiry), .text(run.rawValue), .text(owner)]
-        )
-        if updated.isEmpty {
-            throw TroupeError(.leaseHeld, "The lease on run \(run) was taken over by another driver; this one stops.")
+    public nonisolated func renewLease(on run: RunID, owner: String, until expiry: Date) async throws {
+        try await inNextCommit { _, database in
+            let updated = try database.query(
+                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? RETURNING id",
+                [Self.millis(expiry), .text(run.rawValue), .text(owner)]
+            )
+            if updated.isEmpty {
+                throw TroupeError(.leaseHeld, "The lease on run \(run) was taken over by another driver; this one stops.")
+            }
         }
     }
 
-    public func releaseLease(on run: RunID, owner: String) throws {
-        try db().query(
-            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
-            [.text(run.rawValue), .text(owner)]
-        )
+    public nonisolated func releaseLease(on run: RunID, owner: String) async throws {
+        try await inNextCommit { _, database in
+            try database.query(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
+                [.text(run.rawValue), .text(owner)]
+            )
+        }
     }
 
     public func lease(of run: RunID) throws -> Lease? {
@@ -352,9 +356,8 @@ public actor SQLiteRunStore: RunStore {
         return Lease(runID: run, owner: owner, expiresAt: Self.date(row["lease_expires_at"]))
     }
 
-    public func claimNextRun(owner: String, until expiry: Date, at time: Date) throws -> RunSummary? {
-        let database = try db()
-        return try database.transaction {
+    public nonisolated func claimNextRun(owner: String, until expiry: Date, at time: Date) async throws -> RunSummary? {
+        try await inNextCommit { _, database in
             let rows = try database.query(
                 """
                 SELECT \(Self.summaryColumns) FROM runs
