@@ -82,6 +82,29 @@ import TroupeTesting
         }
     }
 
+    /// A long journal is decoded in parallel chunks; it still comes back whole and in order.
+    @Test func aLongJournalReadsBackWholeAndInOrder() async throws {
+        try await withTemporaryDirectory { directory in
+            try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
+                let id = RunID.make()
+                var sequence = try await store.createRun(id: id, goal: "long", configuration: RunConfiguration(), at: fixedDate)
+                    .lastSequence
+                var written: [RunEvent] = [.runCreated(goal: "long", configuration: RunConfiguration())]
+                for index in 0..<700 {
+                    let batch: [RunEvent] = [
+                        .stepStarted(stepID: "s\(index)", attempt: 1), .stepCompleted(stepID: "s\(index)", output: "\(index)"),
+                    ]
+                    sequence = try await store.append(batch, to: id, expectedSequence: sequence, at: fixedDate)
+                    written += batch
+                }
+                let records = try await store.events(of: id)
+                #expect(records.map(\.sequence) == Array(1...1_401))
+                #expect(records.map(\.event) == written)
+                #expect(try await store.events(of: id, after: 1_000).map(\.sequence) == Array(1_001...1_401))
+            }
+        }
+    }
+
     @Test func concurrentAppendsAreGroupCommittedAndAConflictFailsAlone() async throws {
         try await withTemporaryDirectory { directory in
             try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
