@@ -28,16 +28,22 @@ public final class MockOpenAIServer: Sendable {
         public var planTools: [String]?
         /// Arguments for a tool call, given the tool's name and JSON Schema; `nil` makes them up.
         public var arguments: @Sendable (_ tool: String, _ schema: JSONValue) -> JSONValue?
+        /// How many of the newest requests ``MockOpenAIServer/requests`` keeps at least (it keeps
+        /// fewer than twice as many: a long-running mock, as in benchmarks, must not grow without
+        /// end); ``MockOpenAIServer/requestCount`` counts them all.
+        public var requestsKept: Int
 
         public init(
             planSteps: Int = 3,
             latency: Duration = .zero,
             planTools: [String]? = nil,
+            requestsKept: Int = .max,
             arguments: @escaping @Sendable (_ tool: String, _ schema: JSONValue) -> JSONValue? = { _, _ in nil }
         ) {
             self.planSteps = planSteps
             self.latency = latency
             self.planTools = planTools
+            self.requestsKept = max(0, requestsKept)
             self.arguments = arguments
         }
     }
@@ -54,6 +60,7 @@ public final class MockOpenAIServer: Sendable {
 
     private struct State {
         var requests: [JSONValue] = []
+        var requestCount = 0
         var scripted: [Reply] = []
         var waiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
@@ -132,17 +139,17 @@ public final class MockOpenAIServer: Sendable {
         state.withLock { $0.scripted += replies }
     }
 
-    /// The JSON bodies of the chat requests received so far.
+    /// The JSON bodies of the chat requests received so far (the newest ones, see `requestsKept`).
     public var requests: [JSONValue] { state.withLock { $0.requests } }
 
     /// How many chat requests have arrived.
-    public var requestCount: Int { state.withLock { $0.requests.count } }
+    public var requestCount: Int { state.withLock { $0.requestCount } }
 
     /// Returns once at least `count` chat requests have arrived (their answers may still be pending).
     public func waitForRequests(_ count: Int) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state in
-                if state.requests.count >= count { return true }
+                if state.requestCount >= count { return true }
                 state.waiters.append((count, continuation))
                 return false
             }
@@ -185,8 +192,15 @@ public final class MockOpenAIServer: Sendable {
         }
         let request = (try? JSONValue.parse(Data(body.readableBytesView))) ?? .null
         let scripted = state.withLock { state -> Reply? in
-            state.requests.append(request)
-            let count = state.requests.count
+            state.requestCount += 1
+            if configuration.requestsKept > 0 {
+                state.requests.append(request)
+                // Trimmed in bulk so that keeping the newest requests stays cheap per request.
+                if state.requests.count - configuration.requestsKept >= configuration.requestsKept {
+                    state.requests.removeFirst(configuration.requestsKept)
+                }
+            }
+            let count = state.requestCount
             let ready = state.waiters.filter { $0.count <= count }
             state.waiters.removeAll { $0.count <= count }
             for waiter in ready { waiter.continuation.resume() }

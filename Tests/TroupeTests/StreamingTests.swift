@@ -220,4 +220,21 @@ import TroupeTesting
             #expect(response.message.content == "Here is my answer, based on what I have.")
         }
     }
+
+    @Test(arguments: [0, 2])
+    func aLongRunningMockKeepsOnlyTheNewestRequests(kept: Int) async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(requestsKept: kept)) { mock in
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            for index in 1...5 { _ = try await model.complete(ChatRequest(messages: [.user("request \(index)")])) }
+            await mock.waitForRequests(5)
+            #expect(mock.requestCount == 5)
+            let contents = mock.requests.map { $0["messages"]?.arrayValue?.first?["content"]?.stringValue ?? "" }
+            if kept == 0 {
+                #expect(contents.isEmpty)
+            } else {
+                #expect((kept..<2 * kept).contains(contents.count))
+                #expect(contents.last == "request 5")
+            }
+        }
+    }
 }

@@ -43,7 +43,7 @@ struct WorkloadOptions: ParsableArguments {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let mock = try await MockOpenAIServer.start(
-            configuration: .init(planSteps: steps, latency: .milliseconds(latencyMs), planTools: ["echo"]),
+            configuration: .init(planSteps: steps, latency: .milliseconds(latencyMs), planTools: ["echo"], requestsKept: 0),
             group: group
         )
         do {

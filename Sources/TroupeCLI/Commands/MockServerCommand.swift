@@ -34,7 +34,7 @@ struct MockServerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let server = try await MockOpenAIServer.start(
-            configuration: MockOpenAIServer.Configuration(planSteps: steps, latency: .milliseconds(latencyMs)),
+            configuration: MockOpenAIServer.Configuration(planSteps: steps, latency: .milliseconds(latencyMs), requestsKept: 0),
             port: port
         )
         say("mock OpenAI-compatible server at \(server.baseURL) — Ctrl-C to stop")

@@ -260,11 +260,18 @@ public actor SQLiteRunStore: RunStore {
         let rows = try await eventRows(of: run, after: sequence)
         // A long journal (a resume) is decoded on every core: decoding is most of a resume's time.
         let chunk = 256
-        guard rows.count > chunk else { return try rows.map { try Self.record($0, of: run) } }
+        guard rows.count > chunk else {
+            let decoder = JSONCoding.decoder()
+            return try rows.map { try Self.record($0, of: run, decoder: decoder) }
+        }
         return try await withThrowingTaskGroup(of: (Int, [RunEventRecord]).self) { group in
             for start in stride(from: 0, to: rows.count, by: chunk) {
                 let slice = rows[start..<min(start + chunk, rows.count)]
-                group.addTask { (start, try slice.map { try Self.record($0, of: run) }) }
+                group.addTask {
+                    // A decoder per task: one shared decoder serializes its users on its lock.
+                    let decoder = JSONCoding.decoder()
+                    return (start, try slice.map { try Self.record($0, of: run, decoder: decoder) })
+                }
             }
             var parts: [(Int, [RunEventRecord])] = []
             for try await part in group { parts.append(part) }
@@ -272,12 +279,12 @@ public actor SQLiteRunStore: RunStore {
         }
     }
 
-    private static func record(_ row: EventRow, of run: RunID) throws -> RunEventRecord {
+    private static func record(_ row: EventRow, of run: RunID, decoder: JSONDecoder) throws -> RunEventRecord {
         do {
             return RunEventRecord(
                 sequence: row.sequence,
                 recordedAt: row.recordedAt,
-                event: try JSONCoding.decode(RunEvent.self, from: Data(row.payload.utf8)),
+                event: try decoder.decode(RunEvent.self, from: Data(row.payload.utf8)),
                 schemaVersion: row.schemaVersion
             )
         } catch {
