@@ -27,6 +27,7 @@ let package = Package(
                 .product(name: "Troupe", package: "troupe"),
                 .product(name: "TroupeTesting", package: "troupe"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],

@@ -17,6 +17,7 @@ struct BaselineCommand: AsyncParsableCommand {
     func run() async throws {
         var settings = HTTPClient.Configuration()
         settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = workload.connections
+        settings.timeout.connect = workload.connectTimeout
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
         do {
             try await workload.withServer { baseURL in

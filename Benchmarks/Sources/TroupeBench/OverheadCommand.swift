@@ -22,6 +22,7 @@ struct OverheadCommand: AsyncParsableCommand {
         configuration.stream = workload.stream
         var settings = OpenAIChatModel.httpClientConfiguration
         settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = workload.connections
+        settings.timeout.connect = workload.connectTimeout
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
         do {
             try await workload.withServer { baseURL in

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOCore
 import NIOPosix
 import TroupeTesting
 
@@ -28,6 +29,10 @@ struct WorkloadOptions: ParsableArguments {
 
     @Option(help: "HTTP/1.1 connections the client may open to the server (both modes; Troupe's default is 1,024).")
     var connections = 1_024
+
+    /// How long a request may wait for a connection (AsyncHTTPClient counts the wait in the pool
+    /// as connecting): with thousands of runs starting at once, longer than Troupe's 10 s.
+    var connectTimeout: TimeAmount { .seconds(Int64(max(10, concurrency / 100))) }
 
     func validate() throws {
         guard steps >= 1, runs >= 1, concurrency >= 1, connections >= 1 else {
