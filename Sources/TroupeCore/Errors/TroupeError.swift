@@ -36,6 +36,9 @@ public struct TroupeError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let transport = Code(rawValue: "transport")
         /// A call did not finish before its deadline.
         public static let timeout = Code(rawValue: "timeout")
+        /// A circuit breaker refused the call: the model failed too often lately and is left alone
+        /// for a cool-down (a fallback model may answer instead).
+        public static let circuitOpen = Code(rawValue: "circuitOpen")
         /// A tool is not known or not allowed for this step.
         public static let unknownTool = Code(rawValue: "unknownTool")
         /// A tool failed; the message is what the model sees.

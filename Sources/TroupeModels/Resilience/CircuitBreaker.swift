@@ -1,0 +1,217 @@
+public import Foundation
+public import Logging
+import Synchronization
+public import TroupeCore
+
+/// The circuit breaker's rules, as a pure state machine: no clock, no I/O. Times are seconds on
+/// any monotonic clock the owner reads.
+///
+/// - closed: calls go ahead. It opens after `consecutiveFailures` failures in a row, or when at
+///   least `minimumCalls` of the last `window` calls were made and `failureRate` of them failed.
+/// - open: calls are refused until `coolDownSeconds` have passed; then it is half-open.
+/// - half-open: `probes` calls at a time go ahead; a success closes it, a failure opens it again.
+///
+/// Only failures that say the server is unwell count (see ``TroupeError/isRetryable``); a refused
+/// request (400, 401…) is the caller's problem and counts as a success.
+public struct CircuitBreaker: Sendable, Hashable {
+    public enum State: String, Sendable, Hashable, Codable {
+        case closed, open, halfOpen
+    }
+
+    public struct Policy: Sendable, Hashable, Codable {
+        public var consecutiveFailures: Int
+        public var failureRate: Double
+        public var window: Int
+        public var minimumCalls: Int
+        public var coolDownSeconds: Double
+        public var probes: Int
+
+        public init(
+            consecutiveFailures: Int = 5, failureRate: Double = 0.5, window: Int = 20, minimumCalls: Int = 10,
+            coolDownSeconds: Double = 30, probes: Int = 1
+        ) {
+            self.consecutiveFailures = max(1, consecutiveFailures)
+            self.failureRate = min(1, max(0, failureRate))
+            self.window = max(1, window)
+            self.minimumCalls = max(1, minimumCalls)
+            self.coolDownSeconds = max(0, coolDownSeconds)
+            self.probes = max(1, probes)
+        }
+    }
+
+    public let policy: Policy
+    public private(set) var state: State = .closed
+    /// When it last opened.
+    public private(set) var openedAt: Double?
+    /// The outcomes of the last `window` calls while closed (`true` = failed), oldest first.
+    private var recent: [Bool] = []
+    private var consecutive = 0
+    private var probing = 0
+
+    public init(policy: Policy = Policy()) {
+        self.policy = policy
+    }
+
+    /// Whether a call may go ahead at `now`; a `true` must be followed by ``record(failed:at:)``.
+    public mutating func permit(at now: Double) -> Bool {
+        switch state {
+        case .closed:
+            return true
+        case .open:
+            guard let openedAt, now - openedAt >= policy.coolDownSeconds else { return false }
+            state = .halfOpen
+            probing = 1
+            return true
+        case .halfOpen:
+            guard probing < policy.probes else { return false }
+            probing += 1
+            return true
+        }
+    }
+
+    /// Records a permitted call's outcome.
+    public mutating func record(failed: Bool, at now: Double) {
+        switch state {
+        case .closed:
+            consecutive = failed ? consecutive + 1 : 0
+            recent.append(failed)
+            if recent.count > policy.window { recent.removeFirst(recent.count - policy.window) }
+            let failures = recent.filter { $0 }.count
+            let rateExceeded =
+                recent.count >= policy.minimumCalls && Double(failures) / Double(recent.count) >= policy.failureRate && failures > 0
+            if consecutive >= policy.consecutiveFailures || rateExceeded { open(at: now) }
+        case .halfOpen:
+            probing = max(0, probing - 1)
+            if failed {
+                open(at: now)
+            } else {
+                state = .closed
+                recent = []
+                consecutive = 0
+                probing = 0
+            }
+        case .open:
+            break  // a call permitted before it opened: the breaker has decided already
+        }
+    }
+
+    private mutating func open(at now: Double) {
+        state = .open
+        openedAt = now
+        probing = 0
+    }
+}
+
+/// Refuses calls to a model that has been failing, so a run fails fast (or a ``FallbackModel``
+/// moves on) instead of waiting on a server that is down, and probes it again after a cool-down.
+/// State changes are logged (`circuit breaker opened` / `half-open` / `closed`) and reported to
+/// `onStateChange`.
+public final class CircuitBreakerModel: ChatModel, Sendable {
+    public let base: any ChatModel
+    /// Names the model in errors and logs (an endpoint, say).
+    public let name: String
+    private let breaker: Mutex<CircuitBreaker>
+    private let seconds: @Sendable () -> Double
+    private let logger: Logger
+    private let onStateChange: @Sendable (CircuitBreaker.State) -> Void
+
+    public init(
+        _ base: any ChatModel,
+        name: String,
+        policy: CircuitBreaker.Policy = CircuitBreaker.Policy(),
+        clock: any Clock<Duration> = ContinuousClock(),
+        logger: Logger = Logger(label: "troupe.model"),
+        onStateChange: @escaping @Sendable (CircuitBreaker.State) -> Void = { _ in }
+    ) {
+        self.base = base
+        self.name = name
+        self.breaker = Mutex(CircuitBreaker(policy: policy))
+        self.seconds = Self.stopwatch(clock)
+        self.logger = logger
+        self.onStateChange = onStateChange
+    }
+
+    private static func stopwatch<C: Clock<Duration>>(_ clock: C) -> @Sendable () -> Double {
+        let start = clock.now
+        return {
+            let elapsed = start.duration(to: clock.now)
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
+    }
+
+    /// The breaker's state now.
+    public var state: CircuitBreaker.State { breaker.withLock { $0.state } }
+
+    public func complete(_ request: ChatRequest) async throws -> ChatResponse {
+        try admit()
+        do {
+            let response = try await base.complete(request)
+            settle(failed: false)
+            return response
+        } catch {
+            settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
+            throw error
+        }
+    }
+
+    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try admit()
+                } catch {
+                    continuation.finish(throwing: error)
+                    return
+                }
+                do {
+                    for try await event in base.stream(request) { continuation.yield(event) }
+                    settle(failed: false)
+                    continuation.finish()
+                } catch {
+                    settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    private func admit() throws {
+        let now = seconds()
+        let (permitted, before, after, openedAt) = breaker.withLock { breaker in
+            let before = breaker.state
+            let permitted = breaker.permit(at: now)
+            return (permitted, before, breaker.state, breaker.openedAt)
+        }
+        if before != after { changed(to: after) }
+        guard permitted else {
+            let wait = max(0, (openedAt ?? now) + breaker.withLock { $0.policy.coolDownSeconds } - now)
+            throw TroupeError(
+                .circuitOpen,
+                "The circuit breaker for \(name) is open after repeated failures; calls are refused for \(String(format: "%.0f", wait)) s more.",
+                details: ["model": name, "retryInSeconds": String(format: "%.1f", wait)]
+            )
+        }
+    }
+
+    private func settle(failed: Bool) {
+        let now = seconds()
+        let (before, after) = breaker.withLock { breaker in
+            let before = breaker.state
+            breaker.record(failed: failed, at: now)
+            return (before, breaker.state)
+        }
+        if before != after { changed(to: after) }
+    }
+
+    private func changed(to state: CircuitBreaker.State) {
+        let message: Logger.Message =
+            switch state {
+            case .open: "circuit breaker opened"
+            case .halfOpen: "circuit breaker half-open: probing"
+            case .closed: "circuit breaker closed"
+            }
+        logger.log(level: state == .open ? .warning : .info, message, metadata: ["model": "\(name)", "state": "\(state.rawValue)"])
+        onStateChange(state)
+    }
+}
