@@ -237,4 +237,44 @@ import TroupeTesting
             }
         }
     }
+
+    /// A server without structured output refuses `response_format`: the schema moves into the
+    /// prompt, at once and for every later request to that endpoint.
+    @Test(arguments: [false, true])
+    func aServerWithoutResponseFormatGetsTheSchemaInThePrompt(stream: Bool) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                .http(
+                    status: 400,
+                    body: #"{"error":{"message":"response_format of type json_schema is not supported","type":"invalid_request_error"}}"#
+                ))
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let request = ChatRequest(
+                messages: [.system("plan"), .user("goal")],
+                responseFormat: .jsonSchema(name: "troupe_plan", schema: Plan.schema.strictForOpenAI(), strict: true))
+            _ = stream ? try await model.collect(request) : try await model.complete(request)
+            _ = stream ? try await model.collect(request) : try await model.complete(request)
+            let bodies = mock.requests
+            #expect(bodies.count == 3)
+            #expect(bodies[0]["response_format"] != nil)
+            for body in bodies.dropFirst() {
+                #expect(body["response_format"] == nil)
+                let last = body["messages"]?.arrayValue?.last
+                #expect(last?["role"] == "system")
+                #expect(last?["content"]?.stringValue?.contains("must match this JSON Schema (troupe_plan)") == true)
+            }
+        }
+    }
+
+    @Test func otherBadRequestsAreNotResentWithoutTheFormat() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(.http(status: 400, body: #"{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}"#))
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let request = ChatRequest(
+                messages: [.user("goal")], responseFormat: .jsonSchema(name: "troupe_plan", schema: Plan.schema, strict: true))
+            let error = await #expect(throws: TroupeError.self) { try await model.complete(request) }
+            #expect(error?.code == .invalidInput)
+            #expect(mock.requestCount == 1)
+        }
+    }
 }

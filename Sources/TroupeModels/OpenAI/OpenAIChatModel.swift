@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOFoundationCompat
 import NIOHTTP1
+import Synchronization
 public import TroupeCore
 
 /// A ``ChatModel`` that speaks the OpenAI Chat Completions API over HTTP: OpenAI itself, or any
@@ -251,7 +252,26 @@ public struct OpenAIChatModel: ChatModel {
     }
 
     /// Sends the request; returns the response once its status is known to be a success.
+    ///
+    /// A server that refuses `response_format` (a 400 that names it) is asked again at once with
+    /// the schema in the prompt instead, and is remembered: later requests to that endpoint carry
+    /// the schema in the prompt from the start (the planner reads JSON from prose or fences too).
     private func send(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
+        let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(endpoint) }
+        do {
+            return try await post(usesFormat ? request : request.withSchemaInPrompt(), stream: stream)
+        } catch let error as TroupeError where usesFormat && request.withSchemaInPrompt() != request && error.refusesResponseFormat {
+            Self.jsonInPromptEndpoints.withLock { _ = $0.insert(endpoint) }
+            Logger(label: "troupe.model").notice(
+                "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
+            return try await post(request.withSchemaInPrompt(), stream: stream)
+        }
+    }
+
+    /// Endpoints that refused `response_format`, for the life of the process.
+    private static let jsonInPromptEndpoints = Mutex<Set<String>>([])
+
+    private func post(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
@@ -319,5 +339,30 @@ public struct OpenAIChatModel: ChatModel {
 
     private static func preview(_ body: ByteBuffer) -> String {
         String(decoding: body.readableBytesView.prefix(500), as: UTF8.self)
+    }
+}
+
+extension TroupeError {
+    /// A 400 that says the server does not do `response_format` / JSON Schema output.
+    fileprivate var refusesResponseFormat: Bool {
+        guard code == .invalidInput, details["status"] == "400" else { return false }
+        let text = message.lowercased()
+        return text.contains("response_format") || text.contains("json_schema") || text.contains("structured output")
+    }
+}
+
+extension ChatRequest {
+    /// The request with a `json_schema` response format turned into an instruction in the prompt.
+    fileprivate func withSchemaInPrompt() -> ChatRequest {
+        guard case .jsonSchema(let name, let schema, _) = responseFormat else { return self }
+        var request = self
+        request.responseFormat = .text
+        request.messages.append(
+            .system(
+                "Answer with one JSON object only, no prose and no code fences. It must match this JSON Schema "
+                    + "(\(name)): \(schema.jsonValue.jsonString)"
+            )
+        )
+        return request
     }
 }
