@@ -1,0 +1,175 @@
+public import Foundation
+import Synchronization
+public import TroupeCore
+
+/// A token bucket, as a pure value: `capacity` units, refilled at `refillPerSecond`. Times are
+/// seconds on any monotonic clock the owner reads.
+///
+/// Reservations may drive the level below zero: each caller is told how long to wait for its
+/// share, so callers are served in the order they asked (no retry loops, no starvation of large
+/// requests).
+public struct TokenBucket: Sendable, Hashable {
+    public let capacity: Double
+    public let refillPerSecond: Double
+    public private(set) var level: Double
+    private var updatedAt: Double
+
+    public init(capacity: Double, refillPerSecond: Double, at now: Double) {
+        self.capacity = max(0, capacity)
+        self.refillPerSecond = max(0, refillPerSecond)
+        self.level = self.capacity
+        self.updatedAt = now
+    }
+
+    /// A bucket for `perMinute` units a minute, full at the start.
+    public init(perMinute: Int, at now: Double) {
+        self.init(capacity: Double(perMinute), refillPerSecond: Double(perMinute) / 60, at: now)
+    }
+
+    /// Takes `amount`; returns the seconds to wait before using it (0 if it is there now).
+    public mutating func reserve(_ amount: Double, at now: Double) -> Double {
+        refill(at: now)
+        level -= amount
+        guard level < 0 else { return 0 }
+        return refillPerSecond > 0 ? -level / refillPerSecond : .infinity
+    }
+
+    /// Gives back (positive) or takes more (negative) once the real cost is known.
+    public mutating func adjust(by amount: Double, at now: Double) {
+        refill(at: now)
+        level = min(capacity, level + amount)
+    }
+
+    private mutating func refill(at now: Double) {
+        let elapsed = max(0, now - updatedAt)
+        level = min(capacity, level + elapsed * refillPerSecond)
+        updatedAt = now
+    }
+}
+
+/// Requests and tokens per minute an endpoint allows; `nil` is unlimited.
+public struct RateLimits: Sendable, Hashable, Codable {
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+
+    public init(requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+    }
+}
+
+/// The request and token buckets of one model endpoint, shared by every run that calls it.
+public final class RateLimiter: Sendable {
+    public let limits: RateLimits
+    private let buckets: Mutex<(requests: TokenBucket?, tokens: TokenBucket?)>
+    private let clock: any Clock<Duration>
+    private let seconds: @Sendable () -> Double
+
+    public init(limits: RateLimits, clock: any Clock<Duration> = ContinuousClock()) {
+        self.limits = limits
+        self.clock = clock
+        self.seconds = Self.stopwatch(clock)
+        let now = 0.0
+        buckets = Mutex(
+            (
+                limits.requestsPerMinute.map { TokenBucket(perMinute: $0, at: now) },
+                limits.tokensPerMinute.map { TokenBucket(perMinute: $0, at: now) }
+            ))
+    }
+
+    private static let registry = Mutex<[String: RateLimiter]>([:])
+
+    /// The limiter of `endpoint` in this process, made on first use with `limits` (later callers
+    /// share it, whatever limits they pass).
+    public static func shared(for endpoint: String, limits: RateLimits) -> RateLimiter {
+        registry.withLock { registry in
+            if let limiter = registry[endpoint] { return limiter }
+            let limiter = RateLimiter(limits: limits)
+            registry[endpoint] = limiter
+            return limiter
+        }
+    }
+
+    private static func stopwatch<C: Clock<Duration>>(_ clock: C) -> @Sendable () -> Double {
+        let start = clock.now
+        return {
+            let elapsed = start.duration(to: clock.now)
+            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        }
+    }
+
+    /// Waits until one request of about `tokens` tokens may be sent.
+    public func acquire(tokens: Int) async throws {
+        let now = seconds()
+        let wait = buckets.withLock { buckets in
+            let forRequest = buckets.requests?.reserve(1, at: now) ?? 0
+            let forTokens = buckets.tokens?.reserve(Double(tokens), at: now) ?? 0
+            return max(forRequest, forTokens)
+        }
+        guard wait > 0 else { return }
+        guard wait.isFinite else { throw TroupeError(.rateLimited, "The rate limit allows no requests (a limit of 0 per minute).") }
+        try await clock.sleep(for: .milliseconds(Int64((wait * 1000).rounded(.up))))
+    }
+
+    /// Corrects the token bucket once the real usage of a call is known.
+    public func settle(estimated: Int, actual: Int) {
+        let now = seconds()
+        buckets.withLock { $0.tokens?.adjust(by: Double(estimated - actual), at: now) }
+    }
+}
+
+/// Keeps a model's calls within requests-per-minute and tokens-per-minute limits, so runs slow
+/// down before the server answers 429. Tokens are estimated before a call (prompt characters ÷ 4
+/// plus the answer allowance) and corrected with the real usage after it.
+public struct RateLimitedModel: ChatModel {
+    public let base: any ChatModel
+    public let limiter: RateLimiter
+
+    public init(_ base: any ChatModel, limiter: RateLimiter) {
+        self.base = base
+        self.limiter = limiter
+    }
+
+    /// Tokens a request may use: its text ÷ 4 (a common rule of thumb for English and code) plus
+    /// `maxTokens`, or 512 for the answer when no limit is set.
+    public static func estimatedTokens(_ request: ChatRequest) -> Int {
+        var characters = 0
+        for message in request.messages {
+            characters += (message.content?.count ?? 0) + message.toolCalls.reduce(0) { $0 + $1.arguments.count + $1.name.count }
+        }
+        for tool in request.tools {
+            characters += tool.name.count + tool.description.count + tool.parameters.jsonValue.jsonString.count
+        }
+        return characters / 4 + (request.maxTokens ?? 512)
+    }
+
+    public func complete(_ request: ChatRequest) async throws -> ChatResponse {
+        let estimate = Self.estimatedTokens(request)
+        try await limiter.acquire(tokens: estimate)
+        // A failed call keeps its estimate: the server may have counted the prompt.
+        let response = try await base.complete(request)
+        limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+        return response
+    }
+
+    public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                let estimate = Self.estimatedTokens(request)
+                do {
+                    try await limiter.acquire(tokens: estimate)
+                    for try await event in base.stream(request) {
+                        if case .completed(let response) = event {
+                            limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+                        }
+                        continuation.yield(event)
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+@Suite struct RateLimitedModelTests {
+    @Test func aBucketServesCallersInOrderAndRefillsOverTime() {
+        var bucket = TokenBucket(perMinute: 60, at: 0)
+        #expect(bucket.reserve(60, at: 0) == 0, "full at the start")
+        #expect(bucket.reserve(1, at: 0) == 1, "one unit a second")
+        #expect(bucket.reserve(1, at: 0) == 2, "the next caller waits behind the first")
+        #expect(bucket.reserve(1, at: 10) == 0, "ten seconds refilled ten units")
+        bucket.adjust(by: 100, at: 10)
+        #expect(bucket.level == 60, "never above capacity")
+        bucket.adjust(by: -90, at: 10)
+        #expect(bucket.reserve(0, at: 10) == 30, "real usage above the estimate is paid for later")
+        var empty = TokenBucket(perMinute: 0, at: 0)
+        #expect(empty.reserve(1, at: 0) == .infinity)
+    }
+
+    @Test func requestsBeyondTheLimitWaitTheirTurn() async throws {
+        let scripted = ScriptedModel(Array(repeating: .response(ChatResponse.text("ok")), count: 3))
+        let clock = TestClock()
+        let model = RateLimitedModel(scripted, limiter: RateLimiter(limits: RateLimits(requestsPerMinute: 2), clock: clock))
+        let request = ChatRequest(messages: [.user("hi")])
+        async let calls = withThrowingTaskGroup(of: ChatResponse.self) { group in
+            for _ in 0..<3 { group.addTask { try await model.complete(request) } }
+            return try await group.reduce(into: 0) { count, _ in count += 1 }
+        }
+        await clock.waitForSleepers(1)
+        #expect(scripted.requests.count == 2, "two requests a minute: the third waits")
+        clock.advance(by: .seconds(29))
+        #expect(clock.sleeperCount == 1)
+        clock.advance(by: .seconds(1))
+        #expect(try await calls == 3)
+        #expect(scripted.requests.count == 3)
+    }
+
+    @Test func tokensAreEstimatedBeforeAndCorrectedAfter() async throws {
+        let request = ChatRequest(messages: [.user(String(repeating: "x", count: 400))], maxTokens: 100)
+        #expect(RateLimitedModel.estimatedTokens(request) == 200)
+        // The call used 1,000 tokens where 200 were estimated: the next caller waits for the rest.
+        let scripted = ScriptedModel([
+            .response(ChatResponse.text("big", usage: Usage(inputTokens: 900, outputTokens: 100))), .response(ChatResponse.text("next")),
+        ])
+        let clock = TestClock()
+        let model = RateLimitedModel(scripted, limiter: RateLimiter(limits: RateLimits(tokensPerMinute: 1_000), clock: clock))
+        _ = try await model.complete(request)
+        let next = Task { try await model.complete(request) }
+        await clock.waitForSleepers(1)
+        #expect(scripted.requests.count == 1)
+        clock.advance(by: .seconds(12))  // 200 tokens at 1,000 a minute
+        #expect(try await next.value.message.content == "next")
+    }
+
+    @Test func oneLimiterPerEndpointIsShared() {
+        let first = RateLimiter.shared(for: "http://127.0.0.1:9/v1", limits: RateLimits(requestsPerMinute: 10))
+        let second = RateLimiter.shared(for: "http://127.0.0.1:9/v1", limits: RateLimits(requestsPerMinute: 99))
+        let other = RateLimiter.shared(for: "http://127.0.0.1:10/v1", limits: RateLimits(requestsPerMinute: 10))
+        #expect(first === second)
+        #expect(first !== other)
+        #expect(second.limits.requestsPerMinute == 10)
+    }
+}
