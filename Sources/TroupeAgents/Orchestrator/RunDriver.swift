@@ -93,7 +93,7 @@ public struct RunDriver: Sendable {
     }
 
     private var leaseSeconds: TimeInterval {
-        Double(leaseDuration.components.seconds) + Double(leaseDuration.components.attoseconds) / 1e18
+        leaseDuration.seconds
     }
 
     private enum Message: Sendable {

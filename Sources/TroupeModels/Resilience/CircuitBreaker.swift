@@ -126,17 +126,9 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
         self.base = base
         self.name = name
         self.breaker = Mutex(CircuitBreaker(policy: policy))
-        self.seconds = Self.stopwatch(clock)
+        self.seconds = stopwatch(clock)
         self.logger = logger
         self.onStateChange = onStateChange
-    }
-
-    private static func stopwatch<C: Clock<Duration>>(_ clock: C) -> @Sendable () -> Double {
-        let start = clock.now
-        return {
-            let elapsed = start.duration(to: clock.now)
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        }
     }
 
     /// The breaker's state now.

@@ -68,7 +68,7 @@ public final class RateLimiter: Sendable {
     public init(limits: RateLimits, clock: any Clock<Duration> = ContinuousClock()) {
         self.limits = limits
         self.clock = clock
-        self.seconds = Self.stopwatch(clock)
+        self.seconds = stopwatch(clock)
         let now = 0.0
         buckets = Mutex(
             (
@@ -87,14 +87,6 @@ public final class RateLimiter: Sendable {
             let limiter = RateLimiter(limits: limits)
             registry[endpoint] = limiter
             return limiter
-        }
-    }
-
-    private static func stopwatch<C: Clock<Duration>>(_ clock: C) -> @Sendable () -> Double {
-        let start = clock.now
-        return {
-            let elapsed = start.duration(to: clock.now)
-            return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         }
     }
 

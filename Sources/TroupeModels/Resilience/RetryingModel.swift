@@ -175,18 +175,13 @@ public struct RetryingModel: ChatModel {
     /// The attempts of one call: decides whether and how long to wait after a failure.
     private struct Attempts {
         let wrapper: RetryingModel
-        /// Time since the call began, on the wrapper's clock.
-        let elapsed: @Sendable () -> Duration
+        /// Seconds since the call began, on the wrapper's clock.
+        let elapsed: @Sendable () -> Double
         var number = 1
 
         init(wrapper: RetryingModel) {
             self.wrapper = wrapper
-            self.elapsed = Self.stopwatch(wrapper.clock)
-        }
-
-        private static func stopwatch<C: Clock<Duration>>(_ clock: C) -> @Sendable () -> Duration {
-            let start = clock.now
-            return { start.duration(to: clock.now) }
+            self.elapsed = stopwatch(wrapper.clock)
         }
 
         func report(_ error: TroupeError, retryDelay: Double?) {
@@ -200,7 +195,7 @@ public struct RetryingModel: ChatModel {
                 throw TroupeError(.cancelled, "The model call was cancelled.")
             }
             let policy = wrapper.policy
-            let elapsed = seconds(self.elapsed())
+            let elapsed = self.elapsed()
             let delay: Double
             let reason: String?
             if !failure.isRetryable {
@@ -233,10 +228,6 @@ public struct RetryingModel: ChatModel {
             }
             report(failure, retryDelay: nil)
             throw failure
-        }
-
-        private func seconds(_ duration: Duration) -> Double {
-            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         }
 
         private func format(_ seconds: Double) -> String {
