@@ -182,3 +182,40 @@ import TroupeTesting
         #expect(scripted.requests.count == 1)
     }
 }
+
+/// Retries made inside a run are journaled with the call they belong to and shown by the report.
+@Suite struct RetriesInARunTests {
+    @Test func eachRetryIsJournaledBeforeTheCallsOutcomeAndReported() async throws {
+        let unavailable = TroupeError(.modelAPI, "HTTP 503: overloaded", details: ["status": "503"])
+        let scripted = ScriptedModel([
+            .failure(TroupeError(.rateLimited, "HTTP 429: slow down", details: ["status": "429", "retryAfter": "0"])),
+            .response(.plan(plan([("s1", [], [])]))),
+            .failure(unavailable), .failure(unavailable), .response(.text("done")),
+        ])
+        let model = try RetryingModel(scripted, policy: RetryPolicy(maxAttempts: 3), clock: TestClock(), jitter: { $0.lowerBound })
+        let store = InMemoryRunStore()
+        let final = try await makeDriver(store: store, model: model, tools: []).run(goal: "g", configuration: RunConfiguration(model: "m"))
+        #expect(final.status == .succeeded)
+
+        let events = try await store.events(of: final.runID).map(\.event)
+        let retried = events.compactMap { event -> (ActivityKey, Int, TroupeError.Code)? in
+            if case .modelCallRetried(let key, let attempt, let error, _) = event { (key, attempt, error.code) } else { nil }
+        }
+        #expect(retried.map(\.0.step) == ["plan", "s1", "s1"])
+        #expect(retried.map(\.1) == [1, 1, 2])
+        #expect(retried.map(\.2) == [.rateLimited, .modelAPI, .modelAPI])
+        // Each retry comes before its call's outcome, in the same append.
+        let planRetry = try #require(events.firstIndex { if case .modelCallRetried = $0 { true } else { false } })
+        guard case .activityCompleted(let key, _) = events[planRetry + 1] else {
+            Issue.record("the plan call's outcome does not follow its retry")
+            return
+        }
+        #expect(key.step == "plan")
+
+        let folded = try RunStateMachine(runID: final.runID, replaying: try await store.events(of: final.runID))
+        let report = RunReport(summary: try await store.requireRun(final.runID), machine: folded)
+        #expect(report.planningRetries.count == 1)
+        #expect(report.planningRetries.first?.contains("attempt 1: rateLimited: HTTP 429: slow down; retried after 0.0 s") == true)
+        #expect(report.steps.first?.modelRetries.count == 2)
+    }
+}

@@ -24,6 +24,7 @@ import Testing
         .activityCompleted(key: key, result: .model(response)),
         .activityCompleted(key: key, result: .tool(ToolOutput("out", isError: true))),
         .activityFailed(key: key, error: error),
+        .modelCallRetried(key: key, attempt: 2, error: error, retryDelaySeconds: 1.5),
         .planProposed(round: 0, plan: plan),
         .planRejected(round: 1, attempt: 2, problems: ["a", "b"]),
         .stepStarted(stepID: "s1", attempt: 1),

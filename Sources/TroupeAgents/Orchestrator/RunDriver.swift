@@ -1,5 +1,6 @@
 public import Foundation
 public import Logging
+import Synchronization
 public import TroupeCore
 public import TroupeStore
 
@@ -296,15 +297,25 @@ public struct RunDriver: Sendable {
         let key = activity.key
         switch activity.work {
         case .model(let request, let stream, let verdict):
+            // A retrying model reports each failed attempt here; the retries are journaled with the outcome.
+            let attempts = Mutex<[RunEvent]>([])
             let response: ChatResponse
             do {
-                response = stream ? try await model.collect(request) : try await model.complete(request)
+                response = try await ModelAttempt.$observer.withValue({ attempt in
+                    guard let delay = attempt.retryDelaySeconds else { return }
+                    attempts.withLock {
+                        $0.append(.modelCallRetried(key: key, attempt: attempt.number, error: attempt.error, retryDelaySeconds: delay))
+                    }
+                }) {
+                    stream ? try await model.collect(request) : try await model.complete(request)
+                }
             } catch {
                 try Task.checkCancellation()
-                return [.activityFailed(key: key, error: TroupeError.wrap(error, as: .modelAPI))]
+                return attempts.withLock { $0 } + [.activityFailed(key: key, error: TroupeError.wrap(error, as: .modelAPI))]
             }
-            guard let verdict else { return [.activityCompleted(key: key, result: .model(response))] }
-            return [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
+            let retries = attempts.withLock { $0 }
+            guard let verdict else { return retries + [.activityCompleted(key: key, result: .model(response))] }
+            return retries + [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
         case .tool(let call, let allowed, let context, let truncated):
             let output = await executor.run(call, allowed: allowed, tools: tools, context: context, truncated: truncated)

@@ -50,6 +50,8 @@ public struct ActivityRecord: Sendable, Hashable {
     public var error: TroupeError?
     public var startedAt: Date
     public var finishedAt: Date?
+    /// Failed attempts a retrying model made before this call's outcome, oldest first.
+    public var retries: [ModelAttempt] = []
 }
 
 /// The planner's conversation for the current round: each answer and, if rejected, why.

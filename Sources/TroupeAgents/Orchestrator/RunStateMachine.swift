@@ -66,7 +66,7 @@ public struct RunStateMachine: Sendable {
         }
         if status.isTerminal {
             switch event {
-            case .activityCompleted, .activityFailed, .leaseAcquired: break
+            case .activityCompleted, .activityFailed, .modelCallRetried, .leaseAcquired: break
             default: throw invalid("run is already \(status.rawValue); \(event.type) is not allowed")
             }
         }
@@ -103,6 +103,10 @@ public struct RunStateMachine: Sendable {
 
         case .activityFailed(let key, let error):
             try fail(key, with: error, at: time)
+
+        case .modelCallRetried(let key, let attempt, let error, let delay):
+            guard let record = activities[key], case .model = record.kind else { throw invalid("no model call \(key) to retry") }
+            activities[key]?.retries.append(ModelAttempt(number: attempt, error: error, retryDelaySeconds: delay))
 
         case .planProposed(let round, let plan), .replanned(let round, let plan, _):
             guard round == planningRound else { throw invalid("plan for round \(round) while planning round \(planningRound)") }

@@ -59,6 +59,8 @@ public struct RunReport: Sendable, Encodable {
         public var toolCalls: [ToolCallReport]
         /// Model calls of this step that failed (`key: code: message`), oldest first.
         public var modelErrors: [String]
+        /// Model-call attempts that failed and were retried, oldest first.
+        public var modelRetries: [String]
     }
 
     public var id: String
@@ -75,6 +77,8 @@ public struct RunReport: Sendable, Encodable {
     public var planRound: Int
     /// Planner model calls that failed (`key: code: message`), oldest first.
     public var planningErrors: [String]
+    /// Planner-call attempts that failed and were retried, oldest first.
+    public var planningRetries: [String]
     public var events: Int
     public var steps: [StepReport]
 
@@ -101,8 +105,19 @@ public struct RunReport: Sendable, Encodable {
         planningErrors = activities.filter { $0.key.step == ActivityKey.planStep && $0.error != nil }
             .sorted { $0.key < $1.key }
             .map { "\($0.key): \($0.error?.code.rawValue ?? ""): \($0.error?.message ?? "")" }
+        planningRetries = Self.retries(of: activities.filter { $0.key.step == ActivityKey.planStep })
         events = summary.lastSequence
         steps = machine.map(Self.steps) ?? []
+    }
+
+    /// "key: attempt N: code: message; retried after S s" for each retried attempt of the calls.
+    private static func retries(of records: [ActivityRecord]) -> [String] {
+        records.sorted { $0.key < $1.key }.flatMap { record in
+            record.retries.map { attempt in
+                "\(record.key): attempt \(attempt.number): \(attempt.error.code): \(attempt.error.message); retried after "
+                    + String(format: "%.1f", attempt.retryDelaySeconds ?? 0) + " s"
+            }
+        }
     }
 
     private static func steps(_ machine: RunStateMachine) -> [StepReport] {
@@ -114,6 +129,7 @@ public struct RunReport: Sendable, Encodable {
             var stepUsage = Usage.zero
             var modelCalls = 0
             var modelErrors: [String] = []
+            let modelRetries = retries(of: records)
             var requested: [ActivityKey: ToolCall] = [:]
             for record in records {
                 if case .model = record.kind, let error = record.error {
@@ -168,7 +184,8 @@ public struct RunReport: Sendable, Encodable {
                 modelCalls: modelCalls,
                 usage: UsageReport(stepUsage),
                 toolCalls: calls,
-                modelErrors: modelErrors
+                modelErrors: modelErrors,
+                modelRetries: modelRetries
             )
         }
     }

@@ -38,9 +38,8 @@ struct RunCommand: AsyncParsableCommand {
                 let printer = ProgressPrinter(enabled: !json)
                 if !json {
                     say("▸ run \(id) — \(goal)")
-                    say(
-                        "  model \(configuration.model) at \(model.configuration.baseURL) · workspace \(configuration.workspace)"
-                    )
+                    let endpoint = OpenAIChatModel.Configuration.fromEnvironment(model: configuration.model, baseURL: configuration.baseURL)
+                    say("  model \(configuration.model) at \(endpoint.baseURL) · workspace \(configuration.workspace)")
                 }
                 let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
                     .run(goal: goal, configuration: configuration, id: id)

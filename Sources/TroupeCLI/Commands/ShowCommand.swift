@@ -51,6 +51,7 @@ struct ShowCommand: AsyncParsableCommand {
             "Usage: \(report.modelCalls) model calls, \(report.toolCalls) tool calls, "
                 + "\(report.usage.inputTokens) input + \(report.usage.outputTokens) output tokens (\(report.usage.cachedTokens) cached)"
         )
+        for retry in report.planningRetries { lines.append("  ↻ planner \(retry)") }
         for error in report.planningErrors { lines.append("  ✗ planner \(error)") }
         if report.steps.isEmpty { lines.append("\nNo plan yet.") }
         for step in report.steps {
@@ -68,6 +69,7 @@ struct ShowCommand: AsyncParsableCommand {
                     }
                 }
             }
+            for retry in step.modelRetries { lines.append("  ↻ model \(retry)") }
             for error in step.modelErrors { lines.append("  ✗ model \(error)") }
             if let output = step.output { lines.append("  output: \(output)") }
             if let error = step.error { lines.append("  error: \(error.code): \(error.message)") }

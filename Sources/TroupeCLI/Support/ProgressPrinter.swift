@@ -56,6 +56,10 @@ final class ProgressPrinter: Sendable {
             )
         case .activityFailed(let key, let error):
             say("   ✗ \(key): \(error.message)")
+        case .modelCallRetried(let key, let attempt, let error, let delay):
+            say(
+                "   ↻ \(key): attempt \(attempt) failed (\(Self.clip(Self.oneLine(error.message), 100))); retried after \(String(format: "%.1f", delay)) s"
+            )
         case .stepCompleted(let id, let output):
             say("   ✓ \(id) done: \(Self.clip(Self.oneLine(output), 120))")
         case .stepFailed(let id, let error):

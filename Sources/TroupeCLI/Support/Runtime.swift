@@ -11,11 +11,13 @@ struct Runtime {
     let httpClient: HTTPClient
     let owner = LeaseOwner.current()
 
-    /// The model client for `configuration`: the OpenAI-compatible API, key from `OPENAI_API_KEY`.
+    /// The model client for `configuration`: the OpenAI-compatible API, key from `OPENAI_API_KEY`,
+    /// behind a ``RetryingModel`` with the default policy (3 attempts, backoff with jitter,
+    /// `retry-after` honoured, 180 s per call); each retry is journaled with the call.
     func model(
         for configuration: RunConfiguration,
         environment: [String: String] = ProcessInfo.processInfo.environment
-    ) throws -> OpenAIChatModel {
+    ) throws -> any ChatModel {
         let settings = OpenAIChatModel.Configuration.fromEnvironment(
             model: configuration.model,
             baseURL: configuration.baseURL,
@@ -28,7 +30,7 @@ struct Runtime {
                     + "(try `troupe demo` for an offline run)."
             )
         }
-        return try OpenAIChatModel(configuration: settings, httpClient: httpClient)
+        return try RetryingModel(OpenAIChatModel(configuration: settings, httpClient: httpClient))
     }
 
     /// The tools of the groups the configuration enables, jailed to its workspace.

@@ -44,6 +44,9 @@ public enum RunEvent: Sendable, Hashable {
     case activityStarted(key: ActivityKey, kind: ActivityKind)
     case activityCompleted(key: ActivityKey, result: ActivityResult)
     case activityFailed(key: ActivityKey, error: TroupeError)
+    /// A model call's attempt failed and was retried after `retryDelaySeconds` (recorded with
+    /// the call's outcome, so `show` can explain a slow call).
+    case modelCallRetried(key: ActivityKey, attempt: Int, error: TroupeError, retryDelaySeconds: Double)
     case planProposed(round: Int, plan: Plan)
     case planRejected(round: Int, attempt: Int, problems: [String])
     case stepStarted(stepID: String, attempt: Int)
@@ -65,6 +68,7 @@ public enum RunEvent: Sendable, Hashable {
         case .activityStarted: "activityStarted"
         case .activityCompleted: "activityCompleted"
         case .activityFailed: "activityFailed"
+        case .modelCallRetried: "modelCallRetried"
         case .planProposed: "planProposed"
         case .planRejected: "planRejected"
         case .stepStarted: "stepStarted"
@@ -97,7 +101,7 @@ public enum RunEvent: Sendable, Hashable {
 extension RunEvent: Codable {
     private enum CodingKeys: String, CodingKey {
         case type, goal, configuration, owner, key, kind, result, error, round, plan, attempt, problems
-        case stepID, output, reason, resolution, answer
+        case stepID, output, reason, resolution, answer, retryDelaySeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -118,6 +122,13 @@ extension RunEvent: Codable {
                 key: try c.decode(ActivityKey.self, forKey: .key), result: try c.decode(ActivityResult.self, forKey: .result))
         case "activityFailed":
             self = .activityFailed(key: try c.decode(ActivityKey.self, forKey: .key), error: try c.decode(TroupeError.self, forKey: .error))
+        case "modelCallRetried":
+            self = .modelCallRetried(
+                key: try c.decode(ActivityKey.self, forKey: .key),
+                attempt: try c.decode(Int.self, forKey: .attempt),
+                error: try c.decode(TroupeError.self, forKey: .error),
+                retryDelaySeconds: try c.decode(Double.self, forKey: .retryDelaySeconds)
+            )
         case "planProposed":
             self = .planProposed(round: try c.decode(Int.self, forKey: .round), plan: try c.decode(Plan.self, forKey: .plan))
         case "planRejected":
@@ -180,6 +191,11 @@ extension RunEvent: Codable {
         case .activityFailed(let key, let error):
             try c.encode(key, forKey: .key)
             try c.encode(error, forKey: .error)
+        case .modelCallRetried(let key, let attempt, let error, let delay):
+            try c.encode(key, forKey: .key)
+            try c.encode(attempt, forKey: .attempt)
+            try c.encode(error, forKey: .error)
+            try c.encode(delay, forKey: .retryDelaySeconds)
         case .planProposed(let round, let plan):
             try c.encode(round, forKey: .round)
             try c.encode(plan, forKey: .plan)

@@ -46,15 +46,6 @@ public struct RetryPolicy: Sendable, Hashable, Codable {
     }
 }
 
-/// One failed attempt of a model call, as a ``RetryingModel`` reports it.
-public struct ModelAttempt: Sendable, Hashable {
-    /// 1 for the first attempt.
-    public var number: Int
-    public var error: TroupeError
-    /// How long the wrapper waits before the next attempt; `nil` when it gives up.
-    public var retryDelaySeconds: Double?
-}
-
 extension TroupeError {
     /// Whether the same call may succeed if tried again: rate limits (429), timeouts (408),
     /// conflicts (409), server errors (5xx), errors in a stream and transport failures — never a
@@ -185,7 +176,9 @@ public struct RetryingModel: ChatModel {
         }
 
         func report(_ error: TroupeError, retryDelay: Double?) {
-            wrapper.onAttempt(ModelAttempt(number: number, error: error, retryDelaySeconds: retryDelay))
+            let attempt = ModelAttempt(number: number, error: error, retryDelaySeconds: retryDelay)
+            wrapper.onAttempt(attempt)
+            ModelAttempt.observer?(attempt)
         }
 
         /// Waits before the next attempt, or throws the error to give up with.
