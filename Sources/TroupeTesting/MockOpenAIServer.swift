@@ -54,6 +54,9 @@ public final class MockOpenAIServer: Sendable {
         case http(status: Int, headers: [String: String] = ["content-type": "application/json"], body: String)
         /// Close the connection without answering.
         case dropConnection
+        /// Start an SSE answer, send these chunks as `data:` events, then close the connection
+        /// mid-stream (no `[DONE]`, no end of the chunked body): a connection lost while streaming.
+        case cutStream([String])
         /// Answer a planner request with exactly this text as the message content.
         case content(String, finishReason: String = "stop")
     }
@@ -215,6 +218,12 @@ public final class MockOpenAIServer: Sendable {
             try await write(outbound, status: status, headers: headers, body: text)
             return true
         case .dropConnection?:
+            return false
+        case .cutStream(let chunks)?:
+            var headers = HTTPHeaders()
+            headers.add(name: "content-type", value: "text/event-stream")
+            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+            for chunk in chunks { try await outbound.write(.body(.byteBuffer(ByteBuffer(string: "data: \(chunk)\n\n")))) }
             return false
         case .content(let text, let finishReason)?:
             try await answer(
