@@ -20,20 +20,12 @@ public protocol ChatModel: Sendable {
 extension ChatModel {
     /// A stream that delivers the complete answer at once: for models that cannot stream.
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    let response = try await complete(request)
-                    if let text = response.message.content, !text.isEmpty {
-                        continuation.yield(.textDelta(text))
-                    }
-                    continuation.yield(.completed(response))
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+        .producing { continuation in
+            let response = try await complete(request)
+            if let text = response.message.content, !text.isEmpty {
+                continuation.yield(.textDelta(text))
             }
-            continuation.onTermination = { _ in task.cancel() }
+            continuation.yield(.completed(response))
         }
     }
 
@@ -47,5 +39,23 @@ extension ChatModel {
             onEvent(event)
         }
         throw TroupeError(.malformedModelResponse, "The model's stream ended without a final response.")
+    }
+}
+
+extension AsyncThrowingStream where Failure == any Error {
+    /// A stream fed by `produce` in a task of its own: it finishes when `produce` returns, fails
+    /// with what `produce` throws, and cancels the task when the consumer stops listening.
+    package static func producing(_ produce: @escaping @Sendable (Continuation) async throws -> Void) -> Self {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await produce(continuation)
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
     }
 }

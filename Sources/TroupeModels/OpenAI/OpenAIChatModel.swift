@@ -150,16 +150,8 @@ public struct OpenAIChatModel: ChatModel {
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await streamAnswer(request) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
+        .producing { continuation in
+            try await streamAnswer(request) { continuation.yield($0) }
         }
     }
 
@@ -260,7 +252,7 @@ public struct OpenAIChatModel: ChatModel {
         let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(endpoint) }
         do {
             return try await post(usesFormat ? request : request.withSchemaInPrompt(), stream: stream)
-        } catch let error as TroupeError where usesFormat && request.withSchemaInPrompt() != request && error.refusesResponseFormat {
+        } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesResponseFormat {
             Self.jsonInPromptEndpoints.withLock { _ = $0.insert(endpoint) }
             Logger(label: "troupe.model").notice(
                 "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
@@ -352,6 +344,10 @@ extension TroupeError {
 }
 
 extension ChatRequest {
+    fileprivate var asksForJSONSchema: Bool {
+        if case .jsonSchema = responseFormat { true } else { false }
+    }
+
     /// The request with a `json_schema` response format turned into an instruction in the prompt.
     fileprivate func withSchemaInPrompt() -> ChatRequest {
         guard case .jsonSchema(let name, let schema, _) = responseFormat else { return self }

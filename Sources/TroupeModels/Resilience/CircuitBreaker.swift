@@ -147,24 +147,15 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try admit()
-                } catch {
-                    continuation.finish(throwing: error)
-                    return
-                }
-                do {
-                    for try await event in base.stream(request) { continuation.yield(event) }
-                    settle(failed: false)
-                    continuation.finish()
-                } catch {
-                    settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
-                    continuation.finish(throwing: error)
-                }
+        .producing { [self] continuation in
+            try admit()
+            do {
+                for try await event in base.stream(request) { continuation.yield(event) }
+                settle(failed: false)
+            } catch {
+                settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
+                throw error
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 

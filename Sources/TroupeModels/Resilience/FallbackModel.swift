@@ -48,34 +48,29 @@ public struct FallbackModel: ChatModel {
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                var tried: [String] = []
-                for (index, entry) in chain.enumerated() {
-                    tried.append(entry.name)
-                    var delivered = false
-                    do {
-                        for try await event in entry.model.stream(request) {
-                            if case .completed(var response) = event {
-                                if response.model.isEmpty { response.model = entry.name }
-                                continuation.yield(.completed(response))
-                            } else {
-                                delivered = true
-                                continuation.yield(event)
-                            }
+        .producing { continuation in
+            var tried: [String] = []
+            for (index, entry) in chain.enumerated() {
+                tried.append(entry.name)
+                var delivered = false
+                do {
+                    for try await event in entry.model.stream(request) {
+                        if case .completed(var response) = event {
+                            if response.model.isEmpty { response.model = entry.name }
+                            continuation.yield(.completed(response))
+                        } else {
+                            delivered = true
+                            continuation.yield(event)
                         }
-                        continuation.finish()
-                        return
-                    } catch {
-                        let failure = TroupeError.wrap(error, as: .modelAPI)
-                        if delivered || index == chain.count - 1 || !Self.shouldFallBack(after: failure) {
-                            continuation.finish(throwing: annotated(failure, tried))
-                            return
-                        }
+                    }
+                    return
+                } catch {
+                    let failure = TroupeError.wrap(error, as: .modelAPI)
+                    if delivered || index == chain.count - 1 || !Self.shouldFallBack(after: failure) {
+                        throw annotated(failure, tried)
                     }
                 }
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 

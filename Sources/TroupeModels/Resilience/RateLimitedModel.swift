@@ -145,23 +145,15 @@ public struct RateLimitedModel: ChatModel {
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                let estimate = Self.estimatedTokens(request)
-                do {
-                    try await limiter.acquire(tokens: estimate)
-                    for try await event in base.stream(request) {
-                        if case .completed(let response) = event {
-                            limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
-                        }
-                        continuation.yield(event)
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
+        .producing { continuation in
+            let estimate = Self.estimatedTokens(request)
+            try await limiter.acquire(tokens: estimate)
+            for try await event in base.stream(request) {
+                if case .completed(let response) = event {
+                    limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
                 }
+                continuation.yield(event)
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 }

@@ -129,37 +129,27 @@ public struct RetryingModel: ChatModel {
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                var attempts = Attempts(wrapper: self)
-                while true {
-                    var delivered = 0
-                    do {
-                        for try await event in base.stream(request) {
-                            if case .completed = event {} else { delivered += 1 }
-                            continuation.yield(event)
-                        }
-                        continuation.finish()
-                        return
-                    } catch {
-                        guard delivered == 0 else {
-                            var failure = TroupeError.wrap(error, as: .modelAPI)
-                            failure.details["deliveredEvents"] = String(delivered)
-                            failure.message += " The stream broke after part of the answer was delivered, so it was not retried."
-                            attempts.report(failure, retryDelay: nil)
-                            continuation.finish(throwing: failure)
-                            return
-                        }
-                        do {
-                            try await attempts.failed(error)
-                        } catch {
-                            continuation.finish(throwing: error)
-                            return
-                        }
+        .producing { continuation in
+            var attempts = Attempts(wrapper: self)
+            while true {
+                var delivered = 0
+                do {
+                    for try await event in base.stream(request) {
+                        if case .completed = event {} else { delivered += 1 }
+                        continuation.yield(event)
                     }
+                    return
+                } catch {
+                    guard delivered == 0 else {
+                        var failure = TroupeError.wrap(error, as: .modelAPI)
+                        failure.details["deliveredEvents"] = String(delivered)
+                        failure.message += " The stream broke after part of the answer was delivered, so it was not retried."
+                        attempts.report(failure, retryDelay: nil)
+                        throw failure
+                    }
+                    try await attempts.failed(error)
                 }
             }
-            continuation.onTermination = { _ in task.cancel() }
         }
     }
 
@@ -189,31 +179,22 @@ public struct RetryingModel: ChatModel {
             }
             let policy = wrapper.policy
             let elapsed = self.elapsed()
-            let delay: Double
+            // Why it gives up, when it does for a retryable failure; a refused request needs none.
             let reason: String?
             if !failure.isRetryable {
-                delay = 0
                 reason = nil
             } else if number >= policy.maxAttempts {
-                delay = 0
                 reason = "gave up after \(number) attempts"
             } else {
-                if let asked = failure.retryAfterSeconds(now: wrapper.now()) {
-                    delay = min(asked, policy.maxRetryAfterSeconds)
-                } else {
-                    let ceiling = min(policy.maxBackoffSeconds, policy.initialBackoffSeconds * pow(2, Double(number - 1)))
-                    delay = min(max(0, wrapper.jitter(0...ceiling)), ceiling)
-                }
-                reason =
-                    elapsed + delay > policy.deadlineSeconds
-                    ? "gave up after \(number) attempts: waiting \(format(delay)) s more would pass the call's deadline of \(format(policy.deadlineSeconds)) s"
-                    : nil
-                if reason == nil {
+                let delay = nextDelay(after: failure)
+                guard elapsed + delay > policy.deadlineSeconds else {
                     report(failure, retryDelay: delay)
                     try await wrapper.clock.sleep(for: .milliseconds(Int64((delay * 1000).rounded())))
                     number += 1
                     return
                 }
+                reason =
+                    "gave up after \(number) attempts: waiting \(format(delay)) s more would pass the call's deadline of \(format(policy.deadlineSeconds)) s"
             }
             if number > 1 || reason != nil {
                 failure.details["attempts"] = String(number)
@@ -221,6 +202,16 @@ public struct RetryingModel: ChatModel {
             }
             report(failure, retryDelay: nil)
             throw failure
+        }
+
+        /// The wait the server asked for (capped), or a backoff with full jitter.
+        private func nextDelay(after failure: TroupeError) -> Double {
+            let policy = wrapper.policy
+            if let asked = failure.retryAfterSeconds(now: wrapper.now()) {
+                return min(asked, policy.maxRetryAfterSeconds)
+            }
+            let ceiling = min(policy.maxBackoffSeconds, policy.initialBackoffSeconds * pow(2, Double(number - 1)))
+            return min(max(0, wrapper.jitter(0...ceiling)), ceiling)
         }
 
         private func format(_ seconds: Double) -> String {
