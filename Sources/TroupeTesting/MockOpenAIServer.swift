@@ -59,6 +59,16 @@ public final class MockOpenAIServer: Sendable {
         case cutStream([String])
         /// Answer a planner request with exactly this text as the message content.
         case content(String, finishReason: String = "stop")
+        /// Read the request and never answer (until the client gives up or the server shuts down).
+        case hang
+        /// Start an SSE answer, send these chunks as `data:` events, then go silent with the
+        /// connection open: a server that stalls mid-answer.
+        case stall([String])
+        /// The default answer, slowly: this pause before the head and, when streaming, before
+        /// each event.
+        case slow(Duration)
+        /// The default answer with these extra headers (e.g. `x-ratelimit-remaining-requests`).
+        case headers([String: String])
     }
 
     private struct State {
@@ -220,19 +230,37 @@ public final class MockOpenAIServer: Sendable {
         case .dropConnection?:
             return false
         case .cutStream(let chunks)?:
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: "text/event-stream")
-            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
-            for chunk in chunks { try await outbound.write(.body(.byteBuffer(ByteBuffer(string: "data: \(chunk)\n\n")))) }
+            try await startStream(chunks, outbound: outbound)
             return false
         case .content(let text, let finishReason)?:
             try await answer(
                 Answer(content: text, toolCall: nil, finishReason: finishReason), request: request, stream: stream, outbound: outbound)
             return true
+        case .hang?:
+            try await Task.sleep(for: .seconds(3_600))
+            return false
+        case .stall(let chunks)?:
+            try await startStream(chunks, outbound: outbound)
+            try await Task.sleep(for: .seconds(3_600))
+            return false
+        case .slow(let pause)?:
+            try await answer(defaultAnswer(to: request), request: request, stream: stream, outbound: outbound, pause: pause)
+            return true
+        case .headers(let extra)?:
+            try await answer(defaultAnswer(to: request), request: request, stream: stream, outbound: outbound, headers: extra)
+            return true
         case nil:
             try await answer(defaultAnswer(to: request), request: request, stream: stream, outbound: outbound)
             return true
         }
+    }
+
+    /// An SSE answer's head and these chunks as `data:` events, without an end.
+    private func startStream(_ chunks: [String], outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>) async throws {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/event-stream")
+        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+        for chunk in chunks { try await outbound.write(.body(.byteBuffer(ByteBuffer(string: "data: \(chunk)\n\n")))) }
     }
 
     private struct Answer {
@@ -317,8 +345,11 @@ public final class MockOpenAIServer: Sendable {
         _ answer: Answer,
         request: JSONValue,
         stream: Bool,
-        outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+        outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+        pause: Duration = .zero,
+        headers extraHeaders: [String: String] = [:]
     ) async throws {
+        if pause > .zero { try await Task.sleep(for: pause) }
         let number = requestCount
         let model = request["model"]?.stringValue ?? "mock"
         let promptTokens = max(1, (request.jsonString.utf8.count) / 4)
@@ -344,7 +375,8 @@ public final class MockOpenAIServer: Sendable {
                 "choices": [["index": 0, "message": .object(message), "finish_reason": .string(answer.finishReason)]],
                 "usage": usage,
             ]
-            try await write(outbound, status: 200, headers: ["content-type": "application/json"], body: body.jsonString)
+            try await write(
+                outbound, status: 200, headers: extraHeaders.merging(["content-type": "application/json"]) { $1 }, body: body.jsonString)
             return
         }
         func chunk(_ delta: JSONValue, finish: String? = nil) -> String {
@@ -388,8 +420,10 @@ public final class MockOpenAIServer: Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/event-stream")
         headers.add(name: "cache-control", value: "no-cache")
+        for (name, value) in extraHeaders.sorted(by: { $0.key < $1.key }) { headers.add(name: name, value: value) }
         try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
         for event in events {
+            if pause > .zero { try await Task.sleep(for: pause) }
             try await outbound.write(.body(.byteBuffer(ByteBuffer(string: event))))
         }
         try await outbound.write(.end(nil))

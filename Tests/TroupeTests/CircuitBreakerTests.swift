@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 import Troupe
 import TroupeTesting
@@ -59,19 +58,13 @@ import TroupeTesting
         #expect(breaker.state == .closed)
     }
 
-    final class States: Sendable {
-        private let states = Mutex<[CircuitBreaker.State]>([])
-        var all: [CircuitBreaker.State] { states.withLock { $0 } }
-        func add(_ state: CircuitBreaker.State) { states.withLock { $0.append(state) } }
-    }
-
     @Test func theModelRefusesCallsWhileOpenAndRecoversWhenTheServerDoes() async throws {
         let unavailable = TroupeError(.modelAPI, "HTTP 503", details: ["status": "503"])
         let scripted = ScriptedModel([
             .failure(unavailable), .failure(unavailable), .failure(unavailable), .response(ChatResponse.text("back")),
         ])
         let clock = TestClock()
-        let states = States()
+        let states = Recorder<CircuitBreaker.State>()
         let model = CircuitBreakerModel(
             scripted, name: "http://127.0.0.1:1/v1", policy: .init(consecutiveFailures: 3, coolDownSeconds: 30), clock: clock,
             onStateChange: states.add)

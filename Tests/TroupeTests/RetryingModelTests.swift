@@ -18,19 +18,12 @@ import TroupeTesting
         return TroupeError(code, "HTTP \(status)", details: details)
     }
 
-    /// Records what the wrapper reports, for the assertions.
-    final class Reports: Sendable {
-        private let attempts = Mutex<[ModelAttempt]>([])
-        var all: [ModelAttempt] { attempts.withLock { $0 } }
-        func add(_ attempt: ModelAttempt) { attempts.withLock { $0.append(attempt) } }
-    }
-
     @Test func retriesWhatMayWorkAndHonoursRetryAfter() async throws {
         let scripted = ScriptedModel([
             .failure(Self.failure(429, retryAfter: "2")), .failure(Self.failure(503)), .response(ChatResponse.text("done")),
         ])
         let clock = TestClock()
-        let reports = Reports()
+        let reports = Recorder<ModelAttempt>()
         // Full jitter picks the top of the range here, so the backoff is exactly 0.5 s × 2.
         let model = try RetryingModel(scripted, clock: clock, jitter: { $0.upperBound }, onAttempt: reports.add)
         let call = Task { try await model.complete(ChatRequest(messages: [.user("hi")])) }
@@ -52,7 +45,7 @@ import TroupeTesting
     @Test(arguments: [400, 401, 403, 404, 422])
     func refusedRequestsAreNeverRetried(status: Int) async throws {
         let scripted = ScriptedModel([.failure(Self.failure(status)), .response(ChatResponse.text("never"))])
-        let reports = Reports()
+        let reports = Recorder<ModelAttempt>()
         let model = try RetryingModel(scripted, clock: TestClock(), onAttempt: reports.add)
         let error = await #expect(throws: TroupeError.self) { try await model.complete(ChatRequest(messages: [.user("hi")])) }
         #expect(error?.details["status"] == "\(status)")
@@ -156,7 +149,7 @@ import TroupeTesting
             ([.textDelta("par")], TroupeError(.transport, "the stream ended early")),
             ([.completed(ChatResponse(message: .assistant("twice"), finishReason: .stop))], nil),
         ])
-        let reports = Reports()
+        let reports = Recorder<ModelAttempt>()
         let retrying = try RetryingModel(model, clock: TestClock(), onAttempt: reports.add)
         var deltas: [ChatStreamEvent] = []
         let error = await #expect(throws: TroupeError.self) {

@@ -20,7 +20,7 @@ struct OverheadCommand: AsyncParsableCommand {
         var configuration = RunConfiguration(model: "bench", workspace: FileManager.default.temporaryDirectory.path, tools: [])
         configuration.maxSteps = max(10, workload.steps)
         configuration.stream = workload.stream
-        var settings = OpenAIChatModel.httpClientConfiguration
+        var settings = OpenAIChatModel.httpClientConfiguration()
         settings.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = workload.connections
         settings.timeout.connect = workload.connectTimeout
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)

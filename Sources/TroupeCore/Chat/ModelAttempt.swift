@@ -16,3 +16,32 @@ public struct ModelAttempt: Sendable, Hashable {
     /// the run driver sets it around a model call to journal each retry with the call.
     @TaskLocal public static var observer: (@Sendable (ModelAttempt) -> Void)?
 }
+
+/// The time a caller gives the model calls made below it.
+public enum ModelCallDeadline {
+    /// The latest a model call made in this task (and its child tasks) may end. A retrying model
+    /// sets it to what remains of the call's deadline for each attempt, so a hung attempt cannot
+    /// outlive the call; model clients that do I/O (``ChatModel``s such as the OpenAI client) stop
+    /// at it with a `timeout` error.
+    @TaskLocal public static var current: ContinuousClock.Instant?
+
+    /// Runs `body` with the deadline `limit` from now, or the current one if that is sooner.
+    public static func within<T>(
+        _ limit: Duration,
+        isolation: isolated (any Actor)? = #isolation,
+        _ body: () async throws -> T
+    ) async rethrows -> T {
+        try await $current.withValue(sooner(limit), operation: body)
+    }
+
+    /// Calls `body` with the deadline `limit` from now, or the current one if that is sooner;
+    /// tasks it starts (such as a stream's producer) inherit it.
+    public static func within<T>(_ limit: Duration, _ body: () throws -> T) rethrows -> T {
+        try $current.withValue(sooner(limit), operation: body)
+    }
+
+    private static func sooner(_ limit: Duration) -> ContinuousClock.Instant {
+        let proposed = ContinuousClock.now.advanced(by: limit)
+        return current.map { min($0, proposed) } ?? proposed
+    }
+}

@@ -23,8 +23,8 @@ public struct OpenAIChatModel: ChatModel {
         public var model: String
         /// Extra headers (e.g. `OpenAI-Organization`), sent as given.
         public var headers: [String: String]
-        /// The longest a whole call may take, streaming included.
-        public var timeout: Duration
+        /// The time limits of a call: connecting, the first byte, silences mid-answer, the whole.
+        public var timeouts: ModelTimeouts
         /// The largest answer accepted, in bytes.
         public var maxResponseBytes: Int
 
@@ -33,14 +33,14 @@ public struct OpenAIChatModel: ChatModel {
             apiKey: String? = nil,
             model: String,
             headers: [String: String] = [:],
-            timeout: Duration = .seconds(120),
+            timeouts: ModelTimeouts = ModelTimeouts(),
             maxResponseBytes: Int = 16 << 20
         ) {
             self.baseURL = baseURL
             self.apiKey = apiKey
             self.model = model
             self.headers = headers
-            self.timeout = timeout
+            self.timeouts = timeouts
             self.maxResponseBytes = maxResponseBytes
         }
 
@@ -62,14 +62,16 @@ public struct OpenAIChatModel: ChatModel {
     private let client: HTTPClient
     private let endpoint: String
 
-    /// How model calls want their HTTP client: fail a connection attempt at once instead of retrying
-    /// it until the request's deadline (retries are the resilience layer's decision), allow many
-    /// concurrent connections per host, never follow redirects. Responses are not asked to be
-    /// compressed: chat completions are a few kilobytes, and the decompression stage cost about 4%
-    /// of the CPU of a model call even when nothing was compressed.
-    public static var httpClientConfiguration: HTTPClient.Configuration {
+    /// How model calls want their HTTP client: connect within `timeouts.connectSeconds`, fail a
+    /// connection attempt at once instead of retrying it until the request's deadline (retries are
+    /// the resilience layer's decision), allow many concurrent connections per host, never follow
+    /// redirects. Responses are not asked to be compressed: chat completions are a few kilobytes,
+    /// and the decompression stage cost about 4% of the CPU of a model call even when nothing was
+    /// compressed. The other limits are the model's own (``Configuration/timeouts``).
+    public static func httpClientConfiguration(timeouts: ModelTimeouts = ModelTimeouts()) -> HTTPClient.Configuration {
         var configuration = HTTPClient.Configuration()
-        configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: nil)
+        configuration.timeout = HTTPClient.Configuration.Timeout(
+            connect: .nanoseconds(Int64(timeouts.connectSeconds * 1e9)), read: nil)
         configuration.connectionPool.retryConnectionEstablishment = false
         configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 1_024
         configuration.redirectConfiguration = .disallow
@@ -81,12 +83,16 @@ public struct OpenAIChatModel: ChatModel {
     /// long as the process and needs no shutdown. Services that want an explicit lifecycle use
     /// ``withHTTPClient(_:)`` instead.
     public static let sharedHTTPClient = HTTPClient(
-        eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration)
+        eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration())
 
     /// Runs `body` with a new client configured for model calls, and shuts it down afterwards —
     /// after `body` returns or throws — so no connection outlives the work.
-    public static func withHTTPClient<T: Sendable>(_ body: (HTTPClient) async throws -> T) async throws -> T {
-        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration)
+    public static func withHTTPClient<T: Sendable>(
+        timeouts: ModelTimeouts = ModelTimeouts(),
+        _ body: (HTTPClient) async throws -> T
+    ) async throws -> T {
+        let client = HTTPClient(
+            eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: httpClientConfiguration(timeouts: timeouts))
         do {
             let result = try await body(client)
             try await client.shutdown()
@@ -108,19 +114,36 @@ public struct OpenAIChatModel: ChatModel {
                 "The model base URL '\(configuration.baseURL)' is not an http(s) URL. Use e.g. https://api.openai.com/v1."
             )
         }
+        _ = try configuration.timeouts.validated()
         self.configuration = configuration
         self.client = httpClient
         self.endpoint = base + "/chat/completions"
     }
 
     public func complete(_ request: ChatRequest) async throws -> ChatResponse {
-        let response = try await send(request, stream: false)
-        let body: ByteBuffer
-        do {
-            body = try await response.body.collect(upTo: configuration.maxResponseBytes)
-        } catch {
-            throw transportError(error, "reading the answer")
+        try await withTimeLimits { timer in
+            let response = try await send(request, stream: false, timer: timer)
+            var body = ByteBuffer()
+            do {
+                for try await chunk in response.body {
+                    timer.received()
+                    guard body.readableBytes + chunk.readableBytes <= configuration.maxResponseBytes else {
+                        throw TroupeError(
+                            .malformedModelResponse,
+                            "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
+                            details: ["endpoint": endpoint])
+                    }
+                    body.writeImmutableBuffer(chunk)
+                }
+            } catch {
+                throw transportError(error, "reading the answer")
+            }
+            return try answer(in: body)
         }
+    }
+
+    /// The chat completion in a non-streaming answer's body.
+    private func answer(in body: ByteBuffer) throws(TroupeError) -> ChatResponse {
         let decoded: OpenAIWire.Response
         do {
             decoded = try OpenAIWire.Response(JSONParser.parse(body.readableBytesView))
@@ -151,12 +174,30 @@ public struct OpenAIChatModel: ChatModel {
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
         .producing { continuation in
-            try await streamAnswer(request) { continuation.yield($0) }
+            try await withTimeLimits { timer in
+                try await streamAnswer(request, timer: timer) { continuation.yield($0) }
+            }
         }
     }
 
-    private func streamAnswer(_ request: ChatRequest, yield: (ChatStreamEvent) -> Void) async throws {
-        let response = try await send(request, stream: true)
+    /// Runs one call under its time limits: the call and a ``CallTimer`` race, the first to end
+    /// decides — the call's answer or error, or the timer's `timeout` (the call is then cancelled,
+    /// which closes its connection).
+    private func withTimeLimits<T: Sendable>(_ call: @escaping @Sendable (CallTimer) async throws -> T) async throws -> T {
+        let timer = CallTimer(timeouts: configuration.timeouts, endpoint: endpoint)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await call(timer) }
+            group.addTask { try await timer.expire() }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let result = first else {
+                preconditionFailure("The call timer ended without an error.")
+            }
+            return result
+        }
+    }
+
+    private func streamAnswer(_ request: ChatRequest, timer: CallTimer, yield: (ChatStreamEvent) -> Void) async throws {
+        let response = try await send(request, stream: true, timer: timer)
         var parser = SSEParser()
         var assembler = ToolCallAssembler()
         var text = ""
@@ -208,6 +249,7 @@ public struct OpenAIChatModel: ChatModel {
 
         do {
             for try await buffer in response.body {
+                timer.received()
                 received += buffer.readableBytes
                 if received > configuration.maxResponseBytes {
                     throw TroupeError(.malformedModelResponse, "The model's stream exceeded \(configuration.maxResponseBytes) bytes.")
@@ -248,22 +290,23 @@ public struct OpenAIChatModel: ChatModel {
     /// A server that refuses `response_format` (a 400 that names it) is asked again at once with
     /// the schema in the prompt instead, and is remembered: later requests to that endpoint carry
     /// the schema in the prompt from the start (the planner reads JSON from prose or fences too).
-    private func send(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
+    private func send(_ request: ChatRequest, stream: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
         let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(endpoint) }
         do {
-            return try await post(usesFormat ? request : request.withSchemaInPrompt(), stream: stream)
+            return try await post(usesFormat ? request : request.withSchemaInPrompt(), stream: stream, timer: timer)
         } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesResponseFormat {
             Self.jsonInPromptEndpoints.withLock { _ = $0.insert(endpoint) }
             Logger(label: "troupe.model").notice(
                 "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
-            return try await post(request.withSchemaInPrompt(), stream: stream)
+            return try await post(request.withSchemaInPrompt(), stream: stream, timer: timer)
         }
     }
 
     /// Endpoints that refused `response_format`, for the life of the process.
     private static let jsonInPromptEndpoints = Mutex<Set<String>>([])
 
-    private func post(_ request: ChatRequest, stream: Bool) async throws -> HTTPClientResponse {
+    /// Posts the request; the timer learns when the head of a successful answer arrived.
+    private func post(_ request: ChatRequest, stream: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
@@ -273,12 +316,14 @@ public struct OpenAIChatModel: ChatModel {
         http.body = .bytes(ByteBuffer(bytes: OpenAIWire.body(for: request, model: configuration.model, stream: stream)))
         let response: HTTPClientResponse
         do {
-            response = try await client.execute(
-                http, timeout: .nanoseconds(Int64(configuration.timeout.components.seconds) * 1_000_000_000))
+            // The timer cuts the call first; the client's own deadline is a backstop.
+            let remaining = ContinuousClock.now.duration(to: timer.deadline).seconds
+            response = try await client.execute(http, deadline: .now() + .nanoseconds(Int64(max(0, remaining + 1) * 1e9)))
         } catch {
             throw transportError(error, "sending the request")
         }
         guard (200..<300).contains(response.status.code) else {
+            // An error body is read within the first-byte limit: the answer has not begun.
             let body = (try? await response.body.collect(upTo: 64 << 10)) ?? ByteBuffer()
             let fallback = OpenAIWire.ErrorBody(message: Self.preview(body), type: nil, code: nil, param: nil)
             throw apiError(
@@ -287,6 +332,7 @@ public struct OpenAIChatModel: ChatModel {
                 retryAfter: response.headers.first(name: "retry-after-ms").map { "\($0)ms" } ?? response.headers.first(name: "retry-after")
             )
         }
+        timer.received()
         return response
     }
 
@@ -318,12 +364,10 @@ public struct OpenAIChatModel: ChatModel {
     private func transportError(_ error: any Error, _ activity: String) -> TroupeError {
         if let error = error as? TroupeError { return error }
         if error is CancellationError { return TroupeError(.cancelled, "The model call was cancelled.") }
-        let description = String(describing: error)
-        let code: TroupeError.Code =
-            description.lowercased().contains("timeout") || description.contains("deadline") ? .timeout : .transport
+        let (code, cause) = TransportFailure.describe(error)
         return TroupeError(
             code,
-            "Could not reach the model at \(endpoint) while \(activity): \(description).",
+            "Could not reach the model at \(endpoint) while \(activity): \(cause).",
             details: ["endpoint": endpoint],
             underlying: error
         )

@@ -88,6 +88,10 @@ extension TroupeError {
 /// error surfaces with `details["deliveredEvents"]`.
 ///
 /// The final error is the last attempt's, with `details["attempts"]` and the reason it gave up.
+///
+/// Each attempt runs under ``ModelCallDeadline`` set to what remains of the call's deadline, so
+/// a model client that honours it (``OpenAIChatModel`` does) cuts an attempt that would outlive
+/// the call.
 public struct RetryingModel: ChatModel {
     public let base: any ChatModel
     public let policy: RetryPolicy
@@ -121,7 +125,7 @@ public struct RetryingModel: ChatModel {
         var attempts = Attempts(wrapper: self)
         while true {
             do {
-                return try await base.complete(request)
+                return try await ModelCallDeadline.within(attempts.remaining) { try await base.complete(request) }
             } catch {
                 try await attempts.failed(error)
             }
@@ -134,7 +138,8 @@ public struct RetryingModel: ChatModel {
             while true {
                 var delivered = 0
                 do {
-                    for try await event in base.stream(request) {
+                    let events = ModelCallDeadline.within(attempts.remaining) { base.stream(request) }
+                    for try await event in events {
                         if case .completed = event {} else { delivered += 1 }
                         continuation.yield(event)
                     }
@@ -164,6 +169,9 @@ public struct RetryingModel: ChatModel {
             self.wrapper = wrapper
             self.elapsed = stopwatch(wrapper.clock)
         }
+
+        /// What is left of the call's deadline: the most the next attempt may take.
+        var remaining: Duration { .seconds(max(0, wrapper.policy.deadlineSeconds - elapsed())) }
 
         func report(_ error: TroupeError, retryDelay: Double?) {
             let attempt = ModelAttempt(number: number, error: error, retryDelaySeconds: retryDelay)

@@ -370,7 +370,7 @@ public actor SQLiteRunStore: RunStore {
     }
 
     public nonisolated func releaseLease(on run: RunID, owner: String) async throws {
-        try await inNextCommit { _, database in
+        _ = try await inNextCommit { _, database in
             try database.query(
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
                 [.text(run.rawValue), .text(owner)]

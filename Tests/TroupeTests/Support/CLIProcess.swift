@@ -37,7 +37,7 @@ final class CLIProcess: @unchecked Sendable {
         for (key, value) in environment { env[key] = value }
         process.environment = env
         outputPath = directory + "/cli-\(UUID().uuidString.prefix(8)).log"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardOutput = handle
         process.standardError = handle
