@@ -61,4 +61,79 @@ import TroupeTesting
         #expect(first !== other)
         #expect(second.limits.requestsPerMinute == 10)
     }
+
+    @Test func resetHeadersAreReadAsOpenAIAndOthersSendThem() {
+        let cases: [(String, Double?)] = [
+            ("20ms", 0.02), ("1s", 1), ("6m0s", 360), ("1m30.5s", 90.5), ("1h2m3s", 3_723), ("2.5", 2.5), (" 7 ", 7),
+            ("", nil), ("soon", nil), ("5x", nil), ("-1", nil), ("1s2", nil),
+        ]
+        for (text, seconds) in cases {
+            #expect(RateLimitStatus.seconds(in: text) == seconds, "\(text)")
+        }
+        let headers = ["x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1s", "x-ratelimit-remaining-tokens": "x"]
+        let status = RateLimitStatus { headers[$0] }
+        #expect(status == RateLimitStatus(remainingRequests: 0, requestsResetSeconds: 1))
+        #expect(RateLimitStatus { _ in nil } == nil)
+    }
+
+    /// The server says its request window is spent: the next call waits for the reset instead of
+    /// earning a 429, with no limits configured here at all.
+    @Test(arguments: [false, true])
+    func aSpentServerWindowHoldsTheNextCallUntilItResets(stream: Bool) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(.headers(["x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"]))
+            let clock = TestClock()
+            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            let request = ChatRequest(messages: [.user("hi")])
+            let first = stream ? try await model.collect(request) : try await model.complete(request)
+            #expect(first.rateLimit?.remainingRequests == 0)
+            let next = Task { try await model.complete(request) }
+            await clock.waitForSleepers(1)
+            clock.advance(by: .milliseconds(1_999))
+            #expect(clock.sleeperCount == 1)
+            #expect(mock.requestCount == 1)
+            clock.advance(by: .milliseconds(1))
+            _ = try await next.value
+            #expect(mock.requestCount == 2)
+        }
+    }
+
+    @Test func aServerTokenWindowTooSmallForTheNextRequestHoldsIt() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(.headers(["x-ratelimit-remaining-tokens": "300", "x-ratelimit-reset-tokens": "6m0s"]))
+            let clock = TestClock()
+            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            _ = try await model.complete(ChatRequest(messages: [.user("hi")], maxTokens: 100))
+            // About 100 tokens fit in the 300 left; 600 do not.
+            _ = try await model.complete(ChatRequest(messages: [.user("hi")], maxTokens: 100))
+            let big = Task { try await model.complete(ChatRequest(messages: [.user("hi")], maxTokens: 600)) }
+            await clock.waitForSleepers(1)
+            #expect(mock.requestCount == 2)
+            clock.advance(by: .seconds(360))
+            _ = try await big.value
+            #expect(mock.requestCount == 3)
+        }
+    }
+
+    /// One caller's 429 with `retry-after` holds the other callers of the endpoint too.
+    @Test func a429WithRetryAfterHoldsEveryCaller() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                .http(status: 429, headers: ["content-type": "application/json", "retry-after": "5"], body: #"{"error":{"message":"slow down"}}"#))
+            let clock = TestClock()
+            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            let refused = await #expect(throws: TroupeError.self) { try await model.complete(ChatRequest(messages: [.user("hi")])) }
+            #expect(refused?.code == .rateLimited)
+            let other = Task { try await model.complete(ChatRequest(messages: [.user("other")])) }
+            await clock.waitForSleepers(1)
+            clock.advance(by: .milliseconds(4_900))
+            #expect(clock.sleeperCount == 1)
+            clock.advance(by: .milliseconds(100))
+            _ = try await other.value
+            #expect(mock.requestCount == 2)
+        }
+    }
 }

@@ -37,11 +37,24 @@ public struct ChatResponse: Sendable, Hashable, Codable {
     public var usage: Usage
     /// The model that answered, as the provider names it.
     public var model: String
+    /// The server's word on its rate limits, when it sent one; not journaled.
+    public var rateLimit: RateLimitStatus?
 
-    public init(message: ChatMessage, finishReason: FinishReason, usage: Usage = .zero, model: String = "") {
+    public init(
+        message: ChatMessage,
+        finishReason: FinishReason,
+        usage: Usage = .zero,
+        model: String = "",
+        rateLimit: RateLimitStatus? = nil
+    ) {
         self.message = message
         self.finishReason = finishReason
         self.usage = usage
         self.model = model
+        self.rateLimit = rateLimit
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case message, finishReason, usage, model
     }
 }

@@ -138,7 +138,9 @@ public struct OpenAIChatModel: ChatModel {
             } catch {
                 throw transportError(error, "reading the answer")
             }
-            return try answer(in: body)
+            var answer = try answer(in: body)
+            answer.rateLimit = RateLimitStatus { response.headers.first(name: $0) }
+            return answer
         }
     }
 
@@ -279,7 +281,8 @@ public struct OpenAIChatModel: ChatModel {
                     message: .assistant(text.isEmpty && !calls.isEmpty ? nil : text, toolCalls: calls),
                     finishReason: finish ?? (calls.isEmpty ? .stop : .toolCalls),
                     usage: usage,
-                    model: model
+                    model: model,
+                    rateLimit: RateLimitStatus { response.headers.first(name: $0) }
                 )
             )
         )

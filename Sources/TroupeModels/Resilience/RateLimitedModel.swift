@@ -58,22 +58,43 @@ public struct RateLimits: Sendable, Hashable, Codable {
     }
 }
 
-/// The request and token buckets of one model endpoint, shared by every run that calls it.
+/// The request and token buckets of one model endpoint, shared by every run that calls it, and
+/// what the server last said about its own limits (``RateLimitStatus``): when it says a window is
+/// spent, callers wait for the window to reset instead of collecting 429s.
 public final class RateLimiter: Sendable {
     public let limits: RateLimits
-    private let buckets: Mutex<(requests: TokenBucket?, tokens: TokenBucket?)>
+    private let state: Mutex<State>
     private let clock: any Clock<Duration>
     private let seconds: @Sendable () -> Double
+
+    /// A server's window: what is left of it and when it resets, in the limiter's seconds.
+    private struct Window {
+        var remaining: Double
+        var resetsAt: Double
+
+        /// Takes `amount`; returns the seconds to wait for the reset when the window cannot pay.
+        mutating func reserve(_ amount: Double, at now: Double) -> Double {
+            guard now < resetsAt else { return 0 }
+            remaining -= amount
+            return remaining < 0 ? resetsAt - now : 0
+        }
+    }
+
+    private struct State {
+        var requests: TokenBucket?
+        var tokens: TokenBucket?
+        var serverRequests: Window?
+        var serverTokens: Window?
+    }
 
     public init(limits: RateLimits, clock: any Clock<Duration> = ContinuousClock()) {
         self.limits = limits
         self.clock = clock
         self.seconds = stopwatch(clock)
-        let now = 0.0
-        buckets = Mutex(
-            (
-                limits.requestsPerMinute.map { TokenBucket(perMinute: $0, at: now) },
-                limits.tokensPerMinute.map { TokenBucket(perMinute: $0, at: now) }
+        state = Mutex(
+            State(
+                requests: limits.requestsPerMinute.map { TokenBucket(perMinute: $0, at: 0) },
+                tokens: limits.tokensPerMinute.map { TokenBucket(perMinute: $0, at: 0) }
             ))
     }
 
@@ -93,10 +114,14 @@ public final class RateLimiter: Sendable {
     /// Waits until one request of about `tokens` tokens may be sent.
     public func acquire(tokens: Int) async throws {
         let now = seconds()
-        let wait = buckets.withLock { buckets in
-            let forRequest = buckets.requests?.reserve(1, at: now) ?? 0
-            let forTokens = buckets.tokens?.reserve(Double(tokens), at: now) ?? 0
-            return max(forRequest, forTokens)
+        let wait = state.withLock { state in
+            let amount = Double(tokens)
+            return [
+                state.requests?.reserve(1, at: now) ?? 0,
+                state.tokens?.reserve(amount, at: now) ?? 0,
+                state.serverRequests?.reserve(1, at: now) ?? 0,
+                state.serverTokens?.reserve(amount, at: now) ?? 0,
+            ].max() ?? 0
         }
         guard wait > 0 else { return }
         guard wait.isFinite else { throw TroupeError(.rateLimited, "The rate limit allows no requests (a limit of 0 per minute).") }
@@ -106,13 +131,38 @@ public final class RateLimiter: Sendable {
     /// Corrects the token bucket once the real usage of a call is known.
     public func settle(estimated: Int, actual: Int) {
         let now = seconds()
-        buckets.withLock { $0.tokens?.adjust(by: Double(estimated - actual), at: now) }
+        state.withLock { $0.tokens?.adjust(by: Double(estimated - actual), at: now) }
+    }
+
+    /// Takes in what the server said about its limits with an answer: the remaining requests and
+    /// tokens of its current windows hold until the windows reset.
+    public func observe(_ status: RateLimitStatus) {
+        let now = seconds()
+        state.withLock { state in
+            if let remaining = status.remainingRequests, let reset = status.requestsResetSeconds {
+                state.serverRequests = Window(remaining: Double(remaining), resetsAt: now + reset)
+            }
+            if let remaining = status.remainingTokens, let reset = status.tokensResetSeconds {
+                state.serverTokens = Window(remaining: Double(remaining), resetsAt: now + reset)
+            }
+        }
+    }
+
+    /// Holds every caller for `seconds` (a 429's `retry-after`): no request is sent before then.
+    public func hold(for seconds: Double) {
+        let now = self.seconds()
+        state.withLock { state in
+            let until = max(state.serverRequests.map { $0.remaining <= 0 ? $0.resetsAt : now } ?? now, now + seconds)
+            state.serverRequests = Window(remaining: 0, resetsAt: until)
+        }
     }
 }
 
 /// Keeps a model's calls within requests-per-minute and tokens-per-minute limits, so runs slow
 /// down before the server answers 429. Tokens are estimated before a call (prompt characters ÷ 4
-/// plus the answer allowance) and corrected with the real usage after it.
+/// plus the answer allowance) and corrected with the real usage after it. The server's
+/// `x-ratelimit-*` headers are heeded too (a spent window holds callers until it resets), and a
+/// 429 with `retry-after` holds every caller of the endpoint, not only the one that got it.
 public struct RateLimitedModel: ChatModel {
     public let base: any ChatModel
     public let limiter: RateLimiter
@@ -138,22 +188,42 @@ public struct RateLimitedModel: ChatModel {
     public func complete(_ request: ChatRequest) async throws -> ChatResponse {
         let estimate = Self.estimatedTokens(request)
         try await limiter.acquire(tokens: estimate)
-        // A failed call keeps its estimate: the server may have counted the prompt.
-        let response = try await base.complete(request)
-        limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
-        return response
+        do {
+            let response = try await base.complete(request)
+            settle(response, estimate: estimate)
+            return response
+        } catch {
+            held(by: error)
+            throw error
+        }
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
         .producing { continuation in
             let estimate = Self.estimatedTokens(request)
             try await limiter.acquire(tokens: estimate)
-            for try await event in base.stream(request) {
-                if case .completed(let response) = event {
-                    limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+            do {
+                for try await event in base.stream(request) {
+                    if case .completed(let response) = event { settle(response, estimate: estimate) }
+                    continuation.yield(event)
                 }
-                continuation.yield(event)
+            } catch {
+                held(by: error)
+                throw error
             }
         }
+    }
+
+    /// The real usage corrects the estimate; the server's word on its limits is taken in.
+    private func settle(_ response: ChatResponse, estimate: Int) {
+        limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+        if let status = response.rateLimit { limiter.observe(status) }
+    }
+
+    /// A 429 that says how long to wait holds every caller of the endpoint that long. A failed
+    /// call keeps its estimate: the server may have counted the prompt.
+    private func held(by error: any Error) {
+        guard let error = error as? TroupeError, error.code == .rateLimited, let wait = error.retryAfterSeconds(now: Date()) else { return }
+        limiter.hold(for: wait)
     }
 }
