@@ -121,7 +121,9 @@ import TroupeTesting
     @Test func a429WithRetryAfterHoldsEveryCaller() async throws {
         try await MockOpenAIServer.withServer { mock in
             mock.enqueue(
-                .http(status: 429, headers: ["content-type": "application/json", "retry-after": "5"], body: #"{"error":{"message":"slow down"}}"#))
+                .http(
+                    status: 429, headers: ["content-type": "application/json", "retry-after": "5"],
+                    body: #"{"error":{"message":"slow down"}}"#))
             let clock = TestClock()
             let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
             let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
