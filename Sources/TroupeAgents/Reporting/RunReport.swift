@@ -110,13 +110,11 @@ public struct RunReport: Sendable, Encodable {
         steps = machine.map(Self.steps) ?? []
     }
 
-    /// "key: attempt N: code: message; retried after S s" for each retried attempt of the calls.
+    /// "key: attempt N: code: message; retried after S s" for each retried attempt of the calls,
+    /// "key: code: message; fell back to MODEL" for each fallback.
     private static func retries(of records: [ActivityRecord]) -> [String] {
         records.sorted { $0.key < $1.key }.flatMap { record in
-            record.retries.map { attempt in
-                "\(record.key): attempt \(attempt.number): \(attempt.error.code): \(attempt.error.message); retried after "
-                    + String(format: "%.1f", attempt.retryDelaySeconds ?? 0) + " s"
-            }
+            record.retries.map { "\(record.key): \($0.summary())" }
         }
     }
 

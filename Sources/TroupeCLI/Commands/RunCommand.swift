@@ -28,8 +28,8 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
-            let configuration = try options.newRunConfiguration()
             try await global.withRuntime { runtime in
+                let configuration = try options.newRunConfiguration(runtime.settings)
                 let store = runtime.store
                 let model = try runtime.model(for: configuration)
                 let tools = try runtime.tools(for: configuration)
@@ -38,7 +38,7 @@ struct RunCommand: AsyncParsableCommand {
                 let printer = ProgressPrinter(enabled: !json)
                 if !json {
                     say("▸ run \(id) — \(goal)")
-                    let endpoint = OpenAIChatModel.Configuration.fromEnvironment(model: configuration.model, baseURL: configuration.baseURL)
+                    let endpoint = runtime.settings.endpoint(for: configuration)
                     say("  model \(configuration.model) at \(endpoint.baseURL) · workspace \(configuration.workspace)")
                 }
                 let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)

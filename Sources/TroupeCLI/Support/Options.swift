@@ -2,41 +2,68 @@ import ArgumentParser
 import Foundation
 import Logging
 import Troupe
+import TroupeSettings
 
-/// `--store` and `--verbose`, accepted by every command.
+/// `--store`, `--config`, `--set` and `--verbose`, accepted by every command.
 struct GlobalOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Where runs are stored: sqlite:PATH (default: $TROUPE_STORE, else ~/.troupe/troupe.db).",
+            "Where runs are stored: sqlite:PATH (default: $TROUPE_STORE, else `store` in troupe.yaml, else ~/.troupe/troupe.db).",
             valueName: "url"
         )
     )
     var store: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A settings file (default: $TROUPE_CONFIG, else ./troupe.yaml if there is one). See docs/CONFIGURATION.md.",
+            valueName: "file"
+        )
+    )
+    var config: String?
+
+    @Option(
+        name: .customLong("set"),
+        help: ArgumentHelp(
+            "Set one setting, over the environment and the file; repeatable (e.g. --set model.retry.maxAttempts=5).",
+            valueName: "key=value"
+        )
+    )
+    var overrides: [String] = []
+
     @Flag(name: .long, help: "Print error details and debug logs.")
     var verbose = false
 
-    /// The store URL after flags, then the environment, then the default.
-    func storeURL(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+    /// The settings: `--set`, then the environment, then the settings file, then the defaults.
+    func settings(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> TroupeSettings {
+        try await TroupeSettings.load(file: config, overrides: overrides, environment: environment)
+    }
+
+    /// The store URL after the flag, then the settings (environment, file), then the default.
+    func storeURL(_ settings: TroupeSettings) -> String {
         if let store, !store.isEmpty { return store }
-        if let fromEnvironment = environment["TROUPE_STORE"], !fromEnvironment.isEmpty {
-            return fromEnvironment
-        }
-        return "sqlite:" + StoreLocation.defaultPath
+        return settings.store ?? "sqlite:" + StoreLocation.defaultPath
     }
 
-    /// Runs `body` with the store named by ``storeURL(environment:)``, closing it afterwards.
+    /// Runs `body` with the store the settings name, closing it afterwards.
     func withStore<T: Sendable>(_ body: (SQLiteRunStore) async throws -> T) async throws -> T {
-        try await SQLiteRunStore.withStore(
-            path: try StoreLocation.sqlitePath(storeURL()), logger: logger(label: "troupe.store"), body)
+        try await withStore(settings: settings(), body)
     }
 
-    /// Runs `body` with the store and an HTTP client for model calls, closing both afterwards.
+    private func withStore<T: Sendable>(settings: TroupeSettings, _ body: (SQLiteRunStore) async throws -> T) async throws -> T {
+        try await SQLiteRunStore.withStore(
+            path: try StoreLocation.sqlitePath(storeURL(settings)), logger: logger(label: "troupe.store"), body)
+    }
+
+    /// Runs `body` with the store, the settings and an HTTP client for model calls (connecting
+    /// within the settings' connect timeout), closing store and client afterwards.
     func withRuntime<T: Sendable>(_ body: (Runtime) async throws -> T) async throws -> T {
-        try await withStore { store in
-            try await OpenAIChatModel.withHTTPClient { client in
-                try await body(Runtime(store: store, logger: logger(label: "troupe"), httpClient: client))
+        let settings = try await settings()
+        return try await withStore(settings: settings) { store in
+            try await OpenAIChatModel.withHTTPClient(timeouts: settings.resilience.timeouts) { client in
+                try await body(Runtime(store: store, settings: settings, logger: logger(label: "troupe"), httpClient: client))
             }
         }
     }
@@ -126,7 +153,7 @@ struct RunOptions: ParsableArguments {
     func applied(to base: RunConfiguration) throws -> RunConfiguration {
         var configuration = base
         if let model { configuration.model = model }
-        if let baseURL { configuration.baseURL = Self.withoutCredentials(baseURL) }
+        if let baseURL { configuration.baseURL = TroupeSettings.withoutCredentials(baseURL) }
         if let workspace {
             configuration.workspace = URL(fileURLWithPath: workspace).standardizedFileURL.path
         }
@@ -140,17 +167,10 @@ struct RunOptions: ParsableArguments {
         return try configuration.validated()
     }
 
-    /// The configuration of a new run: defaults, then the environment, then the flags.
-    func newRunConfiguration(environment: [String: String] = ProcessInfo.processInfo.environment)
-        throws -> RunConfiguration
-    {
-        var base = RunConfiguration()
-        if let model = environment["TROUPE_MODEL"], !model.isEmpty { base.model = model }
-        if let url = environment["OPENAI_BASE_URL"], !url.isEmpty {
-            base.baseURL = Self.withoutCredentials(url)
-        }
-        base.workspace = FileManager.default.currentDirectoryPath
-        return try applied(to: base)
+    /// The configuration of a new run: the settings' defaults (file, environment, `--set`), then
+    /// the flags.
+    func newRunConfiguration(_ settings: TroupeSettings) throws -> RunConfiguration {
+        try applied(to: settings.runDefaults)
     }
 
     static let knownToolGroups = ["fs"]
@@ -169,13 +189,4 @@ struct RunOptions: ParsableArguments {
         return groups
     }
 
-    /// The URL without `user:password@`, so that it can be journaled.
-    static func withoutCredentials(_ url: String) -> String {
-        guard var components = URLComponents(string: url),
-            components.user != nil || components.password != nil
-        else { return url }
-        components.user = nil
-        components.password = nil
-        return components.string ?? url
-    }
 }

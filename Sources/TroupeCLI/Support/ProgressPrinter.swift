@@ -57,9 +57,8 @@ final class ProgressPrinter: Sendable {
         case .activityFailed(let key, let error):
             say("   ✗ \(key): \(error.message)")
         case .modelCallRetried(let key, let attempt, let error, let delay):
-            say(
-                "   ↻ \(key): attempt \(attempt) failed (\(Self.clip(Self.oneLine(error.message), 100))); retried after \(String(format: "%.1f", delay)) s"
-            )
+            let attempt = ModelAttempt(number: attempt, error: error, retryDelaySeconds: delay)
+            say("   \(attempt.fallbackTo == nil ? "↻" : "↷") \(key): \(attempt.summary(messageLimit: 100))")
         case .stepCompleted(let id, let output):
             say("   ✓ \(id) done: \(Self.clip(Self.oneLine(output), 120))")
         case .stepFailed(let id, let error):

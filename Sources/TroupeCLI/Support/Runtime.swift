@@ -2,35 +2,30 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import Troupe
+import TroupeSettings
 
 /// Builds what a run needs from its configuration: the model client, the tools, the driver.
 struct Runtime {
     let store: SQLiteRunStore
+    let settings: TroupeSettings
     let logger: Logger
     /// The HTTP client for model calls, owned (and shut down) by the command.
     let httpClient: HTTPClient
     let owner = LeaseOwner.current()
 
-    /// The model client for `configuration`: the OpenAI-compatible API, key from `OPENAI_API_KEY`,
-    /// behind a ``RetryingModel`` with the default policy (3 attempts, backoff with jitter,
-    /// `retry-after` honoured, 180 s per call); each retry is journaled with the call.
-    func model(
-        for configuration: RunConfiguration,
-        environment: [String: String] = ProcessInfo.processInfo.environment
-    ) throws -> any ChatModel {
-        let settings = OpenAIChatModel.Configuration.fromEnvironment(
-            model: configuration.model,
-            baseURL: configuration.baseURL,
-            environment: environment
-        )
-        if settings.apiKey == nil, settings.baseURL.contains("api.openai.com") {
+    /// The model client for `configuration`: the OpenAI-compatible API behind the settings'
+    /// retries, fallbacks, breakers and rate limits (``ModelResilience``); each retry and fallback
+    /// is journaled with its call.
+    func model(for configuration: RunConfiguration) throws -> any ChatModel {
+        let primary = settings.endpoint(for: configuration)
+        if primary.apiKey == nil, primary.baseURL.contains("api.openai.com") {
             throw TroupeError(
                 .configuration,
-                "OPENAI_API_KEY is not set. Export it, or point --base-url at an OpenAI-compatible server "
-                    + "(try `troupe demo` for an offline run)."
+                "OPENAI_API_KEY is not set (or the variable model.apiKeyEnv names). Export it, or point --base-url at an "
+                    + "OpenAI-compatible server (try `troupe demo` for an offline run)."
             )
         }
-        return try RetryingModel(OpenAIChatModel(configuration: settings, httpClient: httpClient))
+        return try settings.resilience(for: configuration).model(primary: primary, httpClient: httpClient, logger: logger)
     }
 
     /// The tools of the groups the configuration enables, jailed to its workspace.

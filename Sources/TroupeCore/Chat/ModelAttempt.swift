@@ -1,3 +1,5 @@
+import Foundation
+
 /// One failed attempt of a model call, as a retrying model reports it.
 public struct ModelAttempt: Sendable, Hashable {
     /// 1 for the first attempt.
@@ -10,6 +12,20 @@ public struct ModelAttempt: Sendable, Hashable {
         self.number = number
         self.error = error
         self.retryDelaySeconds = retryDelaySeconds
+    }
+
+    /// The model the call moved on to after this failure, when a fallback chain did
+    /// (`details["fallbackTo"]` of the error).
+    public var fallbackTo: String? { error.details["fallbackTo"] }
+
+    /// One line for people: `attempt 2: rateLimited: …; retried after 0.5 s`, or for a fallback
+    /// `transport: …; fell back to gpt-4o-mini@https://…`. `limit` clips the error's message.
+    public func summary(messageLimit limit: Int = .max) -> String {
+        var message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
+        if message.count > limit { message = String(message.prefix(max(0, limit - 1))) + "…" }
+        if let fallbackTo { return "\(error.code.rawValue): \(message); fell back to \(fallbackTo)" }
+        let delay = String(format: "%.1f", retryDelaySeconds ?? 0)
+        return "attempt \(number): \(error.code.rawValue): \(message); retried after \(delay) s"
     }
 
     /// Told about the failed attempts of the model calls made in this task (and its child tasks):

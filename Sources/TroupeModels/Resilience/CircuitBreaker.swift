@@ -1,5 +1,6 @@
 import Foundation
 public import Logging
+public import Metrics
 import Synchronization
 public import TroupeCore
 
@@ -104,23 +105,31 @@ public struct CircuitBreaker: Sendable, Hashable {
 
 /// Refuses calls to a model that has been failing, so a run fails fast (or a ``FallbackModel``
 /// moves on) instead of waiting on a server that is down, and probes it again after a cool-down.
-/// State changes are logged (`circuit breaker opened` / `half-open` / `closed`) and reported to
-/// `onStateChange`.
+/// State changes are logged (`circuit breaker opened` / `half-open` / `closed`), reported to
+/// `onStateChange` and kept in the gauge `troupe_model_circuit_state` (0 closed, 1 half-open,
+/// 2 open; dimension `model`); refused calls count in `troupe_model_circuit_refusals_total`.
 public final class CircuitBreakerModel: ChatModel, Sendable {
     public let base: any ChatModel
     /// Names the model in errors and logs (an endpoint, say).
     public let name: String
     private let breaker: Mutex<CircuitBreaker>
+    /// The last failure that counted against the model, for the refusals' message.
+    private let lastFailure = Mutex<String?>(nil)
     private let seconds: @Sendable () -> Double
     private let logger: Logger
     private let onStateChange: @Sendable (CircuitBreaker.State) -> Void
+    private let stateGauge: Gauge
+    private let refusals: Counter
 
+    /// - Parameter metrics: where the state gauge and refusal counter go; the process's metrics
+    ///   system by default (a no-op until one is bootstrapped).
     public init(
         _ base: any ChatModel,
         name: String,
         policy: CircuitBreaker.Policy = CircuitBreaker.Policy(),
         clock: any Clock<Duration> = ContinuousClock(),
         logger: Logger = Logger(label: "troupe.model"),
+        metrics: any MetricsFactory = MetricsSystem.factory,
         onStateChange: @escaping @Sendable (CircuitBreaker.State) -> Void = { _ in }
     ) {
         self.base = base
@@ -129,6 +138,9 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
         self.seconds = stopwatch(clock)
         self.logger = logger
         self.onStateChange = onStateChange
+        self.stateGauge = Gauge(label: "troupe_model_circuit_state", dimensions: [("model", name)], factory: metrics)
+        self.refusals = Counter(label: "troupe_model_circuit_refusals_total", dimensions: [("model", name)], factory: metrics)
+        stateGauge.record(0)
     }
 
     /// The breaker's state now.
@@ -141,7 +153,7 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
             settle(failed: false)
             return response
         } catch {
-            settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
+            settle(after: error)
             throw error
         }
     }
@@ -153,7 +165,7 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
                 for try await event in base.stream(request) { continuation.yield(event) }
                 settle(failed: false)
             } catch {
-                settle(failed: TroupeError.wrap(error, as: .modelAPI).isRetryable)
+                settle(after: error)
                 throw error
             }
         }
@@ -168,13 +180,23 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
         }
         if before != after { changed(to: after) }
         guard permitted else {
+            refusals.increment()
             let wait = max(0, (openedAt ?? now) + breaker.withLock { $0.policy.coolDownSeconds } - now)
+            let last = lastFailure.withLock { $0 }.map { " The last failure: \($0)" } ?? ""
             throw TroupeError(
                 .circuitOpen,
-                "The circuit breaker for \(name) is open after repeated failures; calls are refused for \(String(format: "%.0f", wait)) s more.",
+                "The circuit breaker for \(name) is open after repeated failures; calls are refused for "
+                    + "\(String(format: "%.0f", wait)) s more.\(last)",
                 details: ["model": name, "retryInSeconds": String(format: "%.1f", wait)]
             )
         }
+    }
+
+    /// Counts a failed call against the model if it says the server is unwell.
+    private func settle(after error: any Error) {
+        let failure = TroupeError.wrap(error, as: .modelAPI)
+        if failure.isRetryable { lastFailure.withLock { $0 = failure.message } }
+        settle(failed: failure.isRetryable)
     }
 
     private func settle(failed: Bool) {
@@ -195,6 +217,18 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
             case .closed: "circuit breaker closed"
             }
         logger.log(level: state == .open ? .warning : .info, message, metadata: ["model": "\(name)", "state": "\(state.rawValue)"])
+        stateGauge.record(state.gaugeValue)
         onStateChange(state)
+    }
+}
+
+extension CircuitBreaker.State {
+    /// The state as the gauge shows it: 0 closed, 1 half-open, 2 open.
+    var gaugeValue: Int {
+        switch self {
+        case .closed: 0
+        case .halfOpen: 1
+        case .open: 2
+        }
     }
 }

@@ -7,7 +7,9 @@ public import TroupeCore
 ///
 /// The answer's `model` names the model that answered (the entry's name if the server gave none).
 /// A stream moves on only if it failed before any content was delivered. When every model fails,
-/// the error is the last one's, with `details["triedModels"]` listing the chain.
+/// the error is the last one's, with `details["triedModels"]` listing the chain. Each move to the
+/// next model is reported to ``ModelAttempt/observer`` (with `details["fallbackTo"]`), so a run's
+/// journal shows which model failed and which took over.
 public struct FallbackModel: ChatModel {
     public struct Entry: Sendable {
         public var name: String
@@ -42,6 +44,7 @@ public struct FallbackModel: ChatModel {
             } catch {
                 let failure = TroupeError.wrap(error, as: .modelAPI)
                 guard index < chain.count - 1, Self.shouldFallBack(after: failure) else { throw annotated(failure, tried) }
+                reportFallback(from: index, failure)
             }
         }
         throw TroupeError(.internal, "The fallback chain ended without an answer.")
@@ -69,9 +72,18 @@ public struct FallbackModel: ChatModel {
                     if delivered || index == chain.count - 1 || !Self.shouldFallBack(after: failure) {
                         throw annotated(failure, tried)
                     }
+                    reportFallback(from: index, failure)
                 }
             }
         }
+    }
+
+    /// Tells ``ModelAttempt/observer`` (the run's journal) that the model at `index` failed and
+    /// the next one is tried at once.
+    private func reportFallback(from index: Int, _ failure: TroupeError) {
+        var failure = failure
+        failure.details["fallbackTo"] = chain[index + 1].name
+        ModelAttempt.observer?(ModelAttempt(number: index + 1, error: failure, retryDelaySeconds: 0))
     }
 
     private func annotated(_ error: TroupeError, _ tried: [String]) -> TroupeError {

@@ -1,0 +1,209 @@
+import Configuration
+import Foundation
+import SystemPackage
+import Troupe
+
+/// Reads typed, range-checked settings through one `ConfigReader` whose providers are, strongest
+/// first: `--set`, the environment, `troupe.yaml`.
+struct SettingsReader {
+    private let reader: ConfigReader
+    private let flags: [String: ConfigValue]
+    private let environment: [String: String]
+    private let file: String?
+    private let fileKeys: Set<String>
+    private let directory: String
+
+    init(
+        flags: [String: ConfigValue],
+        environment: [String: String],
+        file: String?,
+        fileKeys: Set<String>,
+        directory: String
+    ) async throws(TroupeError) {
+        var values: [AbsoluteConfigKey: ConfigValue] = [:]
+        for (name, value) in flags { values[Self.key(name)] = value }
+        let secrets = Set(SettingKeys.all.filter(\.isSecret).map(\.environment))
+        let variables = EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(secrets))
+        // Each key is looked up under its own variable name (OPENAI_API_KEY, TROUPE_MODEL_RETRY_…).
+        let environmentProvider = KeyMappingProvider(upstream: variables) { key in
+            AbsoluteConfigKey([Self.environmentName(of: key.components.joined(separator: ".")).lowercased()])
+        }
+        var providers: [any ConfigProvider] = [InMemoryProvider(name: "--set", values: values), environmentProvider]
+        if let file {
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw TroupeError(.configuration, "Could not read the configuration file \(file): \(error)")
+            }
+        }
+        self.reader = ConfigReader(providers: providers)
+        self.flags = flags
+        self.environment = environment
+        self.file = file
+        self.fileKeys = fileKeys
+        self.directory = directory
+    }
+
+    private static func key(_ name: String) -> AbsoluteConfigKey {
+        AbsoluteConfigKey(name.split(separator: ".").map(String.init))
+    }
+
+    static func environmentName(of name: String) -> String {
+        SettingKeys.key(named: name)?.environment ?? SettingKeys.environmentName(name)
+    }
+
+    /// Where `name` is set — `--set`, the variable's name, or the file — or `nil` if nowhere.
+    func source(of name: String) -> String? {
+        if flags[name] != nil { return "--set" }
+        let variable = Self.environmentName(of: name)
+        if environment[variable] != nil { return variable }
+        if fileKeys.contains(name), let file { return file }
+        return nil
+    }
+
+    static func wrongType(_ name: String, _ kind: SettingKeys.Kind, _ source: String, _ text: String?) -> TroupeError {
+        let got = text.map { " (got '\($0)')" } ?? ""
+        return TroupeError(.configuration, "Setting \(name) from \(source) must be \(kind.rawValue)\(got).")
+    }
+
+    private func value<T>(_ name: String, _ get: (ConfigKey, Bool) throws -> T) throws(TroupeError) -> T? {
+        guard let source = source(of: name) else { return nil }
+        let key = SettingKeys.key(named: name)
+        do {
+            return try get(ConfigKey(name.split(separator: ".").map(String.init)), key?.isSecret ?? false)
+        } catch {
+            let shown = (key?.isSecret ?? false) ? nil : environment[Self.environmentName(of: name)]
+            throw Self.wrongType(name, key?.kind ?? .string, source, source == Self.environmentName(of: name) ? shown : nil)
+        }
+    }
+
+    func string(_ name: String) throws(TroupeError) -> String? {
+        try value(name) { try reader.requiredString(forKey: $0, isSecret: $1) }
+    }
+
+    func strings(_ name: String) throws(TroupeError) -> [String]? {
+        try value(name) { try reader.requiredStringArray(forKey: $0, isSecret: $1) }
+    }
+
+    func bool(_ name: String) throws(TroupeError) -> Bool? {
+        try value(name) { try reader.requiredBool(forKey: $0, isSecret: $1) }
+    }
+
+    func int(_ name: String, in range: ClosedRange<Int>) throws(TroupeError) -> Int? {
+        guard let number = try value(name, { try reader.requiredInt(forKey: $0, isSecret: $1) }) else { return nil }
+        guard range.contains(number) else {
+            throw outOfRange(name, "between \(range.lowerBound) and \(range.upperBound)", "\(number)")
+        }
+        return number
+    }
+
+    /// A number of seconds (or a rate) in `range`; `openBelow` excludes the lower bound.
+    func double(_ name: String, in range: ClosedRange<Double>, openBelow: Bool = false) throws(TroupeError) -> Double? {
+        guard let number = try value(name, { try reader.requiredDouble(forKey: $0, isSecret: $1) }) else { return nil }
+        guard range.contains(number), !(openBelow && number == range.lowerBound) else {
+            let bound = openBelow ? "above \(Self.format(range.lowerBound))" : "at least \(Self.format(range.lowerBound))"
+            throw outOfRange(name, "\(bound) and at most \(Self.format(range.upperBound))", Self.format(number))
+        }
+        return number
+    }
+
+    private func outOfRange(_ name: String, _ rule: String, _ got: String) -> TroupeError {
+        TroupeError(.configuration, "Setting \(name) from \(source(of: name) ?? "the defaults") must be \(rule) (got \(got)).")
+    }
+
+    private static func format(_ number: Double) -> String {
+        number == number.rounded() && abs(number) < 1e15 ? String(Int(number)) : String(number)
+    }
+
+    /// A path setting: relative to the file's folder when it came from the file, else to the
+    /// working directory.
+    func path(_ name: String) throws(TroupeError) -> String? {
+        guard let text = try string(name) else { return nil }
+        let base = source(of: name) == file ? (file.map { ($0 as NSString).deletingLastPathComponent } ?? directory) : directory
+        let expanded = text.hasPrefix("~/") ? FileManager.default.homeDirectoryForCurrentUser.path + text.dropFirst(1) : text
+        return URL(fileURLWithPath: expanded, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
+    }
+
+    // MARK: - The settings
+
+    func settings() throws(TroupeError) -> TroupeSettings {
+        var settings = TroupeSettings(store: try string("store"))
+        settings.runDefaults = try runDefaults()
+        if let variable = try string("model.apiKeyEnv") {
+            settings.apiKey = environment[variable]
+        } else {
+            settings.apiKey = try string("model.apiKey")
+        }
+        settings.resilience = try resilience()
+        settings.fallbacks = try fallbacks()
+        return settings
+    }
+
+    private func runDefaults() throws(TroupeError) -> RunConfiguration {
+        var run = RunConfiguration(workspace: directory)
+        if let model = try string("model.name") {
+            guard !model.isEmpty else { throw outOfRange("model.name", "a model name", "nothing") }
+            run.model = model
+        }
+        if let url = try string("model.baseURL") { run.baseURL = TroupeSettings.withoutCredentials(url) }
+        if let workspace = try path("run.workspace") { run.workspace = workspace }
+        if let tools = try strings("run.tools") { run.tools = tools == ["none"] ? [] : tools }
+        if let value = try int("run.maxSteps", in: 1...100) { run.maxSteps = value }
+        if let value = try int("run.maxConcurrency", in: 1...64) { run.maxConcurrentSteps = value }
+        if let value = try int("run.maxIterations", in: 1...100) { run.maxIterations = value }
+        if let value = try double("run.stepTimeout", in: 0...86_400, openBelow: true) { run.stepTimeoutSeconds = value }
+        if let value = try int("run.maxTokens", in: 1...10_000_000) { run.maxTokens = value }
+        if let value = try bool("run.stream") { run.stream = value }
+        return run
+    }
+
+    private func resilience() throws(TroupeError) -> ModelResilience {
+        var resilience = ModelResilience()
+        let seconds = 0.0...86_400
+        if let value = try double("model.timeouts.connect", in: seconds, openBelow: true) { resilience.timeouts.connectSeconds = value }
+        if let value = try double("model.timeouts.firstByte", in: seconds, openBelow: true) { resilience.timeouts.firstByteSeconds = value }
+        if let value = try double("model.timeouts.idle", in: seconds, openBelow: true) { resilience.timeouts.idleSeconds = value }
+        if let value = try double("model.timeouts.total", in: seconds, openBelow: true) { resilience.timeouts.totalSeconds = value }
+
+        if let value = try int("model.retry.maxAttempts", in: 1...100) { resilience.retry.maxAttempts = value }
+        if let value = try double("model.retry.initialBackoff", in: 0...3_600) { resilience.retry.initialBackoffSeconds = value }
+        if let value = try double("model.retry.maxBackoff", in: 0...3_600) { resilience.retry.maxBackoffSeconds = value }
+        if let value = try double("model.retry.maxRetryAfter", in: 0...3_600) { resilience.retry.maxRetryAfterSeconds = value }
+        if let value = try double("model.retry.deadline", in: seconds, openBelow: true) { resilience.retry.deadlineSeconds = value }
+        guard resilience.retry.maxBackoffSeconds >= resilience.retry.initialBackoffSeconds else {
+            throw TroupeError(
+                .configuration,
+                "Setting model.retry.maxBackoff (\(resilience.retry.maxBackoffSeconds) s) must be at least model.retry.initialBackoff "
+                    + "(\(resilience.retry.initialBackoffSeconds) s).")
+        }
+
+        resilience.rateLimits.requestsPerMinute = try int("model.rateLimits.requestsPerMinute", in: 1...10_000_000)
+        resilience.rateLimits.tokensPerMinute = try int("model.rateLimits.tokensPerMinute", in: 1...1_000_000_000)
+
+        if try bool("model.circuitBreaker.enabled") == false {
+            resilience.circuitBreaker = nil
+        } else {
+            var policy = CircuitBreaker.Policy()
+            if let value = try int("model.circuitBreaker.consecutiveFailures", in: 1...1_000) { policy.consecutiveFailures = value }
+            if let value = try double("model.circuitBreaker.failureRate", in: 0...1, openBelow: true) { policy.failureRate = value }
+            if let value = try int("model.circuitBreaker.window", in: 1...10_000) { policy.window = value }
+            if let value = try int("model.circuitBreaker.minimumCalls", in: 1...10_000) { policy.minimumCalls = value }
+            if let value = try double("model.circuitBreaker.coolDown", in: 0...86_400) { policy.coolDownSeconds = value }
+            if let value = try int("model.circuitBreaker.probes", in: 1...100) { policy.probes = value }
+            resilience.circuitBreaker = policy
+        }
+        return resilience
+    }
+
+    /// `model.fallbacks`: each a name under `endpoints`, or a model name on the run's endpoint.
+    private func fallbacks() throws(TroupeError) -> [TroupeSettings.Fallback] {
+        try (strings("model.fallbacks") ?? []).map { name throws(TroupeError) in
+            let prefix = "endpoints.\(name)."
+            let baseURL = try string(prefix + "baseURL")
+            let model = try string(prefix + "model")
+            guard baseURL != nil || model != nil else { return TroupeSettings.Fallback(model: name) }
+            let apiKey = try string(prefix + "apiKeyEnv").map { environment[$0] }
+            return TroupeSettings.Fallback(model: model ?? name, baseURL: baseURL, apiKey: apiKey ?? nil, hasOwnKey: apiKey != nil)
+        }
+    }
+}
