@@ -81,8 +81,16 @@ struct SettingsReader {
         try value(name) { try reader.requiredString(forKey: $0, isSecret: $1) }
     }
 
+    /// A list, given as a list or as one comma-separated string (`tools: none`, `fs,web`).
     func strings(_ name: String) throws(TroupeError) -> [String]? {
-        try value(name) { try reader.requiredStringArray(forKey: $0, isSecret: $1) }
+        try value(name) { key, isSecret in
+            do {
+                return try reader.requiredStringArray(forKey: key, isSecret: isSecret)
+            } catch {
+                let text = try reader.requiredString(forKey: key, isSecret: isSecret)
+                return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            }
+        }
     }
 
     func bool(_ name: String) throws(TroupeError) -> Bool? {

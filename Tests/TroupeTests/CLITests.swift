@@ -57,6 +57,49 @@ import TroupeTesting
         }
     }
 
+    /// `troupe.yaml` in the working directory sets the model, a dead primary endpoint and a
+    /// fallback to the mock: the run succeeds through the fallback, and says so.
+    @Test func theSettingsFileShapesTheRunAndItsFallbacks() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
+            try await withTemporaryDirectory { directory in
+                let yaml = """
+                    model:
+                      name: primary-model
+                      baseURL: http://127.0.0.1:1/v1
+                      fallbacks: [backup]
+                      retry: {maxAttempts: 1}
+                    endpoints:
+                      backup: {baseURL: "\(mock.baseURL)", model: backup-model}
+                    run:
+                      tools: none
+                      maxSteps: 3
+                    """
+                try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+                let store = "sqlite:\(directory)/runs.db"
+                let run = try await CLIProcess.run(["run", "Say hello", "--json", "--store", store], directory: directory)
+                #expect(run.status == 0, "output:\n\(run.output)")
+                let report = try JSONValue.parse(run.output)
+                #expect(report["configuration"]?["model"] == "primary-model")
+                #expect(report["configuration"]?["maxSteps"] == 3)
+                let retries = report["planningRetries"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                #expect(retries.contains { $0.contains("connection refused") && $0.contains("fell back to backup-model@\(mock.baseURL)") })
+                #expect(mock.requestCount >= 2)
+
+                let id = try #require(report["id"]?.stringValue)
+                let show = try await CLIProcess.run(["show", id, "--store", store], directory: directory)
+                #expect(show.output.contains("↷ planner"))
+
+                let bad = try await CLIProcess.run(
+                    ["runs", "--store", store, "--set", "model.retry.maxAttempts=0"], directory: directory)
+                #expect(bad.status == 6)
+                #expect(bad.output.contains("Setting model.retry.maxAttempts from --set must be between 1 and 100 (got 0)."))
+                let unknown = try await CLIProcess.run(
+                    ["runs", "--store", store], directory: directory, environment: ["TROUPE_CONFIG": directory + "/missing.yaml"])
+                #expect(unknown.status == 6)
+            }
+        }
+    }
+
     @Test func failedRunExitsOneAndCancelOfAFinishedRunSaysSo() async throws {
         try await withTemporaryDirectory { directory in
             let store = "sqlite:\(directory)/runs.db"

@@ -155,6 +155,12 @@ import TroupeSettings
         }
     }
 
+    @Test func aListMayBeGivenAsOneCommaSeparatedString() async throws {
+        let settings = try await load("run:\n  tools: none\nmodel:\n  fallbacks: a, b\n")
+        #expect(settings.runDefaults.tools == [])
+        #expect(settings.fallbacks.map(\.model) == ["a", "b"])
+    }
+
     @Test func anEmptyFileIsNoSettings() async throws {
         #expect(try await load("").resilience == ModelResilience())
         #expect(try await load("# only a comment\n").runDefaults.model == "gpt-4o-mini")

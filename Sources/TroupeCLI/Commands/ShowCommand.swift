@@ -51,7 +51,7 @@ struct ShowCommand: AsyncParsableCommand {
             "Usage: \(report.modelCalls) model calls, \(report.toolCalls) tool calls, "
                 + "\(report.usage.inputTokens) input + \(report.usage.outputTokens) output tokens (\(report.usage.cachedTokens) cached)"
         )
-        for retry in report.planningRetries { lines.append("  ↻ planner \(retry)") }
+        for retry in report.planningRetries { lines.append("  \(Self.mark(retry)) planner \(retry)") }
         for error in report.planningErrors { lines.append("  ✗ planner \(error)") }
         if report.steps.isEmpty { lines.append("\nNo plan yet.") }
         for step in report.steps {
@@ -69,7 +69,7 @@ struct ShowCommand: AsyncParsableCommand {
                     }
                 }
             }
-            for retry in step.modelRetries { lines.append("  ↻ model \(retry)") }
+            for retry in step.modelRetries { lines.append("  \(Self.mark(retry)) model \(retry)") }
             for error in step.modelErrors { lines.append("  ✗ model \(error)") }
             if let output = step.output { lines.append("  output: \(output)") }
             if let error = step.error { lines.append("  error: \(error.code): \(error.message)") }
@@ -84,6 +84,11 @@ struct ShowCommand: AsyncParsableCommand {
             lines.append("\n\(report.status): \(error.code): \(error.message)")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// `↷` for a call that fell back to another model, `↻` for a retried attempt.
+    private static func mark(_ retry: String) -> String {
+        retry.contains(ModelAttempt.fellBackMarker) ? "↷" : "↻"
     }
 }
 

@@ -23,10 +23,13 @@ public struct ModelAttempt: Sendable, Hashable {
     public func summary(messageLimit limit: Int = .max) -> String {
         var message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
         if message.count > limit { message = String(message.prefix(max(0, limit - 1))) + "…" }
-        if let fallbackTo { return "\(error.code.rawValue): \(message); fell back to \(fallbackTo)" }
+        if let fallbackTo { return "\(error.code.rawValue): \(message)\(Self.fellBackMarker)\(fallbackTo)" }
         let delay = String(format: "%.1f", retryDelaySeconds ?? 0)
         return "attempt \(number): \(error.code.rawValue): \(message); retried after \(delay) s"
     }
+
+    /// What a ``summary(messageLimit:)`` of a fallback has before the model it fell back to.
+    public static let fellBackMarker = "; fell back to "
 
     /// Told about the failed attempts of the model calls made in this task (and its child tasks):
     /// the run driver sets it around a model call to journal each retry with the call.

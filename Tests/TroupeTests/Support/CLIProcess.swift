@@ -29,11 +29,13 @@ final class CLIProcess: @unchecked Sendable {
     init(_ arguments: [String], directory: String, environment: [String: String] = [:]) throws {
         process.executableURL = URL(fileURLWithPath: try troupeExecutable())
         process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
+        // Nothing from the machine's own settings: no keys, no TROUPE_* variables, and the
+        // directory (with whatever troupe.yaml the test puts there) as the working directory.
+        var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TROUPE_") }
         env["OPENAI_API_KEY"] = nil
         env["OPENAI_BASE_URL"] = nil
-        env["TROUPE_STORE"] = nil
         env["HOME"] = directory
+        process.currentDirectoryURL = URL(fileURLWithPath: directory, isDirectory: true)
         for (key, value) in environment { env[key] = value }
         process.environment = env
         outputPath = directory + "/cli-\(UUID().uuidString.prefix(8)).log"
@@ -73,8 +75,12 @@ final class CLIProcess: @unchecked Sendable {
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     /// Runs `troupe` to completion; returns its exit status and combined output.
-    static func run(_ arguments: [String], directory: String) async throws -> (status: Int32, output: String) {
-        let process = try CLIProcess(arguments, directory: directory)
+    static func run(
+        _ arguments: [String],
+        directory: String,
+        environment: [String: String] = [:]
+    ) async throws -> (status: Int32, output: String) {
+        let process = try CLIProcess(arguments, directory: directory, environment: environment)
         let status = await process.wait()
         return (status, process.output)
     }
