@@ -48,4 +48,88 @@ import TroupeTesting
             #expect(delay == 0.02, "retry-after-ms was honoured")
         }
     }
+
+    /// One scripted fault and what the model layer must make of it.
+    struct Fault: Sendable, CustomTestStringConvertible {
+        var name: String
+        var reply: MockOpenAIServer.Reply
+        var stream = false
+        /// Retried (and the second attempt answers), or surfaced at once with this code.
+        var retried: Bool
+        var code: TroupeError.Code
+
+        var testDescription: String { name + (stream ? " (stream)" : "") }
+    }
+
+    static let json = ["content-type": "application/json"]
+    static let faults: [Fault] =
+        [408, 409, 500, 502, 503].map {
+            Fault(name: "HTTP \($0)", reply: .http(status: $0, body: overloaded), retried: true, code: .modelAPI)
+        }
+        + [
+            Fault(
+                name: "HTTP 429 with retry-after-ms",
+                reply: .http(status: 429, headers: json.merging(["retry-after-ms": "5"]) { $1 }, body: overloaded),
+                retried: true, code: .rateLimited),
+            Fault(
+                name: "HTTP 429 with retry-after",
+                reply: .http(status: 429, headers: json.merging(["retry-after": "0"]) { $1 }, body: overloaded),
+                retried: true, code: .rateLimited),
+            Fault(name: "connection reset", reply: .dropConnection, retried: true, code: .transport),
+            Fault(name: "hang", reply: .hang, retried: true, code: .timeout),
+            Fault(name: "hang", reply: .hang, stream: true, retried: true, code: .timeout),
+            Fault(name: "stall before content", reply: .stall([]), stream: true, retried: true, code: .timeout),
+            Fault(
+                name: "stream cut before content", reply: .cutStream([#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#]),
+                stream: true, retried: true, code: .transport),
+            Fault(
+                name: "error object mid-stream",
+                reply: .http(
+                    status: 200, headers: ["content-type": "text/event-stream"],
+                    body: "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n"),
+                stream: true, retried: true, code: .modelAPI),
+        ]
+        + [
+            (400, TroupeError.Code.invalidInput), (401, .authentication), (403, .authentication), (404, .invalidInput),
+            (422, .invalidInput),
+        ]
+        .map { Fault(name: "HTTP \($0.0)", reply: .http(status: $0.0, body: overloaded), retried: false, code: $0.1) }
+        + [
+            Fault(
+                name: "non-JSON body", reply: .http(status: 200, body: "<html>Bad gateway</html>"), retried: false,
+                code: .malformedModelResponse)
+        ]
+
+    /// Each fault the mock can play, through the real client and a retrying model: what is
+    /// retried, after what, and what is not.
+    @Test(arguments: faults)
+    func eachFaultIsRetriedOrSurfacedAsItShouldBe(fault: Fault) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(fault.reply)
+            let attempts = Recorder<ModelAttempt>()
+            // Long enough for the answer to a retry to arrive on a loaded machine, short enough for
+            // a hang to be cut quickly.
+            let timeouts = ModelTimeouts(firstByteSeconds: 1, idleSeconds: 1)
+            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m", timeouts: timeouts))
+            let model = try RetryingModel(
+                client, policy: RetryPolicy(maxAttempts: 2, initialBackoffSeconds: 0.001, maxBackoffSeconds: 0.001), onAttempt: attempts.add
+            )
+            let request = ChatRequest(messages: [.user("hi")])
+            do {
+                let answer = fault.stream ? try await model.collect(request) : try await model.complete(request)
+                #expect(fault.retried, "answered: \(answer.message.content ?? "")")
+                #expect(mock.requestCount == 2)
+                #expect(attempts.all.count == 1)
+                #expect(attempts.all.first?.error.code == fault.code)
+                #expect(attempts.all.first?.error.details["model"] == "m", "the journaled attempt names the model")
+                #expect(attempts.all.first?.retryDelaySeconds.map { $0 <= 0.005 } == true, "a short wait, retry-after included")
+            } catch let error as TroupeError {
+                #expect(!fault.retried, "\(error.message)")
+                #expect(error.code == fault.code)
+                #expect(error.message.contains(mock.baseURL))
+                #expect(error.details["model"] == "m")
+                #expect(mock.requestCount == 1, "not retried")
+            }
+        }
+    }
 }

@@ -61,8 +61,9 @@ import TroupeTesting
 
     @Test func aSlowButSteadyStreamIsNotCut() async throws {
         try await MockOpenAIServer.withServer { mock in
-            mock.enqueue(.slow(.milliseconds(50)))
-            let model = try client(mock, ModelTimeouts(firstByteSeconds: 0.5, idleSeconds: 0.5, totalSeconds: 10))
+            // Seven events 0.2 s apart: the answer takes longer than the idle limit, no gap does.
+            mock.enqueue(.slow(.milliseconds(200)))
+            let model = try client(mock, ModelTimeouts(firstByteSeconds: 10, idleSeconds: 1, totalSeconds: 10))
             let response = try await model.collect(Self.request)
             #expect(response.message.content == "Here is my answer, based on what I have.")
         }
@@ -95,7 +96,7 @@ import TroupeTesting
             #expect(error?.details["timeout"] == "deadline")
             #expect(error?.message.contains("the call's deadline passed before an answer came") == true)
             #expect(elapsed >= 0.4 && elapsed < 3)
-            #expect(mock.requestCount == 1)
+            #expect(mock.requestCount <= 1, "one attempt (if it reached the server in time): no time was left for another")
         }
     }
 
@@ -114,7 +115,7 @@ import TroupeTesting
             #expect(error?.message.contains("gave up after 3 attempts") == true)
             #expect(attempts.all.map(\.error.details["timeout"]) == ["firstByte", "firstByte", "firstByte"])
             #expect(elapsed >= 0.6 && elapsed < 4)
-            #expect(mock.requestCount == 3)
+            #expect((1...3).contains(mock.requestCount), "on a loaded machine an attempt may be cut before its request arrives")
         }
     }
 

@@ -51,17 +51,25 @@ final class CallTimer: Sendable {
 
     private let timeouts: ModelTimeouts
     private let endpoint: String
+    /// Details every timeout error carries (the endpoint, the model).
+    private let details: [String: String]
     private let start: ContinuousClock.Instant
     /// The end of the whole call: its own total limit or the caller's deadline, the sooner one.
     let deadline: ContinuousClock.Instant
     private let deadlineIsCallers: Bool
     private let state: Mutex<State>
 
-    init(timeouts: ModelTimeouts, endpoint: String, callerDeadline: ContinuousClock.Instant? = ModelCallDeadline.current) {
+    init(
+        timeouts: ModelTimeouts,
+        endpoint: String,
+        details: [String: String],
+        callerDeadline: ContinuousClock.Instant? = ModelCallDeadline.current
+    ) {
         let now = ContinuousClock.now
         let own = now.advanced(by: .seconds(timeouts.totalSeconds))
         self.timeouts = timeouts
         self.endpoint = endpoint
+        self.details = details
         self.start = now
         self.deadline = callerDeadline.map { min($0, own) } ?? own
         self.deadlineIsCallers = callerDeadline.map { $0 < own } ?? false
@@ -117,7 +125,7 @@ final class CallTimer: Sendable {
             message =
                 "The model call to \(endpoint) did not finish within its limit of \(Self.format(timeouts.totalSeconds)) s (total timeout)."
         }
-        return TroupeError(.timeout, message, details: ["endpoint": endpoint, "timeout": kind])
+        return TroupeError(.timeout, message, details: details.merging(["timeout": kind]) { $1 })
     }
 
     private static func format(_ seconds: Double) -> String {

@@ -131,7 +131,7 @@ public struct OpenAIChatModel: ChatModel {
                         throw TroupeError(
                             .malformedModelResponse,
                             "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
-                            details: ["endpoint": endpoint])
+                            details: details())
                     }
                     body.writeImmutableBuffer(chunk)
                 }
@@ -153,14 +153,14 @@ public struct OpenAIChatModel: ChatModel {
             throw TroupeError(
                 .malformedModelResponse,
                 "The model at \(endpoint) answered with something that is not a chat completion: \(error.message).",
-                details: ["endpoint": endpoint, "body": Self.preview(body)]
+                details: details(["body": Self.preview(body)])
             )
         }
         guard let choice = decoded.choices?.first, let message = choice.message else {
             throw TroupeError(
                 .malformedModelResponse,
                 "The model at \(endpoint) answered with no choices.",
-                details: ["endpoint": endpoint, "body": Self.preview(body)]
+                details: details(["body": Self.preview(body)])
             )
         }
         let toolCalls = (message.tool_calls ?? []).enumerated().map { offset, call in
@@ -186,7 +186,7 @@ public struct OpenAIChatModel: ChatModel {
     /// decides — the call's answer or error, or the timer's `timeout` (the call is then cancelled,
     /// which closes its connection).
     private func withTimeLimits<T: Sendable>(_ call: @escaping @Sendable (CallTimer) async throws -> T) async throws -> T {
-        let timer = CallTimer(timeouts: configuration.timeouts, endpoint: endpoint)
+        let timer = CallTimer(timeouts: configuration.timeouts, endpoint: endpoint, details: details())
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { try await call(timer) }
             group.addTask { try await timer.expire() }
@@ -221,7 +221,7 @@ public struct OpenAIChatModel: ChatModel {
                 throw TroupeError(
                     .malformedModelResponse,
                     "The model at \(endpoint) sent a stream chunk that is not a chat completion chunk: \(error.message).",
-                    details: ["endpoint": endpoint, "chunk": String(event.data.prefix(500))]
+                    details: details(["chunk": String(event.data.prefix(500))])
                 )
             }
             if let error = chunk.error {
@@ -271,7 +271,7 @@ public struct OpenAIChatModel: ChatModel {
             throw TroupeError(
                 .transport,
                 "The stream from \(endpoint) ended before the answer was complete (no finish reason, no [DONE]).",
-                details: ["endpoint": endpoint, "received": "\(text.count) characters"]
+                details: details(["received": "\(text.count) characters"])
             )
         }
         let calls = assembler.toolCalls()
@@ -341,7 +341,7 @@ public struct OpenAIChatModel: ChatModel {
 
     private func apiError(status: Int?, body: OpenAIWire.ErrorBody, retryAfter: String?) -> TroupeError {
         let message = body.message.flatMap { $0.isEmpty ? nil : $0 } ?? "no error message"
-        var details = ["endpoint": endpoint]
+        var details = details()
         if let status { details["status"] = "\(status)" }
         if let type = body.type { details["type"] = type }
         if let code = body.code, !code.isEmpty { details["code"] = code }
@@ -371,9 +371,14 @@ public struct OpenAIChatModel: ChatModel {
         return TroupeError(
             code,
             "Could not reach the model at \(endpoint) while \(activity): \(cause).",
-            details: ["endpoint": endpoint],
+            details: details(),
             underlying: error
         )
+    }
+
+    /// What every error of this client says about where it happened: the endpoint and the model.
+    private func details(_ more: [String: String] = [:]) -> [String: String] {
+        more.merging(["endpoint": endpoint, "model": configuration.model]) { $1 }
     }
 
     private static func preview(_ body: ByteBuffer) -> String {
