@@ -62,6 +62,13 @@ import TroupeTesting
         #expect(second.limits.requestsPerMinute == 10)
     }
 
+    /// The real client to `mock` behind a limiter with no limits of its own, on a test clock.
+    private func limitedClient(_ mock: MockOpenAIServer) throws -> (RateLimitedModel, TestClock) {
+        let clock = TestClock()
+        let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+        return (RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock)), clock)
+    }
+
     @Test func resetHeadersAreReadAsOpenAIAndOthersSendThem() {
         let cases: [(String, Double?)] = [
             ("20ms", 0.02), ("1s", 1), ("6m0s", 360), ("1m30.5s", 90.5), ("1h2m3s", 3_723), ("2.5", 2.5), (" 7 ", 7),
@@ -82,9 +89,7 @@ import TroupeTesting
     func aSpentServerWindowHoldsTheNextCallUntilItResets(stream: Bool) async throws {
         try await MockOpenAIServer.withServer { mock in
             mock.enqueue(.headers(["x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"]))
-            let clock = TestClock()
-            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
-            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            let (model, clock) = try limitedClient(mock)
             let request = ChatRequest(messages: [.user("hi")])
             let first = stream ? try await model.collect(request) : try await model.complete(request)
             #expect(first.rateLimit?.remainingRequests == 0)
@@ -102,9 +107,7 @@ import TroupeTesting
     @Test func aServerTokenWindowTooSmallForTheNextRequestHoldsIt() async throws {
         try await MockOpenAIServer.withServer { mock in
             mock.enqueue(.headers(["x-ratelimit-remaining-tokens": "300", "x-ratelimit-reset-tokens": "6m0s"]))
-            let clock = TestClock()
-            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
-            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            let (model, clock) = try limitedClient(mock)
             _ = try await model.complete(ChatRequest(messages: [.user("hi")], maxTokens: 100))
             // About 100 tokens fit in the 300 left; 600 do not.
             _ = try await model.complete(ChatRequest(messages: [.user("hi")], maxTokens: 100))
@@ -124,9 +127,7 @@ import TroupeTesting
                 .http(
                     status: 429, headers: ["content-type": "application/json", "retry-after": "5"],
                     body: #"{"error":{"message":"slow down"}}"#))
-            let clock = TestClock()
-            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
-            let model = RateLimitedModel(client, limiter: RateLimiter(limits: RateLimits(), clock: clock))
+            let (model, clock) = try limitedClient(mock)
             let refused = await #expect(throws: TroupeError.self) { try await model.complete(ChatRequest(messages: [.user("hi")])) }
             #expect(refused?.code == .rateLimited)
             let other = Task { try await model.complete(ChatRequest(messages: [.user("other")])) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import Logging
 import Troupe
 
 struct OverheadCommand: AsyncParsableCommand {
@@ -14,6 +15,14 @@ struct OverheadCommand: AsyncParsableCommand {
     @Option(help: "Journal store: memory, or sqlite:PATH (a new temporary file if PATH is empty).")
     var store = "sqlite:"
 
+    @Option(
+        help: "The model client: resilient (what the CLI uses: timeouts, retries, breaker, rate limiter) or bare (OpenAIChatModel alone).")
+    var client: ClientKind = .resilient
+
+    enum ClientKind: String, ExpressibleByArgument {
+        case resilient, bare
+    }
+
     func run() async throws {
         let store = try await openStore()
         let tools = try ToolRegistry([EchoTool()])
@@ -26,10 +35,16 @@ struct OverheadCommand: AsyncParsableCommand {
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: settings)
         do {
             try await workload.withServer { baseURL in
-                let model = try OpenAIChatModel(configuration: .init(baseURL: baseURL, model: "bench"), httpClient: client)
+                let endpoint = ModelEndpoint(baseURL: baseURL, model: "bench")
+                let model: any ChatModel =
+                    switch self.client {
+                    case .resilient: try ModelResilience().model(primary: endpoint, httpClient: client, logger: Logger(label: "bench"))
+                    case .bare: try OpenAIChatModel(configuration: .init(baseURL: baseURL, model: "bench"), httpClient: client)
+                    }
                 let driver = RunDriver(store: store, model: model, tools: tools)
                 let steps = workload.steps
-                try await workload.measure(mode: "troupe", extra: ["store": "\"\(self.store)\""]) { [configuration] in
+                let extra = ["store": "\"\(self.store)\"", "client": "\"\(self.client.rawValue)\""]
+                try await workload.measure(mode: "troupe", extra: extra) { [configuration] in
                     let final = try await driver.run(goal: "Echo the steps", configuration: configuration)
                     guard final.status == .succeeded, final.steps.count == steps, final.usage.inputTokens > 0 else {
                         throw ValidationError("A run did not succeed as expected: \(final.status) \(final.error?.message ?? "")")

@@ -254,7 +254,9 @@ public struct OpenAIChatModel: ChatModel {
                 timer.received()
                 received += buffer.readableBytes
                 if received > configuration.maxResponseBytes {
-                    throw TroupeError(.malformedModelResponse, "The model's stream exceeded \(configuration.maxResponseBytes) bytes.")
+                    throw TroupeError(
+                        .malformedModelResponse, "The stream from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
+                        details: details())
                 }
                 for event in parser.feed(buffer.readableBytesView) {
                     try handle(event)
