@@ -301,12 +301,13 @@ public struct RunDriver: Sendable {
             let attempts = Mutex<[RunEvent]>([])
             let response: ChatResponse
             do {
-                response = try await ModelAttempt.$observer.withValue({ attempt in
+                let observer = ModelAttemptObserver { attempt in
                     guard let delay = attempt.retryDelaySeconds else { return }
                     attempts.withLock {
                         $0.append(.modelCallRetried(key: key, attempt: attempt.number, error: attempt.error, retryDelaySeconds: delay))
                     }
-                }) {
+                }
+                response = try await ModelAttempt.$observer.withValue(observer) {
                     stream ? try await model.collect(request) : try await model.complete(request)
                 }
             } catch {

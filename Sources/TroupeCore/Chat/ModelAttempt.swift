@@ -33,7 +33,20 @@ public struct ModelAttempt: Sendable, Hashable {
 
     /// Told about the failed attempts of the model calls made in this task (and its child tasks):
     /// the run driver sets it around a model call to journal each retry with the call.
-    @TaskLocal public static var observer: (@Sendable (ModelAttempt) -> Void)?
+    @TaskLocal public static var observer: ModelAttemptObserver?
+}
+
+/// Receives failed model-call attempts (``ModelAttempt/observer``).
+///
+/// A struct rather than a bare closure: a task-local whose value is a closure type crashes at
+/// runtime in optimized builds with Swift 6.3 (swiftlang/swift#88321 — the type metadata for the
+/// closure cannot be demangled), and a nominal type avoids that.
+public struct ModelAttemptObserver: Sendable {
+    public let report: @Sendable (ModelAttempt) -> Void
+
+    public init(_ report: @escaping @Sendable (ModelAttempt) -> Void) {
+        self.report = report
+    }
 }
 
 /// The time a caller gives the model calls made below it.

@@ -83,7 +83,7 @@ public struct FallbackModel: ChatModel {
     private func reportFallback(from index: Int, _ failure: TroupeError) {
         var failure = failure
         failure.details["fallbackTo"] = chain[index + 1].name
-        ModelAttempt.observer?(ModelAttempt(number: index + 1, error: failure, retryDelaySeconds: 0))
+        ModelAttempt.observer?.report(ModelAttempt(number: index + 1, error: failure, retryDelaySeconds: 0))
     }
 
     private func annotated(_ error: TroupeError, _ tried: [String]) -> TroupeError {

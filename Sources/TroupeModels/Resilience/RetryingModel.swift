@@ -176,7 +176,7 @@ public struct RetryingModel: ChatModel {
         func report(_ error: TroupeError, retryDelay: Double?) {
             let attempt = ModelAttempt(number: number, error: error, retryDelaySeconds: retryDelay)
             wrapper.onAttempt(attempt)
-            ModelAttempt.observer?(attempt)
+            ModelAttempt.observer?.report(attempt)
         }
 
         /// Waits before the next attempt, or throws the error to give up with.
@@ -192,7 +192,7 @@ public struct RetryingModel: ChatModel {
             if !failure.isRetryable {
                 reason = nil
             } else if number >= policy.maxAttempts {
-                reason = "gave up after \(number) attempts"
+                reason = "gave up after \(attemptsText)"
             } else {
                 let delay = nextDelay(after: failure)
                 guard elapsed + delay > policy.deadlineSeconds else {
@@ -202,7 +202,7 @@ public struct RetryingModel: ChatModel {
                     return
                 }
                 reason =
-                    "gave up after \(number) attempts: waiting \(format(delay)) s more would pass the call's deadline of \(format(policy.deadlineSeconds)) s"
+                    "gave up after \(attemptsText): waiting \(format(delay)) s more would pass the call's deadline of \(format(policy.deadlineSeconds)) s"
             }
             if number > 1 || reason != nil {
                 failure.details["attempts"] = String(number)
@@ -221,6 +221,8 @@ public struct RetryingModel: ChatModel {
             let ceiling = min(policy.maxBackoffSeconds, policy.initialBackoffSeconds * pow(2, Double(number - 1)))
             return min(max(0, wrapper.jitter(0...ceiling)), ceiling)
         }
+
+        private var attemptsText: String { number == 1 ? "1 attempt" : "\(number) attempts" }
 
         private func format(_ seconds: Double) -> String {
             String(format: "%.1f", seconds)
