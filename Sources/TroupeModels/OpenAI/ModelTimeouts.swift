@@ -42,7 +42,8 @@ public struct ModelTimeouts: Sendable, Hashable, Codable {
 }
 
 /// Watches one HTTP model call against its ``ModelTimeouts`` and the caller's
-/// ``ModelCallDeadline``: ``expire()`` throws as soon as a limit passes, and the call is cancelled.
+/// ``ModelCallDeadline``: ``expire()`` throws as soon as a limit passes (to within the sweeper's
+/// resolution), and the call is cancelled.
 final class CallTimer: Sendable {
     private struct State {
         var receiving = false
@@ -85,23 +86,23 @@ final class CallTimer: Sendable {
         }
     }
 
-    /// Returns never: sleeps until a limit passes, then throws the `timeout` error. Ends with a
-    /// cancellation error once the call finished and cancelled it.
+    /// Returns never: throws the `timeout` error once a limit passes (``TimeoutSweeper`` checks),
+    /// or a cancellation error once the call finished and cancelled it.
     func expire() async throws -> Never {
-        while true {
-            let now = ContinuousClock.now
-            let (due, phaseLimit, receiving) = state.withLock { state in
-                state.receiving
-                    ? (state.lastProgress.advanced(by: .seconds(timeouts.idleSeconds)), timeouts.idleSeconds, true)
-                    : (start.advanced(by: .seconds(timeouts.firstByteSeconds)), timeouts.firstByteSeconds, false)
-            }
-            if now >= deadline { throw expired(phaseLimit: nil, receiving: receiving) }
-            if now >= due { throw expired(phaseLimit: phaseLimit, receiving: receiving) }
-            // Waiting for the head, it wakes at least once per idle limit: once the answer has
-            // begun, the idle limit counts from its last chunk, which cannot be earlier.
-            let wake = receiving ? due : min(due, now.advanced(by: .seconds(timeouts.idleSeconds)))
-            try await Task.sleep(until: min(wake, deadline), clock: .continuous)
+        try await TimeoutSweeper.shared.watch(self)
+        preconditionFailure("A call timer ends with an error.")
+    }
+
+    /// The `timeout` error if a limit has passed at `now`.
+    func expiry(at now: ContinuousClock.Instant) -> TroupeError? {
+        let (due, phaseLimit, receiving) = state.withLock { state in
+            state.receiving
+                ? (state.lastProgress.advanced(by: .seconds(timeouts.idleSeconds)), timeouts.idleSeconds, true)
+                : (start.advanced(by: .seconds(timeouts.firstByteSeconds)), timeouts.firstByteSeconds, false)
         }
+        if now >= deadline { return expired(phaseLimit: nil, receiving: receiving) }
+        if now >= due { return expired(phaseLimit: phaseLimit, receiving: receiving) }
+        return nil
     }
 
     private func expired(phaseLimit: Double?, receiving: Bool) -> TroupeError {
@@ -130,5 +131,99 @@ final class CallTimer: Sendable {
 
     private static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.2g", seconds)
+    }
+}
+
+/// One clock for the time limits of every model call in the process: while calls are in flight, a
+/// single task wakes every `resolution` and fails the timers whose limits have passed.
+///
+/// Not a timer per call: on Linux each `Task.sleep` is a dispatch timer, and one per model call
+/// cost about 8% of the call's CPU (dispatch's manager thread, an eventfd write per sleep). Limits
+/// are seconds; a tenth of a second late is no harm.
+final class TimeoutSweeper: Sendable {
+    static let shared = TimeoutSweeper(resolution: .milliseconds(100))
+
+    private struct Watch {
+        var timer: CallTimer
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// A watch from its start to its end (then it is removed).
+    private enum Slot {
+        /// Not registered yet; `cancelled` if its task was cancelled meanwhile.
+        case starting(cancelled: Bool)
+        case watching(Watch)
+    }
+
+    private struct State {
+        var slots: [UInt64: Slot] = [:]
+        var nextID: UInt64 = 0
+        var sweeping = false
+    }
+
+    private let resolution: Duration
+    private let state = Mutex(State())
+
+    init(resolution: Duration) {
+        self.resolution = resolution
+    }
+
+    /// Throws `timer`'s timeout when a limit passes, or a cancellation error when the task is
+    /// cancelled; never returns normally.
+    func watch(_ timer: CallTimer) async throws {
+        let id = state.withLock { state in
+            state.nextID += 1
+            state.slots[state.nextID] = .starting(cancelled: false)
+            return state.nextID
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let (cancelled, startSweeping) = state.withLock { state -> (Bool, Bool) in
+                    if case .starting(cancelled: true)? = state.slots[id] {
+                        state.slots[id] = nil
+                        return (true, false)
+                    }
+                    state.slots[id] = .watching(Watch(timer: timer, continuation: continuation))
+                    defer { state.sweeping = true }
+                    return (false, !state.sweeping)
+                }
+                if cancelled { continuation.resume(throwing: CancellationError()) }
+                if startSweeping { Task.detached { await self.sweep() } }
+            }
+        } onCancel: {
+            let watch = state.withLock { state -> Watch? in
+                switch state.slots[id] {
+                case .watching(let watch)?:
+                    state.slots[id] = nil
+                    return watch
+                case .starting?:
+                    state.slots[id] = .starting(cancelled: true)
+                    return nil
+                case nil:
+                    return nil
+                }
+            }
+            watch?.continuation.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Checks the watches every `resolution` until there are none.
+    private func sweep() async {
+        while true {
+            try? await Task.sleep(for: resolution)
+            let now = ContinuousClock.now
+            let (expired, done) = state.withLock { state -> ([(Watch, TroupeError)], Bool) in
+                var expired: [(Watch, TroupeError)] = []
+                for (id, slot) in state.slots {
+                    guard case .watching(let watch) = slot, let error = watch.timer.expiry(at: now) else { continue }
+                    state.slots[id] = nil
+                    expired.append((watch, error))
+                }
+                if state.slots.isEmpty { state.sweeping = false }
+                return (expired, !state.sweeping)
+            }
+            for (watch, error) in expired { watch.continuation.resume(throwing: error) }
+            if done { return }
+        }
     }
 }
