@@ -107,9 +107,9 @@ import TroupeTesting
         try await MockOpenAIServer.withServer { mock in
             mock.enqueue(fault.reply)
             let attempts = Recorder<ModelAttempt>()
-            // Long enough for the answer to a retry to arrive on a loaded machine, short enough for
-            // a hang to be cut quickly.
-            let timeouts = ModelTimeouts(firstByteSeconds: 1, idleSeconds: 1)
+            // A fault that waits is cut after 2 s — long enough for the retry's answer to arrive on
+            // a loaded machine; the others keep the default limits, which no answer comes near.
+            let timeouts = fault.code == .timeout ? ModelTimeouts(firstByteSeconds: 2, idleSeconds: 2) : ModelTimeouts()
             let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m", timeouts: timeouts))
             let model = try RetryingModel(
                 client, policy: RetryPolicy(maxAttempts: 2, initialBackoffSeconds: 0.001, maxBackoffSeconds: 0.001), onAttempt: attempts.add

@@ -87,7 +87,11 @@ import Troupe
     @Test func effectsAreClassifiedForDurableResume() throws {
         let workspace = try Workspace(FileManager.default.temporaryDirectory.path)
         let effects = Dictionary(uniqueKeysWithValues: FileTools.all(workspace: workspace).map { ($0.name, $0.effect) })
-        #expect(effects == ["fs_read": .readOnly, "fs_list": .readOnly, "fs_write": .idempotent, "fs_append": .sideEffecting])
+        #expect(
+            effects == [
+                "fs_read": .readOnly, "fs_list": .readOnly, "fs_search": .readOnly, "fs_write": .idempotent, "fs_append": .sideEffecting,
+                "fs_patch": .sideEffecting,
+            ])
     }
 }
 

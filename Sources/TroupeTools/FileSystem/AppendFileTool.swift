@@ -20,13 +20,7 @@ public struct AppendFileTool: Tool {
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
         try WriteTarget.write(arguments, in: workspace, limits: limits, tool: name) { target in
-            if !FileManager.default.fileExists(atPath: target.url.path) {
-                _ = FileManager.default.createFile(atPath: target.url.path, contents: nil)
-            }
-            let handle = try FileHandle(forWritingTo: target.url)
-            defer { try? handle.close() }
-            try handle.seekToEnd()
-            try handle.write(contentsOf: target.content)
+            try target.directory.append(target.content, to: target.name)
             return ToolOutput("Appended \(target.content.count) bytes to \(target.shown).")
         }
     }

@@ -1,7 +1,8 @@
 import Foundation
 public import TroupeCore
 
-/// The file tools (`fs_read`, `fs_write`, `fs_append`, `fs_list`), all jailed to one ``Workspace``.
+/// The file tools (`fs_read`, `fs_write`, `fs_append`, `fs_list`, `fs_search`, `fs_patch`), all
+/// jailed to one ``Workspace``.
 public enum FileTools {
     /// Every file tool, bound to `workspace`.
     public static func all(workspace: Workspace, limits: FileToolLimits = FileToolLimits()) -> [any Tool] {
@@ -10,6 +11,8 @@ public enum FileTools {
             WriteFileTool(workspace: workspace, limits: limits),
             AppendFileTool(workspace: workspace, limits: limits),
             ListFilesTool(workspace: workspace, limits: limits),
+            SearchFilesTool(workspace: workspace, limits: limits),
+            PatchFileTool(workspace: workspace, limits: limits),
         ]
     }
 }
@@ -22,10 +25,26 @@ public struct FileToolLimits: Sendable, Hashable {
     public var maxWriteBytes: Int
     /// The most entries `fs_list` returns.
     public var maxListEntries: Int
+    /// The most matching lines `fs_search` returns.
+    public var maxSearchResults: Int
+    /// The most files one `fs_search` reads.
+    public var maxSearchFiles: Int
+    /// How long one `fs_search` may take.
+    public var searchTimeBudget: Duration
 
-    public init(maxReadBytes: Int = 1 << 20, maxWriteBytes: Int = 1 << 20, maxListEntries: Int = 1_000) {
+    public init(
+        maxReadBytes: Int = 1 << 20,
+        maxWriteBytes: Int = 1 << 20,
+        maxListEntries: Int = 1_000,
+        maxSearchResults: Int = 200,
+        maxSearchFiles: Int = 10_000,
+        searchTimeBudget: Duration = .seconds(10)
+    ) {
         self.maxReadBytes = maxReadBytes
         self.maxWriteBytes = maxWriteBytes
         self.maxListEntries = maxListEntries
+        self.maxSearchResults = maxSearchResults
+        self.maxSearchFiles = maxSearchFiles
+        self.searchTimeBudget = searchTimeBudget
     }
 }

@@ -23,28 +23,25 @@ public struct ReadFileTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
-        let path = try workspace.resolve(arguments["path"]?.stringValue ?? "")
-        let shown = workspace.relative(path)
-        let attributes: [FileAttributeKey: Any]
-        do {
-            attributes = try FileManager.default.attributesOfItem(atPath: path)
-        } catch {
-            return .error("No file '\(shown)'. List the directory with fs_list to see what exists.")
+        let path = arguments["path"]?.stringValue ?? ""
+        guard let file = try JailedFile.opening(path, in: workspace) else {
+            return .error("No file '\(path)'. List the directory with fs_list to see what exists.")
         }
-        if (attributes[.type] as? FileAttributeType) == .typeDirectory {
-            return .error("'\(shown)' is a directory; use fs_list.")
+        if file.isDirectory { return .error("'\(file.shown)' is a directory; use fs_list.") }
+        guard file.isRegularFile else { return .error("'\(file.shown)' is not a regular file.") }
+        guard file.size <= limits.maxReadBytes else {
+            return .error(
+                "'\(file.shown)' has \(file.size) bytes; fs_read reads at most \(limits.maxReadBytes). Use fs_search to find the part you need."
+            )
         }
-        let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
-        guard size <= limits.maxReadBytes else {
-            return .error("'\(shown)' has \(size) bytes; fs_read reads at most \(limits.maxReadBytes).")
+        let data = try file.readAll(limit: limits.maxReadBytes)
+        guard !data.prefix(8_192).contains(0), let text = String(validating: data, as: UTF8.self) else {
+            return .error("'\(file.shown)' is a binary file (or not UTF-8 text); fs_read reads text only.")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { return .error("'\(shown)' cannot be read.") }
-        if data.prefix(8_192).contains(0) { return .error("'\(shown)' is a binary file; fs_read reads text only.") }
-        let text = String(decoding: data, as: UTF8.self)
         guard let start = arguments["startLine"]?.intValue else { return ToolOutput(text) }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
         let count = arguments["lineCount"]?.intValue ?? lines.count
-        guard start <= lines.count else { return .error("'\(shown)' has only \(lines.count) lines.") }
+        guard start <= lines.count else { return .error("'\(file.shown)' has only \(lines.count) lines.") }
         return ToolOutput(lines[(start - 1)..<min(lines.count, start - 1 + count)].joined(separator: "\n"))
     }
 }

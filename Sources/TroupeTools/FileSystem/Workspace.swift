@@ -50,10 +50,13 @@ public struct Workspace: Sendable, Hashable {
         }
         guard let base = resolved else { throw denied(path, "it cannot be resolved") }
         let full = rest.isEmpty ? base : base + "/" + rest.joined(separator: "/")
-        guard full == root || full.hasPrefix(root == "/" ? "/" : root + "/") else {
-            throw denied(path, "it is outside the workspace")
-        }
+        guard contains(full) else { throw denied(path, "it is outside the workspace") }
         return full
+    }
+
+    /// Whether the real path `absolute` is the root or below it.
+    func contains(_ absolute: String) -> Bool {
+        absolute == root || absolute.hasPrefix(root == "/" ? "/" : root + "/")
     }
 
     /// `absolute` relative to the root, for messages to the model.
@@ -62,7 +65,7 @@ public struct Workspace: Sendable, Hashable {
         return absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
     }
 
-    private func denied(_ path: String, _ reason: String) -> TroupeError {
+    func denied(_ path: String, _ reason: String) -> TroupeError {
         TroupeError(.accessDenied, "Access to '\(path)' is denied: \(reason). Use paths inside the workspace.", details: ["path": path])
     }
 

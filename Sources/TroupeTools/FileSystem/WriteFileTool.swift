@@ -20,7 +20,7 @@ public struct WriteFileTool: Tool {
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
         try WriteTarget.write(arguments, in: workspace, limits: limits, tool: name) { target in
-            try target.content.write(to: target.url, options: .atomic)
+            try target.directory.replace(target.name, with: target.content)
             return ToolOutput("Wrote \(target.content.count) bytes to \(target.shown).")
         }
     }

@@ -2,9 +2,12 @@ import Foundation
 import TroupeCore
 
 /// A checked destination for `fs_write` and `fs_append`: inside the workspace, not a directory,
-/// content within the size cap, parent directories created.
+/// content within the size cap, its directory created and opened (and checked) as a descriptor.
 struct WriteTarget {
-    var url: URL
+    /// The directory the file goes in.
+    var directory: JailedFile
+    /// The file's name in it.
+    var name: String
     var content: Data
     /// The path as the model should see it.
     var shown: String
@@ -18,20 +21,23 @@ struct WriteTarget {
         tool: String,
         _ body: (WriteTarget) throws -> ToolOutput
     ) throws -> ToolOutput {
-        let path = try workspace.resolve(arguments["path"]?.stringValue ?? "")
+        let requested = arguments["path"]?.stringValue ?? ""
+        let path = try workspace.resolve(requested)
         let content = Data((arguments["content"]?.stringValue ?? "").utf8)
         let shown = workspace.relative(path)
         guard content.count <= limits.maxWriteBytes else {
             return .error("The content has \(content.count) bytes; \(tool) writes at most \(limits.maxWriteBytes).")
         }
         var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+        if path == workspace.root || (FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue) {
             return .error("'\(shown)' is a directory.")
         }
+        guard !requested.hasSuffix("/") else { return .error("'\(requested)' names a directory, not a file.") }
         let url = URL(fileURLWithPath: path)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        // Re-check after creating directories: a symlink raced into the path must not lead outside.
-        _ = try workspace.resolve(shown)
-        return try body(WriteTarget(url: url, content: content, shown: shown))
+        guard
+            let directory = try JailedFile.directory(
+                workspace.relative(url.deletingLastPathComponent().path), in: workspace, create: true)
+        else { return .error("Could not create the directory of '\(shown)'.") }
+        return try body(WriteTarget(directory: directory, name: url.lastPathComponent, content: content, shown: shown))
     }
 }
