@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.0.0", traits: ["YAML"]),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
         // TroupeStore calls the SQLite library this package builds (its module VaporCSQLite) directly.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
     ],
@@ -48,7 +49,11 @@ let package = Package(
         ),
         .target(
             name: "TroupeTools",
-            dependencies: ["TroupeCore"],
+            dependencies: [
+                "TroupeCore",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

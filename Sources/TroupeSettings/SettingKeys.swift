@@ -55,6 +55,10 @@ public enum SettingKeys {
         key("run.stepTimeout", .double),
         key("run.maxTokens", .int),
         key("run.stream", .bool),
+        key("tools.shell.allowedPrograms", .stringArray),
+        key("tools.shell.allowScripts", .bool),
+        key("tools.shell.maxTimeout", .double),
+        key("tools.shell.maxOutputBytes", .int),
     ]
 
     /// The settings of a named endpoint under `endpoints.NAME.` (a fallback names it).

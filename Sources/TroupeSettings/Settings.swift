@@ -21,6 +21,8 @@ public struct TroupeSettings: Sendable {
     public var resilience: ModelResilience
     /// `model.fallbacks`, in order.
     public var fallbacks: [Fallback] = []
+    /// What `shell_run` may do (`tools.shell.*`).
+    public var shellPolicy = ShellPolicy()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 

@@ -144,6 +144,7 @@ struct SettingsReader {
         }
         settings.resilience = try resilience()
         settings.fallbacks = try fallbacks()
+        settings.shellPolicy = try shellPolicy()
         return settings
     }
 
@@ -201,6 +202,26 @@ struct SettingsReader {
             resilience.circuitBreaker = policy
         }
         return resilience
+    }
+
+    private func shellPolicy() throws(TroupeError) -> ShellPolicy {
+        var policy = ShellPolicy()
+        if let programs = try strings("tools.shell.allowedPrograms") {
+            for program in programs where program.isEmpty || program.contains("/") {
+                throw TroupeError(
+                    .configuration,
+                    "Setting tools.shell.allowedPrograms from \(source(of: "tools.shell.allowedPrograms") ?? "") "
+                        + "lists '\(program)'; give program names (looked up in /usr/local/bin, /usr/bin, /bin), not paths.")
+            }
+            policy.allowedExecutables = Set(programs)
+        }
+        if let scripts = try bool("tools.shell.allowScripts") { policy.allowShellScripts = scripts }
+        if let seconds = try double("tools.shell.maxTimeout", in: 0...86_400, openBelow: true) {
+            policy.maxTimeout = .seconds(seconds)
+            policy.defaultTimeout = min(policy.defaultTimeout, policy.maxTimeout)
+        }
+        if let bytes = try int("tools.shell.maxOutputBytes", in: 1...(64 << 20)) { policy.maxOutputBytes = bytes }
+        return policy
     }
 
     /// `model.fallbacks`: each a name under `endpoints`, or a model name on the run's endpoint.

@@ -161,6 +161,19 @@ import TroupeSettings
         #expect(settings.fallbacks.map(\.model) == ["a", "b"])
     }
 
+    @Test func theShellToolsPolicyIsASetting() async throws {
+        let yaml =
+            "tools:\n  shell:\n    allowedPrograms: [git, make]\n    allowScripts: true\n    maxTimeout: 30\n    maxOutputBytes: 1000\n"
+        let policy = try await load(yaml).shellPolicy
+        #expect(policy.allowedExecutables == ["git", "make"])
+        #expect(policy.allowShellScripts)
+        #expect(policy.maxTimeout == .seconds(30) && policy.defaultTimeout == .seconds(30))
+        #expect(policy.maxOutputBytes == 1000)
+        #expect(try await load().shellPolicy == ShellPolicy())
+        let error = await failure(overrides: ["tools.shell.allowedPrograms=/bin/sh"])
+        #expect(error?.message.contains("give program names") == true)
+    }
+
     @Test func anEmptyFileIsNoSettings() async throws {
         #expect(try await load("").resilience == ModelResilience())
         #expect(try await load("# only a comment\n").runDefaults.model == "gpt-4o-mini")

@@ -34,6 +34,7 @@ struct Runtime {
         for group in configuration.tools {
             switch group {
             case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace))
+            case "shell": tools.append(ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy))
             default:
                 throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
             }

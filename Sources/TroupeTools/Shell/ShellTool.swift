@@ -1,0 +1,338 @@
+import Foundation
+import Subprocess
+import SystemPackage
+import Synchronization
+public import TroupeCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// What `shell_run` may do.
+public struct ShellPolicy: Sendable, Hashable {
+    /// Programs the model may run, by name (looked up in ``searchPath``). A path, or a name not
+    /// listed, is refused.
+    public var allowedExecutables: Set<String>
+    /// Whether `script` (a shell command line, run by `/bin/sh -c`) is accepted. Off by default:
+    /// a shell line can start any program, whatever the allowlist says.
+    public var allowShellScripts: Bool
+    /// The directories executables are looked up in, and the children's `PATH`.
+    public var searchPath: [String]
+    /// Variables the children get from this process, when set (everything else — API keys
+    /// among them — is withheld). `HOME` is the workspace and `PATH` is ``searchPath``.
+    public var inheritedVariables: Set<String>
+    /// The longest a command may run (a call may ask for less).
+    public var maxTimeout: Duration
+    public var defaultTimeout: Duration
+    /// Output kept per stream; the rest is counted and dropped.
+    public var maxOutputBytes: Int
+
+    public init(
+        allowedExecutables: Set<String> = ShellPolicy.readOnlyUtilities,
+        allowShellScripts: Bool = false,
+        searchPath: [String] = ["/usr/local/bin", "/usr/bin", "/bin"],
+        inheritedVariables: Set<String> = ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"],
+        maxTimeout: Duration = .seconds(600),
+        defaultTimeout: Duration = .seconds(60),
+        maxOutputBytes: Int = 64 << 10
+    ) {
+        self.allowedExecutables = allowedExecutables
+        self.allowShellScripts = allowShellScripts
+        self.searchPath = searchPath
+        self.inheritedVariables = inheritedVariables
+        self.maxTimeout = maxTimeout
+        self.defaultTimeout = min(defaultTimeout, maxTimeout)
+        self.maxOutputBytes = maxOutputBytes
+    }
+
+    /// Common utilities that read and report (some can write when asked, e.g. `sort -o`).
+    public static let readOnlyUtilities: Set<String> = [
+        "cat", "cut", "date", "diff", "echo", "env", "false", "file", "find", "grep", "head", "ls", "pwd", "sort", "stat",
+        "tail", "tr", "true", "uniq", "wc",
+    ]
+}
+
+/// `shell_run`: runs a program in the workspace and returns its exit status and output.
+///
+/// - An argv array, never a shell line unless the policy allows scripts; the program must be on
+///   the policy's allowlist and is looked up in its search path only (not in the workspace).
+/// - The working directory is inside the workspace; `HOME` is the workspace; the environment is
+///   an allowlist (no API keys or tokens reach the child).
+/// - The child runs in a process group of its own. When it exits, whatever it left running in
+///   its group is killed; at the timeout the whole group gets SIGTERM, then SIGKILL.
+/// - stdout and stderr are kept up to a cap each; the rest is counted and the truncation said.
+///
+/// Side-effecting: a command can change anything it can reach, so a call cut off by a crash is
+/// never repeated by itself.
+public struct ShellTool: Tool {
+    public let workspace: Workspace
+    public let policy: ShellPolicy
+    public let name = "shell_run"
+    public let effect = ToolEffect.sideEffecting
+
+    public init(workspace: Workspace, policy: ShellPolicy = ShellPolicy()) {
+        self.workspace = workspace
+        self.policy = policy
+    }
+
+    public var description: String {
+        "Run a program in the workspace and get its exit status, stdout and stderr. Give the program and its arguments "
+            + "as an array (no shell). Allowed programs: \(policy.allowedExecutables.sorted().joined(separator: ", "))."
+            + (policy.allowShellScripts ? " Or give script, a /bin/sh command line." : "")
+    }
+
+    public var parameters: JSONSchema {
+        var properties: [JSONSchema.Property] = [
+            .init("command", .array(of: .string("One argument."), "The program and its arguments, e.g. [\"ls\", \"-la\"].")),
+            .init("cwd", .string("The working directory, relative to the workspace root (default: the root).")),
+            .init(
+                "timeoutSeconds",
+                .number(
+                    "Seconds before the command is killed (default \(Int(policy.defaultTimeout.seconds)), at most "
+                        + "\(Int(policy.maxTimeout.seconds))).", minimum: 0.1)),
+        ]
+        if policy.allowShellScripts { properties.append(.init("script", .string("A /bin/sh command line, instead of command."))) }
+        return .object(properties, required: policy.allowShellScripts ? [] : ["command"])
+    }
+
+    public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        let argv: [String]
+        if let script = arguments["script"]?.stringValue {
+            guard policy.allowShellScripts else { return .error("Shell scripts are not allowed here; give command as an array.") }
+            argv = ["/bin/sh", "-c", script]
+        } else {
+            argv = arguments["command"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            guard let program = argv.first, !program.isEmpty else { return .error("Give command: the program and its arguments.") }
+        }
+        guard !argv.contains(where: { $0.contains("\0") }) else { return .error("An argument contains a NUL byte.") }
+        let executable: String
+        if arguments["script"] != nil {
+            executable = "/bin/sh"
+        } else {
+            switch resolve(argv[0]) {
+            case .success(let path): executable = path
+            case .failure(let refusal): return .error(refusal.message)
+            }
+        }
+        let directory = try workspace.resolve(arguments["cwd"]?.stringValue ?? ".")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            return .error("The working directory '\(workspace.relative(directory))' does not exist.")
+        }
+        let requested = arguments["timeoutSeconds"]?.doubleValue.map { Duration.seconds(max(0.1, $0)) } ?? policy.defaultTimeout
+        let timeout = min(requested, policy.maxTimeout)
+        let outcome = try await ProcessRun.run(
+            executable: executable, arguments: Array(argv.dropFirst()), environment: environment(),
+            directory: directory, timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
+        return outcome.report(command: argv, timeout: timeout)
+    }
+
+    /// The children's environment: the allowed variables that are set, `PATH` and `HOME`.
+    func environment() -> [String: String] {
+        var variables = ProcessInfo.processInfo.environment.filter { policy.inheritedVariables.contains($0.key) }
+        variables["PATH"] = policy.searchPath.joined(separator: ":")
+        variables["HOME"] = workspace.root
+        return variables
+    }
+
+    struct Refusal: Error {
+        var message: String
+    }
+
+    /// The allowed program's path in the search path.
+    func resolve(_ program: String) -> Result<String, Refusal> {
+        guard !program.contains("/") else {
+            return .failure(Refusal(message: "Give the program by name (e.g. \"ls\"), not as a path: '\(program)' is refused."))
+        }
+        guard policy.allowedExecutables.contains(program) else {
+            return .failure(
+                Refusal(
+                    message:
+                        "'\(program)' is not an allowed program. Allowed: \(policy.allowedExecutables.sorted().joined(separator: ", "))."))
+        }
+        for directory in policy.searchPath {
+            let candidate = directory + "/" + program
+            if access(candidate, X_OK) == 0 { return .success(candidate) }
+        }
+        return .failure(Refusal(message: "'\(program)' is allowed but not installed here."))
+    }
+}
+
+/// One run of a program: its output (capped), its end, and the clean-up of its process group.
+struct ProcessRun: Sendable {
+    enum End: Sendable {
+        case exited(Int32)
+        case signaled(Int32)
+        case timedOut
+    }
+
+    var end: End
+    var stdout: CappedOutput
+    var stderr: CappedOutput
+    var duration: Duration
+
+    static func run(
+        executable: String,
+        arguments: [String],
+        environment: [String: String],
+        directory: String,
+        timeout: Duration,
+        maxOutputBytes: Int
+    ) async throws -> ProcessRun {
+        let options = {
+            var options = PlatformOptions()
+            options.processGroupID = 0  // a group of its own, so that all it starts can be killed together
+            options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(300))]
+            return options
+        }()
+        var variables: [Environment.Key: String] = [:]
+        for (name, value) in environment {
+            if let key = Environment.Key(rawValue: name) { variables[key] = value }
+        }
+        let started = ContinuousClock.now
+        let environment = variables
+        let state = RunState()
+        let result: ExecutionResult<(CappedOutput, CappedOutput), SequenceOutput, SequenceOutput>
+        do {
+            result = try await withThrowingTaskGroup(
+                of: ExecutionResult<(CappedOutput, CappedOutput), SequenceOutput, SequenceOutput>?.self
+            ) {
+                tasks in
+                tasks.addTask {
+                    try await Subprocess.run(
+                        .path(FilePath(executable)), arguments: Arguments(arguments), environment: .custom(environment),
+                        workingDirectory: FilePath(directory), platformOptions: options, input: .none, output: .sequence,
+                        error: .sequence
+                    ) { execution in
+                        let pid = execution.processIdentifier.value
+                        state.group.store(pid, ordering: .relaxed)
+                        return try await drain(execution, pid: pid, maxOutputBytes: maxOutputBytes)
+                    }
+                }
+                tasks.addTask {
+                    try await Task.sleep(for: timeout)
+                    state.timedOut.store(true, ordering: .relaxed)
+                    let pid = state.group.load(ordering: .relaxed)
+                    if pid > 0 { terminateGroup(pid) }
+                    return nil
+                }
+                defer { tasks.cancelAll() }
+                while let next = try await tasks.next() {
+                    if let finished = next { return finished }
+                }
+                throw CancellationError()
+            }
+        } catch let error as SubprocessError {
+            throw TroupeError(.toolFailed, "Could not run '\(executable)': \(error).")
+        }
+        // Whatever the program left running in its group goes with it.
+        let pid = state.group.load(ordering: .relaxed)
+        if pid > 0 { kill(-pid, SIGKILL) }
+        let (stdout, stderr) = result.closureResult
+        let end: End
+        if state.timedOut.load(ordering: .relaxed) {
+            end = .timedOut
+        } else {
+            switch result.terminationStatus {
+            case .exited(let code): end = .exited(code)
+            case .signaled(let signal): end = .signaled(signal)
+            }
+        }
+        return ProcessRun(end: end, stdout: stdout, stderr: stderr, duration: started.duration(to: .now))
+    }
+
+    /// Reads both streams at once (one could block the other); when the program itself has
+    /// exited, its group gets a moment to finish and is then killed, so a background child that
+    /// holds the pipes open cannot keep the call waiting.
+    private static func drain(
+        _ execution: Execution<NoInput, SequenceOutput, SequenceOutput>,
+        pid: Int32,
+        maxOutputBytes: Int
+    ) async throws -> (CappedOutput, CappedOutput) {
+        try await withThrowingTaskGroup(of: (stream: Int, output: CappedOutput)?.self) { tasks in
+            tasks.addTask {
+                var output = CappedOutput(cap: maxOutputBytes)
+                for try await buffer in execution.standardOutput { output.add(buffer) }
+                return (1, output)
+            }
+            tasks.addTask {
+                var output = CappedOutput(cap: maxOutputBytes)
+                for try await buffer in execution.standardError { output.add(buffer) }
+                return (2, output)
+            }
+            tasks.addTask {
+                while !hasExited(pid) { try await Task.sleep(for: .milliseconds(20)) }
+                try await Task.sleep(for: .milliseconds(200))
+                kill(-pid, SIGKILL)
+                return nil
+            }
+            var streams: [Int: CappedOutput] = [:]
+            while streams.count < 2, let next = try await tasks.next() {
+                if let (stream, output) = next { streams[stream] = output }
+            }
+            tasks.cancelAll()
+            return (streams[1] ?? CappedOutput(cap: maxOutputBytes), streams[2] ?? CappedOutput(cap: maxOutputBytes))
+        }
+    }
+
+    /// Whether the process has exited, without reaping it (Subprocess reaps it).
+    private static func hasExited(_ pid: Int32) -> Bool {
+        var info = siginfo_t()
+        let result = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+        return result == 0 && info._sifields._sigchld.si_pid == pid
+    }
+
+    /// SIGTERM to the group, then SIGKILL after a moment.
+    private static func terminateGroup(_ pid: Int32) {
+        kill(-pid, SIGTERM)
+        usleep(200_000)
+        kill(-pid, SIGKILL)
+    }
+
+    func report(command: [String], timeout: Duration) -> ToolOutput {
+        var lines: [String] = []
+        let seconds = String(format: "%.1f", duration.seconds)
+        switch end {
+        case .exited(let code): lines.append("exit status \(code) (\(seconds) s)")
+        case .signaled(let signal): lines.append("killed by signal \(signal) (\(seconds) s)")
+        case .timedOut:
+            lines.append("timed out after \(String(format: "%.0f", timeout.seconds)) s: the command and everything it started were killed")
+        }
+        for (name, stream) in [("stdout", stdout), ("stderr", stderr)] where stream.total > 0 {
+            lines.append("--- \(name)\(stream.truncationNote)")
+            lines.append(stream.text)
+        }
+        let failed: Bool
+        if case .exited(0) = end { failed = false } else { failed = true }
+        return ToolOutput(lines.joined(separator: "\n"), isError: failed)
+    }
+}
+
+/// What the tasks of one run share: whether the timeout struck, and the process group.
+private final class RunState: Sendable {
+    let timedOut = Atomic(false)
+    let group = Atomic<Int32>(0)
+}
+
+/// The first `cap` bytes of a stream, and how many there were in all.
+struct CappedOutput: Sendable {
+    let cap: Int
+    var kept: [UInt8] = []
+    var total = 0
+
+    init(cap: Int) {
+        self.cap = cap
+    }
+
+    mutating func add(_ buffer: SubprocessOutputSequence.Buffer) {
+        total += buffer.count
+        guard kept.count < cap else { return }
+        buffer.withUnsafeBytes { bytes in kept.append(contentsOf: bytes.prefix(cap - kept.count)) }
+    }
+
+    var text: String { String(decoding: kept, as: UTF8.self) }
+
+    var truncationNote: String {
+        total > kept.count ? " (first \(kept.count) of \(total) bytes; the rest was dropped)" : ""
+    }
+}
