@@ -279,7 +279,11 @@ struct ProcessRun: Sendable {
     private static func hasExited(_ pid: Int32) -> Bool {
         var info = siginfo_t()
         let result = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
-        return result == 0 && info._sifields._sigchld.si_pid == pid
+        #if os(Linux)
+            return result == 0 && info._sifields._sigchld.si_pid == pid
+        #else
+            return result == 0 && info.si_pid == pid
+        #endif
     }
 
     /// SIGTERM to the group, then SIGKILL after a moment.
