@@ -59,6 +59,10 @@ public enum SettingKeys {
         key("tools.shell.allowScripts", .bool),
         key("tools.shell.maxTimeout", .double),
         key("tools.shell.maxOutputBytes", .int),
+        key("tools.web.allowedPrivateHosts", .stringArray),
+        key("tools.web.maxBytes", .int),
+        key("tools.web.timeout", .double),
+        key("tools.web.maxRedirects", .int),
     ]
 
     /// The settings of a named endpoint under `endpoints.NAME.` (a fallback names it).

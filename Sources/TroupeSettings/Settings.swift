@@ -23,6 +23,8 @@ public struct TroupeSettings: Sendable {
     public var fallbacks: [Fallback] = []
     /// What `shell_run` may do (`tools.shell.*`).
     public var shellPolicy = ShellPolicy()
+    /// What `web_fetch` may reach (`tools.web.*`).
+    public var webPolicy = WebFetchPolicy()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 

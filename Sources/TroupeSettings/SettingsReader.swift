@@ -145,6 +145,7 @@ struct SettingsReader {
         settings.resilience = try resilience()
         settings.fallbacks = try fallbacks()
         settings.shellPolicy = try shellPolicy()
+        settings.webPolicy = try webPolicy()
         return settings
     }
 
@@ -221,6 +222,15 @@ struct SettingsReader {
             policy.defaultTimeout = min(policy.defaultTimeout, policy.maxTimeout)
         }
         if let bytes = try int("tools.shell.maxOutputBytes", in: 1...(64 << 20)) { policy.maxOutputBytes = bytes }
+        return policy
+    }
+
+    private func webPolicy() throws(TroupeError) -> WebFetchPolicy {
+        var policy = WebFetchPolicy()
+        if let hosts = try strings("tools.web.allowedPrivateHosts") { policy.allowedPrivateHosts = Set(hosts.map { $0.lowercased() }) }
+        if let bytes = try int("tools.web.maxBytes", in: 1...(256 << 20)) { policy.maxBytes = bytes }
+        if let seconds = try double("tools.web.timeout", in: 0...3_600, openBelow: true) { policy.timeout = .seconds(seconds) }
+        if let redirects = try int("tools.web.maxRedirects", in: 0...20) { policy.maxRedirects = redirects }
         return policy
     }
 

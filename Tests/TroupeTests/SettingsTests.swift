@@ -174,6 +174,13 @@ import TroupeSettings
         #expect(error?.message.contains("give program names") == true)
     }
 
+    @Test func theWebToolsPolicyIsASetting() async throws {
+        let policy = try await load(
+            "tools:\n  web: {allowedPrivateHosts: [Wiki.Internal], maxBytes: 4096, timeout: 5, maxRedirects: 2}\n"
+        ).webPolicy
+        #expect(policy == WebFetchPolicy(allowedPrivateHosts: ["wiki.internal"], maxRedirects: 2, maxBytes: 4096, timeout: .seconds(5)))
+    }
+
     @Test func anEmptyFileIsNoSettings() async throws {
         #expect(try await load("").resilience == ModelResilience())
         #expect(try await load("# only a comment\n").runDefaults.model == "gpt-4o-mini")

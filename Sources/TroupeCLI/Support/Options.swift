@@ -127,7 +127,7 @@ struct RunOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Tool groups, comma-separated: fs, shell, or none (default: fs).", valueName: "list"))
+            "Tool groups, comma-separated: fs, shell, web, or none (default: fs).", valueName: "list"))
     var tools: String?
 
     @Option(name: .long, help: "The most steps a plan may have (default: 10).")
@@ -173,7 +173,7 @@ struct RunOptions: ParsableArguments {
         try applied(to: settings.runDefaults)
     }
 
-    static let knownToolGroups = ["fs", "shell"]
+    static let knownToolGroups = ["fs", "shell", "web"]
 
     static func toolGroups(_ list: String) throws(TroupeError) -> [String] {
         let groups = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {

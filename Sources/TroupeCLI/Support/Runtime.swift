@@ -35,6 +35,7 @@ struct Runtime {
             switch group {
             case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace))
             case "shell": tools.append(ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy))
+            case "web": tools.append(WebFetchTool(policy: settings.webPolicy))
             default:
                 throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
             }
