@@ -63,7 +63,13 @@ public enum SettingKeys {
         key("tools.web.maxBytes", .int),
         key("tools.web.timeout", .double),
         key("tools.web.maxRedirects", .int),
+        key("tools.allow", .stringArray),
+        key("tools.deny", .stringArray),
+        key("tools.requireApproval", .stringArray),
     ]
+
+    /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.
+    public static let toolLimitFields: [String: Kind] = ["maxCallsPerRun": .int, "timeout": .double]
 
     /// The settings of a named endpoint under `endpoints.NAME.` (a fallback names it).
     public static let endpointFields: [String: Kind] = ["baseURL": .string, "model": .string, "apiKeyEnv": .string]
@@ -86,8 +92,13 @@ public enum SettingKeys {
     public static func key(named name: String) -> Key? {
         if let key = all.first(where: { $0.name == name }) { return key }
         let parts = name.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0] == "endpoints", !parts[1].isEmpty, let kind = endpointFields[String(parts[2])] else { return nil }
-        return key(name, kind)
+        if parts.count == 3, parts[0] == "endpoints", !parts[1].isEmpty, let kind = endpointFields[String(parts[2])] {
+            return key(name, kind)
+        }
+        if parts.count == 4, parts[0] == "tools", parts[1] == "limits", !parts[2].isEmpty, let kind = toolLimitFields[String(parts[3])] {
+            return key(name, kind)
+        }
+        return nil
     }
 
     /// `TROUPE_` and the key in upper snake case: `model.retry.maxAttempts` →

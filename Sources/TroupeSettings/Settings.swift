@@ -25,6 +25,9 @@ public struct TroupeSettings: Sendable {
     public var shellPolicy = ShellPolicy()
     /// What `web_fetch` may reach (`tools.web.*`).
     public var webPolicy = WebFetchPolicy()
+    /// Which tools runs may use, which need approval, and limits per tool (`tools.allow`,
+    /// `tools.deny`, `tools.requireApproval`, `tools.limits.NAME.*`).
+    public var toolPolicy = ToolPolicy()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 

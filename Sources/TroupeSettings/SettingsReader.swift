@@ -146,6 +146,7 @@ struct SettingsReader {
         settings.fallbacks = try fallbacks()
         settings.shellPolicy = try shellPolicy()
         settings.webPolicy = try webPolicy()
+        settings.toolPolicy = try toolPolicy()
         return settings
     }
 
@@ -231,6 +232,26 @@ struct SettingsReader {
         if let bytes = try int("tools.web.maxBytes", in: 1...(256 << 20)) { policy.maxBytes = bytes }
         if let seconds = try double("tools.web.timeout", in: 0...3_600, openBelow: true) { policy.timeout = .seconds(seconds) }
         if let redirects = try int("tools.web.maxRedirects", in: 0...20) { policy.maxRedirects = redirects }
+        return policy
+    }
+
+    /// `tools.allow`/`deny`/`requireApproval`, and `tools.limits.NAME.*` for each NAME the file or
+    /// `--set` gives (limits are not read from the environment: their names are not known).
+    private func toolPolicy() throws(TroupeError) -> ToolPolicy {
+        var policy = ToolPolicy(
+            allow: try strings("tools.allow") ?? [], deny: try strings("tools.deny") ?? [],
+            requireApproval: try strings("tools.requireApproval") ?? [])
+        let limited = Set(
+            (fileKeys.union(flags.keys)).compactMap { key -> String? in
+                let parts = key.split(separator: ".")
+                return parts.count == 4 && parts[0] == "tools" && parts[1] == "limits" ? String(parts[2]) : nil
+            })
+        for name in limited.sorted() {
+            let prefix = "tools.limits.\(name)."
+            policy.limits[name] = ToolLimits(
+                maxCallsPerRun: try int(prefix + "maxCallsPerRun", in: 0...1_000_000),
+                timeoutSeconds: try double(prefix + "timeout", in: 0...86_400, openBelow: true))
+        }
         return policy
     }
 

@@ -57,17 +57,22 @@ public struct ExecutorAgent: Sendable {
         )
     }
 
-    /// Runs one tool call. Unknown tools, arguments that are not JSON or break the schema, and
-    /// tool errors all come back as an error output for the model.
+    /// Runs one tool call under the registry's ``ToolPolicy``. Unknown tools, arguments that are
+    /// not JSON or break the schema, calls over the tool's limit per run, calls a person denied
+    /// (or that need an approver when there is none), calls over the tool's time limit, and tool
+    /// errors all come back as an error output for the model.
     ///
-    /// - Parameter truncated: the model's answer was cut off at its token limit (`finish_reason`
-    ///   `length`), so broken arguments are most likely cut short; the error says so.
+    /// - Parameters:
+    ///   - truncated: the model's answer was cut off at its token limit (`finish_reason`
+    ///     `length`), so broken arguments are most likely cut short; the error says so.
+    ///   - earlierCalls: how many calls of this tool the run made before this one.
     public func run(
         _ call: ToolCall,
         allowed: [String],
         tools: ToolRegistry,
         context: ToolContext,
-        truncated: Bool = false
+        truncated: Bool = false,
+        earlierCalls: Int = 0
     ) async -> ToolOutput {
         let permitted = allowed.isEmpty || allowed.contains(call.name)
         guard permitted, let tool = tools.tool(named: call.name) else {
@@ -91,8 +96,26 @@ public struct ExecutorAgent: Sendable {
                     + violations.prefix(10).map { "- \($0)" }.joined(separator: "\n")
             )
         }
+        let limits = tools.policy.limits(for: call.name)
+        if let most = limits.maxCallsPerRun, earlierCalls >= most {
+            return .error("\(call.name) may be called at most \(most) times in a run, and that many calls were made. Do without it.")
+        }
+        if tools.policy.needsApproval(call.name) {
+            guard let approver = tools.approver else {
+                return .error(
+                    "\(call.name) needs a person's approval for each call, and no approver is configured for this run. Do without it.")
+            }
+            if case .denied(let reason) = await approver.review(call, arguments: arguments, context: context) {
+                return .error("A person denied this call of \(call.name): \(reason)")
+            }
+        }
         do {
-            let output = try await tool.call(arguments, context: context)
+            let output: ToolOutput
+            if let seconds = limits.timeoutSeconds {
+                output = try await Self.within(seconds, name: call.name) { try await tool.call(arguments, context: context) }
+            } else {
+                output = try await tool.call(arguments, context: context)
+            }
             return clipped(output)
         } catch let error as TroupeError {
             return .error(error.message)
@@ -100,6 +123,26 @@ public struct ExecutorAgent: Sendable {
             return .error("The call was cancelled.")
         } catch {
             return .error("\(call.name) failed: \(error)")
+        }
+    }
+
+    /// Runs a tool call with a time limit; past it, the call is cancelled and the model told.
+    static func within(
+        _ seconds: Double,
+        name: String,
+        _ call: @escaping @Sendable () async throws -> ToolOutput
+    ) async throws -> ToolOutput {
+        try await withThrowingTaskGroup(of: ToolOutput?.self) { group in
+            group.addTask { try await call() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let output = first else {
+                return .error("\(name) took longer than its limit of \(String(format: "%g", seconds)) s and was stopped.")
+            }
+            return output
         }
     }
 

@@ -198,7 +198,7 @@ public struct RunDriver: Sendable {
     private struct PreparedActivity: Sendable {
         enum Work: Sendable {
             case model(ChatRequest, stream: Bool, verdict: VerdictContext?)
-            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool)
+            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool, earlierCalls: Int)
         }
 
         var key: ActivityKey
@@ -254,7 +254,11 @@ public struct RunDriver: Sendable {
                     false
                 }
             }
-            work = .tool(call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false)
+            // Calls of the same tool this run made before this one (journaled, so replay agrees).
+            let earlier = machine.activities.values.count { record in
+                if case .tool(let name, _, _) = record.kind { name == call.name && record.key != key } else { false }
+            }
+            work = .tool(call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier)
         case .record:
             return nil
         }
@@ -318,8 +322,9 @@ public struct RunDriver: Sendable {
             guard let verdict else { return retries + [.activityCompleted(key: key, result: .model(response))] }
             return retries + [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
-        case .tool(let call, let allowed, let context, let truncated):
-            let output = await executor.run(call, allowed: allowed, tools: tools, context: context, truncated: truncated)
+        case .tool(let call, let allowed, let context, let truncated, let earlierCalls):
+            let output = await executor.run(
+                call, allowed: allowed, tools: tools, context: context, truncated: truncated, earlierCalls: earlierCalls)
             try Task.checkCancellation()
             return [.activityCompleted(key: key, result: .tool(output))]
         }

@@ -40,7 +40,7 @@ struct Runtime {
                 throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
             }
         }
-        return try ToolRegistry(tools)
+        return try ToolRegistry(tools, policy: settings.toolPolicy)
     }
 
     func driver(

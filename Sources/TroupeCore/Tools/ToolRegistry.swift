@@ -1,17 +1,77 @@
-/// Which tools an agent may use: an allowlist (empty means all registered tools) minus a denylist.
+/// Which tools an agent may use, and on what terms: an allowlist (empty means every registered
+/// tool) minus a denylist, the tools a person must approve call by call, and limits per tool.
+///
+/// Names may end in `*` to match a prefix (`mcp_github_*`, `fs_*`); `*` alone matches all.
 public struct ToolPolicy: Sendable, Hashable, Codable {
     public var allow: [String]
     public var deny: [String]
+    /// Tools whose every call waits for a person's decision (``ToolApprover``).
+    public var requireApproval: [String]
+    /// Limits by tool name or pattern; the first entry that matches, by exact name before patterns.
+    public var limits: [String: ToolLimits]
 
-    public init(allow: [String] = [], deny: [String] = []) {
+    public init(allow: [String] = [], deny: [String] = [], requireApproval: [String] = [], limits: [String: ToolLimits] = [:]) {
         self.allow = allow
         self.deny = deny
+        self.requireApproval = requireApproval
+        self.limits = limits
     }
 
     /// Whether the policy lets an agent use the tool called `name`.
     public func permits(_ name: String) -> Bool {
-        !deny.contains(name) && (allow.isEmpty || allow.contains(name))
+        !Self.matches(deny, name) && (allow.isEmpty || Self.matches(allow, name))
     }
+
+    /// Whether each call of `name` needs a person's approval.
+    public func needsApproval(_ name: String) -> Bool {
+        Self.matches(requireApproval, name)
+    }
+
+    /// The limits for `name`: its own entry, else the longest pattern that matches, else none.
+    public func limits(for name: String) -> ToolLimits {
+        if let own = limits[name] { return own }
+        let patterns = limits.keys.filter { $0.hasSuffix("*") && Self.matches([$0], name) }
+        return patterns.max { $0.count < $1.count }.flatMap { limits[$0] } ?? ToolLimits()
+    }
+
+    static func matches(_ patterns: [String], _ name: String) -> Bool {
+        patterns.contains { pattern in
+            pattern.hasSuffix("*") ? name.hasPrefix(pattern.dropLast()) : pattern == name
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        allow = try container.decodeIfPresent([String].self, forKey: .allow) ?? []
+        deny = try container.decodeIfPresent([String].self, forKey: .deny) ?? []
+        requireApproval = try container.decodeIfPresent([String].self, forKey: .requireApproval) ?? []
+        limits = try container.decodeIfPresent([String: ToolLimits].self, forKey: .limits) ?? [:]
+    }
+}
+
+/// Limits on one tool's use in a run.
+public struct ToolLimits: Sendable, Hashable, Codable {
+    /// Calls of the tool per run; later calls are refused (the model is told).
+    public var maxCallsPerRun: Int?
+    /// The longest one call may take; it is then abandoned and the model told.
+    public var timeoutSeconds: Double?
+
+    public init(maxCallsPerRun: Int? = nil, timeoutSeconds: Double? = nil) {
+        self.maxCallsPerRun = maxCallsPerRun
+        self.timeoutSeconds = timeoutSeconds
+    }
+}
+
+/// A person's decision on one tool call.
+public enum ToolApproval: Sendable, Hashable {
+    case approved
+    case denied(reason: String)
+}
+
+/// Decides calls of tools that ``ToolPolicy/requireApproval`` names — by asking a person (the
+/// API server's approval gates) or by rules of its own.
+public protocol ToolApprover: Sendable {
+    func review(_ call: ToolCall, arguments: JSONValue, context: ToolContext) async -> ToolApproval
 }
 
 /// The tools available to a run, by name, filtered by a ``ToolPolicy``.
@@ -20,9 +80,12 @@ public struct ToolRegistry: Sendable {
     /// Registration order, so that specs are offered to the model in a stable order.
     public private(set) var names: [String] = []
     public var policy: ToolPolicy
+    /// Decides calls that need approval; without one they are refused.
+    public var approver: (any ToolApprover)?
 
-    public init(_ tools: [any Tool] = [], policy: ToolPolicy = ToolPolicy()) throws(TroupeError) {
+    public init(_ tools: [any Tool] = [], policy: ToolPolicy = ToolPolicy(), approver: (any ToolApprover)? = nil) throws(TroupeError) {
         self.policy = policy
+        self.approver = approver
         for tool in tools { try register(tool) }
     }
 
