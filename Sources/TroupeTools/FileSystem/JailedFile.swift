@@ -115,6 +115,14 @@ final class JailedFile {
         return data
     }
 
+    /// The file as UTF-8 text (at most `limit` bytes), or `nil` if it is binary: a NUL byte in its
+    /// first 8 KiB, or bytes that are not UTF-8.
+    func readText(limit: Int) throws(TroupeError) -> String? {
+        let data = try readAll(limit: limit)
+        guard !data.prefix(8_192).contains(0) else { return nil }
+        return String(validating: data, as: UTF8.self)
+    }
+
     /// Replaces `name` in this directory with `content`, atomically: a temporary file in the same
     /// directory, flushed, then renamed over the target. The rename replaces a symlink at `name`
     /// itself, never the file it points to.

@@ -46,8 +46,7 @@ public struct PatchFileTool: Tool {
         }
         let original: String?
         if let file {
-            let data = try file.readAll(limit: limits.maxReadBytes)
-            guard !data.prefix(8_192).contains(0), let text = String(validating: data, as: UTF8.self) else {
+            guard let text = try file.readText(limit: limits.maxReadBytes) else {
                 return .error("'\(file.shown)' is a binary file (or not UTF-8 text); fs_patch edits text only.")
             }
             original = text

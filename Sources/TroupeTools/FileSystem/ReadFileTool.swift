@@ -34,8 +34,7 @@ public struct ReadFileTool: Tool {
                 "'\(file.shown)' has \(file.size) bytes; fs_read reads at most \(limits.maxReadBytes). Use fs_search to find the part you need."
             )
         }
-        let data = try file.readAll(limit: limits.maxReadBytes)
-        guard !data.prefix(8_192).contains(0), let text = String(validating: data, as: UTF8.self) else {
+        guard let text = try file.readText(limit: limits.maxReadBytes) else {
             return .error("'\(file.shown)' is a binary file (or not UTF-8 text); fs_read reads text only.")
         }
         guard let start = arguments["startLine"]?.intValue else { return ToolOutput(text) }

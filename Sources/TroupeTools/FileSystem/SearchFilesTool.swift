@@ -123,8 +123,7 @@ public struct SearchFilesTool: Tool {
                 skippedLarge += 1
                 return
             }
-            let data = try file.readAll(limit: limits.maxReadBytes)
-            guard !data.prefix(8_192).contains(0), let text = String(validating: data, as: UTF8.self) else {
+            guard let text = try file.readText(limit: limits.maxReadBytes) else {
                 skippedBinary += 1
                 return
             }
