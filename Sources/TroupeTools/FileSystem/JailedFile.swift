@@ -53,14 +53,7 @@ final class JailedFile {
     /// The directory `path`, created (with its parents) if `create` and missing.
     static func directory(_ path: String, in workspace: Workspace, create: Bool) throws(TroupeError) -> JailedFile? {
         let resolved = try workspace.resolve(path)
-        if create {
-            do {
-                try FileManager.default.createDirectory(atPath: resolved, withIntermediateDirectories: true)
-            } catch {
-                throw TroupeError(
-                    .toolFailed, "Could not create the directory '\(workspace.relative(resolved))': \(error.localizedDescription)")
-            }
-        }
+        if create { try makeDirectories(workspace.relative(resolved), in: workspace) }
         let descriptor = open(resolved, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW)
         guard descriptor >= 0 else {
             if errno == ENOENT { return nil }
@@ -68,6 +61,28 @@ final class JailedFile {
             throw workspace.denied(path, "it cannot be opened as a directory")
         }
         return try checked(descriptor, path: path, in: workspace)
+    }
+
+    /// Creates the folders of `relative` one at a time, each inside the descriptor of its parent
+    /// and never through a symlink, so a link swapped in meanwhile cannot make one appear outside.
+    private static func makeDirectories(_ relative: String, in workspace: Workspace) throws(TroupeError) {
+        guard relative != "." else { return }
+        var current = open(workspace.root, O_RDONLY | O_CLOEXEC | O_DIRECTORY)
+        guard current >= 0 else { throw TroupeError(.toolFailed, "Could not open the workspace '\(workspace.root)'.") }
+        defer { close(current) }
+        for component in relative.split(separator: "/") {
+            let name = String(component)
+            if mkdirat(current, name, 0o755) != 0 && errno != EEXIST {
+                throw TroupeError(.toolFailed, "Could not create the directory '\(relative)': \(String(cString: strerror(errno))).")
+            }
+            let next = openat(current, name, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW)
+            guard next >= 0 else {
+                if errno == ELOOP { throw workspace.denied(relative, "'\(name)' in it is a symbolic link") }
+                throw TroupeError(.invalidInput, "'\(name)' in '\(relative)' is not a directory.")
+            }
+            close(current)
+            current = next
+        }
     }
 
     /// Checks where an opened descriptor really is; closes it and refuses if outside the root.
