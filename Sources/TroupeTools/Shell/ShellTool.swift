@@ -275,10 +275,13 @@ struct ProcessRun: Sendable {
         }
     }
 
-    /// Whether the process has exited, without reaping it (Subprocess reaps it).
+    /// Whether the process has exited, without reaping it (Subprocess reaps it); a process that
+    /// is no longer our child has been reaped already.
     private static func hasExited(_ pid: Int32) -> Bool {
         var info = siginfo_t()
         let result = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+        // Already reaped (by Subprocess's own monitor): gone.
+        if result == -1 && errno == ECHILD { return true }
         #if os(Linux)
             return result == 0 && info._sifields._sigchld.si_pid == pid
         #else
