@@ -212,8 +212,9 @@ struct ProcessRun: Sendable {
                 tasks.addTask {
                     try await Task.sleep(for: timeout)
                     state.timedOut.store(true, ordering: .relaxed)
-                    let pid = state.group.load(ordering: .relaxed)
-                    if pid > 0 { terminateGroup(pid) }
+                    // The program may still be starting: wait for its group, then end it.
+                    while state.group.load(ordering: .relaxed) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                    await terminateGroup(state.group.load(ordering: .relaxed))
                     return nil
                 }
                 defer { tasks.cancelAll() }
@@ -290,9 +291,9 @@ struct ProcessRun: Sendable {
     }
 
     /// SIGTERM to the group, then SIGKILL after a moment.
-    private static func terminateGroup(_ pid: Int32) {
+    private static func terminateGroup(_ pid: Int32) async {
         kill(-pid, SIGTERM)
-        usleep(200_000)
+        try? await Task.sleep(for: .milliseconds(200))
         kill(-pid, SIGKILL)
     }
 
