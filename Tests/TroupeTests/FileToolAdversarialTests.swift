@@ -82,6 +82,24 @@ import Troupe
         }
     }
 
+    @Test func partsOfAFileTooLargeToReadWholeAreStreamed() async throws {
+        try await withJail { workspace, _ in
+            let text = (1...20_000).map { "line \($0)" }.joined(separator: "\n") + "\n"
+            try text.write(toFile: workspace.root + "/big.log", atomically: true, encoding: .utf8)
+            let read = ReadFileTool(workspace: workspace, limits: FileToolLimits(maxReadBytes: 1_000))
+            let whole = try await read.call(["path": "big.log"], context: context(workspace))
+            #expect(whole.isError && whole.content.contains("Give startLine and lineCount"))
+            let part = try await read.call(["path": "big.log", "startLine": 15_000, "lineCount": 3], context: context(workspace))
+            #expect(part.content == "line 15000\nline 15001\nline 15002")
+            let last = try await read.call(["path": "big.log", "startLine": 20_000, "lineCount": 5], context: context(workspace))
+            #expect(last.content == "line 20000")
+            let beyond = try await read.call(["path": "big.log", "startLine": 30_000, "lineCount": 1], context: context(workspace))
+            #expect(beyond.isError && beyond.content.contains("has only 20000 lines"))
+            let many = try await read.call(["path": "big.log", "startLine": 1, "lineCount": 5_000], context: context(workspace))
+            #expect(many.content.hasSuffix("[cut at 1000 bytes; ask for fewer lines]"))
+        }
+    }
+
     // MARK: - fs_search
 
     @Test func searchFindsLinesAndSkipsWhatItShould() async throws {

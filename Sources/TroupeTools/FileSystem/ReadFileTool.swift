@@ -30,9 +30,13 @@ public struct ReadFileTool: Tool {
         if file.isDirectory { return .error("'\(file.shown)' is a directory; use fs_list.") }
         guard file.isRegularFile else { return .error("'\(file.shown)' is not a regular file.") }
         guard file.size <= limits.maxReadBytes else {
+            // A large file (a log, say) can still be read in parts: its lines are streamed.
+            if let start = arguments["startLine"]?.intValue, let count = arguments["lineCount"]?.intValue {
+                return try readLines(of: file, from: start, count: count)
+            }
             return .error(
-                "'\(file.shown)' has \(file.size) bytes; fs_read reads at most \(limits.maxReadBytes). Use fs_search to find the part you need."
-            )
+                "'\(file.shown)' has \(file.size) bytes; fs_read reads at most \(limits.maxReadBytes) at once. Give startLine and "
+                    + "lineCount to read part of it, or use fs_search to find the part you need.")
         }
         guard let text = try file.readText(limit: limits.maxReadBytes) else {
             return .error("'\(file.shown)' is a binary file (or not UTF-8 text); fs_read reads text only.")
@@ -42,5 +46,51 @@ public struct ReadFileTool: Tool {
         let count = arguments["lineCount"]?.intValue ?? lines.count
         guard start <= lines.count else { return .error("'\(file.shown)' has only \(lines.count) lines.") }
         return ToolOutput(lines[(start - 1)..<min(lines.count, start - 1 + count)].joined(separator: "\n"))
+    }
+
+    /// Lines `start ..< start + count` of a file too large to read whole, read in chunks; at most
+    /// `maxReadBytes` of them are returned.
+    private func readLines(of file: JailedFile, from start: Int, count: Int) throws -> ToolOutput {
+        var line = 1
+        var kept: [UInt8] = []
+        var pending: [UInt8] = []
+        var offset = 0
+        var cut = false
+        var lastByte: UInt8 = 0x0A
+        let end = start + count
+        reading: while line < end {
+            let chunk = try file.readAll(limit: 64 << 10)
+            if offset == 0, chunk.prefix(8_192).contains(0) {
+                return .error("'\(file.shown)' is a binary file; fs_read reads text only.")
+            }
+            offset += chunk.count
+            if chunk.isEmpty {
+                if line >= start, !pending.isEmpty { kept += pending }
+                break
+            }
+            for byte in chunk {
+                lastByte = byte
+                if line >= start { pending.append(byte) }
+                guard byte == 0x0A else { continue }
+                if line >= start {
+                    kept += pending
+                    pending.removeAll(keepingCapacity: true)
+                }
+                line += 1
+                if line >= end { break reading }
+                if kept.count > limits.maxReadBytes {
+                    cut = true
+                    break reading
+                }
+            }
+        }
+        guard line >= start || !kept.isEmpty else {
+            // `line` is the number of the line after the last newline, empty if the file ends with one.
+            return .error("'\(file.shown)' has only \(lastByte == 0x0A ? line - 1 : line) lines.")
+        }
+        var text = String(decoding: kept.prefix(limits.maxReadBytes), as: UTF8.self)
+        if text.hasSuffix("\n") { text.removeLast() }
+        if cut { text += "\n[cut at \(limits.maxReadBytes) bytes; ask for fewer lines]" }
+        return ToolOutput(text)
     }
 }
