@@ -112,7 +112,9 @@ public struct ExecutorAgent: Sendable {
         do {
             let output: ToolOutput
             if let seconds = limits.timeoutSeconds {
-                output = try await Self.within(seconds, name: call.name) { try await tool.call(arguments, context: context) }
+                output =
+                    try await withTimeLimit(.seconds(seconds)) { try await tool.call(arguments, context: context) }
+                    ?? .error("\(call.name) took longer than its limit of \(String(format: "%g", seconds)) s and was stopped.")
             } else {
                 output = try await tool.call(arguments, context: context)
             }
@@ -123,26 +125,6 @@ public struct ExecutorAgent: Sendable {
             return .error("The call was cancelled.")
         } catch {
             return .error("\(call.name) failed: \(error)")
-        }
-    }
-
-    /// Runs a tool call with a time limit; past it, the call is cancelled and the model told.
-    static func within(
-        _ seconds: Double,
-        name: String,
-        _ call: @escaping @Sendable () async throws -> ToolOutput
-    ) async throws -> ToolOutput {
-        try await withThrowingTaskGroup(of: ToolOutput?.self) { group in
-            group.addTask { try await call() }
-            group.addTask {
-                try await Task.sleep(for: .seconds(seconds))
-                return nil
-            }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let output = first else {
-                return .error("\(name) took longer than its limit of \(String(format: "%g", seconds)) s and was stopped.")
-            }
-            return output
         }
     }
 

@@ -282,16 +282,10 @@ public struct RunDriver: Sendable {
         )
         guard remaining > 0 else { return [.activityFailed(key: key, error: timeout)] }
         do {
-            return try await withThrowingTaskGroup(of: [RunEvent]?.self) { group in
-                group.addTask { try await execute(activity) }
-                group.addTask { [clock] in
-                    try await clock.sleep(for: .milliseconds(Int64(remaining * 1000)))
-                    return nil
-                }
-                let first = try await group.next() ?? nil
-                group.cancelAll()
-                return first ?? [.activityFailed(key: key, error: timeout)]
+            let events = try await withTimeLimit(.milliseconds(Int64(remaining * 1000)), clock: clock) {
+                try await execute(activity)
             }
+            return events ?? [.activityFailed(key: key, error: timeout)]
         } catch {
             return [.activityFailed(key: key, error: TroupeError.wrap(error, as: .internal))]
         }
