@@ -85,14 +85,9 @@ public struct PatchFileTool: Tool {
         }
     }
 
-    /// Why an edit does not apply.
-    struct Conflict: Error {
-        var message: String
-    }
-
     /// `text` with `search` replaced: exactly once unless `all`.
-    static func replace(_ search: String, with replacement: String, in text: String, all: Bool) -> Result<(String, String), Conflict> {
-        guard !search.isEmpty else { return .failure(Conflict(message: "search is empty.")) }
+    static func replace(_ search: String, with replacement: String, in text: String, all: Bool) -> Result<(String, String), ToolRefusal> {
+        guard !search.isEmpty else { return .failure(ToolRefusal(message: "search is empty.")) }
         let ranges = text.ranges(of: search)
         guard !ranges.isEmpty else {
             var hint = ""
@@ -104,12 +99,12 @@ public struct PatchFileTool: Tool {
             {
                 hint = " Line \(index + 1) has its first line with different indentation or spacing; copy the text exactly (fs_read)."
             }
-            return .failure(Conflict(message: "The search text is not in the file.\(hint)"))
+            return .failure(ToolRefusal(message: "The search text is not in the file.\(hint)"))
         }
         if ranges.count > 1 && !all {
             let lines = ranges.prefix(10).map { String(text[..<$0.lowerBound].count(where: { $0 == "\n" }) + 1) }
             return .failure(
-                Conflict(
+                ToolRefusal(
                     message: "The search text occurs \(ranges.count) times (lines \(lines.joined(separator: ", "))); "
                         + "add surrounding lines to make it unique, or set replaceAll."))
         }
@@ -132,7 +127,7 @@ enum UnifiedDiff {
     }
 
     /// `text` (`nil`: the file does not exist yet) with the diff applied, or the first conflict.
-    static func apply(_ diff: String, to text: String?) -> Result<(text: String, summary: String), PatchFileTool.Conflict> {
+    static func apply(_ diff: String, to text: String?) -> Result<(text: String, summary: String), ToolRefusal> {
         let hunks: [Hunk]
         switch parse(diff) {
         case .success(let parsed): hunks = parsed
@@ -140,7 +135,7 @@ enum UnifiedDiff {
         }
         guard let text else {
             guard hunks.allSatisfy({ $0.oldCount == 0 }) else {
-                return .failure(PatchFileTool.Conflict(message: "the file does not exist, and the diff changes existing lines."))
+                return .failure(ToolRefusal(message: "the file does not exist, and the diff changes existing lines."))
             }
             let lines = hunks.flatMap(\.newLines)
             return .success((lines.joined(separator: "\n") + (lines.isEmpty ? "" : "\n"), "created with \(lines.count) lines"))
@@ -158,7 +153,7 @@ enum UnifiedDiff {
             guard let at = position(of: old, in: lines, near: expected, from: searchFrom) else {
                 let actual = lines.dropFirst(min(expected, lines.count)).prefix(max(1, old.count)).map { "  |\($0)" }
                 return .failure(
-                    PatchFileTool.Conflict(
+                    ToolRefusal(
                         message: "hunk \(number + 1) (\(hunk.header)) does not match the file. It expects:\n"
                             + old.map { "  |\($0)" }.joined(separator: "\n") + "\nbut line \(expected + 1) on reads:\n"
                             + (actual.isEmpty ? "  (end of file)" : actual.joined(separator: "\n")) + "\n"))
@@ -187,7 +182,7 @@ enum UnifiedDiff {
         return nil
     }
 
-    private static func parse(_ diff: String) -> Result<[Hunk], PatchFileTool.Conflict> {
+    private static func parse(_ diff: String) -> Result<[Hunk], ToolRefusal> {
         var hunks: [Hunk] = []
         var current: Hunk?
         var remainingOld = 0
@@ -198,7 +193,7 @@ enum UnifiedDiff {
             if line.hasPrefix("@@") {
                 if let current { hunks.append(current) }
                 guard let (oldStart, oldCount, newCount) = header(line) else {
-                    return .failure(PatchFileTool.Conflict(message: "'\(line)' is not a hunk header like @@ -12,5 +12,6 @@."))
+                    return .failure(ToolRefusal(message: "'\(line)' is not a hunk header like @@ -12,5 +12,6 @@."))
                 }
                 current = Hunk(header: String(line), oldStart: oldStart, oldCount: oldCount, lines: [])
                 remainingOld = oldCount
@@ -223,10 +218,10 @@ enum UnifiedDiff {
             current?.lines.append(kind == " " || kind == "-" || kind == "+" ? line : " " + line)
         }
         if let current { hunks.append(current) }
-        guard !hunks.isEmpty else { return .failure(PatchFileTool.Conflict(message: "it has no hunks (lines starting with @@).")) }
+        guard !hunks.isEmpty else { return .failure(ToolRefusal(message: "it has no hunks (lines starting with @@).")) }
         for (number, hunk) in hunks.enumerated() where hunk.oldLines.count != hunk.oldCount {
             return .failure(
-                PatchFileTool.Conflict(
+                ToolRefusal(
                     message: "hunk \(number + 1) (\(hunk.header)) promises \(hunk.oldCount) old lines but has \(hunk.oldLines.count)."))
         }
         return .success(hunks)

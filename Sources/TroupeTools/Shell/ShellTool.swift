@@ -135,18 +135,14 @@ public struct ShellTool: Tool {
         return variables
     }
 
-    struct Refusal: Error {
-        var message: String
-    }
-
     /// The allowed program's path in the search path.
-    func resolve(_ program: String) -> Result<String, Refusal> {
+    func resolve(_ program: String) -> Result<String, ToolRefusal> {
         guard !program.contains("/") else {
-            return .failure(Refusal(message: "Give the program by name (e.g. \"ls\"), not as a path: '\(program)' is refused."))
+            return .failure(ToolRefusal(message: "Give the program by name (e.g. \"ls\"), not as a path: '\(program)' is refused."))
         }
         guard policy.allowedExecutables.contains(program) else {
             return .failure(
-                Refusal(
+                ToolRefusal(
                     message:
                         "'\(program)' is not an allowed program. Allowed: \(policy.allowedExecutables.sorted().joined(separator: ", "))."))
         }
@@ -154,7 +150,7 @@ public struct ShellTool: Tool {
             let candidate = directory + "/" + program
             if access(candidate, X_OK) == 0 { return .success(candidate) }
         }
-        return .failure(Refusal(message: "'\(program)' is allowed but not installed here."))
+        return .failure(ToolRefusal(message: "'\(program)' is allowed but not installed here."))
     }
 }
 

@@ -132,23 +132,19 @@ public struct WebFetchTool: Tool {
         var address: IPAddress?
     }
 
-    struct Refusal: Error {
-        var message: String
-    }
-
     /// Checks one hop: scheme, credentials, host, addresses.
-    func check(_ text: String) async throws -> Result<Target, Refusal> {
+    func check(_ text: String) async throws -> Result<Target, ToolRefusal> {
         guard let url = URL(string: text), let scheme = url.scheme?.lowercased() else {
-            return .failure(Refusal(message: "'\(text.prefix(200))' is not a URL."))
+            return .failure(ToolRefusal(message: "'\(text.prefix(200))' is not a URL."))
         }
         guard scheme == "http" || scheme == "https" else {
-            return .failure(Refusal(message: "Only http and https URLs can be fetched ('\(scheme):' is refused)."))
+            return .failure(ToolRefusal(message: "Only http and https URLs can be fetched ('\(scheme):' is refused)."))
         }
-        guard url.user == nil, url.password == nil else { return .failure(Refusal(message: "URLs with credentials are refused.")) }
-        guard var host = url.host, !host.isEmpty else { return .failure(Refusal(message: "'\(text.prefix(200))' has no host.")) }
+        guard url.user == nil, url.password == nil else { return .failure(ToolRefusal(message: "URLs with credentials are refused.")) }
+        guard var host = url.host, !host.isEmpty else { return .failure(ToolRefusal(message: "'\(text.prefix(200))' has no host.")) }
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         guard !host.contains("%"), !host.contains(where: \.isWhitespace) else {
-            return .failure(Refusal(message: "The host '\(host)' is malformed."))
+            return .failure(ToolRefusal(message: "The host '\(host)' is malformed."))
         }
         let allowed = policy.allowedPrivateHosts.contains(host.lowercased())
         let addresses: [IPAddress]
@@ -158,15 +154,15 @@ public struct WebFetchTool: Tool {
             do {
                 addresses = try await resolver.addresses(of: host)
             } catch {
-                return .failure(Refusal(message: (error as? TroupeError)?.message ?? "The host '\(host)' could not be resolved."))
+                return .failure(ToolRefusal(message: (error as? TroupeError)?.message ?? "The host '\(host)' could not be resolved."))
             }
         }
-        guard let first = addresses.first else { return .failure(Refusal(message: "The host '\(host)' has no addresses.")) }
+        guard let first = addresses.first else { return .failure(ToolRefusal(message: "The host '\(host)' has no addresses.")) }
         if !allowed {
             for address in addresses {
                 if let reason = address.blockReason {
                     return .failure(
-                        Refusal(
+                        ToolRefusal(
                             message: "\(text.prefix(200)) is refused: \(host) resolves to \(address), \(reason); only public addresses "
                                 + "can be fetched."))
                 }
