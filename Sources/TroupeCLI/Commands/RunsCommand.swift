@@ -56,7 +56,7 @@ struct RunsCommand: AsyncParsableCommand {
                 let tokens = "\(run.usage.totalTokens) tok".padding(
                     toLength: 11, withPad: " ", startingAt: 0)
                 say(
-                    "\(run.id)  \(status) \(formatter.string(from: run.createdAt))  \(tokens) \(ProgressPrinter.clip(run.goal, 60))"
+                    "\(run.id)  \(status) \(formatter.string(from: run.createdAt))  \(tokens) \(run.goal.clipped(to: 60))"
                 )
             }
         }

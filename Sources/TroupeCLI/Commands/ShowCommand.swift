@@ -62,7 +62,7 @@ struct ShowCommand: AsyncParsableCommand {
                 let mark = call.isError == true ? "✗" : call.status == "started" ? "…" : "↳"
                 lines.append("  \(mark) \(call.name)(\(call.arguments.jsonString))  [\(call.key)]")
                 if let result = call.result {
-                    for line in ProgressPrinter.clip(result, 600).split(
+                    for line in result.clipped(to: 600).split(
                         separator: "\n", omittingEmptySubsequences: false
                     ).prefix(12) {
                         lines.append("      \(line)")

@@ -47,7 +47,7 @@ final class ProgressPrinter: Sendable {
             guard let call else { return }
             let mark = output.isError ? "✗" : "↳"
             say(
-                "   \(mark) \(call.name) \(Self.clip(call.arguments, 80)) → \(Self.clip(Self.oneLine(output.content), 100))"
+                "   \(mark) \(call.name) \(call.arguments.clipped(to: 80)) → \(Self.oneLine(output.content).clipped(to: 100))"
             )
         case .activityCompleted(let key, .model(let response)) where key.step != ActivityKey.planStep:
             let usage = response.usage
@@ -60,7 +60,7 @@ final class ProgressPrinter: Sendable {
             let attempt = ModelAttempt(number: attempt, error: error, retryDelaySeconds: delay)
             say("   \(attempt.fallbackTo == nil ? "↻" : "↷") \(key): \(attempt.summary(messageLimit: 100))")
         case .stepCompleted(let id, let output):
-            say("   ✓ \(id) done: \(Self.clip(Self.oneLine(output), 120))")
+            say("   ✓ \(id) done: \(Self.oneLine(output).clipped(to: 120))")
         case .stepFailed(let id, let error):
             say("   ✗ \(id) failed: \(error.message)")
         case .runSucceeded, .runFailed, .runCancelled, .runNeedsAttention:
@@ -77,10 +77,6 @@ final class ProgressPrinter: Sendable {
 
     private func say(_ line: String) {
         FileHandle.standardOutput.write(Data((line + "\n").utf8))
-    }
-
-    static func clip(_ text: String, _ limit: Int) -> String {
-        text.count <= limit ? text : String(text.prefix(limit - 1)) + "…"
     }
 
     static func oneLine(_ text: String) -> String {

@@ -21,8 +21,7 @@ public struct ModelAttempt: Sendable, Hashable {
     /// One line for people: `attempt 2: rateLimited: …; retried after 0.5 s`, or for a fallback
     /// `transport: …; fell back to gpt-4o-mini@https://…`. `limit` clips the error's message.
     public func summary(messageLimit limit: Int = .max) -> String {
-        var message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ")
-        if message.count > limit { message = String(message.prefix(max(0, limit - 1))) + "…" }
+        let message = error.message.split(whereSeparator: \.isNewline).joined(separator: " ").clipped(to: limit)
         if let fallbackTo { return "\(error.code.rawValue): \(message)\(Self.fellBackMarker)\(fallbackTo)" }
         let delay = String(format: "%.1f", retryDelaySeconds ?? 0)
         return "attempt \(number): \(error.code.rawValue): \(message); retried after \(delay) s"
