@@ -124,12 +124,12 @@ public struct WebFetchTool: Tool {
         return .error("\(hops.first ?? url) redirects more than \(policy.maxRedirects) times.")
     }
 
-    /// A URL that passed the checks, and the address to connect to.
+    /// A URL that passed the checks, and the address to connect to (checked, unless the host is
+    /// on the allowlist).
     struct Target {
         var url: URL
         var host: String
-        /// `nil` for a host on the allowlist that the system resolves as usual.
-        var address: IPAddress?
+        var address: IPAddress
     }
 
     /// Checks one hop: scheme, credentials, host, addresses.
@@ -183,10 +183,10 @@ public struct WebFetchTool: Tool {
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .seconds(20))
         configuration.decompression = .enabled(limit: .size(policy.maxBytes * 4))
         configuration.connectionPool.retryConnectionEstablishment = false
-        if let address = target.address {
-            let pinned: String
-            if case .v6 = address { pinned = "[\(address)]" } else { pinned = address.description }
-            configuration.dnsOverride = [target.host: pinned]
+        if case .v6 = target.address {
+            configuration.dnsOverride = [target.host: "[\(target.address)]"]
+        } else {
+            configuration.dnsOverride = [target.host: target.address.description]
         }
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         defer { client.shutdown { _ in } }
