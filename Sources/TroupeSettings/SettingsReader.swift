@@ -72,8 +72,10 @@ struct SettingsReader {
         do {
             return try get(ConfigKey(name.split(separator: ".").map(String.init)), key?.isSecret ?? false)
         } catch {
-            let shown = (key?.isSecret ?? false) ? nil : environment[Self.environmentName(of: name)]
-            throw Self.wrongType(name, key?.kind ?? .string, source, source == Self.environmentName(of: name) ? shown : nil)
+            // The value is quoted only when it came from a variable, and never a secret's.
+            let variable = Self.environmentName(of: name)
+            let shown = source == variable && !(key?.isSecret ?? false) ? environment[variable] : nil
+            throw Self.wrongType(name, key?.kind ?? .string, source, shown)
         }
     }
 
