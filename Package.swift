@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
         // TroupeStore calls the SQLite library this package builds (its module VaporCSQLite) directly.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         .target(
@@ -60,6 +61,21 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "TroupeMCP",
+            dependencies: [
+                "TroupeCore",
+                "TroupeModels",
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "TroupeStore",
             dependencies: [
                 "TroupeCore",
@@ -77,7 +93,7 @@ let package = Package(
         ),
         .target(
             name: "Troupe",
-            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeStore", "TroupeAgents"],
+            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeMCP", "TroupeStore", "TroupeAgents"],
             swiftSettings: swiftSettings
         ),
         .target(

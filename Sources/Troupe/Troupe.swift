@@ -1,6 +1,7 @@
 // The umbrella module: `import Troupe` gives the whole framework.
 @_exported import TroupeAgents
 @_exported import TroupeCore
+@_exported import TroupeMCP
 @_exported import TroupeModels
 @_exported import TroupeStore
 @_exported import TroupeTools

@@ -34,7 +34,8 @@ public struct ToolPolicy: Sendable, Hashable, Codable {
         return patterns.max { $0.count < $1.count }.flatMap { limits[$0] } ?? ToolLimits()
     }
 
-    static func matches(_ patterns: [String], _ name: String) -> Bool {
+    /// Whether `name` is one of `patterns` (exact names, or `prefix*`).
+    public static func matches(_ patterns: [String], _ name: String) -> Bool {
         patterns.contains { pattern in
             pattern.hasSuffix("*") ? name.hasPrefix(pattern.dropLast()) : pattern == name
         }

@@ -6,8 +6,8 @@ import TroupeCore
 
 /// What went wrong on the way to a model server, in words an operator can act on, and whether it
 /// was a timeout or another transport failure.
-enum TransportFailure {
-    static func describe(_ error: any Error) -> (code: TroupeError.Code, cause: String) {
+package enum TransportFailure {
+    package static func describe(_ error: any Error) -> (code: TroupeError.Code, cause: String) {
         if let error = error as? HTTPClientError {
             switch error {
             case .connectTimeout, .getConnectionFromPoolTimeout:

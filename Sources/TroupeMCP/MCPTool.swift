@@ -1,0 +1,145 @@
+import Foundation
+public import AsyncHTTPClient
+public import Logging
+public import TroupeCore
+public import TroupeModels
+
+/// A tool of an MCP server, as a Troupe ``Tool`` named `mcp_<server>_<tool>`.
+///
+/// Its schema is the server's (in the subset ``JSONSchema`` keeps), its effect what the server's
+/// configuration declares (side-effecting unless listed as read-only or idempotent), and a call
+/// goes through the server's ``MCPConnection`` with its timeout and supervision.
+public struct MCPTool: Tool {
+    public let name: String
+    public let description: String
+    public let parameters: JSONSchema
+    public let effect: ToolEffect
+    /// The tool's name at the server.
+    public let remoteName: String
+    let connection: MCPConnection
+
+    /// The longest description passed on to the model (a server's text costs tokens on every call).
+    static let maxDescriptionCharacters = 2000
+
+    init(_ remote: MCPRemoteTool, name: String, connection: MCPConnection) {
+        self.name = name
+        self.remoteName = remote.name
+        self.connection = connection
+        let server = connection.configuration.name
+        let text = remote.description.trimmingCharacters(in: .whitespacesAndNewlines)
+        description =
+            (text.isEmpty ? "\(remote.name) (no description)" : text.clipped(to: Self.maxDescriptionCharacters))
+            + " [MCP server '\(server)']"
+        var schema = (try? JSONSchema(jsonValue: remote.inputSchema)) ?? JSONSchema(types: ["object"])
+        if schema.types.isEmpty { schema.types = ["object"] }
+        parameters = schema
+        effect = connection.configuration.effect(of: remote.name)
+    }
+
+    public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        try await connection.call(remoteName, arguments: arguments)
+    }
+}
+
+/// The MCP servers of a configuration: their connections, their tools, and their shutdown.
+public struct MCPServers: Sendable {
+    public let connections: [MCPConnection]
+
+    /// - Parameter httpClient: for servers reached over HTTP (owned by the caller, who shuts it
+    ///   down after ``shutdown()``); by default the process-wide client of model calls.
+    public init(
+        _ configurations: [MCPServerConfiguration],
+        httpClient: HTTPClient = OpenAIChatModel.sharedHTTPClient,
+        logger: Logger
+    ) throws(TroupeError) {
+        var seen = Set<String>()
+        for configuration in configurations {
+            try configuration.validate()
+            guard seen.insert(configuration.name).inserted else {
+                throw TroupeError(.configuration, "Two MCP servers are named '\(configuration.name)'.")
+            }
+        }
+        connections = configurations.map { MCPConnection($0, httpClient: httpClient, logger: logger) }
+    }
+
+    /// The names of the servers.
+    public var names: [String] { connections.map(\.configuration.name) }
+
+    /// Starts (or connects to) the servers named in `names` — all of them when `nil` — at once,
+    /// and returns their tools. Throws, naming the server and why, if one cannot be used.
+    public func tools(of names: [String]? = nil) async throws(TroupeError) -> [any Tool] {
+        if let names, let unknown = names.first(where: { !self.names.contains($0) }) {
+            throw TroupeError(
+                .configuration,
+                "There is no MCP server named '\(unknown)' (configured: \(self.names.isEmpty ? "none" : self.names.joined(separator: ", ")))."
+            )
+        }
+        let chosen = connections.filter { names?.contains($0.configuration.name) ?? true }
+        let listed: [(Int, Result<[MCPRemoteTool], TroupeError>)] = await withTaskGroup(
+            of: (Int, Result<[MCPRemoteTool], TroupeError>).self
+        ) {
+            group in
+            for (index, connection) in chosen.enumerated() {
+                group.addTask {
+                    do throws(TroupeError) {
+                        return (index, .success(try await connection.listTools()))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        var tools: [any Tool] = []
+        for (index, result) in listed.sorted(by: { $0.0 < $1.0 }) {
+            let connection = chosen[index]
+            switch result {
+            case .success(let remotes):
+                var names = Set<String>()
+                for remote in remotes {
+                    let name = MCPToolName.make(server: connection.configuration.name, tool: remote.name, taken: names)
+                    names.insert(name)
+                    tools.append(MCPTool(remote, name: name, connection: connection))
+                }
+            case .failure(let error):
+                throw TroupeError(.configuration, "MCP server '\(connection.configuration.name)' cannot be used: \(error.message)")
+            }
+        }
+        return tools
+    }
+
+    /// Stops every server (stdio processes and their process groups, HTTP sessions).
+    public func shutdown() async {
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections { group.addTask { await connection.shutdown() } }
+        }
+    }
+}
+
+/// `mcp_<server>_<tool>`, within what model APIs accept (`^[a-zA-Z0-9_-]{1,64}$`).
+enum MCPToolName {
+    /// Other characters become `_`; a name too long, or already taken by another tool of the
+    /// server, is cut and ends with a hash of the tool's own name, so it stays stable.
+    static func make(server: String, tool: String, taken: Set<String> = []) -> String {
+        let cleaned = String(
+            tool.unicodeScalars.map { scalar in
+                scalar.isASCII && (CharacterSet.alphanumerics.contains(scalar) || scalar == "_" || scalar == "-")
+                    ? Character(scalar) : "_"
+            })
+        let plain = "mcp_\(server)_\(cleaned.isEmpty ? "tool" : cleaned)"
+        if plain.utf8.count <= 64, !taken.contains(plain) { return plain }
+        let suffix = "_" + hash(tool)
+        return String(plain.prefix(64 - suffix.count)) + suffix
+    }
+
+    /// FNV-1a, 32 bits, as 8 hex digits.
+    private static func hash(_ text: String) -> String {
+        var value: UInt32 = 2_166_136_261
+        for byte in text.utf8 {
+            value ^= UInt32(byte)
+            value = value &* 16_777_619
+        }
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 8 - digits.count) + digits
+    }
+}

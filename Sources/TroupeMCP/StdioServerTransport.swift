@@ -1,0 +1,246 @@
+import Foundation
+import Logging
+internal import MCP
+import Subprocess
+import SystemPackage
+import TroupeCore
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// MCP's stdio transport to a server process Troupe starts: JSON-RPC messages, one per line, on
+/// the process's stdin and stdout (swift-subprocess reads and writes them without polling).
+///
+/// The process runs in a process group of its own; when it exits (or is stopped) the whole
+/// group is killed, so helpers it started (`uvx` → `python`) do not outlive it. Its stderr is
+/// kept (the last 4 KiB) to explain a crash.
+actor StdioServerTransport: MCP.Transport, SupervisedTransport {
+    nonisolated let logger: Logger
+    private let serverName: String
+    private let command: String
+    private let arguments: [String]
+    private let environment: [String: String]
+    private let workingDirectory: String?
+
+    private let messages: AsyncThrowingStream<Data, any Error>
+    private let continuation: AsyncThrowingStream<Data, any Error>.Continuation
+    private var writer: StandardInputWriter?
+    private var runTask: Task<Void, Never>?
+    private var launch: CheckedContinuation<Void, any Error>?
+    /// The process's ID once started (its group's ID too).
+    private(set) var processID: Int32 = 0
+    /// Why the process is gone, once it is.
+    private(set) var endReason: String?
+    /// Whether the process has exited and its pipes are closed.
+    private var finished = false
+    private var endWaiters: [CheckedContinuation<String, Never>] = []
+
+    /// The longest message (one line) accepted from the server.
+    static let maxMessageBytes = 32 << 20
+    static let stderrTailBytes = 4096
+
+    init(
+        serverName: String,
+        command: String,
+        arguments: [String],
+        environment: [String: String],
+        workingDirectory: String?,
+        logger: Logger
+    ) {
+        self.serverName = serverName
+        self.command = command
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.logger = logger
+        (messages, continuation) = AsyncThrowingStream.makeStream()
+    }
+
+    /// Starts the process; returns once it runs (or throws why it could not start).
+    func connect() async throws {
+        guard runTask == nil else { return }
+        Self.ignoreBrokenPipes
+        try await withCheckedThrowingContinuation { (launch: CheckedContinuation<Void, any Error>) in
+            self.launch = launch
+            runTask = Task { await self.run() }
+        }
+    }
+
+    func send(_ data: Data) async throws {
+        guard let writer, endReason == nil else {
+            throw TroupeError(.toolFailed, "MCP server '\(serverName)' is not running\(endReason.map { ": \($0)" } ?? ".")")
+        }
+        var line = [UInt8](data)
+        line.append(UInt8(ascii: "\n"))
+        do {
+            _ = try await writer.write(line)
+        } catch {
+            throw TroupeError(.toolFailed, "Could not write to MCP server '\(serverName)': \(error)")
+        }
+    }
+
+    nonisolated func receive() -> AsyncThrowingStream<Data, any Error> { messages }
+
+    /// Stops the server as MCP's stdio transport asks: stdin closed, then SIGTERM to its group
+    /// after a moment, then SIGKILL.
+    func disconnect() async {
+        guard let runTask else { return }
+        if endReason == nil { endReason = "it was stopped" }
+        try? await writer?.finish()
+        if await finishes(within: .seconds(2)) { return }
+        if processID > 0 { kill(-processID, SIGTERM) }
+        if await finishes(within: .seconds(2)) { return }
+        if processID > 0 { kill(-processID, SIGKILL) }
+        await runTask.value
+    }
+
+    /// Returns when the process has exited (or could not start), with why.
+    func ended() async -> String {
+        if finished { return endReason ?? "it exited" }
+        return await withCheckedContinuation { endWaiters.append($0) }
+    }
+
+    private func finish() {
+        finished = true
+        writer = nil
+        continuation.finish()
+        for waiter in endWaiters { waiter.resume(returning: endReason ?? "it exited") }
+        endWaiters = []
+    }
+
+    // MARK: - The process
+
+    private func run() async {
+        var options = PlatformOptions()
+        options.processGroupID = 0  // a group of its own, so that all it starts can be stopped together
+        options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .seconds(2))]
+        var variables: [Environment.Key: String] = [:]
+        for (name, value) in environment {
+            if let key = Environment.Key(rawValue: name) { variables[key] = value }
+        }
+        let executable: Executable = command.contains("/") ? .path(FilePath(command)) : .name(command)
+        let continuation = continuation
+        let logger = logger
+        var status = "it exited"
+        var stderrTail = ""
+        do {
+            let result = try await Subprocess.run(
+                executable, arguments: Arguments(arguments), environment: .custom(variables),
+                workingDirectory: workingDirectory.map { FilePath($0) }, platformOptions: options, input: .inputWriter,
+                output: .sequence, error: .sequence
+            ) { execution in
+                self.started(execution.processIdentifier.value, writer: execution.standardInputWriter)
+                return try await Self.pump(execution, into: continuation, logger: logger)
+            }
+            stderrTail = result.closureResult
+            switch result.terminationStatus {
+            case .exited(let code): status = "it exited with status \(code)"
+            case .signaled(let signal): status = "it was killed by signal \(signal)\(signal == SIGKILL ? " (SIGKILL)" : "")"
+            }
+        } catch let error as StdioServerTransport.Overflow {
+            status = error.message
+        } catch {
+            if processID == 0 {
+                launchFailed("Could not start MCP server '\(serverName)' (\(command)): \(error)")
+                return
+            }
+            status = "its pipes failed: \(error)"
+        }
+        // Whatever the server left running in its group goes with it.
+        if processID > 0 {
+            kill(-processID, SIGKILL)
+            MCPProcesses.ended(processID)
+        }
+        let tail = stderrTail.trimmingCharacters(in: .whitespacesAndNewlines)
+        if endReason == nil {
+            endReason = status + (tail.isEmpty ? "" : ". Its last error output: \(tail.clipped(to: 1000))")
+        }
+        finish()
+        logger.info("MCP server stopped", metadata: ["server": "\(serverName)", "reason": "\(endReason ?? status)"])
+    }
+
+    private func started(_ pid: Int32, writer: StandardInputWriter) {
+        processID = pid
+        MCPProcesses.started(pid)
+        self.writer = writer
+        launch?.resume()
+        launch = nil
+    }
+
+    private func launchFailed(_ message: String) {
+        endReason = message
+        finish()
+        launch?.resume(throwing: TroupeError(.configuration, message))
+        launch = nil
+    }
+
+    struct Overflow: Error {
+        var message: String
+    }
+
+    /// Splits stdout into messages (lines) and keeps the tail of stderr, until both end; returns
+    /// the stderr tail.
+    private static func pump(
+        _ execution: Execution<CustomWriteInput, SequenceOutput, SequenceOutput>,
+        into continuation: AsyncThrowingStream<Data, any Error>.Continuation,
+        logger: Logger
+    ) async throws -> String {
+        try await withThrowingTaskGroup(of: String?.self) { tasks in
+            tasks.addTask {
+                var pending: [UInt8] = []
+                for try await buffer in execution.standardOutput {
+                    buffer.withUnsafeBytes { bytes in pending.append(contentsOf: bytes) }
+                    var start = 0
+                    while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                        let line = pending[start..<newline]
+                        if line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) {
+                            continuation.yield(Data(line))
+                        }
+                        start = newline + 1
+                    }
+                    pending.removeFirst(start)
+                    if pending.count > maxMessageBytes {
+                        throw Overflow(message: "it sent a message over \(maxMessageBytes >> 20) MiB without a line end, and was stopped")
+                    }
+                }
+                return nil
+            }
+            tasks.addTask {
+                var tail: [UInt8] = []
+                for try await buffer in execution.standardError {
+                    buffer.withUnsafeBytes { bytes in tail.append(contentsOf: bytes) }
+                    if tail.count > 2 * stderrTailBytes { tail.removeFirst(tail.count - stderrTailBytes) }
+                }
+                return String(decoding: tail.suffix(stderrTailBytes), as: UTF8.self)
+            }
+            var stderrTail = ""
+            do {
+                while let next = try await tasks.next() {
+                    if let next { stderrTail = next }
+                }
+            } catch {
+                // A broken server: stop it (and its group) so that its pipes close.
+                kill(-execution.processIdentifier.value, SIGKILL)
+                throw error
+            }
+            return stderrTail
+        }
+    }
+
+    /// Whether the process ends within `limit` (checked every 20 ms: this is only for stopping).
+    private func finishes(within limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while !finished, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return finished
+    }
+
+    /// A write to a server that has died must fail with EPIPE, not kill Troupe with SIGPIPE.
+    private static let ignoreBrokenPipes: Void = {
+        signal(SIGPIPE, SIG_IGN)
+    }()
+}

@@ -1,0 +1,310 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+@testable import TroupeMCP
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// MCP servers as tools, against real servers: the `mcp` package's `MCPServer` (over stdio and
+/// streamable HTTP) and the reference `mcp-server-time`.
+@Suite(.enabled(if: MCPFixtures.available, "needs the MCP venv (.build/mcp-venv with mcp and mcp-server-time; ./scripts/test makes it)"))
+struct MCPTests {
+    /// The fixture's tools by their Troupe names.
+    private func tools(_ servers: MCPServers) async throws -> [String: any Tool] {
+        Dictionary(uniqueKeysWithValues: try await servers.tools().map { ($0.name, $0) })
+    }
+
+    @Test func stdioServerToolsAreListedNamedAndCalled() async throws {
+        let servers = try MCPServers([MCPFixtures.stdio(readOnlyTools: ["echo"])], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let tools = try await tools(servers)
+        #expect(
+            Set(tools.keys) == [
+                "mcp_fixture_echo", "mcp_fixture_math_add", "mcp_fixture_fail", "mcp_fixture_crash", "mcp_fixture_slow",
+                "mcp_fixture_environment",
+            ])
+        let echo = try #require(tools["mcp_fixture_echo"])
+        #expect(echo.description.hasPrefix("Returns the text it is given.") && echo.description.contains("MCP server 'fixture'"))
+        #expect(echo.parameters.required == ["text"] && echo.parameters.types == ["object"])
+        #expect(echo.effect == .readOnly, "listed as read-only in the configuration")
+        #expect(tools["mcp_fixture_slow"]?.effect == .sideEffecting, "the server's own hints are not trusted")
+
+        #expect(await MCPFixtures.call(echo, ["text": "héllo ✓"]) == ToolOutput("héllo ✓"))
+        let sum = await MCPFixtures.call(try #require(tools["mcp_fixture_math_add"]), ["a": 2, "b": 40])
+        #expect(sum == ToolOutput("42"), "the tool's name at the server has a dot")
+        let failed = await MCPFixtures.call(try #require(tools["mcp_fixture_fail"]), ["reason": "no such thing"])
+        #expect(failed.isError && failed.content.contains("no such thing"), "\(failed)")
+        let invalid = await MCPFixtures.call(echo, ["text": 5])
+        #expect(invalid.isError, "the server checks its own schema too: \(invalid)")
+    }
+
+    @Test func serversGetAScrubbedEnvironmentWithTheirOwnVariables() async throws {
+        setenv("TROUPE_MCP_TEST_SECRET", "do-not-leak", 1)
+        let servers = try MCPServers(
+            [MCPFixtures.stdio(environment: ["GREETING": "hello"])], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let environment = try #require(try await tools(servers)["mcp_fixture_environment"])
+        #expect(await MCPFixtures.call(environment, ["name": "GREETING"]).content == "hello")
+        #expect(await MCPFixtures.call(environment, ["name": "TROUPE_MCP_TEST_SECRET"]).content == "(unset)")
+        #expect(await MCPFixtures.call(environment, ["name": "OPENAI_API_KEY"]).content == "(unset)")
+        #expect(await MCPFixtures.call(environment, ["name": "PATH"]).content != "(unset)")
+    }
+
+    @Test func aServerThatCrashesMidCallGivesAnErrorAndIsRestarted() async throws {
+        let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let tools = try await tools(servers)
+        let crashed = await MCPFixtures.call(try #require(tools["mcp_fixture_crash"]), [:])
+        #expect(crashed.isError)
+        #expect(crashed.content.contains("MCP server 'fixture' stopped while calling crash: it exited with status 3"), "\(crashed)")
+        #expect(crashed.content.contains("restarted for the next call"))
+        #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "again"]) == ToolOutput("again"))
+    }
+
+    @Test func aServerKilledMidCallGivesAnErrorAtOnce() async throws {
+        try await withTemporaryDirectory { directory in
+            let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
+            defer { Task { await servers.shutdown() } }
+            let tools = try await tools(servers)
+            let marker = directory + "/slow.pid"
+            let started = ContinuousClock.now
+            let slow = try #require(tools["mcp_fixture_slow"])
+            async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
+            let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
+            kill(pid, SIGKILL)
+            let result = await output
+            #expect(result.isError && result.content.contains("it was killed by signal 9"), "\(result)")
+            #expect(started.duration(to: .now) < .seconds(30), "the call ends when the server dies, not at its timeout")
+            #expect(!MCPFixtures.isAlive(pid))
+            #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "back"]) == ToolOutput("back"))
+        }
+    }
+
+    @Test func aCallOverItsTimeoutIsCancelledAndTheServerStaysUsable() async throws {
+        try await withTemporaryDirectory { directory in
+            let servers = try MCPServers([MCPFixtures.stdio(callTimeout: .seconds(1))], logger: MCPFixtures.logger)
+            defer { Task { await servers.shutdown() } }
+            let tools = try await tools(servers)
+            let result = await MCPFixtures.call(
+                try #require(tools["mcp_fixture_slow"]), ["seconds": 60, "marker": .string(directory + "/slow.pid")])
+            #expect(result.isError && result.content.contains("did not answer slow within 1 s; the call was cancelled"), "\(result)")
+            #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "still here"]) == ToolOutput("still here"))
+        }
+    }
+
+    @Test func aServerThatKeepsCrashingIsGivenUpOnForAWhile() async throws {
+        let servers = try MCPServers([MCPFixtures.stdio(maxRestarts: 1)], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let tools = try await tools(servers)
+        let crash = try #require(tools["mcp_fixture_crash"])
+        _ = await MCPFixtures.call(crash, [:])
+        _ = await MCPFixtures.call(crash, [:])
+        let refused = await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "x"])
+        #expect(refused.isError && refused.content.contains("stopped 2 times within 60 s and is not restarted for now"), "\(refused)")
+        #expect(refused.content.contains("exited with status 3"))
+    }
+
+    @Test func serversThatCannotStartAreNamedWithTheReason() async throws {
+        let missing = MCPServerConfiguration(
+            name: "missing", transport: .stdio(command: "/nonexistent/mcp-server", arguments: [], environment: [:], workingDirectory: nil))
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await MCPServers([missing], logger: MCPFixtures.logger).tools()
+        }
+        #expect(error?.code == .configuration)
+        #expect(error?.message.contains("MCP server 'missing' cannot be used") == true, "\(String(describing: error))")
+
+        let exits = MCPFixtures.python(name: "exits", code: "import sys; sys.stderr.write('no config found'); sys.exit(2)")
+        let exited = await #expect(throws: TroupeError.self) {
+            _ = try await MCPServers([exits], logger: MCPFixtures.logger).tools()
+        }
+        #expect(exited?.message.contains("it exited with status 2") == true, "\(String(describing: exited))")
+        #expect(exited?.message.contains("no config found") == true)
+    }
+
+    @Test func aServerThatNeverAnswersAtStartupIsStoppedAtTheLimit() async throws {
+        let tag = UUID().uuidString
+        let hangs = MCPFixtures.python(name: "hangs", code: "import time; time.sleep(600)  # \(tag)", startupTimeout: .seconds(1))
+        let servers = try MCPServers([hangs], logger: MCPFixtures.logger)
+        let started = ContinuousClock.now
+        let error = await #expect(throws: TroupeError.self) { _ = try await servers.tools() }
+        #expect(error?.message.contains("did not finish starting within 1 s") == true, "\(String(describing: error))")
+        #expect(started.duration(to: .now) < .seconds(20))
+        #expect(MCPFixtures.processes(mentioning: tag).isEmpty, "the hung server was stopped")
+        await servers.shutdown()
+    }
+
+    @Test func shutdownStopsTheServerProcess() async throws {
+        let servers = try MCPServers([MCPFixtures.stdio(name: "stopme")], logger: MCPFixtures.logger)
+        let tools = try await tools(servers)
+        let environment = try #require(tools["mcp_stopme_environment"])
+        _ = await MCPFixtures.call(environment, ["name": "HOME"])
+        let before = MCPProcesses.running
+        #expect(!before.isEmpty)
+        await servers.shutdown()
+        let stopped = before.subtracting(MCPProcesses.running)
+        #expect(!stopped.isEmpty)
+        for pid in stopped { #expect(!MCPFixtures.isAlive(pid)) }
+        let refused = await MCPFixtures.call(environment, ["name": "HOME"])
+        #expect(refused.isError && refused.content.contains("has been shut down"))
+    }
+
+    @Test func streamableHTTPServerToolsAreCalled() async throws {
+        let server = try await MCPHTTPFixture()
+        defer { server.stop() }
+        let configuration = MCPServerConfiguration(name: "remote", transport: .http(url: server.url, headers: ["X-Test": "1"]))
+        let servers = try MCPServers([configuration], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let tools = try await tools(servers)
+        #expect(tools.keys.contains("mcp_remote_echo") && tools.keys.contains("mcp_remote_math_add"))
+        #expect(await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "over http"]) == ToolOutput("over http"))
+        #expect(await MCPFixtures.call(try #require(tools["mcp_remote_math_add"]), ["a": 1, "b": 2]) == ToolOutput("3"))
+        // Several calls at once share the session.
+        let echo = try #require(tools["mcp_remote_echo"])
+        let answers = await withTaskGroup(of: String.self) { group in
+            for index in 0..<8 { group.addTask { await MCPFixtures.call(echo, ["text": .string("n\(index)")]).content } }
+            return await group.reduce(into: Set<String>()) { $0.insert($1) }
+        }
+        #expect(answers == Set((0..<8).map { "n\($0)" }))
+        let failed = await MCPFixtures.call(try #require(tools["mcp_remote_fail"]), ["reason": "over http"])
+        #expect(failed.isError && failed.content.contains("over http"))
+    }
+
+    @Test func anHTTPServerKilledMidCallGivesAnError() async throws {
+        try await withTemporaryDirectory { directory in
+            let server = try await MCPHTTPFixture()
+            defer { server.stop() }
+            let configuration = MCPServerConfiguration(name: "remote", transport: .http(url: server.url, headers: [:]))
+            let servers = try MCPServers([configuration], logger: MCPFixtures.logger)
+            defer { Task { await servers.shutdown() } }
+            let tools = try await tools(servers)
+            let marker = directory + "/slow.pid"
+            let slow = try #require(tools["mcp_remote_slow"])
+            async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
+            _ = try await MCPFixtures.waitForFile(marker)
+            server.stop()
+            let result = await output
+            #expect(result.isError && result.content.contains("MCP server 'remote'"), "\(result)")
+            let after = await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "x"])
+            #expect(after.isError && after.content.contains("connection refused"), "\(after)")
+        }
+    }
+
+    @Test func aPlanAndExecuteRunCallsTheReferenceTimeServer() async throws {
+        let servers = try MCPServers([MCPFixtures.time()], logger: MCPFixtures.logger)
+        defer { Task { await servers.shutdown() } }
+        let tools = try await servers.tools()
+        let tool = try #require(tools.first { $0.name == "mcp_time_get_current_time" })
+        #expect(tool.effect == .readOnly)
+        let model = ScriptedModel([
+            .response(.plan(plan([("s1", ["mcp_time_get_current_time"], [])]))),
+            .response(.toolCall("mcp_time_get_current_time", #"{"timezone":"UTC"}"#)),
+            .response(.text("It is now in UTC.")),
+        ])
+        let store = InMemoryRunStore()
+        let final = try await makeDriver(store: store, model: model, tools: tools)
+            .run(goal: "What time is it in UTC?", configuration: RunConfiguration(model: "scripted"))
+        #expect(final.status == .succeeded)
+        let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
+            guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
+            return output
+        }
+        let output = try #require(outputs.first)
+        #expect(!output.isError, "\(output)")
+        let answer = try JSONValue.parse(output.content)
+        #expect(answer["timezone"]?.stringValue == "UTC")
+        let year = Calendar(identifier: .gregorian).component(.year, from: Date())
+        #expect(answer["datetime"]?.stringValue?.hasPrefix("\(year)-") == true, "\(output.content)")
+    }
+
+    @Test func aRunWhoseServerIsKilledMidCallRecordsTheErrorAndGoesOn() async throws {
+        try await withTemporaryDirectory { directory in
+            let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
+            defer { Task { await servers.shutdown() } }
+            let marker = directory + "/slow.pid"
+            let model = ScriptedModel([
+                .response(.plan(plan([("s1", ["mcp_fixture_slow", "mcp_fixture_echo"], [])]))),
+                .response(.toolCall("mcp_fixture_slow", #"{"seconds":60,"marker":"\#(marker)"}"#)),
+                .response(.toolCall("mcp_fixture_echo", #"{"text":"after the crash"}"#)),
+                .response(.text("The slow tool failed; echo worked.")),
+            ])
+            let store = InMemoryRunStore()
+            let driver = try makeDriver(store: store, model: model, tools: try await servers.tools())
+            let killer = Task {
+                let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
+                kill(pid, SIGKILL)
+            }
+            let final = try await driver.run(goal: "Wait, then echo", configuration: RunConfiguration(model: "scripted"))
+            try await killer.value
+            #expect(final.status == .succeeded)
+            #expect(final.answer == "The slow tool failed; echo worked.")
+            let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
+                guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
+                return output
+            }
+            #expect(outputs.count == 2)
+            #expect(outputs.first?.isError == true && outputs.first?.content.contains("killed by signal 9") == true, "\(outputs)")
+            #expect(outputs.last == ToolOutput("after the crash"))
+        }
+    }
+}
+
+/// What needs no server: names, effects, configuration checks.
+@Suite struct MCPConfigurationTests {
+    @Test func toolNamesFitModelAPIs() {
+        #expect(MCPToolName.make(server: "time", tool: "get_current_time") == "mcp_time_get_current_time")
+        #expect(MCPToolName.make(server: "gh", tool: "repos.list/all") == "mcp_gh_repos_list_all")
+        let long = MCPToolName.make(server: "server", tool: String(repeating: "x", count: 100))
+        #expect(long.utf8.count == 64 && ToolRegistry.isValidName(long))
+        #expect(long == MCPToolName.make(server: "server", tool: String(repeating: "x", count: 100)), "stable")
+        #expect(long != MCPToolName.make(server: "server", tool: String(repeating: "x", count: 99) + "y"))
+        let taken = MCPToolName.make(server: "s", tool: "a_b")
+        let clash = MCPToolName.make(server: "s", tool: "a.b", taken: [taken])
+        #expect(clash != taken && clash.hasPrefix("mcp_s_a_b_") && ToolRegistry.isValidName(clash))
+        #expect(ToolRegistry.isValidName(MCPToolName.make(server: "s", tool: "ünïcode ☃")))
+    }
+
+    @Test func effectsComeFromTheConfigurationOnly() {
+        let server = MCPServerConfiguration(
+            name: "s", transport: .http(url: "http://127.0.0.1:1/mcp", headers: [:]), readOnlyTools: ["get_*", "list"],
+            idempotentTools: ["put"])
+        #expect(server.effect(of: "get_time") == .readOnly && server.effect(of: "list") == .readOnly)
+        #expect(server.effect(of: "put") == .idempotent && server.effect(of: "delete") == .sideEffecting)
+    }
+
+    @Test(arguments: [
+        ("bad name", MCPServerConfiguration.Transport.http(url: "http://x/mcp", headers: [:]), "is invalid"),
+        (String(repeating: "n", count: 33), .http(url: "http://x/mcp", headers: [:]), "is invalid"),
+        ("ok", .http(url: "ftp://x/mcp", headers: [:]), "must be an http or https URL"),
+        ("ok", .stdio(command: "", arguments: [], environment: [:], workingDirectory: nil), "has no command"),
+    ])
+    func badServerConfigurationsAreRefused(name: String, transport: MCPServerConfiguration.Transport, message: String) {
+        let error = #expect(throws: TroupeError.self) {
+            try MCPServerConfiguration(name: name, transport: transport).validate()
+        }
+        #expect(error?.code == .configuration && error?.message.contains(message) == true, "\(String(describing: error))")
+    }
+
+    @Test func twoServersMayNotShareAName() {
+        let server = MCPServerConfiguration(name: "s", transport: .http(url: "http://127.0.0.1:1/mcp", headers: [:]))
+        #expect(throws: TroupeError.self) { _ = try MCPServers([server, server], logger: MCPFixtures.logger) }
+    }
+
+    @Test func anUnknownServerNameIsRefused() async throws {
+        let servers = try MCPServers([], logger: MCPFixtures.logger)
+        let error = await #expect(throws: TroupeError.self) { _ = try await servers.tools(of: ["nope"]) }
+        #expect(error?.message.contains("There is no MCP server named 'nope' (configured: none)") == true)
+    }
+
+    @Test func anHTTPServerThatIsNotThereIsNamedWithTheCause() async throws {
+        let server = MCPServerConfiguration(name: "gone", transport: .http(url: "http://127.0.0.1:9/mcp", headers: [:]))
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await MCPServers([server], logger: MCPFixtures.logger).tools()
+        }
+        #expect(error?.message.contains("MCP server 'gone' cannot be used") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("connection refused") == true, "\(String(describing: error))")
+    }
+}
