@@ -71,6 +71,16 @@ public enum SettingKeys {
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.
     public static let toolLimitFields: [String: Kind] = ["maxCallsPerRun": .int, "timeout": .double]
 
+    /// The settings of an MCP server under `mcp.servers.NAME.`; besides them, `env.VARIABLE` and
+    /// `headers.HEADER` (text).
+    public static let mcpServerFields: [String: Kind] = [
+        "command": .string, "args": .stringArray, "cwd": .string, "url": .string, "timeout": .double, "startupTimeout": .double,
+        "readOnlyTools": .stringArray, "idempotentTools": .stringArray, "maxRestarts": .int,
+    ]
+
+    /// The maps of an MCP server: `mcp.servers.NAME.env.VARIABLE`, `mcp.servers.NAME.headers.HEADER`.
+    public static let mcpServerMaps: Set<String> = ["env", "headers"]
+
     /// The settings of a named endpoint under `endpoints.NAME.` (a fallback names it).
     public static let endpointFields: [String: Kind] = ["baseURL": .string, "model": .string, "apiKeyEnv": .string]
 
@@ -97,6 +107,10 @@ public enum SettingKeys {
         }
         if parts.count == 4, parts[0] == "tools", parts[1] == "limits", !parts[2].isEmpty, let kind = toolLimitFields[String(parts[3])] {
             return key(name, kind)
+        }
+        if parts.count >= 4, parts[0] == "mcp", parts[1] == "servers", !parts[2].isEmpty {
+            if parts.count == 4, let kind = mcpServerFields[String(parts[3])] { return key(name, kind) }
+            if parts.count == 5, mcpServerMaps.contains(String(parts[3])), !parts[4].isEmpty { return key(name, .string) }
         }
         return nil
     }

@@ -28,6 +28,8 @@ public struct TroupeSettings: Sendable {
     /// Which tools runs may use, which need approval, and limits per tool (`tools.allow`,
     /// `tools.deny`, `tools.requireApproval`, `tools.limits.NAME.*`).
     public var toolPolicy = ToolPolicy()
+    /// The MCP servers runs may use (`mcp.servers.NAME.*`), by name.
+    public var mcpServers: [MCPServerConfiguration] = []
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 

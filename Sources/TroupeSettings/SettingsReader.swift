@@ -149,6 +149,7 @@ struct SettingsReader {
         settings.shellPolicy = try shellPolicy()
         settings.webPolicy = try webPolicy()
         settings.toolPolicy = try toolPolicy()
+        settings.mcpServers = try mcpServers()
         return settings
     }
 
@@ -243,18 +244,81 @@ struct SettingsReader {
         var policy = ToolPolicy(
             allow: try strings("tools.allow") ?? [], deny: try strings("tools.deny") ?? [],
             requireApproval: try strings("tools.requireApproval") ?? [])
-        let limited = Set(
-            (fileKeys.union(flags.keys)).compactMap { key -> String? in
-                let parts = key.split(separator: ".")
-                return parts.count == 4 && parts[0] == "tools" && parts[1] == "limits" ? String(parts[2]) : nil
-            })
-        for name in limited.sorted() {
+        for name in names(under: "tools.limits.") {
             let prefix = "tools.limits.\(name)."
             policy.limits[name] = ToolLimits(
                 maxCallsPerRun: try int(prefix + "maxCallsPerRun", in: 0...1_000_000),
                 timeoutSeconds: try double(prefix + "timeout", in: 0...86_400, openBelow: true))
         }
         return policy
+    }
+
+    /// The names under `prefix` (e.g. `tools.limits.`) in the keys the file and `--set` give; the
+    /// environment cannot introduce one (its variable names do not say where a name ends).
+    private func names(under prefix: String) -> [String] {
+        let keys = fileKeys.union(flags.keys).filter { $0.hasPrefix(prefix) }
+        return Set(keys.compactMap { $0.dropFirst(prefix.count).split(separator: ".").first.map(String.init) }).sorted()
+    }
+
+    /// `mcp.servers.NAME.*`: a `command` (with `args`, `env`, `cwd`) or a `url` (with `headers`).
+    private func mcpServers() throws(TroupeError) -> [MCPServerConfiguration] {
+        try names(under: "mcp.servers.").map { name throws(TroupeError) in
+            let prefix = "mcp.servers.\(name)."
+            let transport: MCPServerConfiguration.Transport
+            switch (try string(prefix + "command"), try string(prefix + "url")) {
+            case (let command?, nil):
+                transport = .stdio(
+                    command: command, arguments: try strings(prefix + "args") ?? [],
+                    environment: try expandedMap(prefix + "env."), workingDirectory: try path(prefix + "cwd"))
+            case (nil, let url?):
+                transport = .http(url: url, headers: try expandedMap(prefix + "headers."))
+            case (.some, .some):
+                throw TroupeError(.configuration, "MCP server '\(name)' sets both command and url; give one.")
+            case (nil, nil):
+                throw TroupeError(
+                    .configuration, "MCP server '\(name)' needs a command (a program to start) or a url (a streamable HTTP endpoint).")
+            }
+            var server = MCPServerConfiguration(name: name, transport: transport)
+            if let seconds = try double(prefix + "timeout", in: 0...86_400, openBelow: true) { server.callTimeout = .seconds(seconds) }
+            if let seconds = try double(prefix + "startupTimeout", in: 0...3_600, openBelow: true) {
+                server.startupTimeout = .seconds(seconds)
+            }
+            if let tools = try strings(prefix + "readOnlyTools") { server.readOnlyTools = tools }
+            if let tools = try strings(prefix + "idempotentTools") { server.idempotentTools = tools }
+            if let restarts = try int(prefix + "maxRestarts", in: 0...1_000) { server.maxRestarts = restarts }
+            try server.validate()
+            return server
+        }
+    }
+
+    /// The text settings under `prefix` (an MCP server's `env.` or `headers.`), with `${VARIABLE}`
+    /// replaced by the variable's value, so that tokens stay in the environment, out of the file.
+    private func expandedMap(_ prefix: String) throws(TroupeError) -> [String: String] {
+        var map: [String: String] = [:]
+        for name in names(under: prefix) {
+            guard let text = try string(prefix + name) else { continue }
+            map[name] = try expandVariables(in: text, setting: prefix + name)
+        }
+        return map
+    }
+
+    private func expandVariables(in text: String, setting: String) throws(TroupeError) -> String {
+        var result = ""
+        var rest = Substring(text)
+        while let start = rest.range(of: "${") {
+            result += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].firstIndex(of: "}") else {
+                throw TroupeError(.configuration, "Setting \(setting) has a '${' without its '}'.")
+            }
+            let variable = String(rest[start.upperBound..<end])
+            guard let value = environment[variable] else {
+                throw TroupeError(
+                    .configuration, "Setting \(setting) uses ${\(variable)}, and the environment variable \(variable) is not set.")
+            }
+            result += value
+            rest = rest[rest.index(after: end)...]
+        }
+        return result + rest
     }
 
     /// `model.fallbacks`: each a name under `endpoints`, or a model name on the run's endpoint.

@@ -59,7 +59,7 @@ struct DemoCommand: AsyncParsableCommand {
                 let outcome: Result<RunStateMachine, any Error>
                 do {
                     let model = try runtime.model(for: configuration)
-                    let tools = try runtime.tools(for: configuration)
+                    let tools = try await runtime.tools(for: configuration)
                     let id = RunID.make()
                     Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                     say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")

@@ -55,7 +55,7 @@ struct ResumeCommand: AsyncParsableCommand {
                 }
                 let configuration = try options.applied(to: summary.configuration)
                 let model = try runtime.model(for: configuration)
-                let tools = try runtime.tools(for: configuration)
+                let tools = try await runtime.tools(for: configuration)
                 let printer = ProgressPrinter(enabled: !json)
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))

@@ -32,7 +32,7 @@ struct RunCommand: AsyncParsableCommand {
                 let configuration = try options.newRunConfiguration(runtime.settings)
                 let store = runtime.store
                 let model = try runtime.model(for: configuration)
-                let tools = try runtime.tools(for: configuration)
+                let tools = try await runtime.tools(for: configuration)
                 let id = RunID.make()
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                 let printer = ProgressPrinter(enabled: !json)

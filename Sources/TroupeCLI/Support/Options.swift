@@ -63,7 +63,17 @@ struct GlobalOptions: ParsableArguments {
         let settings = try await settings()
         return try await withStore(settings: settings) { store in
             try await OpenAIChatModel.withHTTPClient(timeouts: settings.resilience.timeouts) { client in
-                try await body(Runtime(store: store, settings: settings, logger: logger(label: "troupe"), httpClient: client))
+                // MCP servers start when a run asks for their tools, and stop when the command ends.
+                let mcp = try MCPServers(settings.mcpServers, httpClient: client, logger: logger(label: "troupe.mcp"))
+                do {
+                    let result = try await body(
+                        Runtime(store: store, settings: settings, logger: logger(label: "troupe"), httpClient: client, mcp: mcp))
+                    await mcp.shutdown()
+                    return result
+                } catch {
+                    await mcp.shutdown()
+                    throw error
+                }
             }
         }
     }
@@ -127,7 +137,8 @@ struct RunOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Tool groups, comma-separated: fs, shell, web, or none (default: fs).", valueName: "list"))
+            "Tool groups, comma-separated: fs, shell, web, mcp (every MCP server configured), mcp:NAME (one), or none "
+                + "(default: fs).", valueName: "list"))
     var tools: String?
 
     @Option(name: .long, help: "The most steps a plan may have (default: 10).")
@@ -173,17 +184,17 @@ struct RunOptions: ParsableArguments {
         try applied(to: settings.runDefaults)
     }
 
-    static let knownToolGroups = ["fs", "shell", "web"]
+    static let knownToolGroups = ["fs", "shell", "web", "mcp"]
 
     static func toolGroups(_ list: String) throws(TroupeError) -> [String] {
         let groups = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
             !$0.isEmpty
         }
         if groups == ["none"] { return [] }
-        for group in groups where !knownToolGroups.contains(group) {
+        for group in groups where !knownToolGroups.contains(group) && !(group.hasPrefix("mcp:") && group.count > 4) {
             throw TroupeError(
                 .invalidInput,
-                "Unknown tool group '\(group)'. This build has: \(knownToolGroups.joined(separator: ", ")) (or none)."
+                "Unknown tool group '\(group)'. This build has: \(knownToolGroups.joined(separator: ", ")), mcp:NAME (or none)."
             )
         }
         return groups

@@ -11,6 +11,8 @@ struct Runtime {
     let logger: Logger
     /// The HTTP client for model calls, owned (and shut down) by the command.
     let httpClient: HTTPClient
+    /// The configured MCP servers (started on first use; the command stops them).
+    let mcp: MCPServers
     let owner = LeaseOwner.current()
 
     /// The model client for `configuration`: the OpenAI-compatible API behind the settings'
@@ -28,14 +30,22 @@ struct Runtime {
         return try settings.resilience(for: configuration).model(primary: primary, httpClient: httpClient, logger: logger)
     }
 
-    /// The tools of the groups the configuration enables, jailed to its workspace.
-    func tools(for configuration: RunConfiguration) throws -> ToolRegistry {
+    /// The tools of the groups the configuration enables, jailed to its workspace; `mcp` and
+    /// `mcp:NAME` start the MCP servers and list their tools.
+    func tools(for configuration: RunConfiguration) async throws -> ToolRegistry {
         var tools: [any Tool] = []
         for group in configuration.tools {
             switch group {
             case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace))
             case "shell": tools.append(ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy))
             case "web": tools.append(WebFetchTool(policy: settings.webPolicy))
+            case "mcp":
+                guard !mcp.names.isEmpty else {
+                    throw TroupeError(
+                        .configuration, "Tool group 'mcp' names no server: configure them under mcp.servers (docs/TOOLS.md).")
+                }
+                tools += try await mcp.tools()
+            case let group where group.hasPrefix("mcp:"): tools += try await mcp.tools(of: [String(group.dropFirst(4))])
             default:
                 throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
             }

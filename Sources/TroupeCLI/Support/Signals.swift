@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Troupe
 
 /// Ctrl-C (SIGINT) and SIGTERM handling for the commands.
 enum Signals {
@@ -25,6 +26,7 @@ enum Signals {
         onInterrupt {
             let message = "\ninterrupted: run \(runID) stopped; continue it with `troupe resume \(runID)\(storeHint)`\n"
             FileHandle.standardError.write(Data(message.utf8))
+            MCPProcesses.killAll()
             exit(130)
         }
     }
