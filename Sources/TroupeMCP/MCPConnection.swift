@@ -91,11 +91,10 @@ public actor MCPConnection {
     /// Stops the server (or ends the HTTP session). Later calls are refused.
     public func shutdown() async {
         isShutDown = true
-        starting?.cancel()
-        if let starting, let started = try? await starting.value { await stop(started) }
-        if let session { await stop(session) }
+        let current = session
         session = nil
-        starting = nil
+        if let starting, let started = try? await starting.value { await stop(started) }
+        if let current { await stop(current) }
     }
 
     // MARK: - Sessions
@@ -128,6 +127,10 @@ public actor MCPConnection {
         defer { starting = nil }
         do {
             let started = try await task.value
+            guard !isShutDown else {
+                await stop(started)
+                throw TroupeError(.toolFailed, "MCP server '\(configuration.name)' has been shut down.")
+            }
             session = started
             return started
         } catch {

@@ -220,6 +220,42 @@ struct MCPTests {
         #expect(answer["datetime"]?.stringValue?.hasPrefix("\(year)-") == true, "\(output.content)")
     }
 
+    /// `troupe run` with the time server in `troupe.yaml`: the CLI starts it, the run's step calls
+    /// it, and it is gone when the command ends.
+    @Test func theCLIRunsAStepWithAServerFromTheSettingsFile() async throws {
+        let configuration = MockOpenAIServer.Configuration(
+            planSteps: 1, planTools: ["mcp_time_get_current_time"],
+            arguments: { tool, _ in tool == "mcp_time_get_current_time" ? ["timezone": "Europe/Paris"] : nil })
+        try await MockOpenAIServer.withServer(configuration: configuration) { mock in
+            try await withTemporaryDirectory { directory in
+                let tag = UUID().uuidString
+                let yaml = """
+                    model: {name: scripted, baseURL: "\(mock.baseURL)"}
+                    run: {tools: "mcp:time", maxSteps: 2}
+                    mcp:
+                      servers:
+                        time:
+                          command: "\(MCPFixtures.python ?? "python3")"
+                          args: [-m, mcp_server_time, --local-timezone, UTC]
+                          env: {TROUPE_TEST_TAG: "\(tag)"}
+                          readOnlyTools: [get_current_time, convert_time]
+                    """
+                try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+                let run = try await CLIProcess.run(
+                    ["run", "What time is it in Paris?", "--json", "--store", "sqlite:\(directory)/runs.db"], directory: directory)
+                #expect(run.status == 0, "output:\n\(run.output)")
+                let report = try JSONValue.parse(run.output)
+                let output = report["steps"]?.arrayValue?.first?["output"]?.stringValue ?? ""
+                #expect(output.contains("The tool returned:") && output.contains("Europe/Paris"), "\(run.output)")
+                #expect(MCPFixtures.processes(withVariable: "TROUPE_TEST_TAG=\(tag)").isEmpty, "the server stopped with the command")
+
+                let unknown = try await CLIProcess.run(
+                    ["run", "x", "--tools", "mcp:nope", "--store", "sqlite:\(directory)/runs.db"], directory: directory)
+                #expect(unknown.status == 6 && unknown.output.contains("There is no MCP server named 'nope' (configured: time)"))
+            }
+        }
+    }
+
     @Test func aRunWhoseServerIsKilledMidCallRecordsTheErrorAndGoesOn() async throws {
         try await withTemporaryDirectory { directory in
             let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)

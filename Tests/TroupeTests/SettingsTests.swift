@@ -181,6 +181,76 @@ import TroupeSettings
         #expect(policy == WebFetchPolicy(allowedPrivateHosts: ["wiki.internal"], maxRedirects: 2, maxBytes: 4096, timeout: .seconds(5)))
     }
 
+    @Test func mcpServersAreConfiguredByNameWithSecretsFromTheEnvironment() async throws {
+        let yaml = """
+            mcp:
+              servers:
+                time:
+                  command: uvx
+                  args: [mcp-server-time, --local-timezone, UTC]
+                  env: {TZ: UTC, API_TOKEN: "${TIME_TOKEN}"}
+                  cwd: tools
+                  timeout: 20
+                  readOnlyTools: [get_current_time, convert_*]
+                  maxRestarts: 2
+                github:
+                  url: https://mcp.example.com/mcp
+                  headers: {Authorization: "Bearer ${GH_TOKEN}"}
+                  startupTimeout: 5
+                  idempotentTools: [update_issue]
+            """
+        let settings = try await load(yaml, environment: ["TIME_TOKEN": "t-1", "GH_TOKEN": "gh-2"])
+        let servers = Dictionary(uniqueKeysWithValues: settings.mcpServers.map { ($0.name, $0) })
+        #expect(settings.mcpServers.map(\.name) == ["github", "time"])
+        let time = try #require(servers["time"])
+        guard case .stdio(let command, let arguments, let environment, let directory) = time.transport else {
+            Issue.record("time should be a stdio server")
+            return
+        }
+        #expect(command == "uvx" && arguments == ["mcp-server-time", "--local-timezone", "UTC"])
+        #expect(environment == ["TZ": "UTC", "API_TOKEN": "t-1"])
+        #expect(directory?.hasSuffix("/tools") == true, "relative to the file's folder")
+        #expect(time.callTimeout == .seconds(20) && time.maxRestarts == 2)
+        #expect(time.effect(of: "convert_time") == .readOnly && time.effect(of: "other") == .sideEffecting)
+        let github = try #require(servers["github"])
+        #expect(github.transport == .http(url: "https://mcp.example.com/mcp", headers: ["Authorization": "Bearer gh-2"]))
+        #expect(github.startupTimeout == .seconds(5) && github.effect(of: "update_issue") == .idempotent)
+
+        let overridden = try await load(yaml, overrides: ["mcp.servers.time.timeout=3"], environment: ["TIME_TOKEN": "t", "GH_TOKEN": "x"])
+        #expect(overridden.mcpServers.first { $0.name == "time" }?.callTimeout == .seconds(3))
+    }
+
+    /// The example in docs/CONFIGURATION.md is a valid file.
+    @Test func theDocumentedExampleLoads() async throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/CONFIGURATION.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        let start = try #require(text.range(of: "```yaml\n# troupe.yaml\n"))
+        let end = try #require(text[start.upperBound...].range(of: "```"))
+        let settings = try await load(String(text[start.upperBound..<end.lowerBound]), environment: ["GITHUB_TOKEN": "ghp-1"])
+        #expect(settings.runDefaults.model == "gpt-4o" && settings.runDefaults.tools == ["fs", "mcp"])
+        #expect(settings.mcpServers.map(\.name) == ["github", "time"])
+        #expect(settings.fallbacks.map(\.model) == ["gpt-4o-mini", "llama-3.1-70b-instruct"])
+    }
+
+    @Test func badMCPServerSettingsAreRefused() async throws {
+        let cases: [(yaml: String, message: String)] = [
+            ("mcp:\n  servers:\n    x:\n      command: a\n      url: http://h/mcp\n", "sets both command and url"),
+            ("mcp:\n  servers:\n    x:\n      args: [a]\n", "needs a command"),
+            ("mcp:\n  servers:\n    x:\n      url: file:///etc/passwd\n", "must be an http or https URL"),
+            ("mcp:\n  servers:\n    bad.name:\n      command: a\n", "Unknown setting"),
+            ("mcp:\n  servers:\n    x:\n      comand: a\n", "Unknown setting 'mcp.servers.x.comand'"),
+            ("mcp:\n  servers:\n    x:\n      command: a\n      env: {K: \"${MISSING_VAR}\"}\n", "MISSING_VAR is not set"),
+            ("mcp:\n  servers:\n    x:\n      command: a\n      env: {K: \"${OPEN\"}\n", "without its '}'"),
+            ("mcp:\n  servers:\n    x:\n      command: a\n      timeout: 0\n", "timeout from"),
+        ]
+        for (yaml, message) in cases {
+            let error = await failure(yaml)
+            #expect(error?.code == .configuration, "\(message)")
+            #expect(error?.message.contains(message) == true, "expected '\(message)' in: \(error?.message ?? "no error")")
+        }
+    }
+
     @Test func anEmptyFileIsNoSettings() async throws {
         #expect(try await load("").resilience == ModelResilience())
         #expect(try await load("# only a comment\n").runDefaults.model == "gpt-4o-mini")

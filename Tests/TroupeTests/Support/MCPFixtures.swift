@@ -101,6 +101,15 @@ enum MCPFixtures {
         }
     }
 
+    /// The live processes whose environment has `assignment` (`NAME=value`).
+    static func processes(withVariable assignment: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return data.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == assignment } && isAlive(pid)
+        }
+    }
+
     /// Whether a process with this ID exists (and is not a zombie).
     static func isAlive(_ pid: Int32) -> Bool {
         guard kill(pid, 0) == 0 else { return false }
