@@ -11,7 +11,10 @@ import TroupeTesting
 
 /// MCP servers as tools, against real servers: the `mcp` package's `MCPServer` (over stdio and
 /// streamable HTTP) and the reference `mcp-server-time`.
-@Suite(.enabled(if: MCPFixtures.available, "needs the MCP venv (.build/mcp-venv with mcp and mcp-server-time; ./scripts/test makes it)"))
+/// One test at a time: each starts Python servers, which cost seconds of CPU.
+@Suite(
+    .serialized,
+    .enabled(if: MCPFixtures.available, "needs the MCP venv (.build/mcp-venv with mcp and mcp-server-time; ./scripts/test makes it)"))
 struct MCPTests {
     /// The fixture's tools by their Troupe names.
     private func tools(_ servers: MCPServers) async throws -> [String: any Tool] {
