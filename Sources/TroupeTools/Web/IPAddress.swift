@@ -37,7 +37,7 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
             withUnsafeMutableBytes(of: &address) { $0.copyBytes(from: bytes) }
             var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
             inet_ntop(AF_INET6, &address, &buffer, socklen_t(buffer.count))
-            return String(cString: buffer)
+            return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         }
     }
 
