@@ -91,11 +91,12 @@ public struct MCPServers: Sendable {
             return await group.reduce(into: []) { $0.append($1) }
         }
         var tools: [any Tool] = []
+        // Taken across servers too: server `a_b`'s tool `c` and server `a`'s tool `b_c` meet.
+        var names = Set<String>()
         for (index, result) in listed.sorted(by: { $0.0 < $1.0 }) {
             let connection = chosen[index]
             switch result {
             case .success(let remotes):
-                var names = Set<String>()
                 for remote in remotes {
                     let name = MCPToolName.make(server: connection.configuration.name, tool: remote.name, taken: names)
                     names.insert(name)

@@ -87,6 +87,19 @@ struct MCPTests {
         }
     }
 
+    /// The SDK's client loops on its transport's stream: a stream that ended without the client
+    /// being disconnected would spin a core. Idle after a crash and after a shutdown, the process
+    /// uses (almost) no CPU.
+    @Test func serversThatEndedCostNoCPU() async throws {
+        let servers = try MCPServers([MCPFixtures.stdio(), MCPFixtures.stdio(name: "other")], logger: MCPFixtures.logger)
+        let tools = try await tools(servers)
+        _ = await MCPFixtures.call(try #require(tools["mcp_fixture_crash"]), [:])
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await MCPFixtures.cpuSeconds(during: .seconds(1)) < 0.5, "after a crash")
+        await servers.shutdown()
+        #expect(try await MCPFixtures.cpuSeconds(during: .seconds(1)) < 0.5, "after the shutdown")
+    }
+
     @Test func aCallOverItsTimeoutIsCancelledAndTheServerStaysUsable() async throws {
         try await withTemporaryDirectory { directory in
             let servers = try MCPServers([MCPFixtures.stdio(callTimeout: .seconds(1))], logger: MCPFixtures.logger)

@@ -92,6 +92,19 @@ enum MCPFixtures {
         throw CLIError(message: "\(path) did not appear within \(limit)")
     }
 
+    /// The CPU time (user and system) this process uses while it waits `duration`.
+    static func cpuSeconds(during duration: Duration) async throws -> Double {
+        func used() -> Double {
+            var usage = rusage()
+            getrusage(RUSAGE_SELF.rawValue, &usage)
+            return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+                + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        }
+        let before = used()
+        try await Task.sleep(for: duration)
+        return used() - before
+    }
+
     /// The live processes whose command line contains `text`.
     static func processes(mentioning text: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
