@@ -22,68 +22,67 @@ struct MCPTests {
     }
 
     @Test func stdioServerToolsAreListedNamedAndCalled() async throws {
-        let servers = try MCPServers([MCPFixtures.stdio(readOnlyTools: ["echo"])], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let tools = try await tools(servers)
-        #expect(
-            Set(tools.keys) == [
-                "mcp_fixture_echo", "mcp_fixture_math_add", "mcp_fixture_fail", "mcp_fixture_crash", "mcp_fixture_slow",
-                "mcp_fixture_environment",
-            ])
-        let echo = try #require(tools["mcp_fixture_echo"])
-        #expect(echo.description.hasPrefix("Returns the text it is given.") && echo.description.contains("MCP server 'fixture'"))
-        #expect(echo.parameters.required == ["text"] && echo.parameters.types == ["object"])
-        #expect(echo.effect == .readOnly, "listed as read-only in the configuration")
-        #expect(tools["mcp_fixture_slow"]?.effect == .sideEffecting, "the server's own hints are not trusted")
+        try await MCPFixtures.withServers([MCPFixtures.stdio(readOnlyTools: ["echo"])]) { servers in
+            let tools = try await tools(servers)
+            #expect(
+                Set(tools.keys) == [
+                    "mcp_fixture_echo", "mcp_fixture_math_add", "mcp_fixture_fail", "mcp_fixture_crash", "mcp_fixture_slow",
+                    "mcp_fixture_environment",
+                ])
+            let echo = try #require(tools["mcp_fixture_echo"])
+            #expect(echo.description.hasPrefix("Returns the text it is given.") && echo.description.contains("MCP server 'fixture'"))
+            #expect(echo.parameters.required == ["text"] && echo.parameters.types == ["object"])
+            #expect(echo.effect == .readOnly, "listed as read-only in the configuration")
+            #expect(tools["mcp_fixture_slow"]?.effect == .sideEffecting, "the server's own hints are not trusted")
 
-        #expect(await MCPFixtures.call(echo, ["text": "héllo ✓"]) == ToolOutput("héllo ✓"))
-        let sum = await MCPFixtures.call(try #require(tools["mcp_fixture_math_add"]), ["a": 2, "b": 40])
-        #expect(sum == ToolOutput("42"), "the tool's name at the server has a dot")
-        let failed = await MCPFixtures.call(try #require(tools["mcp_fixture_fail"]), ["reason": "no such thing"])
-        #expect(failed.isError && failed.content.contains("no such thing"), "\(failed)")
-        let invalid = await MCPFixtures.call(echo, ["text": 5])
-        #expect(invalid.isError, "the server checks its own schema too: \(invalid)")
+            #expect(await MCPFixtures.call(echo, ["text": "héllo ✓"]) == ToolOutput("héllo ✓"))
+            let sum = await MCPFixtures.call(try #require(tools["mcp_fixture_math_add"]), ["a": 2, "b": 40])
+            #expect(sum == ToolOutput("42"), "the tool's name at the server has a dot")
+            let failed = await MCPFixtures.call(try #require(tools["mcp_fixture_fail"]), ["reason": "no such thing"])
+            #expect(failed.isError && failed.content.contains("no such thing"), "\(failed)")
+            let invalid = await MCPFixtures.call(echo, ["text": 5])
+            #expect(invalid.isError, "the server checks its own schema too: \(invalid)")
+        }
     }
 
     @Test func serversGetAScrubbedEnvironmentWithTheirOwnVariables() async throws {
         setenv("TROUPE_MCP_TEST_SECRET", "do-not-leak", 1)
-        let servers = try MCPServers(
-            [MCPFixtures.stdio(environment: ["GREETING": "hello"])], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let environment = try #require(try await tools(servers)["mcp_fixture_environment"])
-        #expect(await MCPFixtures.call(environment, ["name": "GREETING"]).content == "hello")
-        #expect(await MCPFixtures.call(environment, ["name": "TROUPE_MCP_TEST_SECRET"]).content == "(unset)")
-        #expect(await MCPFixtures.call(environment, ["name": "OPENAI_API_KEY"]).content == "(unset)")
-        #expect(await MCPFixtures.call(environment, ["name": "PATH"]).content != "(unset)")
+        try await MCPFixtures.withServers([MCPFixtures.stdio(environment: ["GREETING": "hello"])]) { servers in
+            let environment = try #require(try await tools(servers)["mcp_fixture_environment"])
+            #expect(await MCPFixtures.call(environment, ["name": "GREETING"]).content == "hello")
+            #expect(await MCPFixtures.call(environment, ["name": "TROUPE_MCP_TEST_SECRET"]).content == "(unset)")
+            #expect(await MCPFixtures.call(environment, ["name": "OPENAI_API_KEY"]).content == "(unset)")
+            #expect(await MCPFixtures.call(environment, ["name": "PATH"]).content != "(unset)")
+        }
     }
 
     @Test func aServerThatCrashesMidCallGivesAnErrorAndIsRestarted() async throws {
-        let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let tools = try await tools(servers)
-        let crashed = await MCPFixtures.call(try #require(tools["mcp_fixture_crash"]), [:])
-        #expect(crashed.isError)
-        #expect(crashed.content.contains("MCP server 'fixture' stopped while calling crash: it exited with status 3"), "\(crashed)")
-        #expect(crashed.content.contains("restarted for the next call"))
-        #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "again"]) == ToolOutput("again"))
+        try await MCPFixtures.withServers([MCPFixtures.stdio()]) { servers in
+            let tools = try await tools(servers)
+            let crashed = await MCPFixtures.call(try #require(tools["mcp_fixture_crash"]), [:])
+            #expect(crashed.isError)
+            #expect(crashed.content.contains("MCP server 'fixture' stopped while calling crash: it exited with status 3"), "\(crashed)")
+            #expect(crashed.content.contains("restarted for the next call"))
+            #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "again"]) == ToolOutput("again"))
+        }
     }
 
     @Test func aServerKilledMidCallGivesAnErrorAtOnce() async throws {
         try await withTemporaryDirectory { directory in
-            let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
-            defer { Task { await servers.shutdown() } }
-            let tools = try await tools(servers)
-            let marker = directory + "/slow.pid"
-            let started = ContinuousClock.now
-            let slow = try #require(tools["mcp_fixture_slow"])
-            async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
-            let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
-            kill(pid, SIGKILL)
-            let result = await output
-            #expect(result.isError && result.content.contains("it was killed by signal 9"), "\(result)")
-            #expect(started.duration(to: .now) < .seconds(30), "the call ends when the server dies, not at its timeout")
-            #expect(!MCPFixtures.isAlive(pid))
-            #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "back"]) == ToolOutput("back"))
+            try await MCPFixtures.withServers([MCPFixtures.stdio()]) { servers in
+                let tools = try await tools(servers)
+                let marker = directory + "/slow.pid"
+                let started = ContinuousClock.now
+                let slow = try #require(tools["mcp_fixture_slow"])
+                async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
+                let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
+                kill(pid, SIGKILL)
+                let result = await output
+                #expect(result.isError && result.content.contains("it was killed by signal 9"), "\(result)")
+                #expect(started.duration(to: .now) < .seconds(30), "the call ends when the server dies, not at its timeout")
+                #expect(!MCPFixtures.isAlive(pid))
+                #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "back"]) == ToolOutput("back"))
+            }
         }
     }
 
@@ -102,26 +101,26 @@ struct MCPTests {
 
     @Test func aCallOverItsTimeoutIsCancelledAndTheServerStaysUsable() async throws {
         try await withTemporaryDirectory { directory in
-            let servers = try MCPServers([MCPFixtures.stdio(callTimeout: .seconds(1))], logger: MCPFixtures.logger)
-            defer { Task { await servers.shutdown() } }
-            let tools = try await tools(servers)
-            let result = await MCPFixtures.call(
-                try #require(tools["mcp_fixture_slow"]), ["seconds": 60, "marker": .string(directory + "/slow.pid")])
-            #expect(result.isError && result.content.contains("did not answer slow within 1 s; the call was cancelled"), "\(result)")
-            #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "still here"]) == ToolOutput("still here"))
+            try await MCPFixtures.withServers([MCPFixtures.stdio(callTimeout: .seconds(1))]) { servers in
+                let tools = try await tools(servers)
+                let result = await MCPFixtures.call(
+                    try #require(tools["mcp_fixture_slow"]), ["seconds": 60, "marker": .string(directory + "/slow.pid")])
+                #expect(result.isError && result.content.contains("did not answer slow within 1 s; the call was cancelled"), "\(result)")
+                #expect(await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "still here"]) == ToolOutput("still here"))
+            }
         }
     }
 
     @Test func aServerThatKeepsCrashingIsGivenUpOnForAWhile() async throws {
-        let servers = try MCPServers([MCPFixtures.stdio(maxRestarts: 1)], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let tools = try await tools(servers)
-        let crash = try #require(tools["mcp_fixture_crash"])
-        _ = await MCPFixtures.call(crash, [:])
-        _ = await MCPFixtures.call(crash, [:])
-        let refused = await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "x"])
-        #expect(refused.isError && refused.content.contains("stopped 2 times within 60 s and is not restarted for now"), "\(refused)")
-        #expect(refused.content.contains("exited with status 3"))
+        try await MCPFixtures.withServers([MCPFixtures.stdio(maxRestarts: 1)]) { servers in
+            let tools = try await tools(servers)
+            let crash = try #require(tools["mcp_fixture_crash"])
+            _ = await MCPFixtures.call(crash, [:])
+            _ = await MCPFixtures.call(crash, [:])
+            let refused = await MCPFixtures.call(try #require(tools["mcp_fixture_echo"]), ["text": "x"])
+            #expect(refused.isError && refused.content.contains("stopped 2 times within 60 s and is not restarted for now"), "\(refused)")
+            #expect(refused.content.contains("exited with status 3"))
+        }
     }
 
     @Test func serversThatCannotStartAreNamedWithTheReason() async throws {
@@ -172,21 +171,21 @@ struct MCPTests {
         let server = try await MCPHTTPFixture()
         defer { server.stop() }
         let configuration = MCPServerConfiguration(name: "remote", transport: .http(url: server.url, headers: ["X-Test": "1"]))
-        let servers = try MCPServers([configuration], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let tools = try await tools(servers)
-        #expect(tools.keys.contains("mcp_remote_echo") && tools.keys.contains("mcp_remote_math_add"))
-        #expect(await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "over http"]) == ToolOutput("over http"))
-        #expect(await MCPFixtures.call(try #require(tools["mcp_remote_math_add"]), ["a": 1, "b": 2]) == ToolOutput("3"))
-        // Several calls at once share the session.
-        let echo = try #require(tools["mcp_remote_echo"])
-        let answers = await withTaskGroup(of: String.self) { group in
-            for index in 0..<8 { group.addTask { await MCPFixtures.call(echo, ["text": .string("n\(index)")]).content } }
-            return await group.reduce(into: Set<String>()) { $0.insert($1) }
+        try await MCPFixtures.withServers([configuration]) { servers in
+            let tools = try await tools(servers)
+            #expect(tools.keys.contains("mcp_remote_echo") && tools.keys.contains("mcp_remote_math_add"))
+            #expect(await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "over http"]) == ToolOutput("over http"))
+            #expect(await MCPFixtures.call(try #require(tools["mcp_remote_math_add"]), ["a": 1, "b": 2]) == ToolOutput("3"))
+            // Several calls at once share the session.
+            let echo = try #require(tools["mcp_remote_echo"])
+            let answers = await withTaskGroup(of: String.self) { group in
+                for index in 0..<8 { group.addTask { await MCPFixtures.call(echo, ["text": .string("n\(index)")]).content } }
+                return await group.reduce(into: Set<String>()) { $0.insert($1) }
+            }
+            #expect(answers == Set((0..<8).map { "n\($0)" }))
+            let failed = await MCPFixtures.call(try #require(tools["mcp_remote_fail"]), ["reason": "over http"])
+            #expect(failed.isError && failed.content.contains("over http"))
         }
-        #expect(answers == Set((0..<8).map { "n\($0)" }))
-        let failed = await MCPFixtures.call(try #require(tools["mcp_remote_fail"]), ["reason": "over http"])
-        #expect(failed.isError && failed.content.contains("over http"))
     }
 
     @Test func anHTTPServerKilledMidCallGivesAnError() async throws {
@@ -194,46 +193,46 @@ struct MCPTests {
             let server = try await MCPHTTPFixture()
             defer { server.stop() }
             let configuration = MCPServerConfiguration(name: "remote", transport: .http(url: server.url, headers: [:]))
-            let servers = try MCPServers([configuration], logger: MCPFixtures.logger)
-            defer { Task { await servers.shutdown() } }
-            let tools = try await tools(servers)
-            let marker = directory + "/slow.pid"
-            let slow = try #require(tools["mcp_remote_slow"])
-            async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
-            _ = try await MCPFixtures.waitForFile(marker)
-            server.stop()
-            let result = await output
-            #expect(result.isError && result.content.contains("MCP server 'remote'"), "\(result)")
-            let after = await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "x"])
-            #expect(after.isError && after.content.contains("connection refused"), "\(after)")
+            try await MCPFixtures.withServers([configuration]) { servers in
+                let tools = try await tools(servers)
+                let marker = directory + "/slow.pid"
+                let slow = try #require(tools["mcp_remote_slow"])
+                async let output = MCPFixtures.call(slow, ["seconds": 60, "marker": .string(marker)])
+                _ = try await MCPFixtures.waitForFile(marker)
+                server.stop()
+                let result = await output
+                #expect(result.isError && result.content.contains("MCP server 'remote'"), "\(result)")
+                let after = await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "x"])
+                #expect(after.isError && after.content.contains("connection refused"), "\(after)")
+            }
         }
     }
 
     @Test func aPlanAndExecuteRunCallsTheReferenceTimeServer() async throws {
-        let servers = try MCPServers([MCPFixtures.time()], logger: MCPFixtures.logger)
-        defer { Task { await servers.shutdown() } }
-        let tools = try await servers.tools()
-        let tool = try #require(tools.first { $0.name == "mcp_time_get_current_time" })
-        #expect(tool.effect == .readOnly)
-        let model = ScriptedModel([
-            .response(.plan(plan([("s1", ["mcp_time_get_current_time"], [])]))),
-            .response(.toolCall("mcp_time_get_current_time", #"{"timezone":"UTC"}"#)),
-            .response(.text("It is now in UTC.")),
-        ])
-        let store = InMemoryRunStore()
-        let final = try await makeDriver(store: store, model: model, tools: tools)
-            .run(goal: "What time is it in UTC?", configuration: RunConfiguration(model: "scripted"))
-        #expect(final.status == .succeeded)
-        let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
-            guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
-            return output
+        try await MCPFixtures.withServers([MCPFixtures.time()]) { servers in
+            let tools = try await servers.tools()
+            let tool = try #require(tools.first { $0.name == "mcp_time_get_current_time" })
+            #expect(tool.effect == .readOnly)
+            let model = ScriptedModel([
+                .response(.plan(plan([("s1", ["mcp_time_get_current_time"], [])]))),
+                .response(.toolCall("mcp_time_get_current_time", #"{"timezone":"UTC"}"#)),
+                .response(.text("It is now in UTC.")),
+            ])
+            let store = InMemoryRunStore()
+            let final = try await makeDriver(store: store, model: model, tools: tools)
+                .run(goal: "What time is it in UTC?", configuration: RunConfiguration(model: "scripted"))
+            #expect(final.status == .succeeded)
+            let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
+                guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
+                return output
+            }
+            let output = try #require(outputs.first)
+            #expect(!output.isError, "\(output)")
+            let answer = try JSONValue.parse(output.content)
+            #expect(answer["timezone"]?.stringValue == "UTC")
+            let year = Calendar(identifier: .gregorian).component(.year, from: Date())
+            #expect(answer["datetime"]?.stringValue?.hasPrefix("\(year)-") == true, "\(output.content)")
         }
-        let output = try #require(outputs.first)
-        #expect(!output.isError, "\(output)")
-        let answer = try JSONValue.parse(output.content)
-        #expect(answer["timezone"]?.stringValue == "UTC")
-        let year = Calendar(identifier: .gregorian).component(.year, from: Date())
-        #expect(answer["datetime"]?.stringValue?.hasPrefix("\(year)-") == true, "\(output.content)")
     }
 
     /// `troupe run` with the time server in `troupe.yaml`: the CLI starts it, the run's step calls
@@ -274,32 +273,32 @@ struct MCPTests {
 
     @Test func aRunWhoseServerIsKilledMidCallRecordsTheErrorAndGoesOn() async throws {
         try await withTemporaryDirectory { directory in
-            let servers = try MCPServers([MCPFixtures.stdio()], logger: MCPFixtures.logger)
-            defer { Task { await servers.shutdown() } }
-            let marker = directory + "/slow.pid"
-            let model = ScriptedModel([
-                .response(.plan(plan([("s1", ["mcp_fixture_slow", "mcp_fixture_echo"], [])]))),
-                .response(.toolCall("mcp_fixture_slow", #"{"seconds":60,"marker":"\#(marker)"}"#)),
-                .response(.toolCall("mcp_fixture_echo", #"{"text":"after the crash"}"#)),
-                .response(.text("The slow tool failed; echo worked.")),
-            ])
-            let store = InMemoryRunStore()
-            let driver = try makeDriver(store: store, model: model, tools: try await servers.tools())
-            let killer = Task {
-                let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
-                kill(pid, SIGKILL)
+            try await MCPFixtures.withServers([MCPFixtures.stdio()]) { servers in
+                let marker = directory + "/slow.pid"
+                let model = ScriptedModel([
+                    .response(.plan(plan([("s1", ["mcp_fixture_slow", "mcp_fixture_echo"], [])]))),
+                    .response(.toolCall("mcp_fixture_slow", #"{"seconds":60,"marker":"\#(marker)"}"#)),
+                    .response(.toolCall("mcp_fixture_echo", #"{"text":"after the crash"}"#)),
+                    .response(.text("The slow tool failed; echo worked.")),
+                ])
+                let store = InMemoryRunStore()
+                let driver = try makeDriver(store: store, model: model, tools: try await servers.tools())
+                let killer = Task {
+                    let pid = try #require(Int32(try await MCPFixtures.waitForFile(marker)))
+                    kill(pid, SIGKILL)
+                }
+                let final = try await driver.run(goal: "Wait, then echo", configuration: RunConfiguration(model: "scripted"))
+                try await killer.value
+                #expect(final.status == .succeeded)
+                #expect(final.answer == "The slow tool failed; echo worked.")
+                let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
+                    guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
+                    return output
+                }
+                #expect(outputs.count == 2)
+                #expect(outputs.first?.isError == true && outputs.first?.content.contains("killed by signal 9") == true, "\(outputs)")
+                #expect(outputs.last == ToolOutput("after the crash"))
             }
-            let final = try await driver.run(goal: "Wait, then echo", configuration: RunConfiguration(model: "scripted"))
-            try await killer.value
-            #expect(final.status == .succeeded)
-            #expect(final.answer == "The slow tool failed; echo worked.")
-            let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
-                guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
-                return output
-            }
-            #expect(outputs.count == 2)
-            #expect(outputs.first?.isError == true && outputs.first?.content.contains("killed by signal 9") == true, "\(outputs)")
-            #expect(outputs.last == ToolOutput("after the crash"))
         }
     }
 }

@@ -70,6 +70,19 @@ enum MCPFixtures {
             startupTimeout: startupTimeout)
     }
 
+    /// Runs `body` with the servers, and stops them (awaited) afterwards, whatever happens.
+    static func withServers<T>(_ configurations: [MCPServerConfiguration], _ body: (MCPServers) async throws -> T) async throws -> T {
+        let servers = try MCPServers(configurations, logger: logger)
+        do {
+            let result = try await body(servers)
+            await servers.shutdown()
+            return result
+        } catch {
+            await servers.shutdown()
+            throw error
+        }
+    }
+
     /// Calls `tool` and returns the output, or the error's message as an error output.
     static func call(_ tool: any Tool, _ arguments: JSONValue) async -> ToolOutput {
         let context = ToolContext(runID: RunID("run_mcp"), stepID: "s1", idempotencyKey: "k", workspace: "/tmp", logger: logger)
