@@ -83,7 +83,9 @@ enum MCPContent {
         }
     }
 
+    /// The size of the data the base64 text encodes (without decoding it).
     private static func approximateBytes(ofBase64 text: String) -> Int {
-        text.utf8.count / 4 * 3
+        let padding = text.utf8.reversed().prefix { $0 == UInt8(ascii: "=") }.count
+        return max(0, text.utf8.count / 4 * 3 - padding)
     }
 }

@@ -192,16 +192,20 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
             tasks.addTask {
                 var pending: [UInt8] = []
                 for try await buffer in execution.standardOutput {
+                    // Only the new bytes are searched: a long line arriving in many chunks is
+                    // scanned once, not once per chunk.
+                    var searchFrom = pending.count
                     buffer.withUnsafeBytes { bytes in pending.append(contentsOf: bytes) }
                     var start = 0
-                    while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                    while let newline = pending[searchFrom...].firstIndex(of: UInt8(ascii: "\n")) {
                         let line = pending[start..<newline]
                         if line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) {
                             continuation.yield(Data(line))
                         }
                         start = newline + 1
+                        searchFrom = start
                     }
-                    pending.removeFirst(start)
+                    if start > 0 { pending.removeFirst(start) }
                     if pending.count > maxMessageBytes {
                         throw Overflow(message: "it sent a message over \(maxMessageBytes >> 20) MiB without a line end, and was stopped")
                     }

@@ -27,7 +27,7 @@ struct MCPTests {
             #expect(
                 Set(tools.keys) == [
                     "mcp_fixture_echo", "mcp_fixture_math_add", "mcp_fixture_fail", "mcp_fixture_crash", "mcp_fixture_slow",
-                    "mcp_fixture_environment",
+                    "mcp_fixture_environment", "mcp_fixture_picture", "mcp_fixture_wordy",
                 ])
             let echo = try #require(tools["mcp_fixture_echo"])
             #expect(echo.description.hasPrefix("Returns the text it is given.") && echo.description.contains("MCP server 'fixture'"))
@@ -42,6 +42,11 @@ struct MCPTests {
             #expect(failed.isError && failed.content.contains("no such thing"), "\(failed)")
             let invalid = await MCPFixtures.call(echo, ["text": 5])
             #expect(invalid.isError, "the server checks its own schema too: \(invalid)")
+            let wordy = try #require(tools["mcp_fixture_wordy"])
+            #expect(wordy.description.count == MCPTool.maxDescriptionCharacters + " [MCP server 'fixture']".count)
+            #expect(wordy.description.hasSuffix("… [MCP server 'fixture']"), "clipped: a server's text costs tokens")
+            let picture = await MCPFixtures.call(try #require(tools["mcp_fixture_picture"]), [:])
+            #expect(picture == ToolOutput("[image image/png, 100 bytes, not shown]"), "\(picture)")
         }
     }
 
@@ -140,6 +145,18 @@ struct MCPTests {
         #expect(exited?.message.contains("no config found") == true)
     }
 
+    /// A hostile or broken server that floods stdout without a line end is stopped at 32 MiB.
+    @Test func aServerThatFloodsItsOutputIsStopped() async throws {
+        let tag = UUID().uuidString
+        let floods = MCPFixtures.python(
+            name: "floods", code: "import sys, time; sys.stdout.write('x' * (40 << 20)); sys.stdout.flush(); time.sleep(600)  # \(tag)")
+        let error = await #expect(throws: TroupeError.self) { _ = try await MCPServers([floods], logger: MCPFixtures.logger).tools() }
+        #expect(
+            error?.message.contains("it sent a message over 32 MiB without a line end, and was stopped") == true,
+            "\(String(describing: error))")
+        #expect(MCPFixtures.processes(mentioning: tag).isEmpty)
+    }
+
     @Test func aServerThatNeverAnswersAtStartupIsStoppedAtTheLimit() async throws {
         let tag = UUID().uuidString
         let hangs = MCPFixtures.python(name: "hangs", code: "import time; time.sleep(600)  # \(tag)", startupTimeout: .seconds(1))
@@ -222,10 +239,7 @@ struct MCPTests {
             let final = try await makeDriver(store: store, model: model, tools: tools)
                 .run(goal: "What time is it in UTC?", configuration: RunConfiguration(model: "scripted"))
             #expect(final.status == .succeeded)
-            let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
-                guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
-                return output
-            }
+            let outputs = try await MCPFixtures.toolOutputs(of: final.runID, in: store)
             let output = try #require(outputs.first)
             #expect(!output.isError, "\(output)")
             let answer = try JSONValue.parse(output.content)
@@ -291,10 +305,7 @@ struct MCPTests {
                 try await killer.value
                 #expect(final.status == .succeeded)
                 #expect(final.answer == "The slow tool failed; echo worked.")
-                let outputs = try await store.events(of: final.runID).compactMap { record -> ToolOutput? in
-                    guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
-                    return output
-                }
+                let outputs = try await MCPFixtures.toolOutputs(of: final.runID, in: store)
                 #expect(outputs.count == 2)
                 #expect(outputs.first?.isError == true && outputs.first?.content.contains("killed by signal 9") == true, "\(outputs)")
                 #expect(outputs.last == ToolOutput("after the crash"))

@@ -4,7 +4,8 @@
     python fixture_server.py http PORT_FILE   # serves POST /mcp on 127.0.0.1, writes its port
 
 Tools: echo, add, fail (an error result), crash (the process exits mid-call), slow (writes a
-marker file, then sleeps: the tests kill or time out the server while it waits).
+marker file, then sleeps: the tests kill or time out the server while it waits), environment,
+picture (an image result) and wordy (a 5,000-character description).
 """
 
 import os
@@ -12,7 +13,7 @@ import socket
 import sys
 import time
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 server = MCPServer(name="fixture", log_level="WARNING")
@@ -55,6 +56,17 @@ def slow(seconds: float, marker: str) -> str:
 def environment(name: str) -> str:
     """The value of an environment variable in the server's process, or '(unset)'."""
     return os.environ.get(name, "(unset)")
+
+
+@server.tool()
+def picture() -> Image:
+    """A small PNG image."""
+    return Image(data=b"\x89PNG\r\n\x1a\n" + bytes(92), format="png")
+
+
+@server.tool(description="A tool whose description goes on and on. " + "blah " * 1000)
+def wordy() -> str:
+    return "said"
 
 
 def free_port() -> int:

@@ -95,6 +95,14 @@ enum MCPFixtures {
         }
     }
 
+    /// The outputs of a run's tool calls, in journal order.
+    static func toolOutputs(of run: RunID, in store: any RunStore) async throws -> [ToolOutput] {
+        try await store.events(of: run).compactMap { record in
+            guard case .activityCompleted(_, .tool(let output)) = record.event else { return nil }
+            return output
+        }
+    }
+
     /// Waits (up to `limit`) for a file a fixture tool writes, and returns its text.
     static func waitForFile(_ path: String, limit: Duration = .seconds(30)) async throws -> String {
         let deadline = ContinuousClock.now + limit
