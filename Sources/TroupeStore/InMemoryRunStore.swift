@@ -6,6 +6,9 @@ public actor InMemoryRunStore: RunStore {
     private var summaries: [RunID: RunSummary] = [:]
     private var journals: [RunID: [RunEventRecord]] = [:]
     private var leases: [RunID: Lease] = [:]
+    /// The last fencing token handed out per run (kept when the lease is released).
+    private var tokens: [RunID: Int] = [:]
+    private var claims: [RunID: (attempts: Int, claimableAt: Date?)] = [:]
 
     public init() {}
 
@@ -18,8 +21,19 @@ public actor InMemoryRunStore: RunStore {
         return summary
     }
 
-    public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) throws -> Int {
+    public func createLeasedRun(
+        id: RunID, goal: String, configuration: RunConfiguration, owner: String, until expiry: Date, at time: Date
+    ) throws -> LeasedRun {
+        let summary = try createRun(id: id, goal: goal, configuration: configuration, at: time)
+        claims[id] = (1, nil)
+        return LeasedRun(summary: summary, lease: grant(id, to: owner, until: expiry), attempt: 1)
+    }
+
+    public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) throws -> Int {
         guard let summary = summaries[run] else { throw TroupeError(.notFound, "No run '\(run)'.") }
+        if let lease, leases[run]?.token != lease.token {
+            throw TroupeError.leaseLost(lease, current: leases[run])
+        }
         guard summary.lastSequence == expectedSequence else {
             throw TroupeError.conflict(run, expected: expectedSequence, actual: summary.lastSequence)
         }
@@ -50,35 +64,52 @@ public actor InMemoryRunStore: RunStore {
 
     public func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) throws -> Lease {
         guard summaries[run] != nil else { throw TroupeError(.notFound, "No run '\(run)'.") }
-        if let current = leases[run], current.owner != owner, current.expiresAt > time, !force {
+        if let current = leases[run], current.expiresAt > time, !force {
             throw TroupeError.leaseHeld(current)
         }
-        let lease = Lease(runID: run, owner: owner, expiresAt: expiry)
+        return grant(run, to: owner, until: expiry)
+    }
+
+    private func grant(_ run: RunID, to owner: String, until expiry: Date) -> Lease {
+        let token = (tokens[run] ?? 0) + 1
+        tokens[run] = token
+        let lease = Lease(runID: run, owner: owner, expiresAt: expiry, token: token)
         leases[run] = lease
         return lease
     }
 
-    public func renewLease(on run: RunID, owner: String, until expiry: Date) throws {
-        guard let current = leases[run], current.owner == owner else {
-            throw TroupeError(.leaseHeld, "The lease on run \(run) was taken over by another driver.")
-        }
-        leases[run] = Lease(runID: run, owner: owner, expiresAt: expiry)
+    public func renewLease(_ lease: Lease, until expiry: Date) throws -> Lease {
+        guard leases[lease.runID]?.token == lease.token else { throw TroupeError.leaseLost(lease, current: leases[lease.runID]) }
+        var renewed = lease
+        renewed.expiresAt = expiry
+        leases[lease.runID] = renewed
+        return renewed
     }
 
-    public func releaseLease(on run: RunID, owner: String) {
-        if leases[run]?.owner == owner { leases[run] = nil }
+    public func releaseLease(_ lease: Lease, outcome: DriveOutcome) {
+        guard leases[lease.runID]?.token == lease.token else { return }
+        leases[lease.runID] = nil
+        switch outcome {
+        case .clean: claims[lease.runID] = nil
+        case .failed(let retryAt): claims[lease.runID, default: (0, nil)].claimableAt = retryAt
+        }
     }
 
     public func lease(of run: RunID) -> Lease? { leases[run] }
 
-    public func claimNextRun(owner: String, until expiry: Date, at time: Date) -> RunSummary? {
+    public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) -> LeasedRun? {
         let candidates = summaries.values
             .filter { $0.status == .pending || $0.status == .running }
             .filter { summary in leases[summary.id].map { $0.expiresAt <= time } ?? true }
+            .filter { summary in
+                let claim = claims[summary.id] ?? (0, nil)
+                return claim.attempts < maxAttempts && (claim.claimableAt.map { $0 <= time } ?? true)
+            }
             .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
         guard let next = candidates.first else { return nil }
-        leases[next.id] = Lease(runID: next.id, owner: owner, expiresAt: expiry)
-        return next
+        let attempt = (claims[next.id]?.attempts ?? 0) + 1
+        claims[next.id] = (attempt, nil)
+        return LeasedRun(summary: next, lease: grant(next.id, to: owner, until: expiry), attempt: attempt)
     }
 
     public func close() {}

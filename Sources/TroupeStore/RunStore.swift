@@ -18,15 +18,57 @@ public struct RunQuery: Sendable, Hashable {
 
 /// Who may drive a run until when. A driver renews its lease while it works; when it dies, the
 /// lease expires and another driver may take the run over.
+///
+/// The ``token`` fences a driver: every acquisition of a run's lease (a takeover, a claim, even a
+/// second acquisition by the same owner) gets a greater token, and renewals, releases and fenced
+/// appends are refused unless they carry the current one. A driver that was paused and woke up
+/// after another took its run over can write nothing more.
 public struct Lease: Sendable, Hashable, Codable {
     public var runID: RunID
     public var owner: String
     public var expiresAt: Date
+    /// The fencing token: greater for every acquisition of this run's lease.
+    public var token: Int
 
-    public init(runID: RunID, owner: String, expiresAt: Date) {
+    public init(runID: RunID, owner: String, expiresAt: Date, token: Int) {
         self.runID = runID
         self.owner = owner
         self.expiresAt = expiresAt
+        self.token = token
+    }
+}
+
+/// A run together with the lease its caller now holds on it.
+public struct LeasedRun: Sendable, Hashable {
+    public var summary: RunSummary
+    public var lease: Lease
+    /// How many times in a row the run has been claimed without a drive that ended cleanly,
+    /// this claim included (1 for a run created leased).
+    public var attempt: Int
+
+    public init(summary: RunSummary, lease: Lease, attempt: Int) {
+        self.summary = summary
+        self.lease = lease
+        self.attempt = attempt
+    }
+}
+
+/// How a drive ended, told to the store when its lease is released.
+public enum DriveOutcome: Sendable, Hashable {
+    /// The drive ended as it should: the run finished, was parked for an operator, or was handed
+    /// back (a drain). The run's count of failed claims starts again from zero.
+    case clean
+    /// The drive failed (an error, not a decision of the run). ``RunStore/claimNextRun(owner:until:maxAttempts:at:)``
+    /// leaves the run alone until `retryAt`, and after `maxAttempts` such claims not at all.
+    case failed(retryAt: Date)
+}
+
+/// The wait before a failed run may be claimed again: doubling from 5 s, at most 10 minutes.
+public enum ClaimBackoff {
+    /// When a run may be claimed again after its `attempt`-th failed claim in a row.
+    public static func retryAt(attempt: Int, after time: Date) -> Date {
+        let seconds = min(600.0, 5.0 * pow(2.0, Double(min(max(attempt, 1), 16) - 1)))
+        return time.addingTimeInterval(seconds)
     }
 }
 
@@ -34,12 +76,25 @@ public struct Lease: Sendable, Hashable, Codable {
 ///
 /// Appends are optimistic: the caller says which sequence number it expects the journal to end at;
 /// if another writer appended first, the append fails with `journalConflict` and nothing is written.
+/// A driver's appends are also fenced by its lease: if the lease was taken over since, the append
+/// fails with `leaseHeld` and nothing is written, whatever the sequence number.
+///
+/// Errors: `storageUnavailable` for a failure worth retrying (the database is locked by another
+/// process, a connection dropped); `storage` for one that is not; `notFound`, `journalConflict`,
+/// `leaseHeld` and `invalidInput` for refusals, which concern only the write that was refused.
 public protocol RunStore: Sendable {
     /// Creates a run and its first event, `runCreated`.
     func createRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) async throws -> RunSummary
 
+    /// Creates a run leased to `owner` until `expiry`, in one commit: no worker can claim it
+    /// between its creation and its creator's first drive.
+    func createLeasedRun(
+        id: RunID, goal: String, configuration: RunConfiguration, owner: String, until expiry: Date, at time: Date
+    ) async throws -> LeasedRun
+
     /// Appends `events` atomically after event `expectedSequence`; returns the new last sequence number.
-    func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int
+    /// With `lease`, the append is fenced: refused with `leaseHeld` unless that lease is still the run's.
+    func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) async throws -> Int
 
     /// The run's events with a sequence number greater than `sequence`, in order.
     func events(of run: RunID, after sequence: Int) async throws -> [RunEventRecord]
@@ -50,27 +105,38 @@ public protocol RunStore: Sendable {
     /// Runs matching `query`, newest first.
     func runs(_ query: RunQuery) async throws -> [RunSummary]
 
-    /// Takes the run's lease for `owner` if it is free, expired, already `owner`'s, or `force` is set.
-    /// Otherwise throws `leaseHeld` naming the holder. Returns the new lease.
+    /// Takes the run's lease for `owner` if it is free or expired at `time`, or `force` is set
+    /// (its holder is known to be dead). A live lease is refused with `leaseHeld` naming the
+    /// holder — even when the holder is `owner` itself: one owner may run several drivers, and a
+    /// second one must not mistake the first one's lease for its own. Returns the new lease,
+    /// with a greater token than any before it.
     func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease
 
-    /// Extends `owner`'s lease; throws `leaseHeld` if another owner took it.
-    func renewLease(on run: RunID, owner: String, until expiry: Date) async throws
+    /// Extends `lease`; throws `leaseHeld` if it is no longer the run's (another driver took it).
+    func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease
 
-    /// Gives the lease up; does nothing if `owner` no longer holds it.
-    func releaseLease(on run: RunID, owner: String) async throws
+    /// Gives `lease` up, saying how the drive ended; does nothing if it is no longer the run's.
+    func releaseLease(_ lease: Lease, outcome: DriveOutcome) async throws
 
     /// The current lease of the run, if any (expired or not).
     func lease(of run: RunID) async throws -> Lease?
 
-    /// Claims the oldest run that is `pending` or `running` with no live lease: what a worker calls.
-    func claimNextRun(owner: String, until expiry: Date, at time: Date) async throws -> RunSummary?
+    /// Claims the oldest run that is `pending` or `running`, has no live lease, is not waiting out
+    /// a failed drive's back-off, and was claimed fewer than `maxAttempts` times in a row without
+    /// a clean end (the others are parked: left for an operator's `resume`). What a worker calls.
+    func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun?
 
     /// Releases resources (connections, file handles).
     func close() async throws
 }
 
 extension RunStore {
+    /// Appends `events` without a lease (an operator's or another process's write, such as a
+    /// cancellation); only the expected sequence number is checked.
+    public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int {
+        try await append(events, to: run, expectedSequence: expectedSequence, lease: nil, at: time)
+    }
+
     /// The whole journal of a run.
     public func events(of run: RunID) async throws -> [RunEventRecord] {
         try await events(of: run, after: 0)
@@ -91,6 +157,16 @@ extension TroupeError {
             .journalConflict,
             "Another writer appended to run \(run) first (expected the journal to end at \(expected), it ends at \(actual)).",
             details: ["expected": "\(expected)", "actual": "\(actual)"]
+        )
+    }
+
+    /// A write of a driver whose lease is no longer the run's.
+    static func leaseLost(_ lease: Lease, current: Lease?) -> TroupeError {
+        let holder = current.map { " by \($0.owner)" } ?? ""
+        return TroupeError(
+            .leaseHeld,
+            "The lease on run \(lease.runID) was taken over\(holder); this driver (\(lease.owner)) stops without writing more.",
+            details: ["owner": current?.owner ?? ""]
         )
     }
 

@@ -28,7 +28,9 @@ public struct RunStoreConformance: Sendable {
         try await check("summaryFollowsEvents", summaryFollowsEvents)
         try await check("queries", queries)
         try await check("leases", leases)
+        try await check("fencedAppends", fencedAppends)
         try await check("claimNextRun", claimNextRun)
+        try await check("claimBackoffAndParking", claimBackoffAndParking)
     }
 
     private func check(_ name: String, _ body: (any RunStore) async throws -> Void) async throws {
@@ -137,29 +139,66 @@ public struct RunStoreConformance: Sendable {
         let id = RunID.make()
         _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
         let later = Self.start.addingTimeInterval(30)
-        _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
+        let first = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
         do {
             _ = try await store.acquireLease(on: id, owner: "b", until: later, force: false, at: Self.start.addingTimeInterval(1))
             try expect(false, "a live lease must not be taken by another owner")
         } catch let error as TroupeError {
             try expect(error.code == .leaseHeld, "a held lease fails with leaseHeld, got \(error.code)")
         }
-        _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
-        try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(30))
+        do {
+            _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start.addingTimeInterval(1))
+            try expect(false, "a live lease must not be taken again by its own owner (a second driver of the same process)")
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "a second acquisition by the same owner fails with leaseHeld, got \(error.code)")
+        }
+        let renewed = try await store.renewLease(first, until: later.addingTimeInterval(30))
         try expect(try await store.lease(of: id)?.expiresAt == later.addingTimeInterval(30), "renewal extends the lease")
+        try expect(renewed.token == first.token, "renewal keeps the token")
         let taken = try await store.acquireLease(
             on: id, owner: "b", until: later.addingTimeInterval(100), force: false, at: later.addingTimeInterval(31))
         try expect(taken.owner == "b", "an expired lease can be taken")
+        try expect(taken.token > first.token, "every acquisition gets a greater token")
         do {
-            try await store.renewLease(on: id, owner: "a", until: later.addingTimeInterval(200))
+            _ = try await store.renewLease(first, until: later.addingTimeInterval(200))
             try expect(false, "the old owner cannot renew a lease it lost")
-        } catch is TroupeError {}
-        _ = try await store.acquireLease(on: id, owner: "c", until: later, force: true, at: Self.start)
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "renewing a lost lease fails with leaseHeld, got \(error.code)")
+        }
+        let forced = try await store.acquireLease(on: id, owner: "c", until: later, force: true, at: Self.start)
         try expect(try await store.lease(of: id)?.owner == "c", "force takes the lease")
-        try await store.releaseLease(on: id, owner: "b")
-        try expect(try await store.lease(of: id)?.owner == "c", "releasing someone else's lease does nothing")
-        try await store.releaseLease(on: id, owner: "c")
+        try await store.releaseLease(taken, outcome: .clean)
+        try expect(try await store.lease(of: id)?.owner == "c", "releasing a lease that was taken over does nothing")
+        try await store.releaseLease(forced, outcome: .clean)
         try expect(try await store.lease(of: id) == nil, "release frees the lease")
+    }
+
+    private func fencedAppends(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
+        let later = Self.start.addingTimeInterval(30)
+        let paused = try await store.acquireLease(on: id, owner: "paused", until: later, force: false, at: Self.start)
+        let sequence = try await store.append([.leaseAcquired(owner: "paused")], to: id, expectedSequence: 1, lease: paused, at: Self.start)
+        try expect(sequence == 2, "a fenced append by the lease holder is written")
+        // Another driver takes the run over but has not written yet: the journal still ends where the paused one expects.
+        let other = try await store.acquireLease(on: id, owner: "other", until: later, force: true, at: Self.start)
+        do {
+            _ = try await store.append([.runCancelled(reason: "stale")], to: id, expectedSequence: 2, lease: paused, at: Self.start)
+            try expect(false, "an append fenced by a lease that was taken over must be refused")
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "a stale lease's append fails with leaseHeld, got \(error.code)")
+        }
+        try expect(try await store.events(of: id).count == 2, "a refused append writes nothing")
+        _ = try await store.append([.leaseAcquired(owner: "other")], to: id, expectedSequence: 2, lease: other, at: Self.start)
+        try await store.releaseLease(other, outcome: .clean)
+        do {
+            _ = try await store.append([.runCancelled(reason: "late")], to: id, expectedSequence: 3, lease: other, at: Self.start)
+            try expect(false, "an append fenced by a released lease must be refused")
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "a released lease's append fails with leaseHeld, got \(error.code)")
+        }
+        _ = try await store.append([.runCancelled(reason: "operator")], to: id, expectedSequence: 3, at: Self.start)
+        try expect(try await store.requireRun(id).status == .cancelled, "an unfenced append (an operator's) is written")
     }
 
     private func claimNextRun(_ store: any RunStore) async throws {
@@ -168,12 +207,47 @@ public struct RunStoreConformance: Sendable {
         _ = try await store.createRun(id: first, goal: "g", configuration: RunConfiguration(), at: Self.start)
         _ = try await store.createRun(id: second, goal: "g", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(1))
         let until = Self.start.addingTimeInterval(30)
-        let claimed = try await store.claimNextRun(owner: "w1", until: until, at: Self.start)
-        try expect(claimed?.id == first, "the oldest runnable run is claimed first")
-        let next = try await store.claimNextRun(owner: "w2", until: until, at: Self.start)
-        try expect(next?.id == second, "a leased run is skipped")
-        try expect(try await store.claimNextRun(owner: "w3", until: until, at: Self.start) == nil, "nothing left to claim")
-        let expired = try await store.claimNextRun(owner: "w3", until: until.addingTimeInterval(60), at: until.addingTimeInterval(1))
-        try expect(expired?.id == first, "a run whose lease expired can be claimed again")
+        let claimed = try await store.claimNextRun(owner: "w1", until: until, maxAttempts: 5, at: Self.start)
+        try expect(claimed?.summary.id == first, "the oldest runnable run is claimed first")
+        try expect(claimed?.attempt == 1 && claimed?.lease.owner == "w1", "a first claim is attempt 1, leased to its worker")
+        let next = try await store.claimNextRun(owner: "w2", until: until, maxAttempts: 5, at: Self.start)
+        try expect(next?.summary.id == second, "a leased run is skipped")
+        try expect(try await store.claimNextRun(owner: "w3", until: until, maxAttempts: 5, at: Self.start) == nil, "nothing left to claim")
+        let expired = try await store.claimNextRun(
+            owner: "w3", until: until.addingTimeInterval(60), maxAttempts: 5, at: until.addingTimeInterval(1))
+        try expect(expired?.summary.id == first, "a run whose lease expired can be claimed again")
+        try expect(expired?.attempt == 2, "a claim after a drive that never ended counts as attempt 2, got \(expired?.attempt ?? 0)")
+
+        let created = try await store.createLeasedRun(
+            id: RunID.make(), goal: "g", configuration: RunConfiguration(), owner: "cli", until: until,
+            at: Self.start.addingTimeInterval(-10))
+        try expect(created.lease.owner == "cli", "a run created leased is leased to its creator")
+        let stolen = try await store.claimNextRun(owner: "w4", until: until, maxAttempts: 5, at: Self.start)
+        try expect(stolen?.summary.id != created.summary.id, "a run created leased cannot be claimed before its lease ends")
+    }
+
+    private func claimBackoffAndParking(_ store: any RunStore) async throws {
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "fails every time", configuration: RunConfiguration(), at: Self.start)
+        var time = Self.start
+        for attempt in 1...3 {
+            guard let claim = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time) else {
+                throw Failure(check: "", message: "attempt \(attempt) should find the run claimable")
+            }
+            try expect(claim.attempt == attempt, "attempts are counted, expected \(attempt), got \(claim.attempt)")
+            let retryAt = time.addingTimeInterval(100)
+            try await store.releaseLease(claim.lease, outcome: .failed(retryAt: retryAt))
+            let early = try await store.claimNextRun(
+                owner: "w", until: time.addingTimeInterval(60), maxAttempts: 3, at: time.addingTimeInterval(50))
+            try expect(early == nil, "a failed run is not claimed again before its back-off ends")
+            time = retryAt
+        }
+        let parked = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time)
+        try expect(parked == nil, "a run that failed maxAttempts claims in a row is parked, not claimed again")
+        // An operator drives it (acquireLease) and the drive ends cleanly: the count starts again.
+        let lease = try await store.acquireLease(on: id, owner: "operator", until: time.addingTimeInterval(30), force: false, at: time)
+        try await store.releaseLease(lease, outcome: .clean)
+        let again = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time)
+        try expect(again?.attempt == 1, "after a clean drive the run is claimable again from attempt 1")
     }
 }

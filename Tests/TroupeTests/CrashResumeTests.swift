@@ -148,7 +148,8 @@ import TroupeTesting
             try await resume.waitUntil("it starts waiting for the lease") { resume.output.contains("waiting up to") }
             // The remote driver is alive: it renews its lease.
             try await SQLiteRunStore.withStore(path: path) { store in
-                try await store.renewLease(on: id, owner: "another-host.example/4242/cafe", until: Date().addingTimeInterval(60))
+                let held = try #require(try await store.lease(of: id))
+                _ = try await store.renewLease(held, until: Date().addingTimeInterval(60))
             }
             #expect(await resume.wait() == 4, "output:\n\(resume.output)")
             #expect(resume.output.contains("is being driven by another-host.example/4242/cafe"))

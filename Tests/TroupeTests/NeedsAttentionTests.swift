@@ -85,15 +85,16 @@ import TroupeTesting
         #expect(tool.count == 1)
     }
 
-    @Test func aResolutionGivenAtTakeoverSettlesTheOrphanAtOnce() async throws {
+    @Test func aResolutionIsNotAppliedToACallNobodyWasShown() async throws {
         let (store, id) = try await Self.crashedJournal(effect: .sideEffecting)
         let tool = CountingTool(name: "append_line", effect: .sideEffecting)
         let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
-        let final = try await driver.drive(id, resolution: .skip)
-        #expect(final.status == .succeeded)
+        // The run was not parked yet: `--skip` given up front cannot mean this call, which no one has seen.
+        let parked = try await driver.drive(id, resolution: .skip)
+        #expect(parked.status == .needsAttention)
         #expect(tool.count == 0)
         let types = try await store.events(of: id).map(\.event.type)
-        #expect(types.contains("runNeedsAttention") && types.contains("attentionResolved"))
+        #expect(types.contains("runNeedsAttention") && !types.contains("attentionResolved"))
     }
 
     @Test func changedConfigurationOnResumeIsJournaledAndFolded() async throws {

@@ -81,7 +81,7 @@ public struct PlannerAgent: Sendable {
             Answer with one JSON object and nothing else:
             {"steps": [{"id": "s1", "title": "short name", "instruction": "what to do, self-contained", \
             "tools": ["tool names the step needs, or empty for all"], "dependsOn": ["ids of steps that must finish first"]}]}
-            Every field is required. Ids are unique. Only list tools named above. Steps without dependencies may run in \
+            Every field is required. Ids are unique short words of letters, digits, _ and - (s1, s2, …). Only list tools named above. Steps without dependencies may run in \
             parallel; the last step should produce the answer to the goal.
             """
     }

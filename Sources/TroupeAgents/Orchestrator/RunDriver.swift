@@ -54,7 +54,8 @@ public struct RunDriver: Sendable {
         self.observer = observer
     }
 
-    /// Creates a run for `goal` and drives it to the end.
+    /// Creates a run for `goal` and drives it to the end. The run is created with this driver's
+    /// lease already held (one commit), so no worker can claim it first.
     public func run(goal: String, configuration: RunConfiguration, id: RunID = .make()) async throws -> RunStateMachine {
         let goal = goal.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !goal.isEmpty else { throw TroupeError(.invalidInput, "The goal is empty: say what the run should achieve.") }
@@ -65,15 +66,23 @@ public struct RunDriver: Sendable {
             )
         }
         let configuration = try configuration.validated()
-        _ = try await store.createRun(id: id, goal: goal, configuration: configuration, at: now())
-        return try await drive(id)
+        let start = now()
+        let created = try await LeaseKeeper.retrying(
+            "create the run", until: { start.addingTimeInterval(leaseSeconds) }, clock: clock, now: now, logger: logger
+        ) {
+            try await store.createLeasedRun(
+                id: id, goal: goal, configuration: configuration, owner: owner, until: now().addingTimeInterval(leaseSeconds), at: now())
+        }
+        return try await drive(created)
     }
 
     /// Drives an existing run until it succeeds, fails, is cancelled, or needs attention.
     ///
     /// - Parameters:
     ///   - takeOver: take the lease even if another owner holds it (its process is known to be dead).
-    ///   - resolution: how to settle the activity that parked the run in `needsAttention`.
+    ///   - resolution: how to settle the side-effecting call that parked the run in
+    ///     `needsAttention` — that call only, the one an operator was shown. A run that is not
+    ///     parked ignores it: if the drive parks it on a call, the operator decides on that one next.
     ///   - configuration: a changed configuration to continue with (journaled), e.g. from `resume` flags.
     public func drive(
         _ id: RunID,
@@ -82,13 +91,33 @@ public struct RunDriver: Sendable {
         configuration: RunConfiguration? = nil
     ) async throws -> RunStateMachine {
         let configuration = try configuration?.validated()
-        _ = try await store.acquireLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), force: takeOver, at: now())
+        let start = now()
+        let lease = try await LeaseKeeper.retrying(
+            "take the lease", until: { start.addingTimeInterval(leaseSeconds) }, clock: clock, now: now, logger: logger
+        ) {
+            try await store.acquireLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), force: takeOver, at: now())
+        }
+        return try await drive(
+            LeasedRun(summary: try await store.requireRun(id), lease: lease, attempt: 1), resolution: resolution,
+            configuration: configuration)
+    }
+
+    /// Drives a run whose lease the caller already holds (from ``RunStore/claimNextRun(owner:until:maxAttempts:at:)``,
+    /// say), then releases the lease: `clean` when the drive ended as it should, `failed` with a
+    /// back-off by the claim's attempt when it threw.
+    public func drive(
+        _ leased: LeasedRun,
+        resolution: AttentionResolution? = nil,
+        configuration: RunConfiguration? = nil
+    ) async throws -> RunStateMachine {
+        let keeper = LeaseKeeper(lease: leased.lease, store: store, duration: leaseSeconds, clock: clock, now: now, logger: logger)
         do {
-            let machine = try await driveHoldingLease(id, resolution: resolution, configuration: configuration)
-            try? await store.releaseLease(on: id, owner: owner)
+            let machine = try await driveHoldingLease(keeper, resolution: resolution, configuration: configuration)
+            try? await store.releaseLease(keeper.lease, outcome: .clean)
             return machine
         } catch {
-            try? await store.releaseLease(on: id, owner: owner)
+            let retryAt = ClaimBackoff.retryAt(attempt: leased.attempt, after: now())
+            try? await store.releaseLease(keeper.lease, outcome: .failed(retryAt: retryAt))
             throw error
         }
     }
@@ -100,15 +129,18 @@ public struct RunDriver: Sendable {
     private enum Message: Sendable {
         case activity(ActivityKey, [RunEvent])
         case heartbeat
+        /// The lease could not be kept before a side effect: the driver stops.
+        case leaseLost(TroupeError)
     }
 
     private func driveHoldingLease(
-        _ id: RunID,
+        _ keeper: LeaseKeeper,
         resolution: AttentionResolution?,
         configuration: RunConfiguration?
     ) async throws -> RunStateMachine {
-        let journal = Journal(id: id, owner: owner, store: store, now: now, observer: observer)
-        try await journal.load()
+        let id = keeper.lease.runID
+        let journal = Journal(id: id, owner: owner, keeper: keeper, now: now, observer: observer)
+        try await keeper.retrying("read the journal") { _ in try await journal.load() }
         guard !journal.status.isTerminal else { return journal.machine }
         guard try journal.stageOpening(owner: owner, configuration: configuration, resolution: resolution) else { return journal.machine }
         try await journal.flush()
@@ -129,7 +161,7 @@ public struct RunDriver: Sendable {
                 } catch let error as TroupeError where error.code == .journalConflict {
                     // Someone else wrote (a cancellation, an operator): fold their events and decide again.
                     logger.info("journal moved under us; reloading", metadata: ["run": "\(id)"])
-                    try await journal.reload()
+                    try await keeper.retrying("read the journal") { _ in try await journal.reload() }
                     continue
                 }
                 if journal.status.isTerminal || journal.status == .needsAttention {
@@ -138,7 +170,13 @@ public struct RunDriver: Sendable {
                 }
                 for activity in prepare(launches, in: journal) {
                     inFlight.insert(activity.key)
-                    group.addTask { .activity(activity.key, await perform(activity)) }
+                    group.addTask {
+                        if activity.hasSideEffects {
+                            // Never act on a lease this driver may have lost while it was paused.
+                            do { try await keeper.ensure(margin: keeper.margin) } catch { return .leaseLost(TroupeError.wrap(error)) }
+                        }
+                        return .activity(activity.key, await perform(activity))
+                    }
                 }
                 if inFlight.isEmpty {
                     // Nothing under way and nothing to do: only a bug in the machine gets here.
@@ -147,10 +185,12 @@ public struct RunDriver: Sendable {
                 switch try await group.next() {
                 case .activity(let key, let events):
                     inFlight.remove(key)
-                    try journal.stage(events)
+                    try journal.stageOutcome(events)
+                case .leaseLost(let error):
+                    throw error
                 case .heartbeat:
-                    try await store.renewLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds))
-                    if try await journal.hasForeignEvents() {
+                    try await keeper.renew()
+                    if try await keeper.retrying("read the journal", { _ in try await journal.hasForeignEvents() }) {
                         try await journal.flush()
                         if journal.status.isTerminal {
                             group.cancelAll()
@@ -205,6 +245,14 @@ public struct RunDriver: Sendable {
         var work: Work
         var deadline: Date
         var timeoutSeconds: Double
+        /// A side-effecting tool call: started only while the lease is safely held.
+        var hasSideEffects = false
+
+        /// Whether this is a planner call (its answer gets a verdict).
+        var isPlanning: Bool {
+            if case .model(_, _, .some) = work { return true }
+            return false
+        }
     }
 
     /// What judging a planner answer needs to know about the run.
@@ -263,11 +311,14 @@ public struct RunDriver: Sendable {
             return nil
         }
         guard let key = action.activityKey else { return nil }
+        let sideEffecting: Bool
+        if case .tool(_, _, .sideEffecting) = kind(of: action) { sideEffecting = true } else { sideEffecting = false }
         return PreparedActivity(
             key: key,
             work: work,
             deadline: deadline(for: action, in: machine),
-            timeoutSeconds: machine.configuration.stepTimeoutSeconds
+            timeoutSeconds: machine.configuration.stepTimeoutSeconds,
+            hasSideEffects: sideEffecting
         )
     }
 
@@ -277,7 +328,7 @@ public struct RunDriver: Sendable {
         let remaining = activity.deadline.timeIntervalSince(now())
         let timeout = TroupeError(
             .stepTimeout,
-            "\(key.step == ActivityKey.planStep ? "Planning" : "Step '\(key.step)'") exceeded its time limit of "
+            "\(activity.isPlanning ? "Planning" : "Step '\(key.step)'") exceeded its time limit of "
                 + "\(Int(activity.timeoutSeconds)) s."
         )
         guard remaining > 0 else { return [.activityFailed(key: key, error: timeout)] }
@@ -351,7 +402,7 @@ public struct RunDriver: Sendable {
 private final class Journal {
     let id: RunID
     let owner: String
-    let store: any RunStore
+    let keeper: LeaseKeeper
     let now: @Sendable () -> Date
     let observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
     private(set) var machine: RunStateMachine
@@ -360,6 +411,9 @@ private final class Journal {
     /// The sequence number of the last durable event.
     private(set) var durableSequence = 0
     private var staged: [RunEvent] = []
+    /// The staged outcomes of activities, each with what it implies (its retries before it, the
+    /// planner's verdict after it): what a reload stages again, unit by unit.
+    private var stagedOutcomes: [[RunEvent]] = []
     /// The time of the staged batch: events are applied and recorded with the same time, so a
     /// later fold of the journal yields exactly this state.
     private var stagedAt: Date?
@@ -367,29 +421,35 @@ private final class Journal {
     init(
         id: RunID,
         owner: String,
-        store: any RunStore,
+        keeper: LeaseKeeper,
         now: @escaping @Sendable () -> Date,
         observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
     ) {
         self.id = id
         self.owner = owner
-        self.store = store
+        self.keeper = keeper
         self.now = now
         self.observer = observer
         self.machine = RunStateMachine(runID: id)
     }
+
+    private var store: any RunStore { keeper.store }
 
     func load() async throws {
         machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
         guard machine.sequence > 0 else { throw TroupeError(.notFound, "No run '\(id)' in this store.") }
         durableSequence = machine.sequence
         staged = []
+        stagedOutcomes = []
         stagedAt = nil
     }
 
     /// Stages what a driver records on taking the run: its lease, a changed configuration, and
-    /// the operator's resolution of a parked run. Returns `false` when the run is parked and no
-    /// resolution was given (there is nothing to drive).
+    /// the operator's resolution of the call the run is parked on. Returns `false` when the run
+    /// is parked and no resolution was given (there is nothing to drive).
+    ///
+    /// A resolution settles only the call the run was parked on — the one an operator was shown.
+    /// Any other call orphaned with it parks the run again, by name, for a decision of its own.
     func stageOpening(owner: String, configuration: RunConfiguration?, resolution: AttentionResolution?) throws -> Bool {
         var opening: [RunEvent] = [.leaseAcquired(owner: owner)]
         if let configuration, configuration != machine.configuration {
@@ -400,10 +460,6 @@ private final class Journal {
             opening.append(.attentionResolved(key: key, resolution: resolution))
         }
         try stage(opening)
-        // A resolution given up front settles an orphaned side effect this takeover would park on.
-        if let resolution, case .record(.runNeedsAttention(let key, let reason))? = machine.nextActions().first {
-            try stage([.runNeedsAttention(key: key, reason: reason), .attentionResolved(key: key, resolution: resolution)])
-        }
         return true
     }
 
@@ -429,6 +485,12 @@ private final class Journal {
         }
     }
 
+    /// Stages an activity's outcome: its events as one unit.
+    func stageOutcome(_ events: [RunEvent]) throws {
+        try stage(events)
+        stagedOutcomes.append(events)
+    }
+
     func stage(_ events: [RunEvent]) throws {
         for event in events { try stage(event) }
     }
@@ -441,12 +503,16 @@ private final class Journal {
         staged.append(event)
     }
 
-    /// Appends the staged events in one transaction.
+    /// Appends the staged events in one transaction, fenced by the driver's lease. An append the
+    /// store could not make for the moment (`storageUnavailable`) is tried again while the lease lasts.
     func flush() async throws {
         guard !staged.isEmpty, let time = stagedAt else { return }
         let events = staged
-        durableSequence = try await store.append(events, to: id, expectedSequence: durableSequence, at: time)
+        durableSequence = try await keeper.retrying("append to the journal") { [store, id, durableSequence] lease in
+            try await store.append(events, to: id, expectedSequence: durableSequence, lease: lease, at: time)
+        }
         staged = []
+        stagedOutcomes = []
         stagedAt = nil
         for event in events { observer?(event, machine) }
     }
@@ -459,15 +525,13 @@ private final class Journal {
         return true
     }
 
-    /// Folds the journal again from the store, then re-stages only the staged results of
-    /// activities (decisions are remade from the new state). Stops if another driver took the run.
+    /// Folds the journal again from the store, then stages again the outcomes of activities that
+    /// were staged and not written, each whole (a planner answer with its verdict, a model call with
+    /// its retries); decisions are made anew from the new state. An outcome the new state no
+    /// longer takes whole (the run ended meanwhile) keeps only its activity's own events, if those
+    /// apply. Stops if another driver took the run.
     func reload() async throws {
-        let results = staged.filter { event in
-            switch event {
-            case .activityCompleted, .activityFailed: true
-            default: false
-            }
-        }
+        let outcomes = stagedOutcomes
         let records = try await store.events(of: id)
         for record in records where record.sequence > durableSequence {
             if case .leaseAcquired(let other) = record.event, other != owner {
@@ -482,12 +546,22 @@ private final class Journal {
         machine = fresh
         durableSequence = fresh.sequence
         staged = []
+        stagedOutcomes = []
         stagedAt = nil
-        for event in results {
-            // A result for an activity the new state no longer knows is dropped.
-            var probe = machine
-            if (try? probe.apply(event, at: stagedAt ?? now())) != nil {
-                try stage(event)
+        for outcome in outcomes {
+            let activityEvents = outcome.filter { event in
+                switch event {
+                case .activityCompleted, .activityFailed, .modelCallRetried: true
+                default: false
+                }
+            }
+            for unit in [outcome, activityEvents] where !unit.isEmpty {
+                var probe = machine
+                let applies = unit.allSatisfy { (try? probe.apply($0, at: stagedAt ?? now())) != nil }
+                if applies {
+                    try stageOutcome(unit)
+                    break
+                }
             }
         }
     }

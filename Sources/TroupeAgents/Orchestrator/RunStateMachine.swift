@@ -33,8 +33,13 @@ public struct RunStateMachine: Sendable {
 
     /// Activities started by a driver that has since been replaced without finishing them, not yet settled.
     private var orphans: Set<ActivityKey> = []
-    /// Model calls started and not yet finished, by step (`plan` for the planner): one at a time each.
+    /// Orphans an operator said to run again, not yet started again: a later driver runs them
+    /// instead of asking again (the decision stands until the call is under way once more).
+    private var retryApproved: Set<ActivityKey> = []
+    /// Model calls of steps started and not yet finished, by step: one at a time each.
     private var outstandingModelCalls: [String: ActivityKey] = [:]
+    /// The planner's model call started and not yet finished.
+    private var outstandingPlannerCall: ActivityKey?
     private var planAccepted = false
     private var nextPlannerCallIndex = 0
     private var plannerFatalError: TroupeError?
@@ -82,7 +87,7 @@ public struct RunStateMachine: Sendable {
             if status == .pending { status = .running }
             drivenSince = time
             // Whatever the previous driver started and did not finish will never finish by itself.
-            for (key, record) in activities where record.status == .started {
+            for (key, record) in activities where record.status == .started && !retryApproved.contains(key) {
                 orphans.insert(key)
             }
 
@@ -95,8 +100,13 @@ public struct RunStateMachine: Sendable {
             }
             activities[key] = ActivityRecord(key: key, kind: kind, status: .started, startedAt: time)
             orphans.remove(key)
-            if case .model = kind { outstandingModelCalls[key.step] = key }
-            reserve(key)
+            retryApproved.remove(key)
+            if kind.isPlannerCall {
+                outstandingPlannerCall = key
+            } else if case .model = kind {
+                outstandingModelCalls[key.step] = key
+            }
+            reserve(key, kind: kind)
 
         case .activityCompleted(let key, let result):
             try complete(key, with: result, at: time)
@@ -158,6 +168,7 @@ public struct RunStateMachine: Sendable {
             switch resolution {
             case .retry:
                 orphans.remove(key)
+                retryApproved.insert(key)
             case .skip:
                 let output = ToolOutput.error(
                     "An operator skipped this call after the process running it stopped; whether it took effect is unknown."
@@ -179,8 +190,8 @@ public struct RunStateMachine: Sendable {
         }
     }
 
-    private mutating func reserve(_ key: ActivityKey) {
-        if key.step == ActivityKey.planStep {
+    private mutating func reserve(_ key: ActivityKey, kind: ActivityKind) {
+        if kind.isPlannerCall {
             nextPlannerCallIndex = max(nextPlannerCallIndex, key.callIndex + 1)
         } else if let index = steps.lastIndex(where: { $0.step.id == key.step }), steps[index].attempt == key.attempt {
             steps[index].nextCallIndex = max(steps[index].nextCallIndex, key.callIndex + 1)
@@ -199,6 +210,8 @@ public struct RunStateMachine: Sendable {
         record.finishedAt = time
         activities[key] = record
         orphans.remove(key)
+        retryApproved.remove(key)
+        if outstandingPlannerCall == key { outstandingPlannerCall = nil }
         if outstandingModelCalls[key.step] == key { outstandingModelCalls[key.step] = nil }
         return record
     }
@@ -211,7 +224,7 @@ public struct RunStateMachine: Sendable {
         if case .model(let response) = result { usage += response.usage }
         guard !status.isTerminal else { return }
 
-        if key.step == ActivityKey.planStep {
+        if record.kind.isPlannerCall {
             guard key.attempt == planningRound, case .model(let response) = result else { return }
             plannerTurns.append(PlannerTurn(response: response, problems: nil))
             return
@@ -243,7 +256,7 @@ public struct RunStateMachine: Sendable {
         }
         guard !status.isTerminal else { return }
 
-        if key.step == ActivityKey.planStep {
+        if record.kind.isPlannerCall {
             guard key.attempt == planningRound else { return }
             plannerFailures += 1
             if !Self.isRetryable(error) || plannerFailures > configuration.maxModelCallFailures {
@@ -384,7 +397,7 @@ extension RunStateMachine {
             return [.record(.runFailed(error: TroupeError(.stepFailed, message ?? "A step failed and no replans are left.")))]
         }
         let round = planningRound
-        if let outstanding = outstandingModelCalls[ActivityKey.planStep], outstanding.attempt == round {
+        if let outstanding = outstandingPlannerCall, outstanding.attempt == round {
             // Under way (or orphaned by a crash, then run again under the same key).
             return [.callModel(key: outstanding, purpose: round == 0 ? .plan : .replan, stepID: nil)]
         }

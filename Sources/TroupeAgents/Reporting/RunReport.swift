@@ -102,10 +102,10 @@ public struct RunReport: Sendable, Encodable {
         configuration = summary.configuration
         planRound = machine?.planRound ?? 0
         let activities = machine.map { Array($0.activities.values) } ?? []
-        planningErrors = activities.filter { $0.key.step == ActivityKey.planStep && $0.error != nil }
+        planningErrors = activities.filter { $0.kind.isPlannerCall && $0.error != nil }
             .sorted { $0.key < $1.key }
             .map { "\($0.key): \($0.error?.code.rawValue ?? ""): \($0.error?.message ?? "")" }
-        planningRetries = Self.retries(of: activities.filter { $0.key.step == ActivityKey.planStep })
+        planningRetries = Self.retries(of: activities.filter(\.kind.isPlannerCall))
         events = summary.lastSequence
         steps = machine.map(Self.steps) ?? []
     }

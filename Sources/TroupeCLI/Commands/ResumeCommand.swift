@@ -11,12 +11,13 @@ struct ResumeCommand: AsyncParsableCommand {
             The run continues with the configuration recorded when it was created (model, base URL, workspace, \
             tools, limits); flags given here override it and the change is journaled. Finished model and tool \
             calls are replayed from the journal, not repeated. If another live process is driving the run, \
-            resume refuses; if that process died, resume takes the run over (at once on this machine, otherwise \
-            once its lease expires, 30 s at most).
+            resume refuses; if that process died, resume takes the run over (at once when it ran on this machine \
+            and in this PID namespace, otherwise once its lease expires, 30 s at most).
 
             A run parked in needsAttention had a side-effecting tool call in flight when its process died. \
             Check whether it took effect, then resume with --retry (run it again) or --skip (do not; the model \
-            is told the outcome is unknown).
+            is told the outcome is unknown). The decision applies to that call only: if another call was in \
+            flight too, the run parks again and names it.
             """
     )
 
@@ -60,54 +61,21 @@ struct ResumeCommand: AsyncParsableCommand {
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                 let resolution: AttentionResolution? = retry ? .retry : skip ? .skip : nil
-                let final = try await LeaseTakeover(store: store, runID: id, quiet: json).drive {
-                    takeOver in
-                    try await driver.drive(
-                        id, takeOver: takeOver, resolution: resolution, configuration: configuration)
+                if resolution != nil && summary.status != .needsAttention {
+                    say(
+                        "▸ run \(id) is not waiting for a decision: --retry/--skip apply only to the call a parked run "
+                            + "names, and are not used; if this run parks on a call, you will be shown which")
+                }
+                let takeover = LeaseTakeover(
+                    store: store, runID: id,
+                    report: { message in
+                        if !json { say("▸ \(message)") }
+                    })
+                let final = try await takeover.drive { force in
+                    try await driver.drive(id, takeOver: force, resolution: resolution, configuration: configuration)
                 }
                 try await finish(final, store: store, json: json)
             }
-        }
-    }
-}
-
-/// Takes a run over from a driver that is gone, and refuses while a live one holds it.
-struct LeaseTakeover {
-    let store: any RunStore
-    let runID: RunID
-    let quiet: Bool
-    var clock: any Clock<Duration> = ContinuousClock()
-
-    func drive(_ body: (_ takeOver: Bool) async throws -> RunStateMachine) async throws
-        -> RunStateMachine
-    {
-        do {
-            return try await body(false)
-        } catch let error as TroupeError where error.code == .leaseHeld {
-            guard let lease = try await store.lease(of: runID),
-                let owner = LeaseOwner(parsing: lease.owner)
-            else { throw error }
-            if owner.isDeadOnThisHost {
-                if !quiet {
-                    say("▸ the process that drove this run (pid \(owner.pid)) is gone; taking over")
-                }
-                return try await body(true)
-            }
-            if owner.isOnThisHost { throw error }
-            // Another machine: wait out its lease; if it is renewed meanwhile, its driver is alive.
-            let wait = max(0, lease.expiresAt.timeIntervalSinceNow) + 0.5
-            if !quiet {
-                say(
-                    "▸ run held by \(lease.owner); waiting up to \(Int(wait.rounded(.up))) s for its lease to expire"
-                )
-            }
-            try await clock.sleep(for: .milliseconds(Int64(wait * 1000)))
-            guard let after = try await store.lease(of: runID), after.owner == lease.owner,
-                after.expiresAt <= lease.expiresAt
-            else {
-                throw error
-            }
-            return try await body(true)
         }
     }
 }

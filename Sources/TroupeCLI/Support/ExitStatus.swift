@@ -30,7 +30,7 @@ enum ExitStatus {
         case .notFound: notFound
         case .invalidInput, .configuration, .invalidJSON, .schemaViolation, .authentication:
             invalidInput
-        case .storage: storage
+        case .storage, .storageUnavailable: storage
         case .cancelled: cancelled
         default: internalError
         }

@@ -49,7 +49,7 @@ final class ProgressPrinter: Sendable {
             say(
                 "   \(mark) \(call.name) \(call.arguments.clipped(to: 80)) → \(Self.oneLine(output.content).clipped(to: 100))"
             )
-        case .activityCompleted(let key, .model(let response)) where key.step != ActivityKey.planStep:
+        case .activityCompleted(let key, .model(let response)) where machine.activities[key]?.kind.isPlannerCall == false:
             let usage = response.usage
             say(
                 "   · model turn \(key.callIndex) (\(usage.inputTokens) in / \(usage.outputTokens) out tokens)"

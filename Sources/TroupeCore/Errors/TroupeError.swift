@@ -53,8 +53,11 @@ public struct TroupeError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let leaseHeld = Code(rawValue: "leaseHeld")
         /// The event is not valid in the run's current state.
         public static let invalidTransition = Code(rawValue: "invalidTransition")
-        /// The store failed (disk, locking, schema).
+        /// The store failed (disk, schema, corruption): retrying will not help.
         public static let storage = Code(rawValue: "storage")
+        /// The store is unavailable for now (its database is locked by another process, its
+        /// connection dropped): retrying may succeed.
+        public static let storageUnavailable = Code(rawValue: "storageUnavailable")
         /// The run was cancelled.
         public static let cancelled = Code(rawValue: "cancelled")
         /// A bug in Troupe: please report it.

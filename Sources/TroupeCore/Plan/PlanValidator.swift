@@ -57,7 +57,7 @@ public struct PlanValidator: Sendable {
         }
         var seen: Set<String> = []
         for step in plan.steps {
-            if step.id.trimmingCharacters(in: .whitespaces).isEmpty { problems.append("A step has an empty id.") }
+            if let problem = Self.idProblem(step.id) { problems.append(problem) }
             if !seen.insert(step.id).inserted { problems.append("Step id '\(step.id)' is used twice.") }
             if completedStepIDs.contains(step.id) {
                 problems.append("Step id '\(step.id)' belongs to a step that already finished; use a new id.")
@@ -77,6 +77,24 @@ public struct PlanValidator: Sendable {
             problems.append("The steps depend on each other in a cycle: \(cycle.joined(separator: " → ")).")
         }
         return problems
+    }
+
+    /// Why `id` cannot name a step, or `nil`. Ids are parts of activity keys
+    /// (`step/attempt/call`, also the tools' idempotency keys), so they are short words of
+    /// letters, digits, `_`, `-` and `.`, and never one of Troupe's own (``ActivityKey/reservedStepIDs``).
+    static func idProblem(_ id: String) -> String? {
+        if id.isEmpty { return "A step has an empty id." }
+        let allowed = id.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x5F || byte == 0x2D || byte == 0x2E
+        }
+        if !allowed || id.utf8.count > 64 || id.hasPrefix(".") {
+            return "Step id '\(id.prefix(80))' is not allowed: use 1 to 64 letters, digits, '_', '-' or '.' (such as s1, fetch-data)."
+        }
+        if ActivityKey.reservedStepIDs.contains(id.lowercased()) {
+            return "Step id '\(id)' is reserved by Troupe; choose another (such as s1)."
+        }
+        return nil
     }
 
     /// A dependency cycle, as the ids along it, or `nil`.

@@ -21,8 +21,9 @@ public struct RunID: RawRepresentable, Sendable, Hashable, Codable, CustomString
 
 /// The deterministic key of an activity (a model or tool call): `runID/step/attempt/callIndex`.
 ///
-/// The planner's calls use the step name `plan`, with the planning round as attempt. The key is
-/// derived from the journal alone, so a resumed run computes the same keys and finds recorded results.
+/// The planner's calls use the step name `plan` (reserved: no plan step may be called so), with
+/// the planning round as attempt. The key is derived from the journal alone, so a resumed run
+/// computes the same keys and finds recorded results.
 public struct ActivityKey: Sendable, Hashable, Codable, CustomStringConvertible, Comparable {
     public var step: String
     public var attempt: Int
@@ -43,6 +44,9 @@ public struct ActivityKey: Sendable, Hashable, Codable, CustomStringConvertible,
         (lhs.step, lhs.attempt, lhs.callIndex) < (rhs.step, rhs.attempt, rhs.callIndex)
     }
 
-    /// The step name used for planner calls.
+    /// The step name used for planner calls. No plan may name a step so (``reservedStepIDs``).
     public static let planStep = "plan"
+
+    /// Step ids a plan may not use, because activity keys of Troupe's own use them.
+    public static let reservedStepIDs: Set<String> = [planStep]
 }

@@ -4,6 +4,13 @@ import Foundation
 public enum ActivityKind: Sendable, Hashable, Codable {
     case model(purpose: ModelCallPurpose)
     case tool(name: String, callID: String, effect: ToolEffect)
+
+    /// Whether this is one of the planner's model calls. Told by the kind, never by the key's
+    /// step name, which is only a name.
+    public var isPlannerCall: Bool {
+        if case .model(let purpose) = self { return purpose == .plan || purpose == .replan }
+        return false
+    }
 }
 
 /// Why a model is called.

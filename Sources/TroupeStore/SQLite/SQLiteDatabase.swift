@@ -38,7 +38,8 @@ struct SQLiteRow: Sendable {
 ///
 /// Statements are prepared once and kept; every call runs synchronously, so a caller that owns a
 /// thread (``SQLiteRunStore`` runs on its own event loop) does a whole transaction without a hop.
-/// Every failure is a ``TroupeError`` with code `storage` that quotes SQLite's own message.
+/// Every failure is a ``TroupeError`` that quotes SQLite's own message: `storageUnavailable` for a
+/// lock held by another process beyond the busy timeout, `storage` for the rest.
 final class SQLiteDatabase {
     let path: String
     private var handle: OpaquePointer?
@@ -183,7 +184,25 @@ final class SQLiteDatabase {
 
     private func failure(_ status: Int32, _ detail: String? = nil) -> TroupeError {
         let message = detail ?? Self.lastError(of: handle) ?? Self.describe(status)
-        return TroupeError(.storage, "SQLite failed on \(path): \(message) (code \(status)).")
+        // Another process holding the write lock longer than the busy timeout is worth waiting
+        // out; anything else (a full disk, an I/O error, corruption) is not.
+        switch status & 0xFF {
+        case SQLITE_BUSY, SQLITE_LOCKED, SQLITE_PROTOCOL:
+            return TroupeError(
+                .storageUnavailable,
+                "The SQLite database at \(path) is locked by another process: \(message) (code \(status)). Retrying may succeed.",
+                details: ["sqliteCode": "\(status)"]
+            )
+        default:
+            return TroupeError(.storage, "SQLite failed on \(path): \(message) (code \(status)).", details: ["sqliteCode": "\(status)"])
+        }
+    }
+
+    /// Whether a transaction is open. SQLite rolls a whole transaction back by itself after some
+    /// errors (a full disk, an I/O error, a busy lock on commit); then this turns `false`.
+    var isInTransaction: Bool {
+        guard let handle else { return false }
+        return sqlite_nio_sqlite3_get_autocommit(handle) == 0
     }
 
     private static func lastError(of handle: OpaquePointer?) -> String? {

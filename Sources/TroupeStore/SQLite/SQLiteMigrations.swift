@@ -42,7 +42,17 @@ enum SQLiteMigrations {
                 ) WITHOUT ROWID
                 """,
             ]
-        )
+        ),
+        (
+            2,
+            [
+                // The fencing token of the run's lease: greater for every acquisition.
+                "ALTER TABLE runs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0",
+                // Claims in a row without a clean end of the drive, and when the run may be claimed again.
+                "ALTER TABLE runs ADD COLUMN claim_attempts INTEGER NOT NULL DEFAULT 0",
+                "ALTER TABLE runs ADD COLUMN claimable_at INTEGER",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.

@@ -33,20 +33,32 @@ public actor SQLiteRunStore: RunStore {
         loop.executor.asUnownedSerialExecutor()
     }
 
-    private init(path: String) {
+    /// How long a write waits for another process's write lock before failing with
+    /// `storageUnavailable` (which drivers retry while their lease lasts).
+    private let busyTimeout: Duration
+
+    private init(path: String, busyTimeout: Duration) {
         self.path = path
+        self.busyTimeout = busyTimeout
         self.loop = Self.thread.next()
     }
 
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
-    public static func open(path: String, logger: Logger = Logger(label: "troupe.store")) async throws -> SQLiteRunStore {
+    ///
+    /// - Parameter busyTimeout: how long a write waits for another process's write lock before it
+    ///   fails with `storageUnavailable`.
+    public static func open(
+        path: String,
+        busyTimeout: Duration = .seconds(10),
+        logger: Logger = Logger(label: "troupe.store")
+    ) async throws -> SQLiteRunStore {
         let url = URL(fileURLWithPath: path)
         do {
             try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         } catch {
             throw TroupeError(.storage, "Cannot create the directory for the store at \(path): \(error.localizedDescription)")
         }
-        let store = SQLiteRunStore(path: url.path)
+        let store = SQLiteRunStore(path: url.path, busyTimeout: busyTimeout)
         do {
             try await store.configure()
         } catch {
@@ -74,16 +86,20 @@ public actor SQLiteRunStore: RunStore {
         }
     }
 
-    /// WAL mode; commits write the WAL without `fsync` (a crash of the machine, not of the process,
-    /// may lose the last commits, never corrupt the store). Checkpoints come every 10,000 pages
-    /// (about 40 MiB) instead of SQLite's 1,000: each run's last events page is rewritten by every
-    /// append, and a checkpoint copies it once however often it changed, so fewer checkpoints copy
-    /// less. After a checkpoint the WAL file is cut back to 64 MiB at most.
+    /// WAL mode with `synchronous = FULL`: every commit is synced to disk before it returns, so a
+    /// power loss cannot take back a commit a driver acted on (one that started a side-effecting
+    /// tool call, say; with `NORMAL`, the last commits before a power loss could vanish, and resume
+    /// would run such a call again). Group commit spreads the sync over every write of a batch.
+    /// Checkpoints come every 10,000 pages (about 40 MiB) instead of SQLite's 1,000: each run's
+    /// last events page is rewritten by every append, and a checkpoint copies it once however
+    /// often it changed, so fewer checkpoints copy less. After a checkpoint the WAL file is cut
+    /// back to 64 MiB at most.
     private func configure() throws {
-        let database = try SQLiteDatabase(path: path, busyTimeoutMilliseconds: 10_000)
+        let milliseconds = busyTimeout.components.seconds * 1000 + busyTimeout.components.attoseconds / 1_000_000_000_000_000
+        let database = try SQLiteDatabase(path: path, busyTimeoutMilliseconds: Int32(clamping: milliseconds))
         self.database = database
         try database.execute(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864"
         )
         try SQLiteMigrations.migrate(database)
     }
@@ -96,6 +112,11 @@ public actor SQLiteRunStore: RunStore {
         pending = []
     }
 
+    /// The value of an integer pragma on the store's connection (for tests of its settings).
+    package func pragma(_ name: String) throws -> Int? {
+        try db().query("PRAGMA \(name)").first?.values.first?.integer
+    }
+
     private func db() throws -> SQLiteDatabase {
         guard let database else { throw TroupeError(.storage, "The SQLite store at \(path) is closed.") }
         return database
@@ -104,6 +125,20 @@ public actor SQLiteRunStore: RunStore {
     // MARK: Runs
 
     public nonisolated func createRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) async throws -> RunSummary {
+        try await create(id: id, goal: goal, configuration: configuration, lease: nil, at: time).summary
+    }
+
+    public nonisolated func createLeasedRun(
+        id: RunID, goal: String, configuration: RunConfiguration, owner: String, until expiry: Date, at time: Date
+    ) async throws -> LeasedRun {
+        let created = try await create(id: id, goal: goal, configuration: configuration, lease: (owner, expiry), at: time)
+        guard let lease = created.lease else { throw TroupeError(.internal, "Run \(id) was created without its lease.") }
+        return LeasedRun(summary: created.summary, lease: lease, attempt: 1)
+    }
+
+    private nonisolated func create(
+        id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
+    ) async throws -> (summary: RunSummary, lease: Lease?) {
         let event = RunEvent.runCreated(goal: goal, configuration: configuration)
         let payload = try Self.encode(event)
         let configurationJSON = try Self.encode(configuration)
@@ -114,25 +149,29 @@ public actor SQLiteRunStore: RunStore {
             }
             try database.query(
                 """
-                INSERT INTO runs (id, goal, status, created_at, updated_at, last_sequence, configuration)
-                VALUES (?, ?, ?, ?, ?, 1, ?)
+                INSERT INTO runs (id, goal, status, created_at, updated_at, last_sequence, configuration,
+                    lease_owner, lease_expires_at, lease_token, claim_attempts)
+                VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
                 """,
                 [
                     .text(id.rawValue), .text(goal), .text(summary.status.rawValue), Self.millis(time), Self.millis(time),
-                    .text(configurationJSON),
+                    .text(configurationJSON), lease.map { .text($0.owner) } ?? .null, lease.map { Self.millis($0.expiry) } ?? .null,
+                    .integer(lease == nil ? 0 : 1), .integer(lease == nil ? 0 : 1),
                 ]
             )
             try Self.insertEvents([(event.type, payload)], of: id, after: 0, at: time, in: database)
             store.cache[id] = summary
-            return summary
+            return (summary, lease.map { Lease(runID: id, owner: $0.owner, expiresAt: $0.expiry, token: 1) })
         }
     }
 
-    public nonisolated func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int {
+    public nonisolated func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) async throws
+        -> Int
+    {
         guard !events.isEmpty else { return expectedSequence }
         let payloads = try events.map(Self.encode)
         return try await inNextCommit { store, database in
-            try store.write(events, payloads: payloads, to: run, expectedSequence: expectedSequence, at: time, in: database)
+            try store.write(events, payloads: payloads, to: run, expectedSequence: expectedSequence, lease: lease, at: time, in: database)
         }
     }
 
@@ -151,8 +190,10 @@ public actor SQLiteRunStore: RunStore {
 
     /// Queues `work` for the next group commit: whoever writes while a commit is being prepared
     /// shares its transaction (and its thread hop and WAL write). Each write runs in a savepoint
-    /// of its own, so one that fails (a journal conflict, a held lease) leaves nothing behind and
-    /// fails alone; a failure of the store itself fails the whole batch, which is rolled back.
+    /// of its own, so one that fails (a journal conflict, a held lease, a constraint or a trigger
+    /// on its rows) leaves nothing behind and fails alone. Only a failure that ends the
+    /// transaction itself (a full disk, an I/O error, a lock not granted in time) fails the whole
+    /// batch, which SQLite has then rolled back.
     private func inNextCommit<T: Sendable>(
         _ work: @escaping @Sendable (isolated SQLiteRunStore, SQLiteDatabase) throws -> T
     ) async throws -> T {
@@ -187,7 +228,9 @@ public actor SQLiteRunStore: RunStore {
                     do {
                         answers.append(try write.perform(self, database))
                         try database.query("RELEASE write")
-                    } catch let error as TroupeError where error.code != .storage {
+                    } catch {
+                        // SQLite ended the transaction: nothing of the batch is kept.
+                        guard database.isInTransaction else { throw error }
                         try database.query("ROLLBACK TO write")
                         try database.query("RELEASE write")
                         answers.append { write.fail(error) }
@@ -204,7 +247,8 @@ public actor SQLiteRunStore: RunStore {
 
     /// One append inside an open transaction: the optimistic check, the summary, the events.
     private func write(
-        _ events: [RunEvent], payloads: [String], to run: RunID, expectedSequence: Int, at time: Date, in database: SQLiteDatabase
+        _ events: [RunEvent], payloads: [String], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date,
+        in database: SQLiteDatabase
     ) throws -> Int {
         let current: RunSummary
         if let cached = cache[run], cached.lastSequence == expectedSequence {
@@ -222,17 +266,22 @@ public actor SQLiteRunStore: RunStore {
             UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, input_tokens = ?, output_tokens = ?,
                 cached_tokens = ?, model_calls = ?, tool_calls = ?, answer = ?, error = ?,
                 configuration = COALESCE(?, configuration)
-            WHERE id = ? AND last_sequence = ? RETURNING id
+            WHERE id = ? AND last_sequence = ? AND (? IS NULL OR (lease_token = ? AND lease_owner IS NOT NULL)) RETURNING id
             """,
             [
                 .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
                 .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
                 .integer(next.toolCalls), next.answer.map(SQLiteValue.text) ?? .null, error, configuration,
-                .text(run.rawValue), .integer(expectedSequence),
+                .text(run.rawValue), .integer(expectedSequence), lease.map { .integer($0.token) } ?? .null,
+                lease.map { .integer($0.token) } ?? .null,
             ]
         )
         guard !updated.isEmpty else {
             cache[run] = nil
+            if let lease {
+                let current = try currentLease(run, in: database)
+                if current?.token != lease.token { throw TroupeError.leaseLost(lease, current: current) }
+            }
             throw TroupeError.conflict(run, expected: expectedSequence, actual: try loadSummary(run, in: database).lastSequence)
         }
         try Self.insertEvents(zip(events, payloads).map { ($0.type, $1) }, of: run, after: expectedSequence, at: time, in: database)
@@ -342,64 +391,89 @@ public actor SQLiteRunStore: RunStore {
 
     public nonisolated func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease
     {
-        try await inNextCommit { _, database in
-            let rows = try database.query("SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?", [.text(run.rawValue)])
-            guard let row = rows.first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
-            if let holder = row["lease_owner"].string, holder != owner, !force {
-                let expires = Self.date(row["lease_expires_at"])
-                if expires > time { throw TroupeError.leaseHeld(Lease(runID: run, owner: holder, expiresAt: expires)) }
+        try await inNextCommit { store, database in
+            guard try database.query("SELECT 1 FROM runs WHERE id = ?", [.text(run.rawValue)]).first != nil else {
+                throw TroupeError(.notFound, "No run '\(run)' in this store.")
             }
-            try database.query(
-                "UPDATE runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-                [.text(owner), Self.millis(expiry), .text(run.rawValue)]
-            )
-            return Lease(runID: run, owner: owner, expiresAt: expiry)
+            if let current = try store.currentLease(run, in: database), current.expiresAt > time, !force {
+                throw TroupeError.leaseHeld(current)
+            }
+            return try store.grant(run, to: owner, until: expiry, claim: false, in: database)
         }
     }
 
-    public nonisolated func renewLease(on run: RunID, owner: String, until expiry: Date) async throws {
-        try await inNextCommit { _, database in
+    /// Gives the run's lease to `owner` with the next fencing token; a claim also counts an attempt.
+    private func grant(_ run: RunID, to owner: String, until expiry: Date, claim: Bool, in database: SQLiteDatabase) throws -> Lease {
+        let rows = try database.query(
+            """
+            UPDATE runs SET lease_owner = ?, lease_expires_at = ?, lease_token = lease_token + 1,
+                claim_attempts = claim_attempts + ?, claimable_at = CASE WHEN ? THEN NULL ELSE claimable_at END
+            WHERE id = ? RETURNING lease_token
+            """,
+            [.text(owner), Self.millis(expiry), .integer(claim ? 1 : 0), .integer(claim ? 1 : 0), .text(run.rawValue)]
+        )
+        guard let token = rows.first?["lease_token"].integer else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+        return Lease(runID: run, owner: owner, expiresAt: expiry, token: token)
+    }
+
+    public nonisolated func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {
+        try await inNextCommit { store, database in
             let updated = try database.query(
-                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? RETURNING id",
-                [Self.millis(expiry), .text(run.rawValue), .text(owner)]
+                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL RETURNING id",
+                [Self.millis(expiry), .text(lease.runID.rawValue), .integer(lease.token)]
             )
             if updated.isEmpty {
-                throw TroupeError(.leaseHeld, "The lease on run \(run) was taken over by another driver; this one stops.")
+                throw TroupeError.leaseLost(lease, current: try store.currentLease(lease.runID, in: database))
             }
+            var renewed = lease
+            renewed.expiresAt = expiry
+            return renewed
         }
     }
 
-    public nonisolated func releaseLease(on run: RunID, owner: String) async throws {
+    public nonisolated func releaseLease(_ lease: Lease, outcome: DriveOutcome) async throws {
+        let (clean, retryAt): (Bool, SQLiteValue) =
+            switch outcome {
+            case .clean: (true, .null)
+            case .failed(let retryAt): (false, Self.millis(retryAt))
+            }
         _ = try await inNextCommit { _, database in
             try database.query(
-                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
-                [.text(run.rawValue), .text(owner)]
+                """
+                UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL,
+                    claim_attempts = CASE WHEN ? THEN 0 ELSE claim_attempts END, claimable_at = ?
+                WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL
+                """,
+                [.integer(clean ? 1 : 0), retryAt, .text(lease.runID.rawValue), .integer(lease.token)]
             )
         }
     }
 
     public func lease(of run: RunID) throws -> Lease? {
-        let rows = try db().query("SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?", [.text(run.rawValue)])
-        guard let row = rows.first, let owner = row["lease_owner"].string else { return nil }
-        return Lease(runID: run, owner: owner, expiresAt: Self.date(row["lease_expires_at"]))
+        try currentLease(run, in: try db())
     }
 
-    public nonisolated func claimNextRun(owner: String, until expiry: Date, at time: Date) async throws -> RunSummary? {
-        try await inNextCommit { _, database in
+    private func currentLease(_ run: RunID, in database: SQLiteDatabase) throws -> Lease? {
+        let rows = try database.query(
+            "SELECT lease_owner, lease_expires_at, lease_token FROM runs WHERE id = ?", [.text(run.rawValue)])
+        guard let row = rows.first, let owner = row["lease_owner"].string else { return nil }
+        return Lease(runID: run, owner: owner, expiresAt: Self.date(row["lease_expires_at"]), token: row["lease_token"].integer ?? 0)
+    }
+
+    public nonisolated func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
+        try await inNextCommit { store, database in
             let rows = try database.query(
                 """
-                SELECT \(Self.summaryColumns) FROM runs
+                SELECT \(Self.summaryColumns), claim_attempts FROM runs
                 WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
+                    AND (claimable_at IS NULL OR claimable_at <= ?) AND claim_attempts < ?
                 ORDER BY created_at, id LIMIT 1
                 """,
-                [Self.millis(time)]
+                [Self.millis(time), Self.millis(time), .integer(maxAttempts)]
             )
             guard let row = rows.first, let id = row["id"].string else { return nil }
-            try database.query(
-                "UPDATE runs SET lease_owner = ?, lease_expires_at = ? WHERE id = ?",
-                [.text(owner), Self.millis(expiry), .text(id)]
-            )
-            return try Self.summary(row)
+            let lease = try store.grant(RunID(id), to: owner, until: expiry, claim: true, in: database)
+            return LeasedRun(summary: try Self.summary(row), lease: lease, attempt: (row["claim_attempts"].integer ?? 0) + 1)
         }
     }
 
