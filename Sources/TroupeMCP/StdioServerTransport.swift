@@ -152,7 +152,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         // Whatever the server left running in its group goes with it.
         if processID > 0 {
             kill(-processID, SIGKILL)
-            MCPProcesses.ended(processID)
+            ChildProcessGroups.unregister(processID)
         }
         let tail = stderrTail.trimmingCharacters(in: .whitespacesAndNewlines)
         if endReason == nil {
@@ -164,7 +164,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
 
     private func started(_ pid: Int32, writer: StandardInputWriter) {
         processID = pid
-        MCPProcesses.started(pid)
+        ChildProcessGroups.register(pid)
         self.writer = writer
         launch?.resume()
         launch = nil

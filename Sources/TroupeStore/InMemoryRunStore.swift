@@ -62,9 +62,9 @@ public actor InMemoryRunStore: RunStore {
         return Array(matching.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(query.limit))
     }
 
-    public func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) throws -> Lease {
+    public func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) throws -> Lease {
         guard summaries[run] != nil else { throw TroupeError(.notFound, "No run '\(run)'.") }
-        if let current = leases[run], current.expiresAt > time, !force {
+        if let current = leases[run], current.expiresAt > time, current.token != replacing?.token {
             throw TroupeError.leaseHeld(current)
         }
         return grant(run, to: owner, until: expiry)
@@ -81,7 +81,8 @@ public actor InMemoryRunStore: RunStore {
     public func renewLease(_ lease: Lease, until expiry: Date) throws -> Lease {
         guard leases[lease.runID]?.token == lease.token else { throw TroupeError.leaseLost(lease, current: leases[lease.runID]) }
         var renewed = lease
-        renewed.expiresAt = expiry
+        // Renewals never shorten a lease: one sent earlier may arrive after a later one.
+        renewed.expiresAt = max(expiry, leases[lease.runID]?.expiresAt ?? expiry)
         leases[lease.runID] = renewed
         return renewed
     }

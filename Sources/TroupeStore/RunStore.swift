@@ -105,12 +105,14 @@ public protocol RunStore: Sendable {
     /// Runs matching `query`, newest first.
     func runs(_ query: RunQuery) async throws -> [RunSummary]
 
-    /// Takes the run's lease for `owner` if it is free or expired at `time`, or `force` is set
-    /// (its holder is known to be dead). A live lease is refused with `leaseHeld` naming the
-    /// holder — even when the holder is `owner` itself: one owner may run several drivers, and a
-    /// second one must not mistake the first one's lease for its own. Returns the new lease,
-    /// with a greater token than any before it.
-    func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease
+    /// Takes the run's lease for `owner` if it is free or expired at `time`, or if it is exactly
+    /// `replacing` (same token): a lease whose holder is known to be dead. A live lease is refused
+    /// with `leaseHeld` naming the holder — even when the holder is `owner` itself (one owner may
+    /// run several drivers, and a second must not mistake the first one's lease for its own), and
+    /// when it is another than `replacing` (two processes that both judged the same holder dead:
+    /// only the first takes the run over). Returns the new lease, with a greater token than any
+    /// before it.
+    func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws -> Lease
 
     /// Extends `lease`; throws `leaseHeld` if it is no longer the run's (another driver took it).
     func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease

@@ -139,15 +139,15 @@ public struct RunStoreConformance: Sendable {
         let id = RunID.make()
         _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
         let later = Self.start.addingTimeInterval(30)
-        let first = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start)
+        let first = try await store.acquireLease(on: id, owner: "a", until: later, replacing: nil, at: Self.start)
         do {
-            _ = try await store.acquireLease(on: id, owner: "b", until: later, force: false, at: Self.start.addingTimeInterval(1))
+            _ = try await store.acquireLease(on: id, owner: "b", until: later, replacing: nil, at: Self.start.addingTimeInterval(1))
             try expect(false, "a live lease must not be taken by another owner")
         } catch let error as TroupeError {
             try expect(error.code == .leaseHeld, "a held lease fails with leaseHeld, got \(error.code)")
         }
         do {
-            _ = try await store.acquireLease(on: id, owner: "a", until: later, force: false, at: Self.start.addingTimeInterval(1))
+            _ = try await store.acquireLease(on: id, owner: "a", until: later, replacing: nil, at: Self.start.addingTimeInterval(1))
             try expect(false, "a live lease must not be taken again by its own owner (a second driver of the same process)")
         } catch let error as TroupeError {
             try expect(error.code == .leaseHeld, "a second acquisition by the same owner fails with leaseHeld, got \(error.code)")
@@ -156,7 +156,7 @@ public struct RunStoreConformance: Sendable {
         try expect(try await store.lease(of: id)?.expiresAt == later.addingTimeInterval(30), "renewal extends the lease")
         try expect(renewed.token == first.token, "renewal keeps the token")
         let taken = try await store.acquireLease(
-            on: id, owner: "b", until: later.addingTimeInterval(100), force: false, at: later.addingTimeInterval(31))
+            on: id, owner: "b", until: later.addingTimeInterval(100), replacing: nil, at: later.addingTimeInterval(31))
         try expect(taken.owner == "b", "an expired lease can be taken")
         try expect(taken.token > first.token, "every acquisition gets a greater token")
         do {
@@ -165,8 +165,14 @@ public struct RunStoreConformance: Sendable {
         } catch let error as TroupeError {
             try expect(error.code == .leaseHeld, "renewing a lost lease fails with leaseHeld, got \(error.code)")
         }
-        let forced = try await store.acquireLease(on: id, owner: "c", until: later, force: true, at: Self.start)
-        try expect(try await store.lease(of: id)?.owner == "c", "force takes the lease")
+        let forced = try await store.acquireLease(on: id, owner: "c", until: later, replacing: taken, at: Self.start)
+        try expect(try await store.lease(of: id)?.owner == "c", "a live lease is taken when it is the one to replace")
+        do {
+            _ = try await store.acquireLease(on: id, owner: "d", until: later, replacing: taken, at: Self.start)
+            try expect(false, "a lease already replaced must not be replaced again (two processes judged the same holder dead)")
+        } catch let error as TroupeError {
+            try expect(error.code == .leaseHeld, "replacing a lease that is no longer current fails with leaseHeld, got \(error.code)")
+        }
         try await store.releaseLease(taken, outcome: .clean)
         try expect(try await store.lease(of: id)?.owner == "c", "releasing a lease that was taken over does nothing")
         try await store.releaseLease(forced, outcome: .clean)
@@ -177,11 +183,11 @@ public struct RunStoreConformance: Sendable {
         let id = RunID.make()
         _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Self.start)
         let later = Self.start.addingTimeInterval(30)
-        let paused = try await store.acquireLease(on: id, owner: "paused", until: later, force: false, at: Self.start)
+        let paused = try await store.acquireLease(on: id, owner: "paused", until: later, replacing: nil, at: Self.start)
         let sequence = try await store.append([.leaseAcquired(owner: "paused")], to: id, expectedSequence: 1, lease: paused, at: Self.start)
         try expect(sequence == 2, "a fenced append by the lease holder is written")
         // Another driver takes the run over but has not written yet: the journal still ends where the paused one expects.
-        let other = try await store.acquireLease(on: id, owner: "other", until: later, force: true, at: Self.start)
+        let other = try await store.acquireLease(on: id, owner: "other", until: later, replacing: paused, at: Self.start)
         do {
             _ = try await store.append([.runCancelled(reason: "stale")], to: id, expectedSequence: 2, lease: paused, at: Self.start)
             try expect(false, "an append fenced by a lease that was taken over must be refused")
@@ -245,7 +251,7 @@ public struct RunStoreConformance: Sendable {
         let parked = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time)
         try expect(parked == nil, "a run that failed maxAttempts claims in a row is parked, not claimed again")
         // An operator drives it (acquireLease) and the drive ends cleanly: the count starts again.
-        let lease = try await store.acquireLease(on: id, owner: "operator", until: time.addingTimeInterval(30), force: false, at: time)
+        let lease = try await store.acquireLease(on: id, owner: "operator", until: time.addingTimeInterval(30), replacing: nil, at: time)
         try await store.releaseLease(lease, outcome: .clean)
         let again = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time)
         try expect(again?.attempt == 1, "after a clean drive the run is claimable again from attempt 1")

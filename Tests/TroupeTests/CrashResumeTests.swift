@@ -115,7 +115,7 @@ import TroupeTesting
                 on: id,
                 owner: "another-host.example/4242/cafe",
                 until: Date().addingTimeInterval(seconds),
-                force: false,
+                replacing: nil,
                 at: Date()
             )
         }
@@ -153,6 +153,61 @@ import TroupeTesting
             }
             #expect(await resume.wait() == 4, "output:\n\(resume.output)")
             #expect(resume.output.contains("is being driven by another-host.example/4242/cafe"))
+        }
+    }
+
+    /// Issue 19, item 4: a quiet command (`sleep 5 && git push`) must not outlive a driver killed
+    /// with SIGKILL and complete after the run was parked.
+    @Test func item4_aToolsProgramDiesWithItsKilledDriver() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = directory + "/workspace"
+            try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+            try "tools:\n  shell:\n    allowedPrograms: [sleep]\n".write(
+                toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            // A duration no other process on the machine sleeps for, to find this one by.
+            let marker = "47.\(Int.random(in: 100_000...999_999))"
+            let configuration = MockOpenAIServer.Configuration(
+                planSteps: 1, latency: .zero, planTools: ["shell_run"],
+                arguments: { tool, _ in tool == "shell_run" ? ["command": ["sleep", .string(marker)]] : nil }
+            )
+            try await MockOpenAIServer.withServer(configuration: configuration) { mock in
+                let run = try CLIProcess(
+                    [
+                        "run", "Sleep", "--base-url", mock.baseURL, "--model", "mock", "--workspace", workspace, "--tools", "shell",
+                        "--store", "sqlite:\(directory)/runs.db",
+                    ],
+                    directory: directory
+                )
+                try await run.waitUntil("the command started") { !processes(withArgument: marker).isEmpty }
+                // The command is registered with the guardian just after it starts (a window of
+                // microseconds, documented): kill once the guardian exists, and a moment later.
+                try await run.waitUntil("the guardian started") {
+                    !processes(withArgument: "troupe-guardian", parent: run.process.processIdentifier).isEmpty
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                run.kill(SIGKILL)
+                _ = await run.wait()
+                let deadline = ContinuousClock.now + .seconds(20)
+                while !processes(withArgument: marker).isEmpty && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(processes(withArgument: marker).isEmpty, "the command outlived its driver")
+            }
+        }
+    }
+
+    /// Live processes (not zombies) with `argument` on their command line (and `parent`, if given).
+    private func processes(withArgument argument: String, parent: Int32? = nil) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { entry -> Int32? in
+            guard let pid = Int32(entry),
+                let commandLine = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"),
+                commandLine.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == argument }),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")"), !stat[close...].hasPrefix(") Z"),
+                parent.map({ String($0) == stat[close...].split(separator: " ").dropFirst(2).first.map(String.init) }) ?? true
+            else { return nil }
+            return pid
         }
     }
 

@@ -102,6 +102,19 @@ import TroupeTesting
         #expect(resolved == [ActivityKey(step: "s1", attempt: 1, callIndex: 1), ActivityKey(step: "s1", attempt: 1, callIndex: 2)])
     }
 
+    @Test func item2_aResolutionMeantForAnotherCallIsRefused() async throws {
+        let (store, id) = try await crashedWithTwoCallsInFlight()
+        let tool = CountingTool(name: "append_line", effect: .sideEffecting)
+        let driver = try makeDriver(store: store, model: ScriptedModel([.response(.text("appended"))]), tools: [tool])
+        #expect(try await driver.drive(id).attentionKey == ActivityKey(step: "s1", attempt: 1, callIndex: 1))
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await driver.drive(id, resolution: .retry, attentionKey: ActivityKey(step: "s1", attempt: 1, callIndex: 2))
+        }
+        #expect(error?.code == .journalConflict)
+        #expect(tool.count == 0)
+        #expect(try await store.requireRun(id).status == .needsAttention)
+    }
+
     // MARK: 3. Fencing
 
     /// A driver paused right after journaling the start of a side effect wakes after another
@@ -116,7 +129,7 @@ import TroupeTesting
                 guard let lease, events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) else { return }
                 moving.advance(by: 120)  // SIGSTOP for two minutes
                 _ = try await inner.acquireLease(
-                    on: lease.runID, owner: "other", until: moving.now.addingTimeInterval(30), force: false, at: moving.now)
+                    on: lease.runID, owner: "other", until: moving.now.addingTimeInterval(30), replacing: nil, at: moving.now)
             }
         }
         let model = ScriptedModel([
@@ -136,6 +149,51 @@ import TroupeTesting
             Issue.record("the paused driver wrote after losing its lease: \(last.type)")
             return
         }
+    }
+
+    /// Two processes judge the same dead driver dead at once: only one of them takes the run.
+    @Test func item3_twoTakeoversOfOneDeadDriverCannotBothSucceed() async throws {
+        let store = InMemoryRunStore()
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: fixedDate)
+        let dead = try await store.acquireLease(
+            on: id, owner: "dead", until: fixedDate.addingTimeInterval(30), replacing: nil, at: fixedDate)
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for owner in ["first", "second"] {
+                group.addTask {
+                    (try? await store.acquireLease(
+                        on: id, owner: owner, until: fixedDate.addingTimeInterval(30), replacing: dead, at: fixedDate)) != nil
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0 }.count == 1)
+    }
+
+    /// An idempotent write run late, after another driver moved on, is a stale write: the
+    /// driver keeps its lease before any tool that is not read-only.
+    @Test func item3_aPausedDriverDoesNotRunAnIdempotentWriteOnALostLease() async throws {
+        let inner = InMemoryRunStore()
+        let store = InterceptingStore(inner)
+        let moving = MovableNow()
+        let tool = CountingTool(name: "put", effect: .idempotent)
+        store.afterAppend.withLock {
+            $0 = { events, lease in
+                guard let lease, events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) else { return }
+                moving.advance(by: 120)
+                _ = try await inner.acquireLease(
+                    on: lease.runID, owner: "other", until: moving.now.addingTimeInterval(30), replacing: nil, at: moving.now)
+            }
+        }
+        let model = ScriptedModel([
+            .response(.plan(plan([("s1", ["put"], [])]))),
+            .response(.toolCall("put", #"{"text":"v1"}"#)),
+        ])
+        let driver = RunDriver(store: store, model: model, tools: try ToolRegistry([tool]), owner: "paused", now: { moving.now })
+        await #expect(throws: TroupeError.self) {
+            _ = try await driver.run(goal: "Write", configuration: RunConfiguration(model: "scripted"))
+        }
+        #expect(tool.count == 0)
     }
 
     /// Paused past its lease but nobody took the run: the driver renews, then carries on.
@@ -159,7 +217,7 @@ import TroupeTesting
         #expect(tool.count == 1)
     }
 
-    /// `resume` waits out a lease it cannot judge, then takes the run without force: a driver
+    /// `resume` waits out a lease it cannot judge, then takes the run only if it expired: a driver
     /// that renewed meanwhile is alive and keeps its run.
     @Test func item3_resumeTakesAnExpiredRemoteLeaseWithoutForce() async throws {
         for renewedMeanwhile in [false, true] {
@@ -169,14 +227,14 @@ import TroupeTesting
             let moving = MovableNow()
             _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: moving.now)
             let remote = try await store.acquireLease(
-                on: id, owner: "another-host.example/4242/cafe", until: moving.now.addingTimeInterval(5), force: false, at: moving.now)
-            let forces = Mutex<[Bool]>([])
+                on: id, owner: "another-host.example/4242/cafe", until: moving.now.addingTimeInterval(5), replacing: nil, at: moving.now)
+            let replaced = Mutex<[Lease?]>([])
             let takeover = LeaseTakeover(store: store, runID: id, clock: clock, now: { moving.now })
             let attempt = Task {
-                try await takeover.drive { force in
-                    forces.withLock { $0.append(force) }
+                try await takeover.drive { replacing in
+                    replaced.withLock { $0.append(replacing) }
                     _ = try await store.acquireLease(
-                        on: id, owner: "me", until: moving.now.addingTimeInterval(30), force: force, at: moving.now)
+                        on: id, owner: "me", until: moving.now.addingTimeInterval(30), replacing: replacing, at: moving.now)
                     return RunStateMachine(runID: id)
                 }
             }
@@ -187,7 +245,7 @@ import TroupeTesting
             moving.advance(by: 6)
             clock.advance(by: .seconds(6))
             let result = await attempt.result
-            #expect(forces.withLock { $0 } == [false, false])
+            #expect(replaced.withLock { $0 } == [nil, nil])
             if renewedMeanwhile {
                 #expect(throws: TroupeError.self) { try result.get() }
                 #expect(await store.lease(of: id)?.owner == remote.owner)
@@ -351,7 +409,7 @@ import TroupeTesting
         let id = RunID.make()
         _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(model: "scripted"), at: fixedDate)
         _ = try await store.acquireLease(
-            on: id, owner: "same-process", until: fixedDate.addingTimeInterval(30), force: false, at: fixedDate)
+            on: id, owner: "same-process", until: fixedDate.addingTimeInterval(30), replacing: nil, at: fixedDate)
         let model = ScriptedModel([.response(.plan(plan([("s1", [], [])]))), .response(.text("done"))])
         let error = await #expect(throws: TroupeError.self) {
             _ = try await makeDriver(store: store, model: model, tools: [], owner: "same-process").drive(id)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Troupe
+import TroupeCore
 import TroupeTesting
 
 @testable import TroupeMCP
@@ -174,10 +175,10 @@ struct MCPTests {
         let tools = try await tools(servers)
         let environment = try #require(tools["mcp_stopme_environment"])
         _ = await MCPFixtures.call(environment, ["name": "HOME"])
-        let before = MCPProcesses.running
+        let before = ChildProcessGroups.running
         #expect(!before.isEmpty)
         await servers.shutdown()
-        let stopped = before.subtracting(MCPProcesses.running)
+        let stopped = before.subtracting(ChildProcessGroups.running)
         #expect(!stopped.isEmpty)
         for pid in stopped { #expect(!MCPFixtures.isAlive(pid)) }
         let refused = await MCPFixtures.call(environment, ["name": "HOME"])

@@ -122,7 +122,11 @@ import TroupeTesting
     /// Nothing listens: the call fails fast, retried within its deadline, naming the endpoint and
     /// the cause.
     @Test func aDeadEndpointFailsWithinTheDeadlineNamingEndpointAndCause() async throws {
-        let port = try await MockOpenAIServer.withServer { $0.port }
+        // A socket bound and not listening: connections are refused, and no other test can take
+        // the port meanwhile (a port freed by a stopped server can be, and then it hangs).
+        let socket = try RefusingPort()
+        defer { socket.close() }
+        let port = socket.port
         let client = try OpenAIChatModel(configuration: .init(baseURL: "http://127.0.0.1:\(port)/v1", model: "m"))
         let model = try RetryingModel(client, policy: RetryPolicy(initialBackoffSeconds: 0.05, deadlineSeconds: 5))
         let (error, elapsed) = await failure(of: model, stream: false)

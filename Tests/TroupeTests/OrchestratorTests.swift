@@ -208,7 +208,8 @@ import TroupeTesting
     @Test func driverWhoseLeaseIsTakenOverStopsWithoutWritingMore() async throws {
         let run = try await HangingRun()
         let (store, id) = (run.store, run.id)
-        _ = try await store.acquireLease(on: id, owner: "intruder", until: fixedDate.addingTimeInterval(60), force: true, at: fixedDate)
+        let held = try #require(try await store.lease(of: id))
+        _ = try await store.acquireLease(on: id, owner: "intruder", until: fixedDate.addingTimeInterval(60), replacing: held, at: fixedDate)
         let tail = try await store.requireRun(id).lastSequence
         _ = try await store.append([.leaseAcquired(owner: "intruder")], to: id, expectedSequence: tail, at: fixedDate)
         run.clock.advance(by: .seconds(10))

@@ -48,7 +48,8 @@ import TroupeTesting
             try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
                 let held = RunID.make()
                 _ = try await store.createRun(id: held, goal: "held", configuration: RunConfiguration(), at: fixedDate)
-                _ = try await store.acquireLease(on: held, owner: "a", until: fixedDate.addingTimeInterval(60), force: false, at: fixedDate)
+                _ = try await store.acquireLease(
+                    on: held, owner: "a", until: fixedDate.addingTimeInterval(60), replacing: nil, at: fixedDate)
                 let fresh = (0..<20).map { _ in RunID.make() }
                 let outcomes = await withTaskGroup(of: String.self) { group in
                     for id in fresh {
@@ -65,7 +66,7 @@ import TroupeTesting
                     }
                     group.addTask {
                         do {
-                            _ = try await store.acquireLease(on: held, owner: "b", until: fixedDate, force: false, at: fixedDate)
+                            _ = try await store.acquireLease(on: held, owner: "b", until: fixedDate, replacing: nil, at: fixedDate)
                             return "lease taken"
                         } catch { return "lease \((error as? TroupeError)?.code.rawValue ?? "?")" }
                     }

@@ -36,18 +36,21 @@ final class LeaseKeeper: Sendable {
     /// The least lease time left for a side effect to start: a third of the lease (10 s of 30).
     var margin: TimeInterval { duration / 3 }
 
-    /// Extends the lease; throws `leaseHeld` if another driver took it.
+    /// Extends the lease; throws `leaseHeld` if another driver took it, `storageUnavailable` if
+    /// the store could not be reached before the lease ran out.
     func renew() async throws {
-        let renewed = try await retrying("renew the lease") { [store, duration, now] lease in
+        let renewed = try await Self.retrying(
+            "renew the lease", until: { [self] in lease.expiresAt }, clock: clock, now: now, logger: logger
+        ) { [store, duration, now, lease] in
             try await store.renewLease(lease, until: now().addingTimeInterval(duration))
         }
-        current.withLock { lease in
-            if renewed.token == lease.token { lease = renewed }
-        }
+        // A renewal that was sent earlier and answered later does not take back a later expiry.
+        current.withLock { lease in lease.expiresAt = max(lease.expiresAt, renewed.expiresAt) }
     }
 
     /// Makes sure the lease has at least `margin` left, renewing it if not; throws `leaseHeld`
-    /// when it cannot (another driver took the run, or the store cannot be reached in time).
+    /// when another driver took the run or too little is left, and `storageUnavailable` when
+    /// the store could not be reached before the lease ran out.
     func ensure(margin: TimeInterval) async throws {
         if now().addingTimeInterval(margin) < lease.expiresAt { return }
         try await renew()

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// Who drives a run from a process: `host/pid/nonce/instance`, where the instance is the
 /// machine's boot id, the process's PID namespace and its start time. It lets `resume` tell a

@@ -79,15 +79,19 @@ public struct RunDriver: Sendable {
     /// Drives an existing run until it succeeds, fails, is cancelled, or needs attention.
     ///
     /// - Parameters:
-    ///   - takeOver: take the lease even if another owner holds it (its process is known to be dead).
+    ///   - replacing: a lease of another driver to take over (its process is known to be dead);
+    ///     taken only if it is still the run's current lease.
     ///   - resolution: how to settle the side-effecting call that parked the run in
     ///     `needsAttention` — that call only, the one an operator was shown. A run that is not
     ///     parked ignores it: if the drive parks it on a call, the operator decides on that one next.
+    ///   - attentionKey: the parked call the operator was shown, if known: the resolution is
+    ///     refused (`journalConflict`) if the run is now parked on another.
     ///   - configuration: a changed configuration to continue with (journaled), e.g. from `resume` flags.
     public func drive(
         _ id: RunID,
-        takeOver: Bool = false,
+        replacing: Lease? = nil,
         resolution: AttentionResolution? = nil,
+        attentionKey: ActivityKey? = nil,
         configuration: RunConfiguration? = nil
     ) async throws -> RunStateMachine {
         let configuration = try configuration?.validated()
@@ -95,29 +99,42 @@ public struct RunDriver: Sendable {
         let lease = try await LeaseKeeper.retrying(
             "take the lease", until: { start.addingTimeInterval(leaseSeconds) }, clock: clock, now: now, logger: logger
         ) {
-            try await store.acquireLease(on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), force: takeOver, at: now())
+            try await store.acquireLease(
+                on: id, owner: owner, until: now().addingTimeInterval(leaseSeconds), replacing: replacing, at: now())
         }
         return try await drive(
-            LeasedRun(summary: try await store.requireRun(id), lease: lease, attempt: 1), resolution: resolution,
-            configuration: configuration)
+            holding: lease, attempt: 1, resolution: resolution, attentionKey: attentionKey, configuration: configuration)
     }
 
     /// Drives a run whose lease the caller already holds (from ``RunStore/claimNextRun(owner:until:maxAttempts:at:)``,
-    /// say), then releases the lease: `clean` when the drive ended as it should, `failed` with a
-    /// back-off by the claim's attempt when it threw.
+    /// say), then releases the lease: `clean` when the drive ended as it should (or was
+    /// cancelled: a shutdown), `failed` with a back-off by the claim's attempt when it threw.
     public func drive(
         _ leased: LeasedRun,
         resolution: AttentionResolution? = nil,
         configuration: RunConfiguration? = nil
     ) async throws -> RunStateMachine {
-        let keeper = LeaseKeeper(lease: leased.lease, store: store, duration: leaseSeconds, clock: clock, now: now, logger: logger)
+        try await drive(
+            holding: leased.lease, attempt: leased.attempt, resolution: resolution, attentionKey: nil, configuration: configuration)
+    }
+
+    private func drive(
+        holding lease: Lease,
+        attempt: Int,
+        resolution: AttentionResolution?,
+        attentionKey: ActivityKey?,
+        configuration: RunConfiguration?
+    ) async throws -> RunStateMachine {
+        let keeper = LeaseKeeper(lease: lease, store: store, duration: leaseSeconds, clock: clock, now: now, logger: logger)
         do {
-            let machine = try await driveHoldingLease(keeper, resolution: resolution, configuration: configuration)
+            let machine = try await driveHoldingLease(
+                keeper, resolution: resolution, attentionKey: attentionKey, configuration: configuration)
             try? await store.releaseLease(keeper.lease, outcome: .clean)
             return machine
         } catch {
-            let retryAt = ClaimBackoff.retryAt(attempt: leased.attempt, after: now())
-            try? await store.releaseLease(keeper.lease, outcome: .failed(retryAt: retryAt))
+            let cancelled = error is CancellationError || (error as? TroupeError)?.code == .cancelled
+            let outcome: DriveOutcome = cancelled ? .clean : .failed(retryAt: ClaimBackoff.retryAt(attempt: attempt, after: now()))
+            try? await store.releaseLease(keeper.lease, outcome: outcome)
             throw error
         }
     }
@@ -136,12 +153,19 @@ public struct RunDriver: Sendable {
     private func driveHoldingLease(
         _ keeper: LeaseKeeper,
         resolution: AttentionResolution?,
+        attentionKey: ActivityKey?,
         configuration: RunConfiguration?
     ) async throws -> RunStateMachine {
         let id = keeper.lease.runID
         let journal = Journal(id: id, owner: owner, keeper: keeper, now: now, observer: observer)
         try await keeper.retrying("read the journal") { _ in try await journal.load() }
         guard !journal.status.isTerminal else { return journal.machine }
+        if let attentionKey, resolution != nil, journal.machine.status == .needsAttention, journal.machine.attentionKey != attentionKey {
+            throw TroupeError(
+                .journalConflict,
+                "Run \(id) is now parked on \(journal.machine.attentionKey.map(String.init(describing:)) ?? "nothing"), not on "
+                    + "\(attentionKey): look at that call before deciding on it (`troupe show \(id)`).")
+        }
         guard try journal.stageOpening(owner: owner, configuration: configuration, resolution: resolution) else { return journal.machine }
         try await journal.flush()
 
@@ -171,7 +195,7 @@ public struct RunDriver: Sendable {
                 for activity in prepare(launches, in: journal) {
                     inFlight.insert(activity.key)
                     group.addTask {
-                        if activity.hasSideEffects {
+                        if activity.changesTheWorld {
                             // Never act on a lease this driver may have lost while it was paused.
                             do { try await keeper.ensure(margin: keeper.margin) } catch { return .leaseLost(TroupeError.wrap(error)) }
                         }
@@ -245,8 +269,9 @@ public struct RunDriver: Sendable {
         var work: Work
         var deadline: Date
         var timeoutSeconds: Double
-        /// A side-effecting tool call: started only while the lease is safely held.
-        var hasSideEffects = false
+        /// A tool call that is not read-only: started only while the lease is safely held. (An
+        /// idempotent write run late, after another driver moved on, is a stale write.)
+        var changesTheWorld = false
 
         /// Whether this is a planner call (its answer gets a verdict).
         var isPlanning: Bool {
@@ -311,14 +336,14 @@ public struct RunDriver: Sendable {
             return nil
         }
         guard let key = action.activityKey else { return nil }
-        let sideEffecting: Bool
-        if case .tool(_, _, .sideEffecting) = kind(of: action) { sideEffecting = true } else { sideEffecting = false }
+        let changesTheWorld: Bool
+        if case .tool(_, _, let effect) = kind(of: action), effect != .readOnly { changesTheWorld = true } else { changesTheWorld = false }
         return PreparedActivity(
             key: key,
             work: work,
             deadline: deadline(for: action, in: machine),
             timeoutSeconds: machine.configuration.stepTimeoutSeconds,
-            hasSideEffects: sideEffecting
+            changesTheWorld: changesTheWorld
         )
     }
 
@@ -555,7 +580,10 @@ private final class Journal {
                 default: false
                 }
             }
-            for unit in [outcome, activityEvents] where !unit.isEmpty {
+            // Only an ended run takes an activity's result without what it implies (its usage
+            // still counts); a live one would be left with an answer and no verdict.
+            let units = machine.status.isTerminal ? [outcome, activityEvents] : [outcome]
+            for unit in units where !unit.isEmpty {
                 var probe = machine
                 let applies = unit.allSatisfy { (try? probe.apply($0, at: stagedAt ?? now())) != nil }
                 if applies {

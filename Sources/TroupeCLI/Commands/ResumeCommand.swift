@@ -61,6 +61,12 @@ struct ResumeCommand: AsyncParsableCommand {
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
                 let resolution: AttentionResolution? = retry ? .retry : skip ? .skip : nil
+                // The call the operator decides on is the one the run is parked on now; if another
+                // process changes that before this one takes the run, the decision is refused.
+                var parkedOn: ActivityKey?
+                if resolution != nil && summary.status == .needsAttention {
+                    parkedOn = try RunStateMachine(runID: id, replaying: try await store.events(of: id)).attentionKey
+                }
                 if resolution != nil && summary.status != .needsAttention {
                     say(
                         "▸ run \(id) is not waiting for a decision: --retry/--skip apply only to the call a parked run "
@@ -71,8 +77,9 @@ struct ResumeCommand: AsyncParsableCommand {
                     report: { message in
                         if !json { say("▸ \(message)") }
                     })
-                let final = try await takeover.drive { force in
-                    try await driver.drive(id, takeOver: force, resolution: resolution, configuration: configuration)
+                let final = try await takeover.drive { replacing in
+                    try await driver.drive(
+                        id, replacing: replacing, resolution: resolution, attentionKey: parkedOn, configuration: configuration)
                 }
                 try await finish(final, store: store, json: json)
             }

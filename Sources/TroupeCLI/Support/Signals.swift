@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Troupe
+import TroupeCore
 
 /// Ctrl-C (SIGINT) and SIGTERM handling for the commands.
 enum Signals {
@@ -19,14 +20,15 @@ enum Signals {
         }
     }
 
-    /// On an interrupt, says how to continue the run, then exits with 130. Nothing needs saving:
+    /// On an interrupt, says how to continue the run, kills the programs tools started (shell
+    /// commands, MCP servers), then exits with 130. Nothing needs saving:
     /// every finished call is already journaled, and `resume` takes the run over at once because
     /// this process is gone.
     static func exitWithResumeHint(runID: String, storeHint: String) {
         onInterrupt {
             let message = "\ninterrupted: run \(runID) stopped; continue it with `troupe resume \(runID)\(storeHint)`\n"
             FileHandle.standardError.write(Data(message.utf8))
-            MCPProcesses.killAll()
+            ChildProcessGroups.killAll()
             exit(130)
         }
     }

@@ -226,8 +226,9 @@ public actor SQLiteRunStore: RunStore {
                 for write in batch {
                     try database.query("SAVEPOINT write")
                     do {
-                        answers.append(try write.perform(self, database))
+                        let answer = try write.perform(self, database)
                         try database.query("RELEASE write")
+                        answers.append(answer)
                     } catch {
                         // SQLite ended the transaction: nothing of the batch is kept.
                         guard database.isInTransaction else { throw error }
@@ -389,13 +390,14 @@ public actor SQLiteRunStore: RunStore {
 
     // MARK: Leases
 
-    public nonisolated func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease
+    public nonisolated func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws
+        -> Lease
     {
         try await inNextCommit { store, database in
             guard try database.query("SELECT 1 FROM runs WHERE id = ?", [.text(run.rawValue)]).first != nil else {
                 throw TroupeError(.notFound, "No run '\(run)' in this store.")
             }
-            if let current = try store.currentLease(run, in: database), current.expiresAt > time, !force {
+            if let current = try store.currentLease(run, in: database), current.expiresAt > time, current.token != replacing?.token {
                 throw TroupeError.leaseHeld(current)
             }
             return try store.grant(run, to: owner, until: expiry, claim: false, in: database)
@@ -418,15 +420,19 @@ public actor SQLiteRunStore: RunStore {
 
     public nonisolated func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {
         try await inNextCommit { store, database in
+            // Renewals never shorten a lease: one sent earlier may arrive after a later one.
             let updated = try database.query(
-                "UPDATE runs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL RETURNING id",
+                """
+                UPDATE runs SET lease_expires_at = MAX(lease_expires_at, ?)
+                WHERE id = ? AND lease_token = ? AND lease_owner IS NOT NULL RETURNING lease_expires_at
+                """,
                 [Self.millis(expiry), .text(lease.runID.rawValue), .integer(lease.token)]
             )
-            if updated.isEmpty {
+            guard let row = updated.first else {
                 throw TroupeError.leaseLost(lease, current: try store.currentLease(lease.runID, in: database))
             }
             var renewed = lease
-            renewed.expiresAt = expiry
+            renewed.expiresAt = Self.date(row["lease_expires_at"])
             return renewed
         }
     }

@@ -202,6 +202,8 @@ struct ProcessRun: Sendable {
                     ) { execution in
                         let pid = execution.processIdentifier.value
                         state.group.store(pid, ordering: .relaxed)
+                        // If this process dies now, the group dies with it (see ChildProcessGroups).
+                        ChildProcessGroups.register(pid)
                         return try await drain(execution, pid: pid, maxOutputBytes: maxOutputBytes)
                     }
                 }
@@ -220,11 +222,14 @@ struct ProcessRun: Sendable {
                 throw CancellationError()
             }
         } catch let error as SubprocessError {
+            endGroup(state.group.load(ordering: .relaxed))
             throw TroupeError(.toolFailed, "Could not run '\(executable)': \(error).")
+        } catch {
+            endGroup(state.group.load(ordering: .relaxed))
+            throw error
         }
         // Whatever the program left running in its group goes with it.
-        let pid = state.group.load(ordering: .relaxed)
-        if pid > 0 { kill(-pid, SIGKILL) }
+        endGroup(state.group.load(ordering: .relaxed))
         let (stdout, stderr) = result.closureResult
         let end: End
         if state.timedOut.load(ordering: .relaxed) {
@@ -236,6 +241,13 @@ struct ProcessRun: Sendable {
             }
         }
         return ProcessRun(end: end, stdout: stdout, stderr: stderr, duration: started.duration(to: .now))
+    }
+
+    /// Kills what is left of the program's group and forgets it.
+    private static func endGroup(_ pid: Int32) {
+        guard pid > 0 else { return }
+        kill(-pid, SIGKILL)
+        ChildProcessGroups.unregister(pid)
     }
 
     /// Reads both streams at once (one could block the other); when the program itself has

@@ -60,8 +60,8 @@ final class InterceptingStore: RunStore, Sendable {
     func run(_ id: RunID) async throws -> RunSummary? { try await recording { try await inner.run(id) } }
     func runs(_ query: RunQuery) async throws -> [RunSummary] { try await recording { try await inner.runs(query) } }
 
-    func acquireLease(on run: RunID, owner: String, until expiry: Date, force: Bool, at time: Date) async throws -> Lease {
-        try await recording { try await inner.acquireLease(on: run, owner: owner, until: expiry, force: force, at: time) }
+    func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws -> Lease {
+        try await recording { try await inner.acquireLease(on: run, owner: owner, until: expiry, replacing: replacing, at: time) }
     }
 
     func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {

@@ -47,3 +47,30 @@ func plan(_ steps: [(id: String, tools: [String], dependsOn: [String])]) -> Plan
 func makeDriver(store: any RunStore, model: any ChatModel, tools: [any Tool], owner: String = "test-driver") throws -> RunDriver {
     RunDriver(store: store, model: model, tools: try ToolRegistry(tools), owner: owner, now: { fixedDate })
 }
+
+/// A loopback TCP port that refuses connections for as long as it is open: bound, never listening.
+struct RefusingPort {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                bind(descriptor, address, length) == 0 && getsockname(descriptor, address, &length) == 0
+            }
+        }
+        guard descriptor >= 0, bound else { throw CLIError(message: "cannot bind a loopback port: errno \(errno)") }
+        self.descriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() {
+        _ = Glibc.close(descriptor)
+    }
+}
