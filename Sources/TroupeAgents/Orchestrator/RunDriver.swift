@@ -10,12 +10,14 @@ public import TroupeStore
 /// Every activity is journaled as started before it runs and as completed after, in batched
 /// appends (one commit carries an activity's result, the decisions that follow from it, and the
 /// start of the next activities). The driver holds the run's lease while it works and renews it;
-/// it notices events appended by others (a cancellation) at each renewal.
+/// its appends are fenced by the lease's token, so once another driver took the run it writes
+/// nothing more, and it starts no tool call that is not read-only without a third of its lease in
+/// hand. It notices events appended by others (a cancellation) at each renewal.
 public struct RunDriver: Sendable {
     public var store: any RunStore
     public var model: any ChatModel
     public var tools: ToolRegistry
-    /// Who is driving, as recorded in the lease (`host/pid/nonce` for the CLI).
+    /// Who is driving, as recorded in the lease (``LeaseOwner`` for the CLI: `host/pid/nonce/instance`).
     public var owner: String
     /// How long a lease lasts without renewal; renewed every third of it.
     public var leaseDuration: Duration
