@@ -2,6 +2,7 @@ import Configuration
 import Foundation
 import SystemPackage
 import Troupe
+import TroupeCore
 
 /// Reads typed, range-checked settings through one `ConfigReader` whose providers are, strongest
 /// first: `--set`, the environment, `troupe.yaml`.
@@ -140,9 +141,13 @@ struct SettingsReader {
         var settings = TroupeSettings(store: try string("store"))
         settings.runDefaults = try runDefaults()
         if let variable = try string("model.apiKeyEnv") {
-            settings.apiKey = environment[variable]
+            settings.apiKey = try environment[variable].map { value throws(TroupeError) in
+                try SecretText.cleaned(value, source: "the environment variable \(variable)")
+            }
         } else {
-            settings.apiKey = try string("model.apiKey")
+            settings.apiKey = try string("model.apiKey").map { value throws(TroupeError) in
+                try SecretText.cleaned(value, source: "the environment variable OPENAI_API_KEY")
+            }
         }
         settings.resilience = try resilience()
         settings.fallbacks = try fallbacks()
@@ -297,7 +302,9 @@ struct SettingsReader {
         var map: [String: String] = [:]
         for name in names(under: prefix) {
             guard let text = try string(prefix + name) else { continue }
-            map[name] = try expandVariables(in: text, setting: prefix + name)
+            let value = try expandVariables(in: text, setting: prefix + name)
+            // Header values are secrets more often than not (tokens).
+            map[name] = prefix.hasSuffix("headers.") ? try SecretText.cleaned(value, source: "setting \(prefix + name)") : value
         }
         return map
     }
@@ -328,8 +335,11 @@ struct SettingsReader {
             let baseURL = try string(prefix + "baseURL")
             let model = try string(prefix + "model")
             guard baseURL != nil || model != nil else { return TroupeSettings.Fallback(model: name) }
-            let apiKey = try string(prefix + "apiKeyEnv").map { environment[$0] }
-            return TroupeSettings.Fallback(model: model ?? name, baseURL: baseURL, apiKey: apiKey ?? nil, hasOwnKey: apiKey != nil)
+            let variable = try string(prefix + "apiKeyEnv")
+            let apiKey = try variable.flatMap { environment[$0] }.map { value throws(TroupeError) in
+                try SecretText.cleaned(value, source: "the environment variable \(variable ?? "")")
+            }
+            return TroupeSettings.Fallback(model: model ?? name, baseURL: baseURL, apiKey: apiKey, hasOwnKey: variable != nil)
         }
     }
 }

@@ -105,6 +105,9 @@ public struct OpenAIChatModel: ChatModel {
 
     /// - Parameter httpClient: the client to use; defaults to ``sharedHTTPClient``.
     public init(configuration: Configuration, httpClient: HTTPClient = OpenAIChatModel.sharedHTTPClient) throws(TroupeError) {
+        if let key = configuration.apiKey, let problem = SecretText.problem(in: key, source: "the API key of \(configuration.model)") {
+            throw problem
+        }
         var base = configuration.baseURL.trimmingCharacters(in: .whitespaces)
         while base.hasSuffix("/") { base.removeLast() }
         guard let url = URL(string: base), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https", url.host != nil

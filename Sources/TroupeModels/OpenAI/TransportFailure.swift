@@ -16,7 +16,9 @@ package enum TransportFailure {
             case .deadlineExceeded, .readTimeout, .writeTimeout: return (.timeout, "the request timed out")
             case .remoteConnectionClosed: return (.transport, "the server closed the connection before the answer was complete")
             case .cancelled: return (.cancelled, "the request was cancelled")
-            default: return (.transport, "\(error)")
+            // The short description names the failure without its values: a long one quotes
+            // header values, the Authorization header among them.
+            default: return (.transport, error.shortDescription)
             }
         }
         if let error = error as? IOError { return (.transport, describe(errno: error.errnoCode)) }

@@ -175,6 +175,8 @@ enum UnifiedDiff {
             index >= from && index + old.count <= lines.count && zip(lines[index...], old).allSatisfy { $0 == $1 }
         }
         for distance in 0...max(lines.count, 0) {
+            // Quadratic at worst (a long file, a long hunk): a cancelled call (its time limit) stops.
+            if distance & 0x3FF == 0x3FF && Task.isCancelled { return nil }
             if matches(at: expected - distance) { return expected - distance }
             if matches(at: expected + distance) { return expected + distance }
             if expected - distance < from && expected + distance + old.count > lines.count { break }
@@ -193,7 +195,10 @@ enum UnifiedDiff {
             if line.hasPrefix("@@") {
                 if let current { hunks.append(current) }
                 guard let (oldStart, oldCount, newCount) = header(line) else {
-                    return .failure(ToolRefusal(message: "'\(line)' is not a hunk header like @@ -12,5 +12,6 @@."))
+                    return .failure(
+                        ToolRefusal(
+                            message: "'\(line.prefix(200))' is not a hunk header like @@ -12,5 +12,6 @@ (line numbers up to "
+                                + "\(ReadFileTool.maxLineNumber))."))
                 }
                 current = Hunk(header: String(line), oldStart: oldStart, oldCount: oldCount, lines: [])
                 remainingOld = oldCount
@@ -231,11 +236,17 @@ enum UnifiedDiff {
     private static func header(_ line: Substring) -> (Int, Int, Int)? {
         let parts = line.split(separator: " ")
         guard parts.count >= 3, parts[1].hasPrefix("-"), parts[2].hasPrefix("+") else { return nil }
+        // Line numbers and counts past a billion are refused: no text file has them, and sums of
+        // them must not overflow.
+        func number(_ text: Substring) -> Int? {
+            guard let value = Int(text), value >= 0, value <= ReadFileTool.maxLineNumber else { return nil }
+            return value
+        }
         func range(_ text: Substring) -> (Int, Int)? {
             let numbers = text.dropFirst().split(separator: ",", omittingEmptySubsequences: false)
-            guard let start = Int(numbers[0]), start >= 0 else { return nil }
+            guard let start = number(numbers[0]) else { return nil }
             guard numbers.count > 1 else { return (start, 1) }
-            guard numbers.count == 2, let count = Int(numbers[1]), count >= 0 else { return nil }
+            guard numbers.count == 2, let count = number(numbers[1]) else { return nil }
             return (start, count)
         }
         guard let old = range(parts[1]), let new = range(parts[2]) else { return nil }

@@ -11,11 +11,14 @@ public struct ReadFileTool: Tool {
     public let parameters: JSONSchema = .object(
         [
             .init("path", .string("Path relative to the workspace root.", minLength: 1)),
-            .init("startLine", .integer("First line to return, 1-based.", minimum: 1)),
-            .init("lineCount", .integer("How many lines to return.", minimum: 1)),
+            .init("startLine", .integer("First line to return, 1-based.", minimum: 1, maximum: ReadFileTool.maxLineNumber)),
+            .init("lineCount", .integer("How many lines to return.", minimum: 1, maximum: ReadFileTool.maxLineNumber)),
         ],
         required: ["path"]
     )
+
+    /// The largest line number or count accepted (larger ones are clamped by direct callers).
+    public static let maxLineNumber = 1_000_000_000
 
     public init(workspace: Workspace, limits: FileToolLimits = FileToolLimits()) {
         self.workspace = workspace
@@ -31,7 +34,7 @@ public struct ReadFileTool: Tool {
         guard file.isRegularFile else { return .error("'\(file.shown)' is not a regular file.") }
         guard file.size <= limits.maxReadBytes else {
             // A large file (a log, say) can still be read in parts: its lines are streamed.
-            if let start = arguments["startLine"]?.intValue, let count = arguments["lineCount"]?.intValue {
+            if let start = Self.lineNumber(arguments["startLine"]), let count = Self.lineNumber(arguments["lineCount"]) {
                 return try readLines(of: file, from: start, count: count)
             }
             return .error(
@@ -41,11 +44,19 @@ public struct ReadFileTool: Tool {
         guard let text = try file.readText(limit: limits.maxReadBytes) else {
             return .error("'\(file.shown)' is a binary file (or not UTF-8 text); fs_read reads text only.")
         }
-        guard let start = arguments["startLine"]?.intValue else { return ToolOutput(text) }
+        guard let start = Self.lineNumber(arguments["startLine"]) else { return ToolOutput(text) }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        let count = arguments["lineCount"]?.intValue ?? lines.count
+        let count = Self.lineNumber(arguments["lineCount"]) ?? lines.count
         guard start <= lines.count else { return .error("'\(file.shown)' has only \(lines.count) lines.") }
+        // Both are at most maxLineNumber, so the sum cannot overflow.
         return ToolOutput(lines[(start - 1)..<min(lines.count, start - 1 + count)].joined(separator: "\n"))
+    }
+
+    /// A line number or count from the model, clamped to 1 ... maxLineNumber (the schema says so;
+    /// callers that skip the schema get the clamp instead of an overflow).
+    static func lineNumber(_ value: JSONValue?) -> Int? {
+        guard let number = value?.doubleValue, !number.isNaN else { return nil }
+        return Int(min(max(number.rounded(.down), 1), Double(maxLineNumber)))
     }
 
     /// Lines `start ..< start + count` of a file too large to read whole, read in chunks; at most
@@ -70,7 +81,15 @@ public struct ReadFileTool: Tool {
             }
             for byte in chunk {
                 lastByte = byte
-                if line >= start { pending.append(byte) }
+                if line >= start {
+                    // A line longer than the cap is not kept whole first (a one-line file of gigabytes).
+                    guard kept.count + pending.count <= limits.maxReadBytes else {
+                        kept += pending
+                        cut = true
+                        break reading
+                    }
+                    pending.append(byte)
+                }
                 guard byte == 0x0A else { continue }
                 if line >= start {
                     kept += pending

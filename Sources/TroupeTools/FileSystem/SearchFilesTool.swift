@@ -39,7 +39,8 @@ public struct SearchFilesTool: Tool {
         let pattern = arguments["pattern"]?.stringValue ?? ""
         guard !pattern.isEmpty else { return .error("Give a non-empty pattern.") }
         let ignoreCase = arguments["ignoreCase"]?.boolValue ?? false
-        let matcher: (Substring) -> Bool
+        let deadline = ContinuousClock.now.advanced(by: limits.searchTimeBudget)
+        let matcher: (Substring) throws(SearchStopped) -> Bool
         if arguments["regex"]?.boolValue ?? false {
             let expression: NSRegularExpression
             do {
@@ -47,10 +48,9 @@ public struct SearchFilesTool: Tool {
             } catch {
                 return .error("The pattern is not a valid regular expression: \(error.localizedDescription)")
             }
-            matcher = { line in
+            matcher = { line throws(SearchStopped) in
                 guard line.utf16.count <= Self.maxRegexLineLength else { return false }
-                let text = String(line)
-                return expression.firstMatch(in: text, range: NSRange(text.startIndex..., in: text)) != nil
+                return try Self.matches(expression, String(line), deadline: deadline)
             }
         } else if ignoreCase {
             matcher = { $0.range(of: pattern, options: .caseInsensitive) != nil }
@@ -60,7 +60,7 @@ public struct SearchFilesTool: Tool {
         let suffix = arguments["fileSuffix"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 }
         let start = try workspace.resolve(arguments["path"]?.stringValue ?? ".")
 
-        var search = Search(limits: limits, deadline: ContinuousClock.now.advanced(by: limits.searchTimeBudget))
+        var search = Search(limits: limits, deadline: deadline)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: start, isDirectory: &isDirectory) else {
             return .error("No file or directory '\(workspace.relative(start))'.")
@@ -71,6 +71,35 @@ public struct SearchFilesTool: Tool {
             try search.file(workspace.relative(start), workspace: workspace, matcher: matcher)
         }
         return ToolOutput(search.report(pattern: pattern))
+    }
+
+    /// Why a regular expression's match was given up.
+    struct SearchStopped: Error {
+        var reason: String
+    }
+
+    /// Whether `expression` matches in `text`. ICU's matcher backtracks, and a pattern such as
+    /// `^(a+)+$` can take longer than the universe on a short line: the match reports its progress
+    /// and is stopped at the search's deadline, or when the call is cancelled (its time limit).
+    static func matches(_ expression: NSRegularExpression, _ text: String, deadline: ContinuousClock.Instant) throws(SearchStopped) -> Bool
+    {
+        var found = false
+        var stopped: String?
+        expression.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(text.startIndex..., in: text)) { match, _, stop in
+            if match != nil {
+                found = true
+                stop.pointee = true
+            } else if Task.isCancelled {
+                stopped = "the call was cancelled"
+                stop.pointee = true
+            } else if ContinuousClock.now >= deadline {
+                stopped =
+                    "the regular expression was still matching one line at the time budget (nested repetition such as (a+)+ backtracks without bound; simplify it)"
+                stop.pointee = true
+            }
+        }
+        if let stopped { throw SearchStopped(reason: stopped) }
+        return found
     }
 
     /// One search's progress and findings.
@@ -89,7 +118,9 @@ public struct SearchFilesTool: Tool {
             self.deadline = deadline
         }
 
-        mutating func directory(_ path: String, workspace: Workspace, suffix: String?, matcher: (Substring) -> Bool) throws {
+        mutating func directory(_ path: String, workspace: Workspace, suffix: String?, matcher: (Substring) throws(SearchStopped) -> Bool)
+            throws
+        {
             let names = (try? FileManager.default.contentsOfDirectory(atPath: path).sorted()) ?? []
             for name in names where stopped == nil {
                 let full = path + "/" + name
@@ -107,7 +138,7 @@ public struct SearchFilesTool: Tool {
             }
         }
 
-        mutating func file(_ shown: String, workspace: Workspace, matcher: (Substring) -> Bool) throws {
+        mutating func file(_ shown: String, workspace: Workspace, matcher: (Substring) throws(SearchStopped) -> Bool) throws {
             guard stopped == nil else { return }
             guard filesScanned < limits.maxSearchFiles else {
                 stopped = "after \(limits.maxSearchFiles) files"
@@ -115,6 +146,10 @@ public struct SearchFilesTool: Tool {
             }
             guard ContinuousClock.now < deadline else {
                 stopped = "after \(limits.searchTimeBudget) (the time budget)"
+                return
+            }
+            guard !Task.isCancelled else {
+                stopped = "because the call was cancelled"
                 return
             }
             guard let file = try JailedFile.opening(shown, in: workspace), file.isRegularFile else { return }
@@ -128,7 +163,13 @@ public struct SearchFilesTool: Tool {
                 return
             }
             var matched = false
-            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where matcher(line) {
+            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                do {
+                    guard try matcher(line) else { continue }
+                } catch {
+                    stopped = "in \(file.shown) at line \(index + 1): \(error.reason)"
+                    break
+                }
                 matched = true
                 let clipped = line.count > 200 ? line.prefix(200) + "…" : line
                 lines.append("\(file.shown):\(index + 1): \(clipped)")

@@ -89,7 +89,7 @@ public struct ShellTool: Tool {
                 "timeoutSeconds",
                 .number(
                     "Seconds before the command is killed (default \(Int(policy.defaultTimeout.seconds)), at most "
-                        + "\(Int(policy.maxTimeout.seconds))).", minimum: 0.1)),
+                        + "\(Int(policy.maxTimeout.seconds))).", minimum: 0.1, maximum: policy.maxTimeout.seconds)),
         ]
         if policy.allowShellScripts { properties.append(.init("script", .string("A /bin/sh command line, instead of command."))) }
         return .object(properties, required: policy.allowShellScripts ? [] : ["command"])
@@ -119,8 +119,10 @@ public struct ShellTool: Tool {
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
             return .error("The working directory '\(workspace.relative(directory))' does not exist.")
         }
-        let requested = arguments["timeoutSeconds"]?.doubleValue.map { Duration.seconds(max(0.1, $0)) } ?? policy.defaultTimeout
-        let timeout = min(requested, policy.maxTimeout)
+        // Clamped as a number first: a Duration of 1e30 seconds does not exist (it traps).
+        let timeout =
+            arguments["timeoutSeconds"]?.doubleValue.flatMap { $0.isNaN ? nil : $0 }
+            .map { Duration.seconds(min(max(0.1, $0), policy.maxTimeout.seconds)) } ?? policy.defaultTimeout
         let outcome = try await ProcessRun.run(
             executable: executable, arguments: Array(argv.dropFirst()), environment: environment(),
             directory: directory, timeout: timeout, maxOutputBytes: policy.maxOutputBytes)

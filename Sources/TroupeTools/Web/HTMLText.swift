@@ -12,11 +12,27 @@ public enum HTMLText {
         "ul", "ol", "pre", "blockquote", "hr", "main", "nav", "aside", "form", "dt", "dd", "figcaption",
     ]
 
+    /// Linear in the page's length: an end tag searched for and not found is not searched for
+    /// again (a page of `<title>` repeated, each without its end, would otherwise rescan the rest
+    /// of the page once per tag). Stops early, with what it has, when its task is cancelled.
     public static func convert(_ html: String) -> (title: String?, text: String) {
         var title: String?
         var output = ""
         var index = html.startIndex
+        // End tags known to be absent from the rest of the page.
+        var missing: Set<String> = []
+        var steps = 0
+        func end(of name: String, from start: String.Index) -> Range<String.Index>? {
+            guard !missing.contains(name) else { return nil }
+            guard let found = html[start...].range(of: "</\(name)", options: .caseInsensitive) else {
+                missing.insert(name)
+                return nil
+            }
+            return found
+        }
         while index < html.endIndex {
+            steps += 1
+            if steps & 0xFFFF == 0 && Task.isCancelled { break }
             let character = html[index]
             guard character == "<" else {
                 output.append(character)
@@ -25,7 +41,7 @@ public enum HTMLText {
             }
             let rest = html[index...]
             if rest.hasPrefix("<!--") {
-                index = rest.range(of: "-->").map(\.upperBound) ?? html.endIndex
+                index = (missing.contains("-->") ? nil : rest.range(of: "-->")).map(\.upperBound) ?? html.endIndex
                 continue
             }
             guard let close = rest.firstIndex(of: ">") else { break }
@@ -33,14 +49,14 @@ public enum HTMLText {
             let isEnd = inside.hasPrefix("/")
             let name = inside.drop { $0 == "/" }.prefix { $0.isLetter || $0.isNumber }.lowercased()
             index = html.index(after: close)
-            if name == "title" && !isEnd, let end = html[index...].range(of: "</title", options: .caseInsensitive) {
+            if name == "title" && !isEnd, let end = end(of: "title", from: index) {
                 title = decodeEntities(String(html[index..<end.lowerBound])).split(whereSeparator: \.isWhitespace).joined(separator: " ")
                 index = html[end.upperBound...].firstIndex(of: ">").map { html.index(after: $0) } ?? html.endIndex
                 continue
             }
             if dropped.contains(name) && !isEnd && !inside.hasSuffix("/") {
                 // Skip to the matching end tag (script bodies may contain "<" freely).
-                if let end = html[index...].range(of: "</\(name)", options: .caseInsensitive) {
+                if let end = end(of: name, from: index) {
                     index = html[end.upperBound...].firstIndex(of: ">").map { html.index(after: $0) } ?? html.endIndex
                 } else {
                     index = html.endIndex

@@ -74,3 +74,12 @@ struct RefusingPort {
         _ = Glibc.close(descriptor)
     }
 }
+
+/// Runs CPU-heavy `work` on a thread of its own, off Swift's cooperative pool, so that the timing
+/// tests running beside it keep their threads.
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        let thread = Thread { continuation.resume(returning: work()) }
+        thread.start()
+    }
+}

@@ -1,0 +1,191 @@
+import AsyncHTTPClient
+import Foundation
+import Testing
+import Troupe
+import TroupeCore
+@testable import TroupeModels
+import TroupeSettings
+@testable import TroupeTools
+
+/// The tools and settings against the hostile inputs of the tools review (issue 20), one test (or
+/// more) per item, named after it.
+@Suite struct HostileToolInputTests {
+    func context(_ workspace: Workspace) -> ToolContext {
+        ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
+    }
+
+    // MARK: 3. A secret in an error message
+
+    @Test func item3_aKeyEndingInALineBreakIsTrimmed() async throws {
+        let settings = try await TroupeSettings.load(environment: ["OPENAI_API_KEY": "sk-SECRET-123\r\n"], directory: "/nonexistent")
+        #expect(settings.apiKey == "sk-SECRET-123")
+    }
+
+    @Test(arguments: ["sk-SEC\nRET-123", "sk-SEC\u{1}RET-123", "sk-SECRET-123\u{7F}"])
+    func item3_aKeyWithAControlCharacterInsideIsRefusedAndNeverShown(key: String) async throws {
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await TroupeSettings.load(environment: ["OPENAI_API_KEY": key], directory: "/nonexistent")
+        }
+        #expect(error?.code == .configuration)
+        #expect(error.map { "\($0) \($0.details) \($0.underlying ?? "")" }?.contains("SEC") == false)
+        let direct = #expect(throws: TroupeError.self) {
+            _ = try OpenAIChatModel(configuration: .init(baseURL: "http://127.0.0.1:1/v1", apiKey: key, model: "m"))
+        }
+        #expect(direct.map { "\($0) \($0.details)" }?.contains("SEC") == false)
+    }
+
+    @Test func item3_anHTTPClientErrorIsDescribedWithoutItsValues() {
+        let cause = TransportFailure.describe(HTTPClientError.invalidHeaderFieldValues(["Bearer sk-SECRET-123\r"])).cause
+        #expect(!cause.contains("SECRET"))
+        #expect(!cause.isEmpty)
+    }
+
+    @Test func item3_anMCPHeaderWithAControlCharacterIsRefusedAndNeverShown() async throws {
+        try await withTemporaryDirectory { directory in
+            let yaml =
+                "mcp:\n  servers:\n    remote:\n      url: http://127.0.0.1:1/mcp\n      headers:\n        Authorization: Bearer ${TOKEN}\n"
+            try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            let error = await #expect(throws: TroupeError.self) {
+                _ = try await TroupeSettings.load(
+                    file: directory + "/troupe.yaml", environment: ["TOKEN": "tok-SECRET\u{0}x"], directory: directory)
+            }
+            #expect(error?.code == .configuration)
+            #expect(error?.message.contains("SECRET") == false)
+        }
+    }
+
+    /// The whole CLI, with a key that has a line break inside: a clear error, and the key in no
+    /// output (nor in the store, which the command never reaches).
+    @Test func item3_theCLINeverPrintsAKey() async throws {
+        try await withTemporaryDirectory { directory in
+            let result = try await CLIProcess.run(
+                ["run", "Say hi", "--base-url", "http://127.0.0.1:1/v1", "--store", "sqlite:\(directory)/runs.db", "--verbose"],
+                directory: directory,
+                environment: ["OPENAI_API_KEY": "sk-live-SECRET\r\nX-Evil: 1"]
+            )
+            #expect(result.status != 0)
+            #expect(result.output.contains("control character"), "\(result.output)")
+            #expect(!result.output.contains("SECRET"))
+        }
+    }
+
+    // MARK: 4. Integer overflow
+
+    static let extremes: [JSONValue] = [
+        .int(Int.max), .int(Int.min), .int(-1), .int(0), .double(1e30), .double(-1e30), .double(9.3e18), .double(1e308),
+        .double(-.infinity), .double(.nan), .double(0.5),
+    ]
+
+    /// Every numeric argument of every built-in tool, given each extreme number directly (as a
+    /// library caller could, without the schema): an answer, never a crash.
+    @Test(arguments: extremes)
+    func item4_extremeNumbersNeverCrashATool(number: JSONValue) async throws {
+        try await withTemporaryDirectory { directory in
+            let lines = (1...50).map { "line \($0)" }.joined(separator: "\n")
+            try lines.write(toFile: directory + "/small.txt", atomically: true, encoding: .utf8)
+            try String(repeating: "big line\n", count: 500).write(toFile: directory + "/big.txt", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(directory)
+            let read = ReadFileTool(workspace: workspace, limits: FileToolLimits(maxReadBytes: 1_024))
+            for path in ["small.txt", "big.txt"] {
+                for arguments: JSONValue in [
+                    ["path": .string(path), "startLine": number, "lineCount": number],
+                    ["path": .string(path), "startLine": 2, "lineCount": number],
+                    ["path": .string(path), "startLine": number, "lineCount": 2],
+                ] {
+                    _ = try await read.call(arguments, context: context(workspace))
+                }
+            }
+            let shell = ShellTool(workspace: workspace, policy: ShellPolicy(allowedExecutables: ["true"], maxTimeout: .seconds(5)))
+            let ran = try await shell.call(["command": ["true"], "timeoutSeconds": number], context: context(workspace))
+            #expect(!ran.content.isEmpty)
+            let text = number.intValue.map(String.init) ?? (number.doubleValue.map { String(format: "%.0f", $0) } ?? "1")
+            let patch = PatchFileTool(workspace: workspace)
+            let patched = try await patch.call(
+                ["path": "small.txt", "diff": .string("@@ -\(text),1 +\(text),1 @@\n-line 1\n+LINE 1\n")], context: context(workspace))
+            #expect(!patched.content.isEmpty)
+        }
+    }
+
+    @Test func item4_theSchemasBoundTheNumbers() throws {
+        let workspace = try Workspace(FileManager.default.temporaryDirectory.path)
+        let read = ReadFileTool(workspace: workspace)
+        #expect(!read.parameters.validate(["path": "a", "startLine": 2, "lineCount": .int(Int.max)]).isEmpty)
+        let shell = ShellTool(workspace: workspace)
+        #expect(!shell.parameters.validate(["command": ["true"], "timeoutSeconds": 1e30]).isEmpty)
+    }
+
+    @Test func item4_aHunkHeaderBeyondABillionLinesIsRefusedWithAReason() async throws {
+        try await withTemporaryDirectory { directory in
+            try "a\nb\n".write(toFile: directory + "/f.txt", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(directory)
+            let output = try await PatchFileTool(workspace: workspace).call(
+                ["path": "f.txt", "diff": "@@ -9223372036854775807,0 +1,1 @@\n+x\n"], context: context(workspace))
+            #expect(output.isError)
+            #expect(output.content.contains("not a hunk header"))
+            #expect(try String(contentsOfFile: directory + "/f.txt", encoding: .utf8) == "a\nb\n")
+        }
+    }
+
+    // MARK: 5. Quadratic HTML-to-text
+
+    /// Before, each `<title>` without its end rescanned the rest of the page: this page took
+    /// about 10¹⁰ steps. Now it is read once. (On a thread of its own: it is still a lot of text.)
+    @Test func item5_titlesWithoutTheirEndAreConvertedInLinearTime() async throws {
+        let titles = String(repeating: "<title>", count: 60_000)
+        let scripts = String(repeating: "<script>x", count: 40_000)
+        let converted = await onOwnThread { (HTMLText.convert(titles), HTMLText.convert(scripts)) }
+        #expect(converted.0.text.isEmpty && converted.1.text.isEmpty)
+    }
+
+    @Test func item5_aCancelledConversionStopsEarly() async {
+        let page = String(repeating: "word ", count: 400_000)
+        let text = await Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return HTMLText.convert(page).text
+        }.value
+        #expect(text.utf8.count < 1_000_000)
+    }
+
+    // MARK: 6. Catastrophic regex in fs_search
+
+    @Test func item6_aCatastrophicRegexIsStoppedAndReported() async throws {
+        try await withTemporaryDirectory { directory in
+            try (String(repeating: "a", count: 40) + "!\n").write(toFile: directory + "/a.txt", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(directory)
+            let search = SearchFilesTool(workspace: workspace, limits: FileToolLimits(searchTimeBudget: .milliseconds(300)))
+            let output = try await search.call(["pattern": "^(a+)+$", "regex": true], context: context(workspace))
+            #expect(output.content.contains("a.txt at line 1"), "\(output.content)")
+            #expect(output.content.contains("nested repetition"))
+        }
+    }
+
+    /// A tool's time limit cancels its task: a match under way notices (its progress is reported
+    /// to a block that checks), instead of holding a thread until the budget ends.
+    @Test func item6_aCancelledMatchStops() async throws {
+        let expression = try NSRegularExpression(pattern: "^(a+)+$")
+        let line = String(repeating: "a", count: 40) + "!"
+        let outcome = await Task { () -> String in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do {
+                return try SearchFilesTool.matches(expression, line, deadline: .now + .seconds(600)) ? "matched" : "no match"
+            } catch let error as SearchFilesTool.SearchStopped {
+                return error.reason
+            } catch {
+                return "\(error)"
+            }
+        }.value
+        #expect(outcome == "the call was cancelled")
+    }
+
+    // MARK: 7. Smaller
+
+    @Test func item7_aRangedReadOfOneHugeLineStopsAtTheCap() async throws {
+        try await withTemporaryDirectory { directory in
+            try String(repeating: "x", count: 1 << 20).write(toFile: directory + "/one-line.txt", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(directory)
+            let read = ReadFileTool(workspace: workspace, limits: FileToolLimits(maxReadBytes: 1_024))
+            let output = try await read.call(["path": "one-line.txt", "startLine": 1, "lineCount": 1], context: context(workspace))
+            #expect(output.content.hasSuffix("[cut at 1024 bytes; ask for fewer lines]"))
+        }
+    }
+}
