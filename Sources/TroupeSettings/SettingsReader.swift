@@ -138,17 +138,12 @@ struct SettingsReader {
     // MARK: - The settings
 
     func settings() throws(TroupeError) -> TroupeSettings {
+        // Read before the settings value exists: a TroupeError thrown in this function after it
+        // was made crashed the process (Swift 6.3, typed throws), where one thrown before does not.
+        let apiKey = try primaryAPIKey()
         var settings = TroupeSettings(store: try string("store"))
         settings.runDefaults = try runDefaults()
-        if let variable = try string("model.apiKeyEnv") {
-            settings.apiKey = try environment[variable].map { value throws(TroupeError) in
-                try SecretText.cleaned(value, source: "the environment variable \(variable)")
-            }
-        } else {
-            settings.apiKey = try string("model.apiKey").map { value throws(TroupeError) in
-                try SecretText.cleaned(value, source: "the environment variable OPENAI_API_KEY")
-            }
-        }
+        settings.apiKey = apiKey
         settings.resilience = try resilience()
         settings.fallbacks = try fallbacks()
         settings.shellPolicy = try shellPolicy()
@@ -328,6 +323,16 @@ struct SettingsReader {
         return result + rest
     }
 
+    /// The primary model's key: from the variable `model.apiKeyEnv` names, else `OPENAI_API_KEY`.
+    private func primaryAPIKey() throws(TroupeError) -> String? {
+        if let variable = try string("model.apiKeyEnv") {
+            guard let value = environment[variable] else { return nil }
+            return try SecretText.cleaned(value, source: "the environment variable \(variable)")
+        }
+        guard let value = try string("model.apiKey") else { return nil }
+        return try SecretText.cleaned(value, source: "the environment variable OPENAI_API_KEY")
+    }
+
     /// `model.fallbacks`: each a name under `endpoints`, or a model name on the run's endpoint.
     private func fallbacks() throws(TroupeError) -> [TroupeSettings.Fallback] {
         try (strings("model.fallbacks") ?? []).map { name throws(TroupeError) in
@@ -336,8 +341,9 @@ struct SettingsReader {
             let model = try string(prefix + "model")
             guard baseURL != nil || model != nil else { return TroupeSettings.Fallback(model: name) }
             let variable = try string(prefix + "apiKeyEnv")
-            let apiKey = try variable.flatMap { environment[$0] }.map { value throws(TroupeError) in
-                try SecretText.cleaned(value, source: "the environment variable \(variable ?? "")")
+            var apiKey: String?
+            if let variable, let value = environment[variable] {
+                apiKey = try SecretText.cleaned(value, source: "the environment variable \(variable)")
             }
             return TroupeSettings.Fallback(model: model ?? name, baseURL: baseURL, apiKey: apiKey, hasOwnKey: variable != nil)
         }

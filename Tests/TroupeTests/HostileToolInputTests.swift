@@ -14,6 +14,53 @@ import TroupeSettings
         ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
     }
 
+    // MARK: 2. Programs that start programs
+
+    /// GNU `sort --compress-program=sh` runs the lines of a file the model wrote; `env` starts any
+    /// program; `uniq IN OUT` writes OUT. None is allowed by default.
+    @Test(arguments: [["sort", "--compress-program=sh", "-S", "1", "lines.txt"], ["env", "touch", "/tmp/pwn"], ["uniq", "a", "b"]])
+    func item2_programsThatStartProgramsOrWriteAreNotAllowedByDefault(command: [String]) async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            let output = try await ShellTool(workspace: workspace).call(
+                ["command": .array(command.map(JSONValue.string))], context: context(workspace))
+            #expect(output.isError)
+            #expect(output.content.contains("is not an allowed program"), "\(output.content)")
+        }
+    }
+
+    @Test(arguments: [
+        ["find", ".", "-exec", "touch", "/tmp/pwn", ";"], ["find", ".", "-delete"], ["find", ".", "-fprintf", "troupe.yaml", "x"],
+        ["date", "-s", "2000-01-01"], ["date", "-us", "2000-01-01"], ["date", "--set=2000-01-01"], ["date", "--se", "2000-01-01"],
+        ["file", "-C", "-m", "magic"], ["file", "-z", "a.gz"],
+        ["sort", "--compress-prog=sh", "x"], ["sort", "-o", "troupe.yaml", "x"], ["sort", "-ro", "troupe.yaml", "x"],
+    ])
+    func item2_optionsThatStartProgramsOrWriteAreRefused(command: [String]) async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            var policy = ShellPolicy()
+            policy.allowedExecutables.insert("sort")  // a user who adds it back still gets its options checked
+            let output = try await ShellTool(workspace: workspace, policy: policy).call(
+                ["command": .array(command.map(JSONValue.string))], context: context(workspace))
+            #expect(output.isError)
+            #expect(output.content.contains("is refused"), "\(output.content)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/troupe.yaml"))
+        }
+    }
+
+    @Test(arguments: [
+        ["date", "-u", "+%s"], ["find", ".", "-name", "*.txt", "-print"], ["file", "-b", "a.txt"], ["grep", "-r", "x", "."],
+    ])
+    func item2_ordinaryUsesStillRun(command: [String]) async throws {
+        try await withTemporaryDirectory { directory in
+            try "x\n".write(toFile: directory + "/a.txt", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(directory)
+            let output = try await ShellTool(workspace: workspace).call(
+                ["command": .array(command.map(JSONValue.string))], context: context(workspace))
+            #expect(!output.isError, "\(output.content)")
+        }
+    }
+
     // MARK: 3. A secret in an error message
 
     @Test func item3_aKeyEndingInALineBreakIsTrimmed() async throws {
@@ -32,6 +79,19 @@ import TroupeSettings
             _ = try OpenAIChatModel(configuration: .init(baseURL: "http://127.0.0.1:1/v1", apiKey: key, model: "m"))
         }
         #expect(direct.map { "\($0) \($0.details)" }?.contains("SEC") == false)
+    }
+
+    @Test func item3_aFallbackKeyWithAControlCharacterIsRefusedAndNeverShown() async throws {
+        try await withTemporaryDirectory { directory in
+            let yaml = "model:\n  fallbacks: [backup]\nendpoints:\n  backup:\n    model: m\n    apiKeyEnv: BACKUP_KEY\n"
+            try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            let error = await #expect(throws: TroupeError.self) {
+                _ = try await TroupeSettings.load(
+                    file: directory + "/troupe.yaml", environment: ["BACKUP_KEY": "bk-SECRET\nX"], directory: directory)
+            }
+            #expect(error?.message.contains("BACKUP_KEY") == true)
+            #expect(error?.message.contains("SECRET") == false)
+        }
     }
 
     @Test func item3_anHTTPClientErrorIsDescribedWithoutItsValues() {

@@ -64,7 +64,7 @@ import Troupe
     @Test func theChildSeesNoSecretsAndLivesInTheWorkspace() async throws {
         setenv("TROUPE_SHELL_TEST_SECRET", "sk-must-not-leak", 1)
         defer { unsetenv("TROUPE_SHELL_TEST_SECRET") }
-        try await withShell { shell, workspace, context in
+        try await withShell(ShellPolicy(allowedExecutables: ["env", "pwd"])) { shell, workspace, context in
             let env = try await shell.call(["command": ["env"]], context: context)
             #expect(!env.content.contains("sk-must-not-leak"))
             #expect(!env.content.contains("OPENAI_API_KEY"))

@@ -26,6 +26,9 @@ public struct ShellPolicy: Sendable, Hashable {
     public var defaultTimeout: Duration
     /// Output kept per stream; the rest is counted and dropped.
     public var maxOutputBytes: Int
+    /// Options refused per program: the ones that start other programs or write files, which an
+    /// allowlist of programs cannot see (``defaultRefusedOptions``).
+    public var refusedOptions: [String: RefusedOptions]
 
     public init(
         allowedExecutables: Set<String> = ShellPolicy.readOnlyUtilities,
@@ -34,7 +37,8 @@ public struct ShellPolicy: Sendable, Hashable {
         inheritedVariables: Set<String> = ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"],
         maxTimeout: Duration = .seconds(600),
         defaultTimeout: Duration = .seconds(60),
-        maxOutputBytes: Int = 64 << 10
+        maxOutputBytes: Int = 64 << 10,
+        refusedOptions: [String: RefusedOptions] = ShellPolicy.defaultRefusedOptions
     ) {
         self.allowedExecutables = allowedExecutables
         self.allowShellScripts = allowShellScripts
@@ -43,13 +47,65 @@ public struct ShellPolicy: Sendable, Hashable {
         self.maxTimeout = maxTimeout
         self.defaultTimeout = min(defaultTimeout, maxTimeout)
         self.maxOutputBytes = maxOutputBytes
+        self.refusedOptions = refusedOptions
     }
 
-    /// Common utilities that read and report (some can write when asked, e.g. `sort -o`).
+    /// Utilities that read and report. Reviewed program by program (docs/TOOLS.md): `env` starts
+    /// any program, GNU `sort` runs `--compress-program` and writes with `-o`/`-T`, and `uniq`
+    /// writes its second operand, so none of them is here; the options of `find`, `date` and
+    /// `file` that start programs or write are refused (``defaultRefusedOptions``).
     public static let readOnlyUtilities: Set<String> = [
-        "cat", "cut", "date", "diff", "echo", "env", "false", "file", "find", "grep", "head", "ls", "pwd", "sort", "stat",
-        "tail", "tr", "true", "uniq", "wc",
+        "cat", "cut", "date", "diff", "echo", "false", "file", "find", "grep", "head", "ls", "pwd", "stat", "tail", "tr", "true",
+        "wc",
     ]
+
+    /// The options refused by default, for the default programs and for ones users often add.
+    public static let defaultRefusedOptions: [String: RefusedOptions] = [
+        // Actions that run programs, delete, or write files.
+        "find": RefusedOptions(words: ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"]),
+        // Setting the clock (Troupe may run as root in a container).
+        "date": RefusedOptions(words: ["--set"], letters: ["s"]),
+        // Compiling a magic file writes one; looking inside compressed files starts decompressors.
+        "file": RefusedOptions(words: ["--compile", "--uncompress", "--uncompress-noreport"], letters: ["C", "z", "Z"]),
+        "sort": RefusedOptions(words: ["--compress-program", "--output", "--temporary-directory"], letters: ["o", "T"]),
+        "tar": RefusedOptions(
+            words: [
+                "--to-command", "--use-compress-program", "--checkpoint-action", "--info-script", "--new-volume-script", "--rsh-command",
+            ],
+            letters: ["F", "I"]),
+        "git": RefusedOptions(words: ["-c", "--config-env", "--exec-path", "--upload-pack", "--receive-pack"]),
+    ]
+}
+
+/// Options of one program that `shell_run` refuses.
+///
+/// `words` are refused as whole arguments (`-exec`) and, when they are GNU long options, also as
+/// `--name=value` and as the unambiguous abbreviations GNU programs accept (`--compress-prog`).
+/// `letters` are refused anywhere in a cluster of short options (`-s` in `date -us`). Arguments
+/// after `--` are operands and are not checked.
+public struct RefusedOptions: Sendable, Hashable {
+    public var words: Set<String>
+    public var letters: Set<Character>
+
+    public init(words: Set<String> = [], letters: Set<Character> = []) {
+        self.words = words
+        self.letters = letters
+    }
+
+    /// The first argument of `arguments` that is refused, if any.
+    public func refused(in arguments: [String]) -> String? {
+        for argument in arguments {
+            if argument == "--" { return nil }
+            if words.contains(argument) { return argument }
+            if argument.hasPrefix("--") {
+                let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+                if name.count > 2, words.contains(where: { $0.hasPrefix("--") && $0.hasPrefix(name) }) { return argument }
+            } else if argument.hasPrefix("-"), argument.count > 1, argument.dropFirst().contains(where: letters.contains) {
+                return argument
+            }
+        }
+        return nil
+    }
 }
 
 /// `shell_run`: runs a program in the workspace and returns its exit status and output.
@@ -112,6 +168,11 @@ public struct ShellTool: Tool {
             switch resolve(argv[0]) {
             case .success(let path): executable = path
             case .failure(let refusal): return .error(refusal.message)
+            }
+            if let option = policy.refusedOptions[argv[0]]?.refused(in: Array(argv.dropFirst())) {
+                return .error(
+                    "'\(argv[0]) \(option.prefix(80))' is refused: that option starts other programs, writes files or changes the "
+                        + "system, which shell_run does not allow. Use the file tools to write files.")
             }
         }
         let directory = try workspace.resolve(arguments["cwd"]?.stringValue ?? ".")
