@@ -239,6 +239,22 @@ import TroupeSettings
 
     // MARK: 7. Smaller
 
+    /// `é` as one code point and as `e` + a combining accent are equal Swift strings, and two
+    /// different names on disk: a folder spelled the other way is not inside the workspace.
+    @Test func item7_theWorkspaceComparesPathsByteForByte() async throws {
+        try await withTemporaryDirectory { directory in
+            let composed = directory + "/caf\u{E9}"
+            let decomposed = directory + "/cafe\u{301}"
+            try FileManager.default.createDirectory(atPath: composed, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: decomposed, withIntermediateDirectories: true)
+            let workspace = try Workspace(composed)
+            #expect(composed == decomposed)  // Swift's view
+            #expect(workspace.contains(composed + "/a"))
+            #expect(!workspace.contains(decomposed + "/a"))
+            #expect(workspace.relative(decomposed + "/a") == decomposed + "/a")
+        }
+    }
+
     @Test func item7_aRangedReadOfOneHugeLineStopsAtTheCap() async throws {
         try await withTemporaryDirectory { directory in
             try String(repeating: "x", count: 1 << 20).write(toFile: directory + "/one-line.txt", atomically: true, encoding: .utf8)

@@ -31,6 +31,7 @@ import Troupe
         "127.0.0.1", "127.1", "0x7f000001", "2130706433", "0177.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1",
         "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "::1", "::", "[::1]", "::ffff:127.0.0.1",
         "::ffff:7f00:1", "fc00::1", "fd00:ec2::254", "fe80::1", "ff02::1", "64:ff9b::a00:1", "2002:7f00:1::", "::127.0.0.1",
+        "64:ff9b:1::808:808", "64:ff9b:1:ffff::1",
     ])
     func nonPublicAddressesAreRecognizedInEveryDisguise(literal: String) throws {
         let address = try #require(IPAddress(literal: literal), "\(literal) is an address")
@@ -40,6 +41,18 @@ import Troupe
     @Test(arguments: ["8.8.8.8", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
     func publicAddressesPass(literal: String) throws {
         #expect(try #require(IPAddress(literal: literal)).blockReason == nil)
+    }
+
+    /// A host whose address is IPv6 is fetched from that address (the connection is pinned to it).
+    @Test func item7_aHostWithAnIPv6AddressIsFetched() async throws {
+        try await LocalWebServer.withServer(host: "::1", { _ in LocalWebServer.Reply(body: "<p>over IPv6</p>") }) { server in
+            let tool = WebFetchTool(
+                policy: WebFetchPolicy(allowedPrivateHosts: ["v6.test"]),
+                resolver: MapResolver(map: ["v6.test": [IPAddress(literal: "::1")!]]))
+            let output = try await tool.call(["url": .string("http://v6.test:\(server.port)/")], context: context())
+            #expect(!output.isError, "\(output.content)")
+            #expect(output.content.contains("over IPv6"))
+        }
     }
 
     @Test func hostileURLsAreRefusedBeforeAnythingIsSent() async throws {

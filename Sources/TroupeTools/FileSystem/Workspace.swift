@@ -54,15 +54,25 @@ public struct Workspace: Sendable, Hashable {
         return full
     }
 
-    /// Whether the real path `absolute` is the root or below it.
+    /// Whether the real path `absolute` is the root or below it. Compared byte for byte, as the
+    /// file system does: Swift's `String` comparison treats canonically equivalent spellings
+    /// (`é` and `e` + U+0301) as equal, and a file system does not.
     func contains(_ absolute: String) -> Bool {
-        absolute == root || absolute.hasPrefix(root == "/" ? "/" : root + "/")
+        let path = Array(absolute.utf8)
+        let base = Array(root.utf8)
+        if path == base { return true }
+        let prefix = base == [0x2F] ? base : base + [0x2F]
+        return path.count > prefix.count && path.starts(with: prefix)
     }
 
     /// `absolute` relative to the root, for messages to the model.
     public func relative(_ absolute: String) -> String {
-        if absolute == root { return "." }
-        return absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
+        let path = Array(absolute.utf8)
+        let base = Array(root.utf8)
+        if path == base { return "." }
+        let prefix = base == [0x2F] ? base : base + [0x2F]
+        guard path.count > prefix.count, path.starts(with: prefix) else { return absolute }
+        return String(decoding: path[prefix.count...], as: UTF8.self)
     }
 
     func denied(_ path: String, _ reason: String) -> TroupeError {

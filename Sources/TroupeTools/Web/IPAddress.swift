@@ -58,6 +58,8 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
             if bytes[0..<12] == [0x00, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0] {
                 return Self.embedded(bytes, at: 12).map { "a NAT64 address (\($0))" }
             }
+            // RFC 8215: a NAT64 prefix for a network's own translator, which reaches its private addresses.
+            if bytes[0..<6] == [0x00, 0x64, 0xFF, 0x9B, 0x00, 0x01] { return "a local-use NAT64 address (64:ff9b:1::/48)" }
             if bytes[0] == 0x20 && bytes[1] == 0x02 { return Self.embedded(bytes, at: 2).map { "a 6to4 address (\($0))" } }
             if bytes[0] & 0xFE == 0xFC { return "a unique local (private) address" }
             if bytes[0] == 0xFE && bytes[1] & 0xC0 == 0x80 { return "a link-local address" }

@@ -183,11 +183,9 @@ public struct WebFetchTool: Tool {
         configuration.timeout = HTTPClient.Configuration.Timeout(connect: .seconds(10), read: .seconds(20))
         configuration.decompression = .enabled(limit: .size(policy.maxBytes * 4))
         configuration.connectionPool.retryConnectionEstablishment = false
-        if case .v6 = target.address {
-            configuration.dnsOverride = [target.host: "[\(target.address)]"]
-        } else {
-            configuration.dnsOverride = [target.host: target.address.description]
-        }
+        // The address as text, without brackets for IPv6: the client parses it as an address
+        // (a bracketed one would be taken for a host name, and fail).
+        configuration.dnsOverride = [target.host: target.address.description]
         let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         defer { client.shutdown { _ in } }
         var request = HTTPClientRequest(url: target.url.absoluteString)

@@ -4,7 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
-/// A small HTTP/1.1 server on 127.0.0.1 for tests: answers each request with `route(path)` and
+/// A small HTTP/1.1 server on 127.0.0.1 (or `host`) for tests: answers each request with `route(path)` and
 /// records the paths it was asked for.
 final class LocalWebServer: Sendable {
     struct Reply: Sendable {
@@ -26,12 +26,13 @@ final class LocalWebServer: Sendable {
     }
 
     static func withServer<T: Sendable>(
+        host: String = "127.0.0.1",
         _ route: @escaping @Sendable (String) -> Reply,
         _ body: (LocalWebServer) async throws -> T
     ) async throws -> T {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: "127.0.0.1", port: 0) { channel in
+            .bind(host: host, port: 0) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
