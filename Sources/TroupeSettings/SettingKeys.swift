@@ -55,6 +55,7 @@ public enum SettingKeys {
         key("run.stepTimeout", .double),
         key("run.maxTokens", .int),
         key("run.stream", .bool),
+        key("tools.fs.protectedPaths", .stringArray),
         key("tools.shell.allowedPrograms", .stringArray),
         key("tools.shell.allowScripts", .bool),
         key("tools.shell.maxTimeout", .double),

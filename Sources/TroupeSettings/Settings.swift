@@ -21,6 +21,9 @@ public struct TroupeSettings: Sendable {
     public var resilience: ModelResilience
     /// `model.fallbacks`, in order.
     public var fallbacks: [Fallback] = []
+    /// What the file tools never write (`tools.fs.protectedPaths`); the command adds the settings
+    /// file in use and the store.
+    public var protectedPaths = ProtectedPaths()
     /// What `shell_run` may do (`tools.shell.*`).
     public var shellPolicy = ShellPolicy()
     /// What `web_fetch` may reach (`tools.web.*`).
@@ -93,14 +96,17 @@ public struct TroupeSettings: Sendable {
     ///   - file: `--config`; without it `$TROUPE_CONFIG`, else `troupe.yaml` in `directory` if
     ///     there is one. A file named by `--config` or `$TROUPE_CONFIG` must exist.
     ///   - overrides: `--set KEY=VALUE` arguments, strongest first in precedence.
+    ///   - readingImplicitFile: whether `troupe.yaml` in `directory` is read when no file is named.
     public static func load(
         file: String? = nil,
         overrides: [String] = [],
         environment: [String: String] = ProcessInfo.processInfo.environment,
-        directory: String = FileManager.default.currentDirectoryPath
+        directory: String = FileManager.default.currentDirectoryPath,
+        readingImplicitFile: Bool = true
     ) async throws(TroupeError) -> TroupeSettings {
         let environment = environment.filter { !$0.value.isEmpty }
-        let path = try configurationFile(file, environment: environment, directory: directory)
+        let named = file != nil || environment["TROUPE_CONFIG"] != nil
+        let path = named || readingImplicitFile ? try configurationFile(file, environment: environment, directory: directory) : nil
         let fileValues = try path.map(SettingsFile.values(in:)) ?? [:]
         let flagValues = try SettingOverrides.parse(overrides)
         // An empty file (or one of comments) has no settings, and no mapping for the file provider.
@@ -110,6 +116,18 @@ public struct TroupeSettings: Sendable {
         var settings = try reader.settings()
         settings.file = path
         return settings
+    }
+
+    /// `troupe.yaml` in `directory` when no settings file is named (`file`, `TROUPE_CONFIG`) and
+    /// there is one: the file a command reads without being told to.
+    public static func implicitFile(
+        named file: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        directory: String = FileManager.default.currentDirectoryPath
+    ) -> String? {
+        guard file == nil, (environment["TROUPE_CONFIG"] ?? "").isEmpty else { return nil }
+        let path = (directory as NSString).appendingPathComponent("troupe.yaml")
+        return FileManager.default.fileExists(atPath: path) ? path : nil
     }
 
     private static func configurationFile(

@@ -148,6 +148,7 @@ struct SettingsReader {
         settings.fallbacks = try fallbacks()
         settings.shellPolicy = try shellPolicy()
         settings.webPolicy = try webPolicy()
+        if let patterns = try strings("tools.fs.protectedPaths") { settings.protectedPaths.patterns = patterns }
         settings.toolPolicy = try toolPolicy()
         settings.mcpServers = try mcpServers()
         return settings

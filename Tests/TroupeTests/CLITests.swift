@@ -76,7 +76,10 @@ import TroupeTesting
                     """
                 try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
                 let store = "sqlite:\(directory)/runs.db"
-                let run = try await CLIProcess.run(["run", "Say hello", "--json", "--store", store], directory: directory)
+                // The workspace is elsewhere, so the model of this run could not have written ./troupe.yaml: it is read.
+                try FileManager.default.createDirectory(atPath: directory + "/work", withIntermediateDirectories: true)
+                let run = try await CLIProcess.run(
+                    ["run", "Say hello", "--json", "--store", store, "--workspace", directory + "/work"], directory: directory)
                 #expect(run.status == 0, "output:\n\(run.output)")
                 let report = try JSONValue.parse(run.output)
                 #expect(report["configuration"]?["model"] == "primary-model")

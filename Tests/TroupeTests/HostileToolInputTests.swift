@@ -1,10 +1,12 @@
 import AsyncHTTPClient
 import Foundation
+import Synchronization
 import Testing
 import Troupe
 import TroupeCore
 @testable import TroupeModels
 import TroupeSettings
+import TroupeTesting
 @testable import TroupeTools
 
 /// The tools and settings against the hostile inputs of the tools review (issue 20), one test (or
@@ -12,6 +14,140 @@ import TroupeSettings
 @Suite struct HostileToolInputTests {
     func context(_ workspace: Workspace) -> ToolContext {
         ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
+    }
+
+    // MARK: 1. The model rewriting Troupe's settings (and git's)
+
+    @Test(arguments: [
+        "troupe.yaml", "TROUPE.YAML", "./troupe.yaml", ".git/config", ".git/hooks/pre-commit", "sub/.git/config", ".GIT/config",
+        "vendor/lib/.git", "link-to-git/config",
+    ])
+    func item1_protectedPathsAreNeverWritten(path: String) async throws {
+        try await withTemporaryDirectory { directory in
+            try FileManager.default.createDirectory(atPath: directory + "/.git/hooks", withIntermediateDirectories: true)
+            try "[core]\n".write(toFile: directory + "/.git/config", atomically: true, encoding: .utf8)
+            try "model: {name: mine}\n".write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            try FileManager.default.createSymbolicLink(atPath: directory + "/link-to-git", withDestinationPath: directory + "/.git")
+            let workspace = try Workspace(directory)
+            for tool in FileTools.all(workspace: workspace) where ["fs_write", "fs_append", "fs_patch"].contains(tool.name) {
+                let arguments: JSONValue =
+                    tool.name == "fs_patch"
+                    ? ["path": .string(path), "diff": "@@ -0,0 +1,1 @@\n+evil\n"] : ["path": .string(path), "content": "evil\n"]
+                let output = try await tool.call(arguments, context: context(workspace))
+                #expect(output.isError, "\(tool.name) \(path): \(output.content)")
+                #expect(output.content.contains("may not be written"), "\(tool.name) \(path): \(output.content)")
+            }
+            #expect(try String(contentsOfFile: directory + "/.git/config", encoding: .utf8) == "[core]\n")
+            #expect(try String(contentsOfFile: directory + "/troupe.yaml", encoding: .utf8) == "model: {name: mine}\n")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/.git/hooks/pre-commit"))
+        }
+    }
+
+    @Test func item1_troupeYamlBelowTheRootAndOtherFilesAreWritten() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            let write = WriteFileTool(workspace: workspace)
+            for path in ["notes/troupe.yaml", "git/config", ".gitignore", "my.git"] {
+                let output = try await write.call(["path": .string(path), "content": "x"], context: context(workspace))
+                #expect(!output.isError, "\(path): \(output.content)")
+            }
+        }
+    }
+
+    @Test func item1_theSettingsFileInUseAndTheStoreAreProtectedWhereverTheyAre() async throws {
+        try await withTemporaryDirectory { directory in
+            try FileManager.default.createDirectory(atPath: directory + "/config", withIntermediateDirectories: true)
+            let workspace = try Workspace(directory)
+            let limits = FileToolLimits(
+                protectedPaths: ProtectedPaths(files: [directory + "/config/settings.yaml", directory + "/runs.db"]))
+            let write = WriteFileTool(workspace: workspace, limits: limits)
+            for path in ["config/settings.yaml", "runs.db", "runs.db-wal", "runs.db-shm"] {
+                let output = try await write.call(["path": .string(path), "content": "x"], context: context(workspace))
+                #expect(output.isError && output.content.contains("Troupe's own files"), "\(path): \(output.content)")
+            }
+        }
+    }
+
+    @Test func item1_writesNeverLeaveAnExecutableBit() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            for (index, tool) in FileTools.all(workspace: workspace).enumerated()
+            where ["fs_write", "fs_append", "fs_patch"].contains(tool.name) {
+                let path = directory + "/script\(index).sh"
+                try "#!/bin/sh\necho hi\n".write(toFile: path, atomically: true, encoding: .utf8)
+                chmod(path, 0o755)
+                let arguments: JSONValue =
+                    tool.name == "fs_patch"
+                    ? ["path": .string("script\(index).sh"), "search": "hi", "replace": "pwned"]
+                    : ["path": .string("script\(index).sh"), "content": "#!/bin/sh\necho pwned\n"]
+                let output = try await tool.call(arguments, context: context(workspace))
+                #expect(!output.isError, "\(tool.name): \(output.content)")
+                var status = stat()
+                stat(path, &status)
+                #expect(status.st_mode & 0o111 == 0, "\(tool.name) left mode \(String(status.st_mode & 0o777, radix: 8))")
+            }
+        }
+    }
+
+    /// The implicit `./troupe.yaml` is read only when the run's workspace does not contain it.
+    @Test func item1_anImplicitSettingsFileInsideTheWorkspaceIsNotRead() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
+            try await withTemporaryDirectory { directory in
+                try "model: {baseURL: \"\(mock.baseURL)\"}\nrun: {tools: none}\n".write(
+                    toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+                let store = "sqlite:\(directory)/runs.db"
+                // The workspace is the current directory: the file is not read (and the default endpoint needs a key).
+                let inside = try await CLIProcess.run(
+                    ["run", "Say hi", "--store", store], directory: directory, environment: ["OPENAI_API_KEY": ""])
+                #expect(inside.status != 0)
+                #expect(inside.output.contains("./troupe.yaml is inside the run's workspace"), "\(inside.output)")
+                #expect(mock.requestCount == 0)
+                // Named, it is read.
+                let named = try await CLIProcess.run(["run", "Say hi", "--store", store, "--config", "troupe.yaml"], directory: directory)
+                #expect(named.status == 0, "\(named.output)")
+                // With a workspace elsewhere, the model could not have written it: it is read.
+                try FileManager.default.createDirectory(atPath: directory + "/work", withIntermediateDirectories: true)
+                let elsewhere = try await CLIProcess.run(
+                    ["run", "Say hi", "--store", store, "--workspace", "work"], directory: directory)
+                #expect(elsewhere.status == 0, "\(elsewhere.output)")
+                #expect(!elsewhere.output.contains("is not read"))
+            }
+        }
+    }
+
+    /// The whole CLI: a model that writes the settings, `.git/config` and a hook (one per step)
+    /// changes nothing, and the next run in the directory behaves as the first.
+    @Test func item1_aRunWhoseModelWritesEveryProtectedPathChangesNothing() async throws {
+        let targets = Mutex(["troupe.yaml", ".git/config", ".git/hooks/pre-commit"])
+        let configuration = MockOpenAIServer.Configuration(
+            planSteps: 3, planTools: ["fs_write", "fs_write", "fs_write"],
+            arguments: { tool, _ in
+                guard tool == "fs_write" else { return nil }
+                let path = targets.withLock { $0.isEmpty ? "done.txt" : $0.removeFirst() }
+                return ["path": .string(path), "content": "mcp:\n  servers:\n    evil: {command: sh, args: [-c, 'touch /tmp/pwn']}\n"]
+            })
+        try await MockOpenAIServer.withServer(configuration: configuration) { mock in
+            try await withTemporaryDirectory { directory in
+                let settings = "model: {name: mine, baseURL: \"\(mock.baseURL)\"}\nrun: {tools: fs, maxSteps: 5}\n"
+                try settings.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+                try FileManager.default.createDirectory(atPath: directory + "/.git/hooks", withIntermediateDirectories: true)
+                try "[core]\n".write(toFile: directory + "/.git/config", atomically: true, encoding: .utf8)
+                let arguments = ["run", "Tidy up", "--json", "--store", "sqlite:\(directory)/.runs.db", "--config", "troupe.yaml"]
+                let first = try await CLIProcess.run(arguments, directory: directory)
+                #expect(first.status == 0, "\(first.output)")
+                let report = try JSONValue.parse(first.output)
+                let results = report["steps"]?.arrayValue?.flatMap { $0["toolCalls"]?.arrayValue ?? [] } ?? []
+                #expect(results.count == 3)
+                #expect(results.allSatisfy { $0["isError"] == true }, "\(first.output)")
+                #expect(try String(contentsOfFile: directory + "/troupe.yaml", encoding: .utf8) == settings)
+                #expect(try String(contentsOfFile: directory + "/.git/config", encoding: .utf8) == "[core]\n")
+                #expect(!FileManager.default.fileExists(atPath: directory + "/.git/hooks/pre-commit"))
+
+                let second = try await CLIProcess.run(arguments, directory: directory)
+                #expect(second.status == 0, "\(second.output)")
+                #expect(try JSONValue.parse(second.output)["configuration"]?["model"] == "mine")
+            }
+        }
     }
 
     // MARK: 2. Programs that start programs

@@ -272,7 +272,8 @@ struct MCPTests {
                     """
                 try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
                 let run = try await CLIProcess.run(
-                    ["run", "What time is it in Paris?", "--json", "--store", "sqlite:\(directory)/runs.db"], directory: directory)
+                    ["run", "What time is it in Paris?", "--json", "--store", "sqlite:\(directory)/runs.db", "--config", "troupe.yaml"],
+                    directory: directory)
                 #expect(run.status == 0, "output:\n\(run.output)")
                 let report = try JSONValue.parse(run.output)
                 let output = report["steps"]?.arrayValue?.first?["output"]?.stringValue ?? ""

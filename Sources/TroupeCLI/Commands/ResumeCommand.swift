@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Troupe
+import TroupeSettings
 
 struct ResumeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,7 +44,11 @@ struct ResumeCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            try await global.withRuntime { runtime in
+            let workspace: (TroupeSettings) async throws -> String = { [global, options] settings in
+                let recorded = try await global.withStore(settings: settings) { try await $0.run(id)?.configuration }
+                return try options.applied(to: recorded ?? RunConfiguration()).workspace
+            }
+            try await global.withRuntime(workspace: workspace) { runtime in
                 let store = runtime.store
                 let summary = try await store.requireRun(id)
                 if summary.status.isTerminal {

@@ -28,7 +28,7 @@ struct RunCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
-            try await global.withRuntime { runtime in
+            try await global.withRuntime(workspace: { try options.newRunConfiguration($0).workspace }) { runtime in
                 let configuration = try options.newRunConfiguration(runtime.settings)
                 let store = runtime.store
                 let model = try runtime.model(for: configuration)

@@ -41,6 +41,25 @@ struct GlobalOptions: ParsableArguments {
         try await TroupeSettings.load(file: config, overrides: overrides, environment: environment)
     }
 
+    /// The settings, with an implicit `./troupe.yaml` only if it is outside `workspace` (see
+    /// ``withRuntime(workspace:_:)``).
+    private func settings(workspace: ((TroupeSettings) async throws -> String)?) async throws -> TroupeSettings {
+        guard let workspace, let implicit = TroupeSettings.implicitFile(named: config) else { return try await settings() }
+        let base = try await TroupeSettings.load(file: nil, overrides: overrides, readingImplicitFile: false)
+        if !Self.path(implicit, isInside: try await workspace(base)) { return try await settings() }
+        printError(
+            "note: ./troupe.yaml is inside the run's workspace, where the model can write, so it is not read; to use it, "
+                + "name it: --config troupe.yaml (docs/CONFIGURATION.md)")
+        return base
+    }
+
+    /// Whether `path` is `directory` or inside it, both with symbolic links resolved.
+    static func path(_ path: String, isInside directory: String) -> Bool {
+        let file = Array(URL(fileURLWithPath: path).resolvingSymlinksInPath().path.utf8)
+        let root = Array(URL(fileURLWithPath: directory).resolvingSymlinksInPath().path.utf8)
+        return file == root || root == [0x2F] || file.starts(with: root + [0x2F])
+    }
+
     /// The store URL after the flag, then the settings (environment, file), then the default.
     func storeURL(_ settings: TroupeSettings) -> String {
         if let store, !store.isEmpty { return store }
@@ -52,15 +71,24 @@ struct GlobalOptions: ParsableArguments {
         try await withStore(settings: settings(), body)
     }
 
-    private func withStore<T: Sendable>(settings: TroupeSettings, _ body: (SQLiteRunStore) async throws -> T) async throws -> T {
+    func withStore<T: Sendable>(settings: TroupeSettings, _ body: (SQLiteRunStore) async throws -> T) async throws -> T {
         try await SQLiteRunStore.withStore(
             path: try StoreLocation.sqlitePath(storeURL(settings)), logger: logger(label: "troupe.store"), body)
     }
 
     /// Runs `body` with the store, the settings and an HTTP client for model calls (connecting
     /// within the settings' connect timeout), closing store and client afterwards.
-    func withRuntime<T: Sendable>(_ body: (Runtime) async throws -> T) async throws -> T {
-        let settings = try await settings()
+    ///
+    /// - Parameter workspace: for commands that give a model tools, the run's workspace as the
+    ///   settings *without* an implicit `./troupe.yaml` decide it. Such a file is then read only
+    ///   if it lies outside that workspace: inside it, the model could have written it (a new MCP
+    ///   server `sh -c …`, an endpoint that receives the API key), so only `--config` or
+    ///   `TROUPE_CONFIG` makes it count.
+    func withRuntime<T: Sendable>(
+        workspace: ((TroupeSettings) async throws -> String)? = nil,
+        _ body: (Runtime) async throws -> T
+    ) async throws -> T {
+        let settings = try await settings(workspace: workspace)
         return try await withStore(settings: settings) { store in
             try await OpenAIChatModel.withHTTPClient(timeouts: settings.resilience.timeouts) { client in
                 // MCP servers start when a run asks for their tools, and stop when the command ends.

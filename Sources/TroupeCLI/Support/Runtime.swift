@@ -36,7 +36,7 @@ struct Runtime {
         var tools: [any Tool] = []
         for group in configuration.tools {
             switch group {
-            case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace))
+            case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
             case "shell": tools.append(ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy))
             case "web": tools.append(WebFetchTool(policy: settings.webPolicy))
             case "mcp":
@@ -51,6 +51,16 @@ struct Runtime {
             }
         }
         return try ToolRegistry(tools, policy: settings.toolPolicy)
+    }
+
+    /// The file tools' limits: the settings' protected paths, plus the settings file in use and
+    /// the store's files, wherever they are.
+    var fileLimits: FileToolLimits {
+        var protected = settings.protectedPaths
+        for path in [settings.file, store.path].compactMap({ $0 }) {
+            protected.files.insert(URL(fileURLWithPath: path).resolvingSymlinksInPath().path)
+        }
+        return FileToolLimits(protectedPaths: protected)
     }
 
     func driver(

@@ -17,7 +17,7 @@ public enum FileTools {
     }
 }
 
-/// Size caps of the file tools.
+/// Size caps of the file tools, and the paths they never write.
 public struct FileToolLimits: Sendable, Hashable {
     /// The largest file `fs_read` reads, in bytes.
     public var maxReadBytes: Int
@@ -31,6 +31,8 @@ public struct FileToolLimits: Sendable, Hashable {
     public var maxSearchFiles: Int
     /// How long one `fs_search` may take.
     public var searchTimeBudget: Duration
+    /// What `fs_write`, `fs_append` and `fs_patch` refuse to write.
+    public var protectedPaths: ProtectedPaths
 
     public init(
         maxReadBytes: Int = 1 << 20,
@@ -38,7 +40,8 @@ public struct FileToolLimits: Sendable, Hashable {
         maxListEntries: Int = 1_000,
         maxSearchResults: Int = 200,
         maxSearchFiles: Int = 10_000,
-        searchTimeBudget: Duration = .seconds(10)
+        searchTimeBudget: Duration = .seconds(10),
+        protectedPaths: ProtectedPaths = ProtectedPaths()
     ) {
         self.maxReadBytes = maxReadBytes
         self.maxWriteBytes = maxWriteBytes
@@ -46,5 +49,6 @@ public struct FileToolLimits: Sendable, Hashable {
         self.maxSearchResults = maxSearchResults
         self.maxSearchFiles = maxSearchFiles
         self.searchTimeBudget = searchTimeBudget
+        self.protectedPaths = protectedPaths
     }
 }

@@ -147,7 +147,9 @@ final class JailedFile {
         if exists, (existing.st_mode & S_IFMT) == S_IFDIR {
             throw TroupeError(.invalidInput, "'\(shown == "." ? name : shown + "/" + name)' is a directory.")
         }
-        let mode = exists && (existing.st_mode & S_IFMT) == S_IFREG ? existing.st_mode & 0o777 : defaultMode
+        // The file's permissions are kept, but never an executable bit: a model that overwrites a
+        // script (or a git hook) must not leave something that runs.
+        let mode = (exists && (existing.st_mode & S_IFMT) == S_IFREG ? existing.st_mode & 0o777 : defaultMode) & 0o666
         let temporary = ".\(name.prefix(100)).troupe-\(UUID().uuidString.prefix(8)).tmp"
         let file = openat(descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard file >= 0 else { throw TroupeError(.toolFailed, "Could not write in '\(shown)': \(String(cString: strerror(errno))).") }
@@ -178,6 +180,8 @@ final class JailedFile {
         guard fstat(file, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else {
             throw TroupeError(.invalidInput, "'\(name)' is not a regular file.")
         }
+        // Appending to a script must not leave it executable (see `replace`).
+        if status.st_mode & 0o111 != 0 { fchmod(file, status.st_mode & 0o666) }
         try Self.writeAll(content, to: file, shown: name)
     }
 

@@ -25,6 +25,9 @@ struct WriteTarget {
         let path = try workspace.resolve(requested)
         let content = Data((arguments["content"]?.stringValue ?? "").utf8)
         let shown = workspace.relative(path)
+        if let reason = limits.protectedPaths.refusal(for: path, in: workspace) {
+            return .error("'\(shown)' may not be written: \(reason). Nothing was changed.")
+        }
         guard content.count <= limits.maxWriteBytes else {
             return .error("The content has \(content.count) bytes; \(tool) writes at most \(limits.maxWriteBytes).")
         }
