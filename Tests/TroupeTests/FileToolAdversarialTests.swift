@@ -16,6 +16,7 @@ import Troupe
             try "secret".write(toFile: directory + "/secret.txt", atomically: true, encoding: .utf8)
             try FileManager.default.createDirectory(atPath: directory + "/outside", withIntermediateDirectories: true)
             try "secret".write(toFile: directory + "/outside/file.txt", atomically: true, encoding: .utf8)
+            try "x".write(toFile: directory + "/outside/marker-outside", atomically: true, encoding: .utf8)
             try "inside".write(toFile: directory + "/ws/dir/file.txt", atomically: true, encoding: .utf8)
             try await body(try Workspace(directory + "/ws"), directory)
         }
@@ -43,6 +44,7 @@ import Troupe
             let tools = try ToolRegistry(FileTools.all(workspace: workspace))
             let read = try #require(tools.tool(named: "fs_read"))
             let write = try #require(tools.tool(named: "fs_write"))
+            let list = try #require(tools.tool(named: "fs_list"))
             let flipping = Flipper(link: workspace.root + "/dir", outside: directory + "/outside", parked: directory + "/parked")
             let flipper = Thread { flipping.run() }
             flipper.start()
@@ -52,6 +54,12 @@ import Troupe
                     #expect(output.content != "secret", "read the outside file in round \(round)")
                 }
                 _ = try? await write.call(["path": "dir/new.txt", "content": "x"], context: context(workspace))
+                // Only the outside folder has marker-outside: a listing that shows it went out.
+                for arguments: JSONValue in [["path": "dir"], ["path": ".", "recursive": true]] {
+                    if let output = try? await list.call(arguments, context: context(workspace)), !output.isError {
+                        #expect(!output.content.contains("marker-outside"), "listed the outside folder in round \(round)")
+                    }
+                }
             }
             flipping.stop()
             #expect(!FileManager.default.fileExists(atPath: directory + "/outside/new.txt"), "wrote outside")

@@ -63,6 +63,45 @@ final class JailedFile {
         return try checked(descriptor, path: path, in: workspace)
     }
 
+    /// One entry of a directory, as `lstat` sees it (a symlink is a symlink, never what it points to).
+    struct Entry {
+        var name: String
+        var type: mode_t
+        var size: Int
+    }
+
+    /// The entries of this directory, read from its descriptor (not from its path, which may have
+    /// been changed since it was checked), sorted by name; `.` and `..` left out.
+    func entries() throws(TroupeError) -> [Entry] {
+        let copy = dup(descriptor)
+        guard copy >= 0, let stream = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw TroupeError(.toolFailed, "Could not list '\(shown)': \(String(cString: strerror(errno))).")
+        }
+        defer { closedir(stream) }
+        rewinddir(stream)
+        var entries: [Entry] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+                String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            guard name != ".", name != ".." else { continue }
+            var status = stat()
+            guard fstatat(descriptor, name, &status, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            entries.append(Entry(name: name, type: status.st_mode & S_IFMT, size: Int(status.st_size)))
+        }
+        return entries.sorted { $0.name < $1.name }
+    }
+
+    /// The subdirectory `name` of this directory, opened through this one's descriptor without
+    /// following a symlink, and checked like any other; `nil` if it is not a directory (any more).
+    func subdirectory(_ name: String, in workspace: Workspace) throws(TroupeError) -> JailedFile? {
+        let child = openat(descriptor, name, O_RDONLY | O_CLOEXEC | O_DIRECTORY | O_NOFOLLOW)
+        guard child >= 0 else { return nil }
+        let relative = shown == "." ? name : shown + "/" + name
+        return try Self.checked(child, path: relative, in: workspace)
+    }
+
     /// Creates the folders of `relative` one at a time, each inside the descriptor of its parent
     /// and never through a symlink, so a link swapped in meanwhile cannot make one appear outside.
     private static func makeDirectories(_ relative: String, in workspace: Workspace) throws(TroupeError) {

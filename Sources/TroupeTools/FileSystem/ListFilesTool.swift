@@ -22,37 +22,37 @@ public struct ListFilesTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
-        let path = try workspace.resolve(arguments["path"]?.stringValue ?? ".")
+        let requested = arguments["path"]?.stringValue ?? "."
         let recursive = arguments["recursive"]?.boolValue ?? false
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            return .error("'\(workspace.relative(path))' is not a directory.")
+        // Listed from the opened (and checked) descriptor, subfolders through their parent's: a
+        // folder swapped for a symlink after the check cannot lead the listing out.
+        let opened: Result<JailedFile?, TroupeError> = Result { () throws(TroupeError) in
+            try JailedFile.directory(requested, in: workspace, create: false)
         }
+        if case .failure(let error) = opened, error.code != .invalidInput { throw error }
+        guard case .success(let found) = opened, let start = found else { return .error("'\(requested)' is not a directory.") }
         var lines: [String] = []
         var truncated = false
-        func visit(_ directory: String, prefix: String) throws {
-            let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
-            for name in names {
+        func visit(_ directory: JailedFile, prefix: String) throws {
+            for entry in try directory.entries() {
                 guard lines.count < limits.maxListEntries else {
                     truncated = true
                     return
                 }
-                let full = directory + "/" + name
-                let attributes = try? FileManager.default.attributesOfItem(atPath: full)
-                let type = attributes?[.type] as? FileAttributeType
-                switch type {
-                case .typeDirectory?:
-                    lines.append("\(prefix)\(name)/")
-                    if recursive { try visit(full, prefix: prefix + name + "/") }
-                case .typeSymbolicLink?:
-                    lines.append("\(prefix)\(name) -> (symlink)")
+                switch entry.type {
+                case S_IFDIR:
+                    lines.append("\(prefix)\(entry.name)/")
+                    if recursive, let child = try directory.subdirectory(entry.name, in: workspace) {
+                        try visit(child, prefix: prefix + entry.name + "/")
+                    }
+                case S_IFLNK:
+                    lines.append("\(prefix)\(entry.name) -> (symlink)")
                 default:
-                    let size = (attributes?[.size] as? NSNumber)?.intValue ?? 0
-                    lines.append("\(prefix)\(name) (\(size) bytes)")
+                    lines.append("\(prefix)\(entry.name) (\(entry.size) bytes)")
                 }
             }
         }
-        try visit(path, prefix: "")
+        try visit(start, prefix: "")
         if lines.isEmpty { return ToolOutput("(empty directory)") }
         if truncated { lines.append("…(stopped at \(limits.maxListEntries) entries)") }
         return ToolOutput(lines.joined(separator: "\n"))
