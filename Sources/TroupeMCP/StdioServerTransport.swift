@@ -26,7 +26,10 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     private let workingDirectory: String?
 
     private let messages: AsyncThrowingStream<Data, any Error>
-    private let continuation: AsyncThrowingStream<Data, any Error>.Continuation
+    /// The server's messages not yet taken by the client: bounded, so that a server that writes
+    /// faster than the client reads is made to wait (its stdout is not read meanwhile, its pipe
+    /// fills, and its writes block) instead of filling Troupe's memory.
+    private let queue = BoundedMessageQueue(limit: StdioServerTransport.maxQueuedBytes)
     private var writer: StandardInputWriter?
     private var runTask: Task<Void, Never>?
     private var launch: CheckedContinuation<Void, any Error>?
@@ -40,6 +43,8 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
 
     /// The longest message (one line) accepted from the server.
     static let maxMessageBytes = 32 << 20
+    /// The most bytes of messages held for the client before the server is made to wait.
+    static let maxQueuedBytes = 64 << 20
     static let stderrTailBytes = 4096
 
     init(
@@ -56,7 +61,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.logger = logger
-        (messages, continuation) = AsyncThrowingStream.makeStream()
+        messages = AsyncThrowingStream(unfolding: { [queue] in await queue.next() })
     }
 
     /// Starts the process; returns once it runs (or throws why it could not start).
@@ -106,7 +111,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     private func finish() {
         finished = true
         writer = nil
-        continuation.finish()
+        queue.finish()
         for waiter in endWaiters { waiter.resume(returning: endReason ?? "it exited") }
         endWaiters = []
     }
@@ -122,7 +127,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
             if let key = Environment.Key(rawValue: name) { variables[key] = value }
         }
         let executable: Executable = command.contains("/") ? .path(FilePath(command)) : .name(command)
-        let continuation = continuation
+        let queue = queue
         let logger = logger
         var status = "it exited"
         var stderrTail = ""
@@ -133,7 +138,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
                 output: .sequence, error: .sequence
             ) { execution in
                 self.started(execution.processIdentifier.value, writer: execution.standardInputWriter)
-                return try await Self.pump(execution, into: continuation, logger: logger)
+                return try await Self.pump(execution, into: queue, logger: logger)
             }
             stderrTail = result.closureResult
             switch result.terminationStatus {
@@ -185,7 +190,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     /// the stderr tail.
     private static func pump(
         _ execution: Execution<CustomWriteInput, SequenceOutput, SequenceOutput>,
-        into continuation: AsyncThrowingStream<Data, any Error>.Continuation,
+        into queue: BoundedMessageQueue,
         logger: Logger
     ) async throws -> String {
         try await withThrowingTaskGroup(of: String?.self) { tasks in
@@ -200,7 +205,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
                     while let newline = pending[searchFrom...].firstIndex(of: UInt8(ascii: "\n")) {
                         let line = pending[start..<newline]
                         if line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) {
-                            continuation.yield(Data(line))
+                            await queue.send(Data(line))
                         }
                         start = newline + 1
                         searchFrom = start

@@ -281,7 +281,8 @@ struct MCPTests {
                 #expect(MCPFixtures.processes(withVariable: "TROUPE_TEST_TAG=\(tag)").isEmpty, "the server stopped with the command")
 
                 let unknown = try await CLIProcess.run(
-                    ["run", "x", "--tools", "mcp:nope", "--store", "sqlite:\(directory)/runs.db"], directory: directory)
+                    ["run", "x", "--tools", "mcp:nope", "--store", "sqlite:\(directory)/runs.db", "--config", "troupe.yaml"],
+                    directory: directory)
                 #expect(unknown.status == 6 && unknown.output.contains("There is no MCP server named 'nope' (configured: time)"))
             }
         }
