@@ -26,6 +26,9 @@ public struct TroupeError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let malformedModelResponse = Code(rawValue: "malformedModelResponse")
         /// The provider's content filter stopped the answer.
         public static let contentFiltered = Code(rawValue: "contentFiltered")
+        /// The model declined to answer (OpenAI's `refusal`); the message carries its words.
+        /// Asking again the same way gets the same answer: not retried, not repaired.
+        public static let modelRefused = Code(rawValue: "modelRefused")
         /// The model API refused the request or failed (HTTP status in `details`).
         public static let modelAPI = Code(rawValue: "modelAPI")
         /// The model API rejected the credentials.

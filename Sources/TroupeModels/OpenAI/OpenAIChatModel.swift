@@ -159,6 +159,9 @@ public struct OpenAIChatModel: ChatModel {
                 details: details(["body": Self.preview(body)])
             )
         }
+        if let error = decoded.error, decoded.choices?.first?.message == nil {
+            throw apiError(status: nil, body: error, retryAfter: nil)
+        }
         guard let choice = decoded.choices?.first, let message = choice.message else {
             throw TroupeError(
                 .malformedModelResponse,
@@ -168,6 +171,9 @@ public struct OpenAIChatModel: ChatModel {
         }
         let toolCalls = (message.tool_calls ?? []).enumerated().map { offset, call in
             ToolCall(id: call.id ?? "call_\(offset)", name: call.function.name ?? "", arguments: call.function.arguments ?? "")
+        }
+        if let refusal = message.refusal, !refusal.isEmpty, (message.content ?? "").isEmpty, toolCalls.isEmpty {
+            throw refused(refusal)
         }
         return ChatResponse(
             message: .assistant(message.content, toolCalls: toolCalls),
@@ -203,9 +209,33 @@ public struct OpenAIChatModel: ChatModel {
 
     private func streamAnswer(_ request: ChatRequest, timer: CallTimer, yield: (ChatStreamEvent) -> Void) async throws {
         let response = try await send(request, stream: true, timer: timer)
+        if let type = response.headers.first(name: "content-type")?.lowercased(), type.contains("json"), !type.contains("event-stream") {
+            // A server that answers a streamed request with one JSON document (an error, or the
+            // whole completion): read it as such rather than as a stream that never began.
+            var body = ByteBuffer()
+            do {
+                for try await chunk in response.body {
+                    timer.received()
+                    guard body.readableBytes + chunk.readableBytes <= configuration.maxResponseBytes else {
+                        throw TroupeError(
+                            .malformedModelResponse, "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
+                            details: details())
+                    }
+                    body.writeImmutableBuffer(chunk)
+                }
+            } catch {
+                throw transportError(error, "reading the answer")
+            }
+            var answer = try answer(in: body)
+            answer.rateLimit = RateLimitStatus { response.headers.first(name: $0) }
+            if let content = answer.message.content, !content.isEmpty { yield(.textDelta(content)) }
+            yield(.completed(answer))
+            return
+        }
         var parser = SSEParser()
         var assembler = ToolCallAssembler()
         var text = ""
+        var refusal = ""
         var finish: FinishReason?
         var usage = Usage.zero
         var model = configuration.model
@@ -237,6 +267,7 @@ public struct OpenAIChatModel: ChatModel {
                     text += content
                     yield(.textDelta(content))
                 }
+                if let words = choice.delta?.refusal { refusal += words }
                 for delta in choice.delta?.tool_calls ?? [] {
                     let index = assembler.add(
                         index: delta.index,
@@ -280,6 +311,7 @@ public struct OpenAIChatModel: ChatModel {
             )
         }
         let calls = assembler.toolCalls()
+        if !refusal.isEmpty, text.isEmpty, calls.isEmpty { throw refused(refusal) }
         yield(
             .completed(
                 ChatResponse(
@@ -344,6 +376,17 @@ public struct OpenAIChatModel: ChatModel {
         return response
     }
 
+    /// The model's refusal (OpenAI's `refusal` field), with its words.
+    private func refused(_ words: String) -> TroupeError {
+        TroupeError(
+            .modelRefused,
+            "The model at \(endpoint) declined to answer: \(words.clipped(to: 2_000))",
+            details: details(["refusal": words.clipped(to: 2_000)]))
+    }
+
+    /// The error a server reported — by its HTTP status, or, for an error sent inside a success
+    /// (a 200 body, a stream chunk), by the status its `code` names or the kind its `code` and
+    /// `type` say (`context_length_exceeded` is the request's fault, not the server's).
     private func apiError(status: Int?, body: OpenAIWire.ErrorBody, retryAfter: String?) -> TroupeError {
         let message = body.message.flatMap { $0.isEmpty ? nil : $0 } ?? "no error message"
         var details = details()
@@ -351,8 +394,8 @@ public struct OpenAIChatModel: ChatModel {
         if let type = body.type { details["type"] = type }
         if let code = body.code, !code.isEmpty { details["code"] = code }
         if let retryAfter { details["retryAfter"] = retryAfter }
-        let statusText = status.map { "HTTP \($0)" } ?? "an error in the stream"
-        switch status {
+        let statusText = status.map { "HTTP \($0)" } ?? "an error in the answer"
+        switch status ?? Self.impliedStatus(of: body) {
         case 401, 403:
             return TroupeError(
                 .authentication,
@@ -367,6 +410,19 @@ public struct OpenAIChatModel: ChatModel {
         default:
             return TroupeError(.modelAPI, "The model API at \(endpoint) failed (\(statusText)): \(message)", details: details)
         }
+    }
+
+    /// The HTTP status an error body sent without one stands for, if it says.
+    private static func impliedStatus(of body: OpenAIWire.ErrorBody) -> Int? {
+        if let code = body.code, let number = Int(code), (400..<600).contains(number) { return number }
+        let words = [body.code, body.type].compactMap { $0?.lowercased() }
+        if words.contains(where: { $0.contains("rate_limit") || $0 == "insufficient_quota" }) { return 429 }
+        if words.contains(where: { $0.contains("invalid_api_key") || $0.contains("authentication") || $0.contains("permission") }) {
+            return 401
+        }
+        let refusedRequest = ["context_length_exceeded", "invalid_request_error", "invalid_request", "bad_request", "not_found_error"]
+        if words.contains(where: refusedRequest.contains) { return 400 }
+        return nil
     }
 
     private func transportError(_ error: any Error, _ activity: String) -> TroupeError {

@@ -8,10 +8,12 @@ package enum OpenAIWire {
 
     package struct Message {
         var content: String?
+        var refusal: String?
         var tool_calls: [ToolCallWire]?
 
         init(_ json: JSONFields) throws(TroupeError) {
             content = try json.string("content")
+            refusal = try json.string("refusal")
             tool_calls = try json.objects("tool_calls")?.map { (call) throws(TroupeError) in try ToolCallWire(call) }
         }
     }
@@ -34,7 +36,12 @@ package enum OpenAIWire {
 
         init(_ json: JSONFields) throws(TroupeError) {
             name = try json.string("name")
-            arguments = try json.string("arguments")
+            // Some servers (llama.cpp builds, TGI) send the arguments as a JSON object, not as
+            // the JSON text of one: written out, they are the same call.
+            switch json.members["arguments"] {
+            case let value? where value.objectValue != nil || value.arrayValue != nil: arguments = value.jsonString
+            default: arguments = try json.string("arguments")
+            }
         }
     }
 
@@ -42,12 +49,15 @@ package enum OpenAIWire {
         var model: String?
         var choices: [Choice]?
         var usage: UsageWire?
+        /// An error sent with a success status (`200 {"error": {…}}`), as some gateways do.
+        var error: ErrorBody?
 
         package init(_ json: JSONValue) throws(TroupeError) {
             let fields = try JSONFields(json)
             model = try fields.string("model")
             choices = try fields.objects("choices")?.map { (choice) throws(TroupeError) in try Choice(choice) }
             usage = try fields.object("usage").map { (usage) throws(TroupeError) in try UsageWire(usage) }
+            error = try fields.object("error").map { (error) throws(TroupeError) in try ErrorBody(error) }
         }
     }
 
@@ -100,10 +110,12 @@ package enum OpenAIWire {
 
     package struct Delta {
         var content: String?
+        var refusal: String?
         var tool_calls: [ToolCallDelta]?
 
         init(_ json: JSONFields) throws(TroupeError) {
             content = try json.string("content")
+            refusal = try json.string("refusal")
             tool_calls = try json.objects("tool_calls")?.map { (call) throws(TroupeError) in try ToolCallDelta(call) }
         }
     }

@@ -96,6 +96,13 @@ public struct CircuitBreaker: Sendable, Hashable {
         }
     }
 
+    /// Forgets a permitted call that ended without an outcome (it was cancelled: a step's time
+    /// limit, a cancelled run). A half-open probe's slot is freed for another probe; nothing is
+    /// learned about the server either way.
+    public mutating func abandon() {
+        if state == .halfOpen { probing = max(0, probing - 1) }
+    }
+
     private mutating func open(at now: Double) {
         state = .open
         openedAt = now
@@ -192,9 +199,14 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
         }
     }
 
-    /// Counts a failed call against the model if it says the server is unwell.
+    /// Counts a failed call against the model if it says the server is unwell. A cancelled call
+    /// says nothing about the server: it is neither a success nor a failure.
     private func settle(after error: any Error) {
         let failure = TroupeError.wrap(error, as: .modelAPI)
+        if failure.code == .cancelled {
+            breaker.withLock { $0.abandon() }
+            return
+        }
         if failure.isRetryable { lastFailure.withLock { $0 = failure.message } }
         settle(failed: failure.isRetryable)
     }

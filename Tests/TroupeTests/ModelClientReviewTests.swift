@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+import Troupe
+@testable import TroupeAgents
+import TroupeTesting
+
+/// The model client against what real OpenAI-compatible servers send (issue 21), one test (or
+/// more) per item, each named after it and after the server behaviour it plays.
+@Suite struct ModelClientReviewTests {
+    static let request = ChatRequest(messages: [.user("What is the weather and the time?")])
+
+    static func sse(_ chunks: [String]) -> MockOpenAIServer.Reply {
+        .http(status: 200, headers: ["content-type": "text/event-stream"], body: chunks.map { "data: \($0)\r\n\r\n" }.joined())
+    }
+
+    static func json(_ body: String, status: Int = 200) -> MockOpenAIServer.Reply {
+        .http(status: status, headers: ["content-type": "application/json"], body: body)
+    }
+
+    private func model(_ mock: MockOpenAIServer) throws -> OpenAIChatModel {
+        try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+    }
+
+    private func error(of body: () async throws -> ChatResponse) async -> TroupeError? {
+        do {
+            _ = try await body()
+            return nil
+        } catch {
+            return TroupeError.wrap(error)
+        }
+    }
+
+    // MARK: 2. Parallel tool calls merged into one
+
+    /// Ollama, LiteLLM's Responses bridge and Gemini adapters stream each parallel call with
+    /// `index: 0` and its own id.
+    @Test func item2_parallelCallsStreamedWithIndexZeroStayApart() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.sse([
+                    #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_w","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":\"Paris\"}"}}]}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_t","type":"function","function":{"name":"get_time","arguments":""}}]}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"tz\":\"UTC\"}"}}]}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+                    "[DONE]",
+                ]))
+            let response = try await model(mock).collect(Self.request)
+            #expect(
+                response.message.toolCalls == [
+                    ToolCall(id: "call_w", name: "get_weather", arguments: #"{"city":"Paris"}"#),
+                    ToolCall(id: "call_t", name: "get_time", arguments: #"{"tz":"UTC"}"#),
+                ])
+        }
+    }
+
+    // MARK: 3. Arguments sent as a JSON object
+
+    /// Some llama.cpp server builds and TGI send `arguments` as an object.
+    @Test func item3_argumentsSentAsAnObjectAreTakenAsTheirText() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":{"city":"Paris","days":2}}}]}}]}"#
+                ))
+            let response = try await model(mock).complete(Self.request)
+            let call = try #require(response.message.toolCalls.first)
+            #expect(call.name == "get_weather")
+            #expect(try JSONValue.parse(call.arguments) == ["city": "Paris", "days": 2])
+        }
+    }
+
+    // MARK: 5. A cancelled call is no evidence for the circuit breaker
+
+    @Test func item5_aCancelledProbeFreesItsSlotWithoutClosingTheBreaker() {
+        var breaker = CircuitBreaker(policy: .init(consecutiveFailures: 1, coolDownSeconds: 10))
+        let first = breaker.permit(at: 0)
+        #expect(first)
+        breaker.record(failed: true, at: 0)
+        #expect(breaker.state == .open)
+        let probe = breaker.permit(at: 11)
+        let second = breaker.permit(at: 11)
+        #expect(probe && !second, "one probe at a time")
+        breaker.abandon()  // the probe was cancelled (a step's time limit)
+        #expect(breaker.state == .halfOpen, "a cancelled probe proves nothing: still half-open")
+        let next = breaker.permit(at: 12)
+        #expect(next, "its slot is free for the next probe")
+    }
+
+    @Test func item5_aCancelledCallDoesNotResetTheFailureCount() async throws {
+        let scripted = ScriptedModel([
+            .failure(TroupeError(.modelAPI, "HTTP 503")),
+            .failure(TroupeError(.cancelled, "The model call was cancelled.")),
+            .failure(TroupeError(.modelAPI, "HTTP 503")),
+        ])
+        let model = CircuitBreakerModel(scripted, name: "m", policy: .init(consecutiveFailures: 2))
+        for _ in 0..<3 { _ = try? await model.complete(Self.request) }
+        #expect(model.state == .open, "503, cancelled, 503: two failures in a row, the cancellation in between is no success")
+    }
+
+    // MARK: 6. refusal
+
+    @Test func item6_aRefusalIsReadAndNamedNotRepaired() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":null,"refusal":"I can't help with that."}}]}"#
+                ))
+            let error = await error { try await model(mock).complete(Self.request) }
+            #expect(error?.code == .modelRefused)
+            #expect(error?.message.contains("I can't help with that.") == true)
+            let refusal = try #require(error)
+            #expect(!RunStateMachine.isRetryable(refusal))
+        }
+    }
+
+    @Test func item6_aStreamedRefusalIsReadToo() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.sse([
+                    #"{"choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":"I can't "}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{"refusal":"help with that."}}]}"#,
+                    #"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+                    "[DONE]",
+                ]))
+            let error = await error { try await model(mock).collect(Self.request) }
+            #expect(error?.code == .modelRefused)
+            #expect(error?.message.contains("I can't help with that.") == true)
+        }
+    }
+
+    /// A planner that refuses fails the run at once, with the model's words, instead of being
+    /// asked to repair an "empty" answer until it gives up.
+    @Test func item6_aRefusingPlannerFailsTheRunAtOnceWithItsWords() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":null,"refusal":"I won't plan that."}}]}"#
+                ))
+            let driver = try makeDriver(store: InMemoryRunStore(), model: model(mock), tools: [])
+            let final = try await driver.run(goal: "Something", configuration: RunConfiguration(model: "m"))
+            #expect(final.status == .failed)
+            #expect(final.error?.message.contains("I won't plan that.") == true)
+            #expect(mock.requestCount == 1)
+        }
+    }
+
+    // MARK: 7. Errors inside a 200
+
+    @Test(arguments: [
+        (#"{"error":{"message":"Rate limit reached","code":429}}"#, TroupeError.Code.rateLimited),
+        (#"{"error":{"message":"too long","code":"context_length_exceeded","type":"invalid_request_error"}}"#, .invalidInput),
+        (#"{"error":{"message":"upstream failed","code":502}}"#, .modelAPI),
+    ])
+    func item7_anErrorInsideA200IsTheErrorItNames(body: String, code: TroupeError.Code) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(Self.json(body))
+            let error = await error { try await model(mock).complete(Self.request) }
+            #expect(error?.code == code, "\(error?.message ?? "")")
+            #expect(error?.message.contains("no choices") == false)
+        }
+    }
+
+    /// A streamed request answered with one JSON document: its error (or its completion) is read.
+    @Test func item7_aStreamedRequestAnsweredWithPlainJSONIsRead() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(#"{"error":{"message":"This model does not exist","code":"model_not_found","type":"invalid_request_error"}}"#))
+            let error = await error { try await model(mock).collect(Self.request) }
+            #expect(error?.code == .invalidInput)
+            #expect(error?.message.contains("This model does not exist") == true)
+
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"Hello."}}]}"#
+                ))
+            let answer = try await model(mock).collect(Self.request)
+            #expect(answer.message.content == "Hello.")
+        }
+    }
+
+    /// An error chunk inside a stream that says the request is at fault is not retried.
+    @Test func item7_anErrorChunkSayingTheRequestIsWrongIsNotRetryable() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.sse([
+                    #"{"error":{"message":"maximum context length exceeded","code":"context_length_exceeded","type":"invalid_request_error"}}"#
+                ])
+            )
+            let error = await error { try await model(mock).collect(Self.request) }
+            #expect(error?.code == .invalidInput)
+            #expect(error?.isRetryable == false)
+        }
+    }
+}
