@@ -29,9 +29,11 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
+        // Two C functions: prctl is variadic, and posix_spawn's closefrom needs _GNU_SOURCE.
+        .target(name: "CTroupeSystem"),
         .target(
             name: "TroupeCore",
-            dependencies: [.product(name: "Logging", package: "swift-log")],
+            dependencies: ["CTroupeSystem", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -122,6 +124,7 @@ let package = Package(
                 "Troupe",
                 "TroupeTesting",
                 "TroupeSettings",
+                "CTroupeSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

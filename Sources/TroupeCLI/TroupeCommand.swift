@@ -1,7 +1,15 @@
 import ArgumentParser
+import CTroupeSystem
 
 @main
 struct TroupeCommand: AsyncParsableCommand {
+    /// Before anything reads a secret: programs that tools start run as this user, and must not
+    /// read this process's environment (`/proc/PID/environ`) or memory.
+    static func main() async {
+        _ = troupe_disable_dumping()
+        await Self.main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "troupe",
         abstract: "Plan-and-execute LLM agents that do not lose work.",

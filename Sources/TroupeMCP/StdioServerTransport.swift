@@ -89,11 +89,17 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
 
     nonisolated func receive() -> AsyncThrowingStream<Data, any Error> { messages }
 
+    /// The bytes of messages waiting for the client.
+    var queuedBytes: Int { queue.heldBytes }
+
     /// Stops the server as MCP's stdio transport asks: stdin closed, then SIGTERM to its group
     /// after a moment, then SIGKILL.
     func disconnect() async {
         guard let runTask else { return }
         if endReason == nil { endReason = "it was stopped" }
+        // No one reads the messages any more: a server blocked on a full queue is let go (its
+        // output is drained and dropped until it exits).
+        queue.finish()
         try? await writer?.finish()
         if await finishes(within: .seconds(2)) { return }
         if processID > 0 { kill(-processID, SIGTERM) }

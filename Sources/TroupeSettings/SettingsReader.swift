@@ -148,7 +148,17 @@ struct SettingsReader {
         settings.fallbacks = try fallbacks()
         settings.shellPolicy = try shellPolicy()
         settings.webPolicy = try webPolicy()
-        if let patterns = try strings("tools.fs.protectedPaths") { settings.protectedPaths.patterns = patterns }
+        if let patterns = try strings("tools.fs.protectedPaths") {
+            for pattern in patterns {
+                if let problem = ProtectedPaths.problem(with: pattern) {
+                    throw TroupeError(
+                        .configuration,
+                        "Setting tools.fs.protectedPaths from \(source(of: "tools.fs.protectedPaths") ?? "the defaults"): \(problem).")
+                }
+            }
+            // Added to the defaults, never instead of them.
+            settings.protectedPaths.patterns += patterns.filter { !settings.protectedPaths.patterns.contains($0) }
+        }
         settings.toolPolicy = try toolPolicy()
         settings.mcpServers = try mcpServers()
         return settings

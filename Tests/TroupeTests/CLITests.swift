@@ -5,6 +5,34 @@ import TroupeTesting
 
 /// The CLI's public contract: JSON fields, exit codes, and the offline demo.
 @Suite struct CLITests {
+    /// The demo as a user without privileges (when the tests run as root, as `nobody`): the mock
+    /// server once set TCP_NODELAY at the socket level, which is SO_DEBUG there — allowed to root
+    /// only — and closed every connection for everyone else.
+    @Test func theDemoRunsForAnUnprivilegedUser() async throws {
+        try await withTemporaryDirectory { directory in
+            chmod(directory, 0o777)
+            let process = Process()
+            if getuid() == 0 {
+                guard FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+                process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", try troupeExecutable()]
+            } else {
+                process.executableURL = URL(fileURLWithPath: try troupeExecutable())
+                process.arguments = []
+            }
+            process.arguments! += ["demo", "--store", "sqlite:\(directory)/runs.db"]
+            process.currentDirectoryURL = URL(fileURLWithPath: directory)
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            let text = String(decoding: try output.fileHandleForReading.readToEnd() ?? Data(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "\(text)")
+            #expect(text.components(separatedBy: "✓").count == 4, "three steps done:\n\(text)")
+        }
+    }
+
     @Test func demoRunsOfflineAndShowPrintsTheRun() async throws {
         try await withTemporaryDirectory { directory in
             let store = "sqlite:\(directory)/runs.db"

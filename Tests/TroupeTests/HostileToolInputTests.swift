@@ -20,7 +20,8 @@ import TroupeTesting
 
     @Test(arguments: [
         "troupe.yaml", "TROUPE.YAML", "./troupe.yaml", ".git/config", ".git/hooks/pre-commit", "sub/.git/config", ".GIT/config",
-        "vendor/lib/.git", "link-to-git/config",
+        "vendor/lib/.git", "link-to-git/config", "notes/troupe.yaml", ".husky/pre-commit", ".githooks/pre-push", ".envrc",
+        "web/.pre-commit-config.yaml",
     ])
     func item1_protectedPathsAreNeverWritten(path: String) async throws {
         try await withTemporaryDirectory { directory in
@@ -43,11 +44,11 @@ import TroupeTesting
         }
     }
 
-    @Test func item1_troupeYamlBelowTheRootAndOtherFilesAreWritten() async throws {
+    @Test func item1_otherFilesAreWritten() async throws {
         try await withTemporaryDirectory { directory in
             let workspace = try Workspace(directory)
             let write = WriteFileTool(workspace: workspace)
-            for path in ["notes/troupe.yaml", "git/config", ".gitignore", "my.git"] {
+            for path in ["notes/troupe.yml", "git/config", ".gitignore", "my.git", "husky.txt"] {
                 let output = try await write.call(["path": .string(path), "content": "x"], context: context(workspace))
                 #expect(!output.isError, "\(path): \(output.content)")
             }
@@ -61,9 +62,32 @@ import TroupeTesting
             let limits = FileToolLimits(
                 protectedPaths: ProtectedPaths(files: [directory + "/config/settings.yaml", directory + "/runs.db"]))
             let write = WriteFileTool(workspace: workspace, limits: limits)
-            for path in ["config/settings.yaml", "runs.db", "runs.db-wal", "runs.db-shm"] {
+            try "model: {name: mine}\n".write(toFile: directory + "/config/settings.yaml", atomically: true, encoding: .utf8)
+            // Another name for the same file: a hard link made earlier (by a shell command, say).
+            #expect(link(directory + "/config/settings.yaml", directory + "/innocent.txt") == 0)
+            for path in [
+                "config/settings.yaml", "config/SETTINGS.yaml", "runs.db", "runs.db-wal", "runs.db-shm", "runs.db-journal", "innocent.txt",
+            ] {
                 let output = try await write.call(["path": .string(path), "content": "x"], context: context(workspace))
                 #expect(output.isError && output.content.contains("Troupe's own files"), "\(path): \(output.content)")
+            }
+            let append = AppendFileTool(workspace: workspace, limits: limits)
+            let appended = try await append.call(["path": "innocent.txt", "content": "evil"], context: context(workspace))
+            #expect(appended.isError)
+            #expect(try String(contentsOfFile: directory + "/config/settings.yaml", encoding: .utf8) == "model: {name: mine}\n")
+        }
+    }
+
+    @Test func item1_protectedPathsAreAddedToTheDefaultsAndChecked() async throws {
+        try await withTemporaryDirectory { directory in
+            let added = try await TroupeSettings.load(
+                overrides: ["tools.fs.protectedPaths=.env, **/secrets"], environment: [:], directory: directory)
+            #expect(added.protectedPaths.patterns == ProtectedPaths.defaultPatterns + [".env", "**/secrets"])
+            for bad in ["*.pem", "/etc/passwd", "../up", "a/./b", "**/"] {
+                await #expect(throws: TroupeError.self, "\(bad)") {
+                    _ = try await TroupeSettings.load(
+                        overrides: ["tools.fs.protectedPaths=\(bad)"], environment: [:], directory: directory)
+                }
             }
         }
     }
@@ -90,17 +114,17 @@ import TroupeTesting
     }
 
     /// The implicit `./troupe.yaml` is read only when the run's workspace does not contain it.
-    @Test func item1_anImplicitSettingsFileInsideTheWorkspaceIsNotRead() async throws {
+    @Test func item1_anImplicitSettingsFileInsideTheWorkspaceIsNotReadByItself() async throws {
         try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
             try await withTemporaryDirectory { directory in
                 try "model: {baseURL: \"\(mock.baseURL)\"}\nrun: {tools: none}\n".write(
                     toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
                 let store = "sqlite:\(directory)/runs.db"
-                // The workspace is the current directory: the file is not read (and the default endpoint needs a key).
-                let inside = try await CLIProcess.run(
-                    ["run", "Say hi", "--store", store], directory: directory, environment: ["OPENAI_API_KEY": ""])
-                #expect(inside.status != 0)
+                // The workspace is the current directory: the model could have written the file, so the run stops.
+                let inside = try await CLIProcess.run(["run", "Say hi", "--store", store], directory: directory)
+                #expect(inside.status == 6)
                 #expect(inside.output.contains("./troupe.yaml is inside the run's workspace"), "\(inside.output)")
+                #expect(inside.output.contains("--config troupe.yaml"))
                 #expect(mock.requestCount == 0)
                 // Named, it is read.
                 let named = try await CLIProcess.run(["run", "Say hi", "--store", store, "--config", "troupe.yaml"], directory: directory)
@@ -153,8 +177,11 @@ import TroupeTesting
     // MARK: 2. Programs that start programs
 
     /// GNU `sort --compress-program=sh` runs the lines of a file the model wrote; `env` starts any
-    /// program; `uniq IN OUT` writes OUT. None is allowed by default.
-    @Test(arguments: [["sort", "--compress-program=sh", "-S", "1", "lines.txt"], ["env", "touch", "/tmp/pwn"], ["uniq", "a", "b"]])
+    /// program; `uniq IN OUT` writes OUT; `date MMDDhhmm` sets the clock. None is allowed by default.
+    @Test(arguments: [
+        ["sort", "--compress-program=sh", "-S", "1", "lines.txt"], ["env", "touch", "/tmp/pwn"], ["uniq", "a", "b"],
+        ["date", "0101000030"],
+    ])
     func item2_programsThatStartProgramsOrWriteAreNotAllowedByDefault(command: [String]) async throws {
         try await withTemporaryDirectory { directory in
             let workspace = try Workspace(directory)
@@ -167,8 +194,8 @@ import TroupeTesting
 
     @Test(arguments: [
         ["find", ".", "-exec", "touch", "/tmp/pwn", ";"], ["find", ".", "-delete"], ["find", ".", "-fprintf", "troupe.yaml", "x"],
-        ["date", "-s", "2000-01-01"], ["date", "-us", "2000-01-01"], ["date", "--set=2000-01-01"], ["date", "--se", "2000-01-01"],
-        ["file", "-C", "-m", "magic"], ["file", "-z", "a.gz"],
+        ["find", "--", ".", "-exec", "sh", "-c", "id", ";"], ["find", "-L", "--", ".", "-delete"],
+        ["file", "-C", "-m", "magic"], ["file", "-z", "a.gz"], ["file", "-F", "--", "-C", "-m", "x"], ["file", "-bC", "-m", "x"],
         ["sort", "--compress-prog=sh", "x"], ["sort", "-o", "troupe.yaml", "x"], ["sort", "-ro", "troupe.yaml", "x"],
     ])
     func item2_optionsThatStartProgramsOrWriteAreRefused(command: [String]) async throws {
@@ -185,7 +212,7 @@ import TroupeTesting
     }
 
     @Test(arguments: [
-        ["date", "-u", "+%s"], ["find", ".", "-name", "*.txt", "-print"], ["file", "-b", "a.txt"], ["grep", "-r", "x", "."],
+        ["ls", "-la"], ["find", ".", "-name", "*.txt", "-print"], ["file", "-b", "a.txt"], ["grep", "-r", "x", "."],
     ])
     func item2_ordinaryUsesStillRun(command: [String]) async throws {
         try await withTemporaryDirectory { directory in
@@ -389,6 +416,27 @@ import TroupeTesting
             #expect(!workspace.contains(decomposed + "/a"))
             #expect(workspace.relative(decomposed + "/a") == decomposed + "/a")
         }
+    }
+
+    /// A path of many folders (one fs_write makes it) does not make a recursive listing hold a
+    /// descriptor per level without bound.
+    @Test func item7_aRecursiveListingStopsAtItsDepth() async throws {
+        try await withTemporaryDirectory { directory in
+            let deep = (0..<(ListFilesTool.maxDepth + 8)).map { _ in "a" }.joined(separator: "/")
+            try FileManager.default.createDirectory(atPath: directory + "/" + deep, withIntermediateDirectories: true)
+            let workspace = try Workspace(directory)
+            let output = try await ListFilesTool(workspace: workspace).call(["path": ".", "recursive": true], context: context(workspace))
+            #expect(output.content.contains("deeper than \(ListFilesTool.maxDepth) levels"))
+            #expect(output.content.split(separator: "\n").count == ListFilesTool.maxDepth + 1)
+        }
+    }
+
+    @Test func item3_aHeaderRefusedByTheHTTPClientIsNeverQuoted() async throws {
+        let model = try OpenAIChatModel(
+            configuration: .init(baseURL: "http://127.0.0.1:1/v1", model: "m", headers: ["X-Token": "tok-SECRET\r\nX-Evil: 1"]))
+        let error = await #expect(throws: TroupeError.self) { _ = try await model.complete(ChatRequest(messages: [.user("hi")])) }
+        let everything = error.map { "\($0.message) \($0.details) \($0.underlying ?? "")" } ?? ""
+        #expect(!everything.contains("SECRET"), "\(everything)")
     }
 
     @Test func item7_aRangedReadOfOneHugeLineStopsAtTheCap() async throws {

@@ -41,16 +41,19 @@ struct GlobalOptions: ParsableArguments {
         try await TroupeSettings.load(file: config, overrides: overrides, environment: environment)
     }
 
-    /// The settings, with an implicit `./troupe.yaml` only if it is outside `workspace` (see
-    /// ``withRuntime(workspace:_:)``).
+    /// The settings, with an implicit `./troupe.yaml` only if it is outside `workspace`; one inside
+    /// is refused with a `configuration` error (see ``withRuntime(workspace:_:)``).
     private func settings(workspace: ((TroupeSettings) async throws -> String)?) async throws -> TroupeSettings {
         guard let workspace, let implicit = TroupeSettings.implicitFile(named: config) else { return try await settings() }
         let base = try await TroupeSettings.load(file: nil, overrides: overrides, readingImplicitFile: false)
         if !Self.path(implicit, isInside: try await workspace(base)) { return try await settings() }
-        printError(
-            "note: ./troupe.yaml is inside the run's workspace, where the model can write, so it is not read; to use it, "
-                + "name it: --config troupe.yaml (docs/CONFIGURATION.md)")
-        return base
+        // Going on without it would drop what it narrows (a smaller workspace, denied tools):
+        // the user decides.
+        throw TroupeError(
+            .configuration,
+            "./troupe.yaml is inside the run's workspace, where the model can write, so it is not read by itself. "
+                + "If you wrote it, name it: --config troupe.yaml; or run from another directory, or give --workspace "
+                + "a folder that does not contain it (docs/CONFIGURATION.md).")
     }
 
     /// Whether `path` is `directory` or inside it, both with symbolic links resolved.
@@ -82,8 +85,8 @@ struct GlobalOptions: ParsableArguments {
     /// - Parameter workspace: for commands that give a model tools, the run's workspace as the
     ///   settings *without* an implicit `./troupe.yaml` decide it. Such a file is then read only
     ///   if it lies outside that workspace: inside it, the model could have written it (a new MCP
-    ///   server `sh -c …`, an endpoint that receives the API key), so only `--config` or
-    ///   `TROUPE_CONFIG` makes it count.
+    ///   server `sh -c …`, an endpoint that receives the API key), so the command stops and asks
+    ///   for `--config` (or `TROUPE_CONFIG`).
     func withRuntime<T: Sendable>(
         workspace: ((TroupeSettings) async throws -> String)? = nil,
         _ body: (Runtime) async throws -> T

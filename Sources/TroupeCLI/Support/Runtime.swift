@@ -58,7 +58,13 @@ struct Runtime {
     var fileLimits: FileToolLimits {
         var protected = settings.protectedPaths
         for path in [settings.file, store.path].compactMap({ $0 }) {
-            protected.files.insert(URL(fileURLWithPath: path).resolvingSymlinksInPath().path)
+            // The real path, as the workspace resolves paths (realpath): /tmp and /private/tmp agree.
+            let real = realpath(path, nil).map { pointer in
+                defer { free(pointer) }
+                return String(cString: pointer)
+            }
+            protected.files.insert(real ?? path)
+            protected.files.insert(path)
         }
         return FileToolLimits(protectedPaths: protected)
     }

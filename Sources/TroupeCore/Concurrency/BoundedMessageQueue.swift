@@ -44,21 +44,42 @@ package final class BoundedMessageQueue: Sendable {
                 outcome.wake?.resume(returning: message)
                 return accepted
             }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state -> Bool in
-                    // Room was made (or the queue ended) since the check: try again at once.
-                    if state.finished || state.bytes == 0 || state.bytes + message.count <= limit { return true }
-                    state.producer = continuation
-                    return false
+            if Task.isCancelled { return false }
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                    let resumeNow = state.withLock { state -> Bool in
+                        // Room was made (or the queue ended, or the task was cancelled) since the check.
+                        if state.finished || state.bytes == 0 || state.bytes + message.count <= limit || Task.isCancelled { return true }
+                        state.producer = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
                 }
-                if resumeNow { continuation.resume() }
+            } onCancel: {
+                state.withLock { state in
+                    defer { state.producer = nil }
+                    return state.producer
+                }?.resume()
             }
         }
     }
 
-    /// The next message, waiting for one; `nil` once the queue is finished and empty.
+    /// The next message, waiting for one; `nil` once the queue is finished and empty, or when
+    /// the waiting task is cancelled.
     package func next() async -> Data? {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Data?, Never>) in
+        await withTaskCancellationHandler {
+            await take()
+        } onCancel: {
+            state.withLock { state in
+                defer { state.consumer = nil }
+                return state.consumer
+            }?.resume(returning: nil)
+        }
+    }
+
+    private func take() async -> Data? {
+        if Task.isCancelled { return nil }
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Data?, Never>) in
             let (value, ready, wake) = state.withLock { state -> (Data?, Bool, CheckedContinuation<Void, Never>?) in
                 if state.head < state.messages.count {
                     let message = state.messages[state.head]
@@ -72,7 +93,7 @@ package final class BoundedMessageQueue: Sendable {
                     state.producer = nil
                     return (message, true, producer)
                 }
-                if state.finished { return (nil, true, nil) }
+                if state.finished || Task.isCancelled { return (nil, true, nil) }
                 state.consumer = continuation
                 return (nil, false, nil)
             }

@@ -1,3 +1,4 @@
+import CTroupeSystem
 import Foundation
 import Synchronization
 
@@ -125,6 +126,9 @@ package enum ChildProcessGroups {
         posix_spawn_file_actions_adddup2(&actions, readEnd, 0)
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // Nothing else of this process's: a pipe end it held (one without close-on-exec, such as
+        // Foundation's Pipe makes) would never see its end while the guardian lives.
+        _ = troupe_spawn_close_from(&actions, 3)
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

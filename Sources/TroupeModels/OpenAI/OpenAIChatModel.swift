@@ -433,7 +433,8 @@ public struct OpenAIChatModel: ChatModel {
             code,
             "Could not reach the model at \(endpoint) while \(activity): \(cause).",
             details: details(),
-            underlying: error
+            // Never the client's own description: for a refused header it quotes the value.
+            underlying: error is HTTPClientError ? nil : error
         )
     }
 

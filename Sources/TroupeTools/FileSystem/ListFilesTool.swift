@@ -16,6 +16,9 @@ public struct ListFilesTool: Tool {
         required: ["path"]
     )
 
+    /// How deep a recursive listing goes.
+    public static let maxDepth = 32
+
     public init(workspace: Workspace, limits: FileToolLimits = FileToolLimits()) {
         self.workspace = workspace
         self.limits = limits
@@ -33,7 +36,9 @@ public struct ListFilesTool: Tool {
         guard case .success(let found) = opened, let start = found else { return .error("'\(requested)' is not a directory.") }
         var lines: [String] = []
         var truncated = false
-        func visit(_ directory: JailedFile, prefix: String) throws {
+        var tooDeep = false
+        var unopened: [String] = []
+        func visit(_ directory: JailedFile, prefix: String, depth: Int) throws {
             for entry in try directory.entries() {
                 guard lines.count < limits.maxListEntries else {
                     truncated = true
@@ -42,8 +47,17 @@ public struct ListFilesTool: Tool {
                 switch entry.type {
                 case S_IFDIR:
                     lines.append("\(prefix)\(entry.name)/")
-                    if recursive, let child = try directory.subdirectory(entry.name, in: workspace) {
-                        try visit(child, prefix: prefix + entry.name + "/")
+                    guard recursive else { continue }
+                    // Each level holds its folder open while it descends: a bound on depth is a
+                    // bound on descriptors (a path of a thousand folders must not exhaust them).
+                    guard depth < Self.maxDepth else {
+                        tooDeep = true
+                        continue
+                    }
+                    if let child = try directory.subdirectory(entry.name, in: workspace) {
+                        try visit(child, prefix: prefix + entry.name + "/", depth: depth + 1)
+                    } else {
+                        unopened.append(prefix + entry.name + "/")
                     }
                 case S_IFLNK:
                     lines.append("\(prefix)\(entry.name) -> (symlink)")
@@ -52,9 +66,11 @@ public struct ListFilesTool: Tool {
                 }
             }
         }
-        try visit(start, prefix: "")
+        try visit(start, prefix: "", depth: 1)
         if lines.isEmpty { return ToolOutput("(empty directory)") }
         if truncated { lines.append("…(stopped at \(limits.maxListEntries) entries)") }
+        if tooDeep { lines.append("…(folders deeper than \(Self.maxDepth) levels are not listed; list them by path)") }
+        if !unopened.isEmpty { lines.append("…(could not open \(unopened.prefix(5).joined(separator: ", ")))") }
         return ToolOutput(lines.joined(separator: "\n"))
     }
 }

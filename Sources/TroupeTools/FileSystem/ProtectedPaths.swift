@@ -12,21 +12,43 @@ public struct ProtectedPaths: Sendable, Hashable {
     /// it; `**/NAME` is any entry called `NAME`, at any depth, and everything below it. Compared
     /// without regard to case (a case-insensitive file system maps `.GIT` to `.git`).
     public var patterns: [String]
-    /// Absolute paths, whatever the workspace: the settings file in use, the store's files.
+    /// Absolute paths, whatever the workspace: the settings file in use, the store's files
+    /// (with their `-wal`, `-shm` and `-journal` companions). Also matched as the same file on
+    /// disk (device and inode), so a hard link or another spelling of the path does not get by.
     public var files: Set<String>
 
-    /// `troupe.yaml` at the root and every `.git` (folder, or the file of a worktree or submodule).
-    public static let defaultPatterns = ["troupe.yaml", "**/.git"]
+    /// Troupe's settings (`troupe.yaml` at any depth: a later `troupe run` may be started from that
+    /// folder), every `.git` (folder, or the file of a worktree or submodule), and the files git
+    /// hooks managers and shells run: `.githooks` and `.husky` (common `core.hooksPath`s),
+    /// `.pre-commit-config.yaml` (its `repo: local` hooks run commands), `.envrc` (direnv runs it
+    /// on `cd`).
+    public static let defaultPatterns = [
+        "**/troupe.yaml", "**/.git", "**/.githooks", "**/.husky", "**/.pre-commit-config.yaml", "**/.envrc",
+    ]
 
     public init(patterns: [String] = ProtectedPaths.defaultPatterns, files: Set<String> = []) {
         self.patterns = patterns
         self.files = files
     }
 
+    /// Why a pattern cannot be used, or `nil`: relative paths without `.`/`..`, and no wildcard
+    /// but a leading `**/`.
+    public static func problem(with pattern: String) -> String? {
+        let body = pattern.hasPrefix("**/") ? String(pattern.dropFirst(3)) : pattern
+        let parts = body.split(separator: "/", omittingEmptySubsequences: false)
+        if body.isEmpty || pattern.hasPrefix("/") || parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) {
+            return "'\(pattern)' is not a path relative to the workspace root (such as .env, secrets/, **/.env)"
+        }
+        if body.contains("*") || body.contains("?") || body.contains("[") {
+            return "'\(pattern)' has a wildcard; only a leading **/ (at any depth) is understood"
+        }
+        return nil
+    }
+
     /// Why `absolute` (a resolved path inside `workspace`) may not be written, or `nil`.
     func refusal(for absolute: String, in workspace: Workspace) -> String? {
-        for file in files where absolute == file || absolute.hasPrefix(file + "-") {
-            return "it is one of Troupe's own files (\(file)); the model may not change Troupe's settings or store"
+        if isOneOfTheFiles(absolute) {
+            return "it is one of Troupe's own files (its settings or its store); the model may not change them"
         }
         let relative = workspace.relative(absolute)
         guard relative != absolute else { return nil }
@@ -38,10 +60,34 @@ public struct ProtectedPaths: Sendable, Hashable {
             let starts = anywhere ? Array(components.indices) : [0]
             for start in starts where start + parts.count <= components.count {
                 if Array(components[start..<(start + parts.count)]) == parts {
-                    return "it is protected (tools.fs.protectedPaths: \(pattern)): writing it could make Troupe or git run code later"
+                    return
+                        "it is protected (tools.fs.protectedPaths: \(pattern)): writing it could make Troupe, git or a shell run code later"
                 }
             }
         }
         return nil
+    }
+
+    /// Whether `absolute` is one of ``files`` (or a companion of one): by path, without regard to
+    /// case, and by device and inode.
+    private func isOneOfTheFiles(_ absolute: String) -> Bool {
+        guard !files.isEmpty else { return false }
+        let path = absolute.lowercased()
+        let suffixes = ["", "-wal", "-shm", "-journal"]
+        for file in files {
+            let base = file.lowercased()
+            if suffixes.contains(where: { path == base + $0 }) { return true }
+        }
+        var target = stat()
+        guard stat(absolute, &target) == 0 else { return false }
+        for file in files {
+            for suffix in suffixes {
+                var protected = stat()
+                if stat(file + suffix, &protected) == 0, protected.st_dev == target.st_dev, protected.st_ino == target.st_ino {
+                    return true
+                }
+            }
+        }
+        return false
     }
 }

@@ -41,6 +41,12 @@ struct WriteTarget {
             let directory = try JailedFile.directory(
                 workspace.relative(url.deletingLastPathComponent().path), in: workspace, create: true)
         else { return .error("Could not create the directory of '\(shown)'.") }
+        // Again where the folder really is, now that it is open: a parent swapped for a symlink
+        // (to `.git`, say) since the path was checked is seen here.
+        let opened = directory.path + "/" + url.lastPathComponent
+        if let reason = limits.protectedPaths.refusal(for: opened, in: workspace) {
+            return .error("'\(workspace.relative(opened))' may not be written: \(reason). Nothing was changed.")
+        }
         return try body(WriteTarget(directory: directory, name: url.lastPathComponent, content: content, shown: shown))
     }
 }

@@ -51,29 +51,23 @@ public struct ShellPolicy: Sendable, Hashable {
     }
 
     /// Utilities that read and report. Reviewed program by program (docs/TOOLS.md): `env` starts
-    /// any program, GNU `sort` runs `--compress-program` and writes with `-o`/`-T`, and `uniq`
-    /// writes its second operand, so none of them is here; the options of `find`, `date` and
-    /// `file` that start programs or write are refused (``defaultRefusedOptions``).
+    /// any program, GNU `sort` runs `--compress-program` and writes with `-o`/`-T`, `uniq` writes
+    /// its second operand, and `date` sets the clock from an operand (`date 0101000030`) as well
+    /// as with `-s`, so none of them is here; the options of `find` and `file` that start programs
+    /// or write are refused (``defaultRefusedOptions``).
     public static let readOnlyUtilities: Set<String> = [
-        "cat", "cut", "date", "diff", "echo", "false", "file", "find", "grep", "head", "ls", "pwd", "stat", "tail", "tr", "true",
-        "wc",
+        "cat", "cut", "diff", "echo", "false", "file", "find", "grep", "head", "ls", "pwd", "stat", "tail", "tr", "true", "wc",
     ]
 
-    /// The options refused by default, for the default programs and for ones users often add.
+    /// The options refused by default: for the default programs, and for `sort`, which users
+    /// often add back. (`tar` and `git` cannot be made safe by refusing options — old-style
+    /// `tar xIf PROGRAM`, `git config core.fsmonitor` then `git status` — and are not listed.)
     public static let defaultRefusedOptions: [String: RefusedOptions] = [
         // Actions that run programs, delete, or write files.
         "find": RefusedOptions(words: ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0", "-fprintf", "-fls"]),
-        // Setting the clock (Troupe may run as root in a container).
-        "date": RefusedOptions(words: ["--set"], letters: ["s"]),
         // Compiling a magic file writes one; looking inside compressed files starts decompressors.
         "file": RefusedOptions(words: ["--compile", "--uncompress", "--uncompress-noreport"], letters: ["C", "z", "Z"]),
         "sort": RefusedOptions(words: ["--compress-program", "--output", "--temporary-directory"], letters: ["o", "T"]),
-        "tar": RefusedOptions(
-            words: [
-                "--to-command", "--use-compress-program", "--checkpoint-action", "--info-script", "--new-volume-script", "--rsh-command",
-            ],
-            letters: ["F", "I"]),
-        "git": RefusedOptions(words: ["-c", "--config-env", "--exec-path", "--upload-pack", "--receive-pack"]),
     ]
 }
 
@@ -81,8 +75,10 @@ public struct ShellPolicy: Sendable, Hashable {
 ///
 /// `words` are refused as whole arguments (`-exec`) and, when they are GNU long options, also as
 /// `--name=value` and as the unambiguous abbreviations GNU programs accept (`--compress-prog`).
-/// `letters` are refused anywhere in a cluster of short options (`-s` in `date -us`). Arguments
-/// after `--` are operands and are not checked.
+/// `letters` are refused anywhere in a cluster of short options (`-C` in `file -bC`). Every
+/// argument is checked, after `--` too: `find -- . -exec …` still runs `-exec` (GNU find ends only
+/// its leading options at `--`), and `--` can be another option's value (`file -F -- -C`). An
+/// operand that merely looks like a refused option is refused as well; that is the safe mistake.
 public struct RefusedOptions: Sendable, Hashable {
     public var words: Set<String>
     public var letters: Set<Character>
@@ -95,7 +91,7 @@ public struct RefusedOptions: Sendable, Hashable {
     /// The first argument of `arguments` that is refused, if any.
     public func refused(in arguments: [String]) -> String? {
         for argument in arguments {
-            if argument == "--" { return nil }
+            if argument == "--" { continue }
             if words.contains(argument) { return argument }
             if argument.hasPrefix("--") {
                 let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
