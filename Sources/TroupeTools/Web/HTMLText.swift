@@ -24,7 +24,7 @@ public enum HTMLText {
         var steps = 0
         func end(of name: String, from start: String.Index) -> Range<String.Index>? {
             guard !missing.contains(name) else { return nil }
-            guard let found = html[start...].range(of: "</\(name)", options: .caseInsensitive) else {
+            guard let found = search("</\(name)", in: html, from: start) else {
                 missing.insert(name)
                 return nil
             }
@@ -41,7 +41,9 @@ public enum HTMLText {
             }
             let rest = html[index...]
             if rest.hasPrefix("<!--") {
-                index = (missing.contains("-->") ? nil : rest.range(of: "-->")).map(\.upperBound) ?? html.endIndex
+                let close = missing.contains("-->") ? nil : search("-->", in: html, from: html.index(index, offsetBy: 4))
+                if close == nil { missing.insert("-->") }
+                index = close?.upperBound ?? html.endIndex
                 continue
             }
             guard let close = rest.firstIndex(of: ">") else { break }
@@ -73,6 +75,30 @@ public enum HTMLText {
             }
         }
         return (title, tidy(decodeEntities(output)))
+    }
+
+    /// Where the ASCII text `needle` next occurs in `html` from `start`, without regard to ASCII
+    /// case. Scans bytes up to the match only (Foundation's `range(of:)` on a substring of a big
+    /// page costs the length of the rest of the page each time, which made the conversion quadratic).
+    static func search(_ needle: String, in html: String, from start: String.Index) -> Range<String.Index>? {
+        let target = needle.utf8.map(lowercased)
+        let bytes = html.utf8
+        var position = start
+        while position < bytes.endIndex {
+            var probe = position
+            var matched = 0
+            while matched < target.count, probe < bytes.endIndex, lowercased(bytes[probe]) == target[matched] {
+                matched += 1
+                probe = bytes.index(after: probe)
+            }
+            if matched == target.count { return position..<probe }
+            position = bytes.index(after: position)
+        }
+        return nil
+    }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 {
+        byte >= 0x41 && byte <= 0x5A ? byte + 0x20 : byte
     }
 
     /// Whitespace runs to one space, lines trimmed, at most one blank line in a row.
