@@ -30,6 +30,65 @@ import TroupeTesting
         }
     }
 
+    // MARK: 1. The rate limiter holding calls for hours
+
+    /// A 429 with `retry-after: 3600` (or a reset sent as a Unix time) holds the endpoint at most
+    /// `maxRetryAfter`, and a call whose wait would pass its deadline fails at once (`rateLimited`,
+    /// so a fallback is tried) instead of sleeping or starting its request with no time left.
+    @Test func item1_serverGivenWaitsAreClampedAndNeverPassTheDeadline() async throws {
+        let clock = TestClock()
+        let limiter = RateLimiter(limits: RateLimits(), maxServerWait: 60, clock: clock)
+        limiter.hold(for: 3_600)
+        let model = RateLimitedModel(ScriptedModel([.response(.text("late")), .response(.text("ok"))]), limiter: limiter)
+        // With 20 s left of its deadline, a 60 s wait is refused at once.
+        let refused = await error {
+            try await ModelCallDeadline.within(.seconds(20)) { try await model.complete(Self.request) }
+        }
+        #expect(refused?.code == .rateLimited)
+        #expect(refused?.message.contains("past its deadline") == true)
+        // With more time than the (clamped) wait, the call waits 60 s, not an hour.
+        let waiting = Task { try await ModelCallDeadline.within(.seconds(180)) { try await model.complete(Self.request) } }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .seconds(60))
+        #expect(try await waiting.value.message.content == "late")
+
+        let epoch = RateLimiter(limits: RateLimits(), maxServerWait: 60, clock: clock)
+        epoch.observe(RateLimitStatus(remainingRequests: 0, requestsResetSeconds: 1_700_000_000))
+        let held = await error {
+            try await ModelCallDeadline.within(.seconds(30)) {
+                try await RateLimitedModel(ScriptedModel([.response(.text("x"))]), limiter: epoch).complete(Self.request)
+            }
+        }
+        #expect(held == nil, "a reset sent as a Unix time in the past holds nothing")
+    }
+
+    @Test(arguments: ["1e16", "1e19ms", "inf", "-5", "nan"])
+    func item1_absurdRetryAfterValuesDoNotTrap(value: String) {
+        let error = TroupeError(.rateLimited, "429", details: ["retryAfter": value])
+        let seconds = error.retryAfterSeconds(now: Date())
+        #expect(seconds == nil || (seconds! >= 0 && seconds! <= 31_536_000))
+        let limiter = RateLimiter(limits: RateLimits(), maxServerWait: 60)
+        limiter.hold(for: seconds ?? .infinity)
+    }
+
+    // MARK: 8. Cancelled waiters keep their reservation
+
+    @Test func item8_aCancelledWaiterGivesItsReservationBack() async throws {
+        let clock = TestClock()
+        let limiter = RateLimiter(limits: RateLimits(requestsPerMinute: 1), clock: clock)
+        try await limiter.acquire(tokens: 0)  // the minute's one request
+        let cancelled = Task { try await limiter.acquire(tokens: 0) }
+        await clock.waitForSleepers(1)
+        cancelled.cancel()
+        _ = await cancelled.result
+        // Its place is free again: the next caller waits 60 s (one refill), not 120.
+        let next = Task { try await limiter.acquire(tokens: 0) }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .seconds(60))
+        try await next.value
+        #expect(clock.sleeperCount == 0)
+    }
+
     // MARK: 2. Parallel tool calls merged into one
 
     /// Ollama, LiteLLM's Responses bridge and Gemini adapters stream each parallel call with

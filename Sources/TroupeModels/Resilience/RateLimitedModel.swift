@@ -63,6 +63,9 @@ public struct RateLimits: Sendable, Hashable, Codable {
 /// spent, callers wait for the window to reset instead of collecting 429s.
 public final class RateLimiter: Sendable {
     public let limits: RateLimits
+    /// The longest a server may make callers wait (`retry-after`, a window's reset): longer
+    /// waits are cut to this (`model.retry.maxRetryAfter`).
+    public let maxServerWait: Double
     private let state: Mutex<State>
     private let clock: any Clock<Duration>
     private let seconds: @Sendable () -> Double
@@ -87,8 +90,9 @@ public final class RateLimiter: Sendable {
         var serverTokens: Window?
     }
 
-    public init(limits: RateLimits, clock: any Clock<Duration> = ContinuousClock()) {
+    public init(limits: RateLimits, maxServerWait: Double = 60, clock: any Clock<Duration> = ContinuousClock()) {
         self.limits = limits
+        self.maxServerWait = maxServerWait.isFinite ? max(0, maxServerWait) : 60
         self.clock = clock
         self.seconds = stopwatch(clock)
         state = Mutex(
@@ -102,21 +106,26 @@ public final class RateLimiter: Sendable {
 
     /// The limiter of `endpoint` in this process, made on first use with `limits` (later callers
     /// share it, whatever limits they pass).
-    public static func shared(for endpoint: String, limits: RateLimits) -> RateLimiter {
+    public static func shared(for endpoint: String, limits: RateLimits, maxServerWait: Double = 60) -> RateLimiter {
         registry.withLock { registry in
             if let limiter = registry[endpoint] { return limiter }
-            let limiter = RateLimiter(limits: limits)
+            let limiter = RateLimiter(limits: limits, maxServerWait: maxServerWait)
             registry[endpoint] = limiter
             return limiter
         }
     }
 
     /// Waits until one request of about `tokens` tokens may be sent.
-    public func acquire(tokens: Int) async throws {
+    ///
+    /// - Parameter deadline: the seconds the call has left, if it has a deadline. A wait that
+    ///   would pass it is not begun: the reservation is given back and the call fails at once
+    ///   with `rateLimited` (so a fallback model is tried), instead of starting its request with
+    ///   no time left. A wait that is cancelled gives its reservation back too.
+    public func acquire(tokens: Int, deadline: Double? = nil) async throws {
         let now = seconds()
+        let amount = Double(max(0, tokens))
         let wait = state.withLock { state in
-            let amount = Double(tokens)
-            return [
+            [
                 state.requests?.reserve(1, at: now) ?? 0,
                 state.tokens?.reserve(amount, at: now) ?? 0,
                 state.serverRequests?.reserve(1, at: now) ?? 0,
@@ -124,8 +133,46 @@ public final class RateLimiter: Sendable {
             ].max() ?? 0
         }
         guard wait > 0 else { return }
-        guard wait.isFinite else { throw TroupeError(.rateLimited, "The rate limit allows no requests (a limit of 0 per minute).") }
-        try await clock.sleep(for: .milliseconds(Int64((wait * 1000).rounded(.up))))
+        guard wait.isFinite else {
+            giveBack(amount)
+            throw TroupeError(.rateLimited, "The rate limit allows no requests (a limit of 0 per minute).")
+        }
+        if let deadline, wait > deadline {
+            giveBack(amount)
+            throw TroupeError(
+                .rateLimited,
+                "The rate limit would hold this call \(Self.format(wait)) s, past its deadline (\(Self.format(max(0, deadline))) s left).",
+                details: ["waitSeconds": Self.format(wait)])
+        }
+        do {
+            // At most a day: the limits above keep waits far shorter; this keeps the conversion safe.
+            try await clock.sleep(for: .milliseconds(Int64((min(wait, 86_400) * 1000).rounded(.up))))
+        } catch {
+            giveBack(amount)
+            throw error
+        }
+    }
+
+    /// Returns a reservation that will not be used.
+    private func giveBack(_ amount: Double) {
+        let now = seconds()
+        state.withLock { state in
+            state.requests?.adjust(by: 1, at: now)
+            state.tokens?.adjust(by: amount, at: now)
+            state.serverRequests?.remaining += 1
+            state.serverTokens?.remaining += amount
+        }
+    }
+
+    private static func format(_ seconds: Double) -> String { String(format: "%.1f", seconds) }
+
+    /// A wait a server asked for, in seconds, made safe: `nil` if it is not a number of seconds
+    /// from now, and at most ``maxServerWait``. A value that can only be a Unix time (a reset
+    /// sent as `1700000000`) is read as one.
+    func serverWait(_ seconds: Double?) -> Double? {
+        guard var seconds, seconds.isFinite, seconds >= 0 else { return nil }
+        if seconds > 1_000_000_000 { seconds = max(0, seconds - Date().timeIntervalSince1970) }
+        return min(seconds, maxServerWait)
     }
 
     /// Corrects the token bucket once the real usage of a call is known.
@@ -139,17 +186,19 @@ public final class RateLimiter: Sendable {
     public func observe(_ status: RateLimitStatus) {
         let now = seconds()
         state.withLock { state in
-            if let remaining = status.remainingRequests, let reset = status.requestsResetSeconds {
+            if let remaining = status.remainingRequests, let reset = serverWait(status.requestsResetSeconds) {
                 state.serverRequests = Window(remaining: Double(remaining), resetsAt: now + reset)
             }
-            if let remaining = status.remainingTokens, let reset = status.tokensResetSeconds {
+            if let remaining = status.remainingTokens, let reset = serverWait(status.tokensResetSeconds) {
                 state.serverTokens = Window(remaining: Double(remaining), resetsAt: now + reset)
             }
         }
     }
 
-    /// Holds every caller for `seconds` (a 429's `retry-after`): no request is sent before then.
+    /// Holds every caller for `seconds` (a 429's `retry-after`, at most ``maxServerWait``): no
+    /// request is sent before then.
     public func hold(for seconds: Double) {
+        guard let seconds = serverWait(seconds) else { return }
         let now = self.seconds()
         state.withLock { state in
             let until = max(state.serverRequests.map { $0.remaining <= 0 ? $0.resetsAt : now } ?? now, now + seconds)
@@ -185,9 +234,14 @@ public struct RateLimitedModel: ChatModel {
         return characters / 4 + (request.maxTokens ?? 512)
     }
 
+    /// What is left of the call's deadline (``ModelCallDeadline``), in seconds, if it has one.
+    private static var remainingDeadline: Double? {
+        ModelCallDeadline.current.map { ContinuousClock.now.duration(to: $0).seconds }
+    }
+
     public func complete(_ request: ChatRequest) async throws -> ChatResponse {
         let estimate = Self.estimatedTokens(request)
-        try await limiter.acquire(tokens: estimate)
+        try await limiter.acquire(tokens: estimate, deadline: Self.remainingDeadline)
         do {
             let response = try await base.complete(request)
             settle(response, estimate: estimate)
@@ -201,7 +255,7 @@ public struct RateLimitedModel: ChatModel {
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
         .producing { continuation in
             let estimate = Self.estimatedTokens(request)
-            try await limiter.acquire(tokens: estimate)
+            try await limiter.acquire(tokens: estimate, deadline: Self.remainingDeadline)
             do {
                 for try await event in base.stream(request) {
                     if case .completed(let response) = event { settle(response, estimate: estimate) }

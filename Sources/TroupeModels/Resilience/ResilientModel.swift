@@ -76,7 +76,8 @@ public struct ModelResilience: Sendable, Hashable {
             configuration: OpenAIChatModel.Configuration(
                 baseURL: endpoint.baseURL, apiKey: endpoint.apiKey, model: endpoint.model, headers: endpoint.headers, timeouts: timeouts),
             httpClient: httpClient)
-        let limited = RateLimitedModel(client, limiter: RateLimiter.shared(for: endpoint.name, limits: rateLimits))
+        let limiter = RateLimiter.shared(for: endpoint.name, limits: rateLimits, maxServerWait: retry.maxRetryAfterSeconds)
+        let limited = RateLimitedModel(client, limiter: limiter)
         guard let circuitBreaker else { return limited }
         return CircuitBreakerModel(limited, name: endpoint.name, policy: circuitBreaker, logger: logger)
     }

@@ -66,10 +66,11 @@ extension TroupeError {
     /// HTTP date), in seconds from `now`; `nil` if it asked for none or said something unreadable.
     public func retryAfterSeconds(now: Date) -> Double? {
         guard let text = details["retryAfter"]?.trimmingCharacters(in: .whitespaces), !text.isEmpty else { return nil }
+        // Bounded here too (a year): a value such as 1e19 must not trap where it becomes a Duration.
         if text.hasSuffix("ms"), let milliseconds = Double(text.dropLast(2)), milliseconds.isFinite {
-            return max(0, milliseconds / 1000)
+            return min(max(0, milliseconds / 1000), 31_536_000)
         }
-        if let seconds = Double(text), seconds.isFinite { return max(0, seconds) }
+        if let seconds = Double(text), seconds.isFinite { return min(max(0, seconds), 31_536_000) }
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "GMT")
