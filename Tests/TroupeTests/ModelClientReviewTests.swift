@@ -129,6 +129,28 @@ import TroupeTesting
         }
     }
 
+    // MARK: 4. stream_options refused
+
+    /// Older Azure API versions and some gateways refuse `stream_options`: the call is asked
+    /// again without it, and the endpoint is remembered.
+    @Test func item4_aServerThatRefusesStreamOptionsIsAskedAgainWithoutThem() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":"stream_options","code":null}}"#,
+                    status: 400))
+            let model = try model(mock)
+            let first = try await model.collect(Self.request)
+            #expect(first.message.content?.isEmpty == false)
+            _ = try await model.collect(Self.request)
+            let bodies = mock.requests
+            #expect(bodies.count == 3)
+            #expect(bodies[0]["stream_options"] != nil)
+            #expect(bodies[1]["stream_options"] == nil && bodies[1]["stream"] == true)
+            #expect(bodies[2]["stream_options"] == nil, "the endpoint is remembered")
+        }
+    }
+
     // MARK: 5. A cancelled call is no evidence for the circuit breaker
 
     @Test func item5_aCancelledProbeFreesItsSlotWithoutClosingTheBreaker() {

@@ -330,30 +330,44 @@ public struct OpenAIChatModel: ChatModel {
     /// A server that refuses `response_format` (a 400 that names it) is asked again at once with
     /// the schema in the prompt instead, and is remembered: later requests to that endpoint carry
     /// the schema in the prompt from the start (the planner reads JSON from prose or fences too).
+    ///
+    /// A server that refuses `stream_options` (older Azure API versions, some gateways) is asked
+    /// again at once without it, and is remembered the same way; its streams then carry no usage.
     private func send(_ request: ChatRequest, stream: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
         let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(endpoint) }
+        let streamOptions = stream && Self.noStreamOptionsEndpoints.withLock { !$0.contains(endpoint) }
+        let asked = usesFormat ? request : request.withSchemaInPrompt()
         do {
-            return try await post(usesFormat ? request : request.withSchemaInPrompt(), stream: stream, timer: timer)
-        } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesResponseFormat {
+            return try await post(asked, stream: stream, streamOptions: streamOptions, timer: timer)
+        } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesParameter("response_format") {
             Self.jsonInPromptEndpoints.withLock { _ = $0.insert(endpoint) }
             Logger(label: "troupe.model").notice(
                 "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
-            return try await post(request.withSchemaInPrompt(), stream: stream, timer: timer)
+            return try await send(request, stream: stream, timer: timer)
+        } catch let error as TroupeError where streamOptions && error.refusesParameter("stream_options") {
+            Self.noStreamOptionsEndpoints.withLock { _ = $0.insert(endpoint) }
+            Logger(label: "troupe.model").notice(
+                "The model API refused stream_options; streaming without it from now on", metadata: ["endpoint": "\(endpoint)"])
+            return try await send(request, stream: stream, timer: timer)
         }
     }
+
+    /// Endpoints that refused `stream_options`, for the life of the process.
+    private static let noStreamOptionsEndpoints = Mutex<Set<String>>([])
 
     /// Endpoints that refused `response_format`, for the life of the process.
     private static let jsonInPromptEndpoints = Mutex<Set<String>>([])
 
     /// Posts the request; the timer learns when the head of a successful answer arrived.
-    private func post(_ request: ChatRequest, stream: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
+    private func post(_ request: ChatRequest, stream: Bool, streamOptions: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "Accept", value: stream ? "text/event-stream" : "application/json")
         if let key = configuration.apiKey { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in configuration.headers { http.headers.replaceOrAdd(name: name, value: value) }
-        http.body = .bytes(ByteBuffer(bytes: OpenAIWire.body(for: request, model: configuration.model, stream: stream)))
+        http.body = .bytes(
+            ByteBuffer(bytes: OpenAIWire.body(for: request, model: configuration.model, stream: stream, streamOptions: streamOptions)))
         let response: HTTPClientResponse
         do {
             // The timer cuts the call first; the client's own deadline is a backstop.
@@ -393,6 +407,7 @@ public struct OpenAIChatModel: ChatModel {
         if let status { details["status"] = "\(status)" }
         if let type = body.type { details["type"] = type }
         if let code = body.code, !code.isEmpty { details["code"] = code }
+        if let param = body.param, !param.isEmpty { details["param"] = param }
         if let retryAfter { details["retryAfter"] = retryAfter }
         let statusText = status.map { "HTTP \($0)" } ?? "an error in the answer"
         switch status ?? Self.impliedStatus(of: body) {
@@ -449,11 +464,13 @@ public struct OpenAIChatModel: ChatModel {
 }
 
 extension TroupeError {
-    /// A 400 that says the server does not do `response_format` / JSON Schema output.
-    fileprivate var refusesResponseFormat: Bool {
+    /// A 400 that says the server does not take `parameter` (for `response_format`, also one that
+    /// says it does not do JSON Schema / structured output).
+    fileprivate func refusesParameter(_ parameter: String) -> Bool {
         guard code == .invalidInput, details["status"] == "400" else { return false }
-        let text = message.lowercased()
-        return text.contains("response_format") || text.contains("json_schema") || text.contains("structured output")
+        let text = message.lowercased() + " " + (details["param"] ?? "").lowercased()
+        if text.contains(parameter) { return true }
+        return parameter == "response_format" && (text.contains("json_schema") || text.contains("structured output"))
     }
 }
 

@@ -159,7 +159,9 @@ package enum OpenAIWire {
     }
 
     /// The request body, written straight to bytes (JSONEncoder cost more than the rest of a call).
-    package static func body(for request: ChatRequest, model: String, stream: Bool) -> [UInt8] {
+    /// - Parameter streamOptions: whether a streamed request asks for `stream_options` (usage in
+    ///   the last chunk); some servers refuse the parameter.
+    package static func body(for request: ChatRequest, model: String, stream: Bool, streamOptions: Bool = true) -> [UInt8] {
         var json = JSONWriter(capacity: 1_024)
         json.beginObject()
         json.key("model")
@@ -241,6 +243,8 @@ package enum OpenAIWire {
         if stream {
             json.key("stream")
             json.bool(true)
+        }
+        if stream && streamOptions {
             json.key("stream_options")
             json.beginObject()
             json.key("include_usage")
