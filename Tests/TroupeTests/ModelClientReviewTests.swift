@@ -89,6 +89,58 @@ import TroupeTesting
         #expect(clock.sleeperCount == 0)
     }
 
+    // MARK: 9. Smaller
+
+    @Test func item9_aLeadingByteOrderMarkDoesNotLoseTheFirstEvent() {
+        var parser = SSEParser()
+        let bytes = Array("\u{FEFF}data: first\n\ndata: second\n\n".utf8)
+        var events: [SSEEvent] = []
+        for byte in bytes { events += parser.feed([byte]) }  // split anywhere, the mark too
+        #expect(events.map(\.data) == ["first", "second"])
+    }
+
+    /// One model's refusal of `response_format` does not turn it off for another model of the
+    /// same endpoint; the schema then goes first, in the system message.
+    @Test func item9_responseFormatRefusalsAreRememberedPerModelAndTheSchemaGoesFirst() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"error":{"message":"response_format is not supported by this model","type":"invalid_request_error"}}"#, status: 400),
+                .content(#"{"ok": true}"#), .content(#"{"ok": true}"#))
+            let schema = JSONSchema.object([.init("ok", .boolean())])
+            let request = ChatRequest(
+                messages: [.system("You plan."), .user("Go.")], responseFormat: .jsonSchema(name: "answer", schema: schema, strict: true))
+            let refusing = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "small-\(UUID())"))
+            let other = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "large-\(UUID())"))
+            _ = try await refusing.complete(request)
+            _ = try await other.complete(request)
+            let bodies = mock.requests
+            #expect(bodies.count == 3)
+            #expect(bodies[1]["response_format"] == nil)
+            let first = bodies[1]["messages"]?.arrayValue?.first
+            #expect(first?["role"] == "system")
+            #expect(first?["content"]?.stringValue?.hasPrefix("You plan.") == true)
+            #expect(first?["content"]?.stringValue?.contains("JSON Schema") == true)
+            #expect(bodies[1]["messages"]?.arrayValue?.count == 2, "no second system message at the end")
+            #expect(bodies[2]["response_format"] != nil, "another model of the endpoint still asks for structured output")
+        }
+    }
+
+    /// A server that sends no usage keeps the tokens estimate, so the tokens-per-minute limit
+    /// still limits.
+    @Test func item9_noUsageKeepsTheEstimate() async throws {
+        let clock = TestClock()
+        let limiter = RateLimiter(limits: RateLimits(tokensPerMinute: 1_000), clock: clock)
+        let request = ChatRequest(messages: [.user(String(repeating: "x", count: 2_000))], maxTokens: 100)  // 600 tokens
+        let model = RateLimitedModel(
+            ScriptedModel([.response(.text("a", usage: .zero)), .response(.text("b", usage: .zero))]), limiter: limiter)
+        _ = try await model.complete(request)
+        let next = Task { try await model.complete(request) }
+        await clock.waitForSleepers(1)
+        clock.advance(by: .seconds(60))
+        #expect(try await next.value.message.content == "b")
+    }
+
     // MARK: 2. Parallel tool calls merged into one
 
     /// Ollama, LiteLLM's Responses bridge and Gemini adapters stream each parallel call with

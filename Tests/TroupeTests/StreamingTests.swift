@@ -259,9 +259,12 @@ import TroupeTesting
             #expect(bodies[0]["response_format"] != nil)
             for body in bodies.dropFirst() {
                 #expect(body["response_format"] == nil)
-                let last = body["messages"]?.arrayValue?.last
-                #expect(last?["role"] == "system")
-                #expect(last?["content"]?.stringValue?.contains("must match this JSON Schema (troupe_plan)") == true)
+                // In the first (system) message: strict chat templates take a system message only there.
+                let first = body["messages"]?.arrayValue?.first
+                #expect(first?["role"] == "system")
+                #expect(first?["content"]?.stringValue?.hasPrefix("plan") == true)
+                #expect(first?["content"]?.stringValue?.contains("must match this JSON Schema (troupe_plan)") == true)
+                #expect(body["messages"]?.arrayValue?.count == 2)
             }
         }
     }

@@ -25,6 +25,9 @@ public struct SSEParser: Sendable {
     private var hasData = false
     private var eventType = ""
     private var lastEventID: String?
+    /// How many bytes of a leading byte-order mark have been seen; `nil` once past the start.
+    private var byteOrderMark: Int? = 0
+    private static let bom: [UInt8] = [0xEF, 0xBB, 0xBF]
 
     public init() {}
 
@@ -41,6 +44,18 @@ public struct SSEParser: Sendable {
     /// Scans for line ends and copies whole runs of bytes: the per-byte work is one comparison.
     private mutating func feed(_ buffer: UnsafeBufferPointer<UInt8>, into events: inout [SSEEvent]) {
         var index = 0
+        // A stream may begin with a UTF-8 byte-order mark, which is not part of its first line
+        // (the first event would otherwise have the field "\u{FEFF}data" and be lost).
+        while var seen = byteOrderMark, index < buffer.count {
+            if buffer[index] == Self.bom[seen] {
+                seen += 1
+                index += 1
+                byteOrderMark = seen == Self.bom.count ? nil : seen
+            } else {
+                line.append(contentsOf: Self.bom[0..<seen])
+                byteOrderMark = nil
+            }
+        }
         while index < buffer.count {
             if lastWasCR {
                 lastWasCR = false

@@ -334,13 +334,15 @@ public struct OpenAIChatModel: ChatModel {
     /// A server that refuses `stream_options` (older Azure API versions, some gateways) is asked
     /// again at once without it, and is remembered the same way; its streams then carry no usage.
     private func send(_ request: ChatRequest, stream: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
-        let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(endpoint) }
+        // Remembered per endpoint and model: one model's refusal says nothing of another's.
+        let formatKey = endpoint + " " + configuration.model
+        let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(formatKey) }
         let streamOptions = stream && Self.noStreamOptionsEndpoints.withLock { !$0.contains(endpoint) }
         let asked = usesFormat ? request : request.withSchemaInPrompt()
         do {
             return try await post(asked, stream: stream, streamOptions: streamOptions, timer: timer)
         } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesParameter("response_format") {
-            Self.jsonInPromptEndpoints.withLock { _ = $0.insert(endpoint) }
+            Self.jsonInPromptEndpoints.withLock { _ = $0.insert(formatKey) }
             Logger(label: "troupe.model").notice(
                 "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
             return try await send(request, stream: stream, timer: timer)
@@ -355,7 +357,7 @@ public struct OpenAIChatModel: ChatModel {
     /// Endpoints that refused `stream_options`, for the life of the process.
     private static let noStreamOptionsEndpoints = Mutex<Set<String>>([])
 
-    /// Endpoints that refused `response_format`, for the life of the process.
+    /// Endpoints and models (`URL model`) that refused `response_format`, for the life of the process.
     private static let jsonInPromptEndpoints = Mutex<Set<String>>([])
 
     /// Posts the request; the timer learns when the head of a successful answer arrived.
@@ -484,12 +486,15 @@ extension ChatRequest {
         guard case .jsonSchema(let name, let schema, _) = responseFormat else { return self }
         var request = self
         request.responseFormat = .text
-        request.messages.append(
-            .system(
-                "Answer with one JSON object only, no prose and no code fences. It must match this JSON Schema "
-                    + "(\(name)): \(schema.jsonValue.jsonString)"
-            )
-        )
+        let instruction =
+            "Answer with one JSON object only, no prose and no code fences. It must match this JSON Schema "
+            + "(\(name)): \(schema.jsonValue.jsonString)"
+        // First, in the system message: strict chat templates accept a system message only there.
+        if let first = request.messages.first, first.role == .system {
+            request.messages[0] = .system((first.content.map { $0 + "\n\n" } ?? "") + instruction)
+        } else {
+            request.messages.insert(.system(instruction), at: 0)
+        }
         return request
     }
 }

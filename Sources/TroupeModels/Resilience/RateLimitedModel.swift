@@ -270,7 +270,11 @@ public struct RateLimitedModel: ChatModel {
 
     /// The real usage corrects the estimate; the server's word on its limits is taken in.
     private func settle(_ response: ChatResponse, estimate: Int) {
-        limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+        // A server that sends no usage keeps the estimate (refunding it would switch the tokens
+        // limit off for every server that does not report usage).
+        if response.usage.inputTokens + response.usage.outputTokens > 0 {
+            limiter.settle(estimated: estimate, actual: response.usage.inputTokens + response.usage.outputTokens)
+        }
         if let status = response.rateLimit { limiter.observe(status) }
     }
 
