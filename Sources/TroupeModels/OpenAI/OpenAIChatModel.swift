@@ -125,26 +125,30 @@ public struct OpenAIChatModel: ChatModel {
 
     public func complete(_ request: ChatRequest) async throws -> ChatResponse {
         try await withTimeLimits { timer in
-            let response = try await send(request, stream: false, timer: timer)
-            var body = ByteBuffer()
-            do {
-                for try await chunk in response.body {
-                    timer.received()
-                    guard body.readableBytes + chunk.readableBytes <= configuration.maxResponseBytes else {
-                        throw TroupeError(
-                            .malformedModelResponse,
-                            "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
-                            details: details())
-                    }
-                    body.writeImmutableBuffer(chunk)
-                }
-            } catch {
-                throw transportError(error, "reading the answer")
-            }
-            var answer = try answer(in: body)
-            answer.rateLimit = RateLimitStatus { response.headers.first(name: $0) }
-            return answer
+            try await wholeAnswer(of: try await send(request, stream: false, timer: timer), timer: timer)
         }
+    }
+
+    /// Reads a whole (not streamed) answer, within the size cap, as a chat completion.
+    private func wholeAnswer(of response: HTTPClientResponse, timer: CallTimer) async throws -> ChatResponse {
+        var body = ByteBuffer()
+        do {
+            for try await chunk in response.body {
+                timer.received()
+                guard body.readableBytes + chunk.readableBytes <= configuration.maxResponseBytes else {
+                    throw TroupeError(
+                        .malformedModelResponse,
+                        "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
+                        details: details())
+                }
+                body.writeImmutableBuffer(chunk)
+            }
+        } catch {
+            throw transportError(error, "reading the answer")
+        }
+        var answer = try answer(in: body)
+        answer.rateLimit = RateLimitStatus { response.headers.first(name: $0) }
+        return answer
     }
 
     /// The chat completion in a non-streaming answer's body.
@@ -212,22 +216,7 @@ public struct OpenAIChatModel: ChatModel {
         if let type = response.headers.first(name: "content-type")?.lowercased(), type.contains("json"), !type.contains("event-stream") {
             // A server that answers a streamed request with one JSON document (an error, or the
             // whole completion): read it as such rather than as a stream that never began.
-            var body = ByteBuffer()
-            do {
-                for try await chunk in response.body {
-                    timer.received()
-                    guard body.readableBytes + chunk.readableBytes <= configuration.maxResponseBytes else {
-                        throw TroupeError(
-                            .malformedModelResponse, "The answer from \(endpoint) exceeded \(configuration.maxResponseBytes) bytes.",
-                            details: details())
-                    }
-                    body.writeImmutableBuffer(chunk)
-                }
-            } catch {
-                throw transportError(error, "reading the answer")
-            }
-            var answer = try answer(in: body)
-            answer.rateLimit = RateLimitStatus { response.headers.first(name: $0) }
+            let answer = try await wholeAnswer(of: response, timer: timer)
             if let content = answer.message.content, !content.isEmpty { yield(.textDelta(content)) }
             yield(.completed(answer))
             return
