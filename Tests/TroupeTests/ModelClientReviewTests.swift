@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Troupe
 @testable import TroupeAgents
+@testable import TroupeModels
 import TroupeTesting
 
 /// The model client against what real OpenAI-compatible servers send (issue 21), one test (or
@@ -139,6 +140,32 @@ import TroupeTesting
         await clock.waitForSleepers(1)
         clock.advance(by: .seconds(60))
         #expect(try await next.value.message.content == "b")
+    }
+
+    /// o-series and gpt-5 models refuse `max_tokens`: they get `max_completion_tokens`, by name,
+    /// or after a 400 that asks for it (remembered).
+    @Test func item9_modelsThatRefuseMaxTokensGetMaxCompletionTokens() async throws {
+        #expect(OpenAIChatModel.usesCompletionTokens("o3-mini") && OpenAIChatModel.usesCompletionTokens("gpt-5.1"))
+        #expect(OpenAIChatModel.usesCompletionTokens("openai/o4-mini"))
+        #expect(!OpenAIChatModel.usesCompletionTokens("gpt-4o") && !OpenAIChatModel.usesCompletionTokens("ollama"))
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.","type":"invalid_request_error","param":"max_tokens"}}"#,
+                    status: 400))
+            let model = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "reasoner-\(UUID())"))
+            let request = ChatRequest(messages: [.user("hi")], maxTokens: 50)
+            _ = try await model.complete(request)
+            _ = try await model.complete(request)
+            let bodies = mock.requests
+            #expect(bodies.count == 3)
+            #expect(bodies[0]["max_tokens"] == 50)
+            #expect(bodies[1]["max_tokens"] == nil && bodies[1]["max_completion_tokens"] == 50)
+            #expect(bodies[2]["max_completion_tokens"] == 50, "remembered")
+            let named = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "o3-mini"))
+            _ = try await named.complete(request)
+            #expect(mock.requests.last?["max_completion_tokens"] == 50)
+        }
     }
 
     // MARK: 2. Parallel tool calls merged into one

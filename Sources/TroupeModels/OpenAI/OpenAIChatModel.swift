@@ -327,13 +327,22 @@ public struct OpenAIChatModel: ChatModel {
         let formatKey = endpoint + " " + configuration.model
         let usesFormat = Self.jsonInPromptEndpoints.withLock { !$0.contains(formatKey) }
         let streamOptions = stream && Self.noStreamOptionsEndpoints.withLock { !$0.contains(endpoint) }
+        let completionTokens =
+            Self.usesCompletionTokens(configuration.model) || Self.completionTokensModels.withLock { $0.contains(formatKey) }
         let asked = usesFormat ? request : request.withSchemaInPrompt()
         do {
-            return try await post(asked, stream: stream, streamOptions: streamOptions, timer: timer)
+            return try await post(
+                asked, stream: stream, streamOptions: streamOptions, completionTokens: completionTokens, timer: timer)
         } catch let error as TroupeError where usesFormat && request.asksForJSONSchema && error.refusesParameter("response_format") {
             Self.jsonInPromptEndpoints.withLock { _ = $0.insert(formatKey) }
             Logger(label: "troupe.model").notice(
                 "The model API refused response_format; asking for JSON in the prompt from now on", metadata: ["endpoint": "\(endpoint)"])
+            return try await send(request, stream: stream, timer: timer)
+        } catch let error as TroupeError where !completionTokens && request.maxTokens != nil && error.asksForCompletionTokens {
+            Self.completionTokensModels.withLock { _ = $0.insert(formatKey) }
+            Logger(label: "troupe.model").notice(
+                "The model API refused max_tokens; sending max_completion_tokens from now on",
+                metadata: ["endpoint": "\(endpoint)", "model": "\(configuration.model)"])
             return try await send(request, stream: stream, timer: timer)
         } catch let error as TroupeError where streamOptions && error.refusesParameter("stream_options") {
             Self.noStreamOptionsEndpoints.withLock { _ = $0.insert(endpoint) }
@@ -346,11 +355,25 @@ public struct OpenAIChatModel: ChatModel {
     /// Endpoints that refused `stream_options`, for the life of the process.
     private static let noStreamOptionsEndpoints = Mutex<Set<String>>([])
 
+    /// Endpoints and models (`URL model`) that refused `max_tokens`, for the life of the process.
+    private static let completionTokensModels = Mutex<Set<String>>([])
+
+    /// Models known to take only `max_completion_tokens`: OpenAI's reasoning models (o1, o3, o4…)
+    /// and gpt-5.
+    static func usesCompletionTokens(_ model: String) -> Bool {
+        let name = model.lowercased().split(separator: "/").last.map(String.init) ?? model.lowercased()
+        if name.hasPrefix("gpt-5") { return true }
+        guard name.first == "o", let digit = name.dropFirst().first, digit.isNumber else { return false }
+        return true
+    }
+
     /// Endpoints and models (`URL model`) that refused `response_format`, for the life of the process.
     private static let jsonInPromptEndpoints = Mutex<Set<String>>([])
 
     /// Posts the request; the timer learns when the head of a successful answer arrived.
-    private func post(_ request: ChatRequest, stream: Bool, streamOptions: Bool, timer: CallTimer) async throws -> HTTPClientResponse {
+    private func post(
+        _ request: ChatRequest, stream: Bool, streamOptions: Bool, completionTokens: Bool, timer: CallTimer
+    ) async throws -> HTTPClientResponse {
         var http = HTTPClientRequest(url: endpoint)
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
@@ -358,7 +381,10 @@ public struct OpenAIChatModel: ChatModel {
         if let key = configuration.apiKey { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in configuration.headers { http.headers.replaceOrAdd(name: name, value: value) }
         http.body = .bytes(
-            ByteBuffer(bytes: OpenAIWire.body(for: request, model: configuration.model, stream: stream, streamOptions: streamOptions)))
+            ByteBuffer(
+                bytes: OpenAIWire.body(
+                    for: request, model: configuration.model, stream: stream, streamOptions: streamOptions,
+                    completionTokens: completionTokens)))
         let response: HTTPClientResponse
         do {
             // The timer cuts the call first; the client's own deadline is a backstop.
@@ -455,6 +481,14 @@ public struct OpenAIChatModel: ChatModel {
 }
 
 extension TroupeError {
+    /// A 400 that says the model takes `max_completion_tokens` instead of `max_tokens` (not one that
+    /// says the value of `max_tokens` is too large).
+    fileprivate var asksForCompletionTokens: Bool {
+        guard code == .invalidInput, details["status"] == "400" else { return false }
+        let text = message.lowercased()
+        return text.contains("max_completion_tokens") || (text.contains("max_tokens") && text.contains("unsupported parameter"))
+    }
+
     /// A 400 that says the server does not take `parameter` (for `response_format`, also one that
     /// says it does not do JSON Schema / structured output).
     fileprivate func refusesParameter(_ parameter: String) -> Bool {

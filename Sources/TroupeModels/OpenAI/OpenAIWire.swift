@@ -161,7 +161,11 @@ package enum OpenAIWire {
     /// The request body, written straight to bytes (JSONEncoder cost more than the rest of a call).
     /// - Parameter streamOptions: whether a streamed request asks for `stream_options` (usage in
     ///   the last chunk); some servers refuse the parameter.
-    package static func body(for request: ChatRequest, model: String, stream: Bool, streamOptions: Bool = true) -> [UInt8] {
+    ///   - completionTokens: whether the answer's limit goes as `max_completion_tokens` (o-series and
+    ///     gpt-5 models refuse `max_tokens`) rather than `max_tokens`.
+    package static func body(
+        for request: ChatRequest, model: String, stream: Bool, streamOptions: Bool = true, completionTokens: Bool = false
+    ) -> [UInt8] {
         var json = JSONWriter(capacity: 1_024)
         json.beginObject()
         json.key("model")
@@ -233,7 +237,7 @@ package enum OpenAIWire {
             json.double(temperature)
         }
         if let maxTokens = request.maxTokens {
-            json.key("max_tokens")
+            json.key(completionTokens ? "max_completion_tokens" : "max_tokens")
             json.int(maxTokens)
         }
         if let seed = request.seed {
