@@ -258,6 +258,22 @@ import TroupeTesting
         #expect(model.state == .open, "503, cancelled, 503: two failures in a row, the cancellation in between is no success")
     }
 
+    /// A slow call let through while the breaker was closed ends after it opened and went
+    /// half-open: its success is not the probe's, and does not close the breaker.
+    @Test func item9_aCallFromAnEarlierStateCannotDecideTheProbe() {
+        var breaker = CircuitBreaker(policy: .init(consecutiveFailures: 1, coolDownSeconds: 10))
+        let slow = breaker.admit(at: 0)
+        let failing = breaker.admit(at: 0)
+        breaker.record(failing!, failed: true, at: 1)
+        #expect(breaker.state == .open)
+        let probe = breaker.admit(at: 12)
+        #expect(breaker.state == .halfOpen)
+        breaker.record(slow!, failed: false, at: 13)
+        #expect(breaker.state == .halfOpen, "the slow call's success is not the probe's")
+        breaker.record(probe!, failed: false, at: 14)
+        #expect(breaker.state == .closed)
+    }
+
     // MARK: 6. refusal
 
     @Test func item6_aRefusalIsReadAndNamedNotRepaired() async throws {

@@ -48,6 +48,16 @@ public struct CircuitBreaker: Sendable, Hashable {
     private var recent: [Bool] = []
     private var consecutive = 0
     private var probing = 0
+    /// Moves on with every change of state: a call let through in one state cannot decide the
+    /// outcome of another (a slow call admitted while closed must not close a half-open breaker
+    /// in place of its probe).
+    private var generation = 0
+
+    /// A call let through, and the state it was let through in.
+    public struct Permit: Sendable, Hashable {
+        fileprivate var generation: Int
+        fileprivate var probe: Bool
+    }
 
     public init(policy: Policy = Policy()) {
         self.policy = policy
@@ -55,23 +65,37 @@ public struct CircuitBreaker: Sendable, Hashable {
 
     /// Whether a call may go ahead at `now`; a `true` must be followed by ``record(failed:at:)``.
     public mutating func permit(at now: Double) -> Bool {
+        admit(at: now) != nil
+    }
+
+    /// Lets a call through at `now`, or `nil`; the permit must be followed by
+    /// ``record(_:failed:at:)`` or ``abandon(_:)``.
+    public mutating func admit(at now: Double) -> Permit? {
         switch state {
         case .closed:
-            return true
+            return Permit(generation: generation, probe: false)
         case .open:
-            guard let openedAt, now - openedAt >= policy.coolDownSeconds else { return false }
+            guard let openedAt, now - openedAt >= policy.coolDownSeconds else { return nil }
             state = .halfOpen
+            generation += 1
             probing = 1
-            return true
+            return Permit(generation: generation, probe: true)
         case .halfOpen:
-            guard probing < policy.probes else { return false }
+            guard probing < policy.probes else { return nil }
             probing += 1
-            return true
+            return Permit(generation: generation, probe: true)
         }
     }
 
-    /// Records a permitted call's outcome.
+    /// Records the outcome of a call let through in the current state.
     public mutating func record(failed: Bool, at now: Double) {
+        record(Permit(generation: generation, probe: state == .halfOpen), failed: failed, at: now)
+    }
+
+    /// Records a permitted call's outcome. A call let through in an earlier state only frees its
+    /// probe slot, if it had one: it says nothing about the state the breaker is in now.
+    public mutating func record(_ permit: Permit, failed: Bool, at now: Double) {
+        guard permit.generation == generation else { return }
         switch state {
         case .closed:
             consecutive = failed ? consecutive + 1 : 0
@@ -83,10 +107,12 @@ public struct CircuitBreaker: Sendable, Hashable {
             if consecutive >= policy.consecutiveFailures || rateExceeded { open(at: now) }
         case .halfOpen:
             probing = max(0, probing - 1)
+            guard permit.probe else { return }
             if failed {
                 open(at: now)
             } else {
                 state = .closed
+                generation += 1
                 recent = []
                 consecutive = 0
                 probing = 0
@@ -103,8 +129,14 @@ public struct CircuitBreaker: Sendable, Hashable {
         if state == .halfOpen { probing = max(0, probing - 1) }
     }
 
+    /// Forgets a permitted call that ended without an outcome (see ``abandon()``).
+    public mutating func abandon(_ permit: Permit) {
+        if permit.probe, permit.generation == generation { abandon() }
+    }
+
     private mutating func open(at now: Double) {
         state = .open
+        generation += 1
         openedAt = now
         probing = 0
     }
@@ -115,6 +147,8 @@ public struct CircuitBreaker: Sendable, Hashable {
 /// State changes are logged (`circuit breaker opened` / `half-open` / `closed`), reported to
 /// `onStateChange` and kept in the gauge `troupe_model_circuit_state` (0 closed, 1 half-open,
 /// 2 open; dimension `model`); refused calls count in `troupe_model_circuit_refusals_total`.
+/// Changes are reported under the breaker's lock, in the order they happened: `onStateChange`
+/// must not call back into this model.
 public final class CircuitBreakerModel: ChatModel, Sendable {
     public let base: any ChatModel
     /// Names the model in errors and logs (an endpoint, say).
@@ -154,41 +188,43 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
     public var state: CircuitBreaker.State { breaker.withLock { $0.state } }
 
     public func complete(_ request: ChatRequest) async throws -> ChatResponse {
-        try admit()
+        let permit = try admit()
         do {
             let response = try await base.complete(request)
-            settle(failed: false)
+            settle(permit, failed: false)
             return response
         } catch {
-            settle(after: error)
+            settle(permit, after: error)
             throw error
         }
     }
 
     public func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
         .producing { [self] continuation in
-            try admit()
+            let permit = try admit()
             do {
                 for try await event in base.stream(request) { continuation.yield(event) }
-                settle(failed: false)
+                settle(permit, failed: false)
             } catch {
-                settle(after: error)
+                settle(permit, after: error)
                 throw error
             }
         }
     }
 
-    private func admit() throws {
+    private func admit() throws -> CircuitBreaker.Permit {
         let now = seconds()
-        let (permitted, before, after, openedAt) = breaker.withLock { breaker in
+        // State changes are reported under the lock, so the log and the gauge follow the
+        // breaker's own order of changes.
+        let (permit, openedAt, coolDown) = breaker.withLock { breaker in
             let before = breaker.state
-            let permitted = breaker.permit(at: now)
-            return (permitted, before, breaker.state, breaker.openedAt)
+            let permit = breaker.admit(at: now)
+            if before != breaker.state { changed(to: breaker.state) }
+            return (permit, breaker.openedAt, breaker.policy.coolDownSeconds)
         }
-        if before != after { changed(to: after) }
-        guard permitted else {
+        guard let permit else {
             refusals.increment()
-            let wait = max(0, (openedAt ?? now) + breaker.withLock { $0.policy.coolDownSeconds } - now)
+            let wait = max(0, (openedAt ?? now) + coolDown - now)
             let last = lastFailure.withLock { $0 }.map { " The last failure: \($0)" } ?? ""
             throw TroupeError(
                 .circuitOpen,
@@ -197,28 +233,28 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
                 details: ["model": name, "retryInSeconds": String(format: "%.1f", wait)]
             )
         }
+        return permit
     }
 
     /// Counts a failed call against the model if it says the server is unwell. A cancelled call
     /// says nothing about the server: it is neither a success nor a failure.
-    private func settle(after error: any Error) {
+    private func settle(_ permit: CircuitBreaker.Permit, after error: any Error) {
         let failure = TroupeError.wrap(error, as: .modelAPI)
         if failure.code == .cancelled {
-            breaker.withLock { $0.abandon() }
+            breaker.withLock { $0.abandon(permit) }
             return
         }
         if failure.isRetryable { lastFailure.withLock { $0 = failure.message } }
-        settle(failed: failure.isRetryable)
+        settle(permit, failed: failure.isRetryable)
     }
 
-    private func settle(failed: Bool) {
+    private func settle(_ permit: CircuitBreaker.Permit, failed: Bool) {
         let now = seconds()
-        let (before, after) = breaker.withLock { breaker in
+        breaker.withLock { breaker in
             let before = breaker.state
-            breaker.record(failed: failed, at: now)
-            return (before, breaker.state)
+            breaker.record(permit, failed: failed, at: now)
+            if before != breaker.state { changed(to: breaker.state) }
         }
-        if before != after { changed(to: after) }
     }
 
     private func changed(to state: CircuitBreaker.State) {
