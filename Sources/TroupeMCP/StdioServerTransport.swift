@@ -29,7 +29,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     /// The server's messages not yet taken by the client: bounded, so that a server that writes
     /// faster than the client reads is made to wait (its stdout is not read meanwhile, its pipe
     /// fills, and its writes block) instead of filling Troupe's memory.
-    private let queue = BoundedMessageQueue(limit: StdioServerTransport.maxQueuedBytes)
+    private let queue: BoundedMessageQueue
     private var writer: StandardInputWriter?
     private var runTask: Task<Void, Never>?
     private var launch: CheckedContinuation<Void, any Error>?
@@ -53,8 +53,10 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         arguments: [String],
         environment: [String: String],
         workingDirectory: String?,
+        maxQueuedBytes: Int = StdioServerTransport.maxQueuedBytes,
         logger: Logger
     ) {
+        self.queue = BoundedMessageQueue(limit: maxQueuedBytes)
         self.serverName = serverName
         self.command = command
         self.arguments = arguments

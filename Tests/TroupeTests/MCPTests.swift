@@ -315,6 +315,23 @@ struct MCPTests {
             }
         }
     }
+
+    /// A server that floods its output while no one reads it fills the queue and blocks; stopping
+    /// it must still end (the queue lets it go, its output is drained until it dies).
+    @Test func aFloodingServerNoOneReadsCanStillBeStopped() async throws {
+        let transport = StdioServerTransport(
+            serverName: "flood", command: "/bin/sh",
+            arguments: ["-c", #"yes '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"flood"}}'"#],
+            environment: ["PATH": "/usr/bin:/bin"], workingDirectory: nil, maxQueuedBytes: 1 << 20, logger: MCPFixtures.logger)
+        try await transport.connect()
+        // Until the queue is full and the server waits on it.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while await transport.queuedBytes < (1 << 20) - 4_096, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let stopped = try await withTimeLimit(.seconds(20)) { await transport.disconnect() }
+        #expect(stopped != nil, "disconnect did not return")
+    }
 }
 
 /// What needs no server: names, effects, configuration checks.
