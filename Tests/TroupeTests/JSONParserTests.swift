@@ -14,7 +14,8 @@ import Testing
         // Integers beyond Int become doubles; integers stay integers.
         #expect(try JSONValue.parse("9223372036854775807") == .int(Int.max))
         #expect(try JSONValue.parse("92233720368547758070") == .double(92_233_720_368_547_758_070))
-        #expect(try JSONValue.parse("-0") == .int(0))
+        // `-0` keeps its sign (a double: an Int has none).
+        #expect(try JSONValue.parse("-0").doubleValue?.sign == .minus)
     }
 
     @Test(arguments: [
@@ -32,7 +33,6 @@ import Testing
         ("1.", "expected a digit after '.'"),
         ("1e", "expected a digit in the exponent"),
         ("-", "expected a digit"),
-        ("1e400", "out of range"),
         ("tru", "unexpected character 't'"),
         ("{} {}", "unexpected text after the JSON value"),
         ("'single'", "unexpected character '''"),

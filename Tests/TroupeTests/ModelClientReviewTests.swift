@@ -274,6 +274,17 @@ import TroupeTesting
         #expect(breaker.state == .closed)
     }
 
+    /// What servers send that the JSON reader once got wrong: `-0` lost its sign, `1e400`
+    /// refused the whole answer, a lone high surrogate swallowed the escape after it.
+    @Test func item9_jsonEdgeCasesAreReadAsTheyAre() throws {
+        let negativeZero = try JSONValue.parse("-0")
+        #expect(negativeZero.doubleValue == 0 && negativeZero.doubleValue?.sign == .minus)
+        #expect(try JSONValue.parse("[1e400, -1e400]") == [.double(.greatestFiniteMagnitude), .double(-.greatestFiniteMagnitude)])
+        #expect(try JSONValue.parse(#""\uD800\u0041""#) == .string("\u{FFFD}A"))
+        #expect(try JSONValue.parse(#""\uD83D\uDE00""#) == .string("😀"))
+        #expect(try JSONValue.parse("0") == .int(0))
+    }
+
     // MARK: 6. refusal
 
     @Test func item6_aRefusalIsReadAndNamedNotRepaired() async throws {

@@ -163,12 +163,15 @@ package struct JSONParser {
         let high = try parseHex4()
         if (0xD800..<0xDC00).contains(high) {
             if index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
+                let second = index
                 index += 2
                 let low = try parseHex4()
                 if (0xDC00..<0xE000).contains(low) {
                     let scalar = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
                     return Character(Unicode.Scalar(scalar) ?? "\u{FFFD}")
                 }
+                // Not the pair's second half: it is a character of its own, read next.
+                index = second
             }
             return "\u{FFFD}"  // a lone surrogate
         }
@@ -218,9 +221,11 @@ package struct JSONParser {
             while index < bytes.count, Self.isDigit(bytes[index]) { index += 1 }
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
-        if integral, let value = Int(text) { return .int(value) }
-        guard let value = Double(text), value.isFinite else { throw failure("the number \(text) is out of range", at: start) }
-        return .double(value)
+        // `-0` is a number of its own (JSON keeps its sign; an Int cannot).
+        if integral, text != "-0", let value = Int(text) { return .int(value) }
+        guard let value = Double(text) else { throw failure("the number \(text) is out of range", at: start) }
+        // Beyond a Double (`1e400`): the largest one of its sign, rather than refusing the whole text.
+        return .double(value.isFinite ? value : (value < 0 ? -Double.greatestFiniteMagnitude : .greatestFiniteMagnitude))
     }
 
     private mutating func parseLiteral(_ word: StaticString, _ value: JSONValue) throws(TroupeError) -> JSONValue {
