@@ -55,26 +55,13 @@ import TroupeTesting
 
     /// A journal cut right after both side-effecting calls of one turn started: what a kill leaves.
     private func crashedWithTwoCallsInFlight() async throws -> (InMemoryRunStore, RunID) {
-        let model = ScriptedModel([
-            .response(.plan(plan([("s1", ["append_line"], [])]))),
-            .response(.toolCalls([("append_line", #"{"text":"a"}"#), ("append_line", #"{"text":"b"}"#)])),
-            .response(.text("appended")),
-        ])
-        let complete = InMemoryRunStore()
-        let finished = try await makeDriver(
-            store: complete, model: model, tools: [CountingTool(name: "append_line", effect: .sideEffecting)]
-        )
-        .run(goal: "Append two lines", configuration: RunConfiguration(model: "scripted"))
-        let records = try await complete.events(of: finished.runID)
-        let cut = try #require(
-            records.lastIndex { record in
-                if case .activityStarted(_, .tool) = record.event { true } else { false }
-            })
-        let crashed = InMemoryRunStore()
-        guard case .runCreated(let goal, let configuration) = records[0].event else { throw CLIError(message: "no runCreated") }
-        _ = try await crashed.createRun(id: finished.runID, goal: goal, configuration: configuration, at: fixedDate)
-        _ = try await crashed.append(records[1...cut].map(\.event), to: finished.runID, expectedSequence: 1, at: fixedDate)
-        return (crashed, finished.runID)
+        try await crashedJournal(
+            replies: [
+                .response(.plan(plan([("s1", ["append_line"], [])]))),
+                .response(.toolCalls([("append_line", #"{"text":"a"}"#), ("append_line", #"{"text":"b"}"#)])),
+                .response(.text("appended")),
+            ],
+            tool: CountingTool(name: "append_line", effect: .sideEffecting), goal: "Append two lines")
     }
 
     @Test func item2_aResolutionSettlesOnlyTheCallTheOperatorWasShown() async throws {
@@ -124,14 +111,7 @@ import TroupeTesting
         let store = InterceptingStore(inner)
         let moving = MovableNow()
         let tool = CountingTool(name: "append_line", effect: .sideEffecting)
-        store.afterAppend.withLock {
-            $0 = { events, lease in
-                guard let lease, events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) else { return }
-                moving.advance(by: 120)  // SIGSTOP for two minutes
-                _ = try await inner.acquireLease(
-                    on: lease.runID, owner: "other", until: moving.now.addingTimeInterval(30), replacing: nil, at: moving.now)
-            }
-        }
+        store.pauseAfterAToolStarts(moving, thenTakenOverBy: "other")
         let model = ScriptedModel([
             .response(.plan(plan([("s1", ["append_line"], [])]))),
             .response(.toolCall("append_line", #"{"text":"once"}"#)),
@@ -177,14 +157,7 @@ import TroupeTesting
         let store = InterceptingStore(inner)
         let moving = MovableNow()
         let tool = CountingTool(name: "put", effect: .idempotent)
-        store.afterAppend.withLock {
-            $0 = { events, lease in
-                guard let lease, events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) else { return }
-                moving.advance(by: 120)
-                _ = try await inner.acquireLease(
-                    on: lease.runID, owner: "other", until: moving.now.addingTimeInterval(30), replacing: nil, at: moving.now)
-            }
-        }
+        store.pauseAfterAToolStarts(moving, thenTakenOverBy: "other")
         let model = ScriptedModel([
             .response(.plan(plan([("s1", ["put"], [])]))),
             .response(.toolCall("put", #"{"text":"v1"}"#)),
@@ -201,11 +174,7 @@ import TroupeTesting
         let store = InterceptingStore(InMemoryRunStore())
         let moving = MovableNow()
         let tool = CountingTool(name: "append_line", effect: .sideEffecting)
-        store.afterAppend.withLock {
-            $0 = { events, _ in
-                if events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) { moving.advance(by: 120) }
-            }
-        }
+        store.pauseAfterAToolStarts(moving, thenTakenOverBy: nil)
         let model = ScriptedModel([
             .response(.plan(plan([("s1", ["append_line"], [])]))),
             .response(.toolCall("append_line", #"{"text":"once"}"#)),

@@ -7,26 +7,13 @@ import TroupeTesting
 @Suite struct NeedsAttentionTests {
     /// A journal cut right after `activityStarted` of a side-effecting tool call: what a crash leaves.
     static func crashedJournal(effect: ToolEffect) async throws -> (store: InMemoryRunStore, id: RunID) {
-        let tool = CountingTool(name: "append_line", effect: effect)
-        let model = ScriptedModel([
-            .response(.plan(plan([("s1", ["append_line"], [])]))),
-            .response(.toolCall("append_line", #"{"text":"once"}"#)),
-            .response(.text("appended")),
-        ])
-        let complete = InMemoryRunStore()
-        let finished = try await makeDriver(store: complete, model: model, tools: [tool])
-            .run(goal: "Append a line", configuration: RunConfiguration(model: "scripted"))
-        let records = try await complete.events(of: finished.runID)
-        let cut = try #require(
-            records.firstIndex { record in
-                if case .activityStarted(_, .tool) = record.event { true } else { false }
-            }
-        )
-        let crashed = InMemoryRunStore()
-        guard case .runCreated(let goal, let configuration) = records[0].event else { throw CLIError(message: "no runCreated") }
-        _ = try await crashed.createRun(id: finished.runID, goal: goal, configuration: configuration, at: fixedDate)
-        _ = try await crashed.append(records[1...cut].map(\.event), to: finished.runID, expectedSequence: 1, at: fixedDate)
-        return (crashed, finished.runID)
+        try await TroupeTests.crashedJournal(
+            replies: [
+                .response(.plan(plan([("s1", ["append_line"], [])]))),
+                .response(.toolCall("append_line", #"{"text":"once"}"#)),
+                .response(.text("appended")),
+            ],
+            tool: CountingTool(name: "append_line", effect: effect), goal: "Append a line")
     }
 
     @Test func inFlightSideEffectingToolParksRunInsteadOfRepeating() async throws {

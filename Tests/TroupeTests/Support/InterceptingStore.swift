@@ -19,6 +19,21 @@ final class InterceptingStore: RunStore, Sendable {
         self.inner = inner
     }
 
+    /// Plays a driver paused (SIGSTOP) for two minutes right after it journaled the start of a
+    /// tool call, during which `owner` (if any) takes the run's lease.
+    func pauseAfterAToolStarts(_ moving: MovableNow, thenTakenOverBy owner: String?) {
+        let inner = inner
+        afterAppend.withLock {
+            $0 = { events, lease in
+                guard let lease, events.contains(where: { if case .activityStarted(_, .tool) = $0 { true } else { false } }) else { return }
+                moving.advance(by: 120)
+                guard let owner else { return }
+                _ = try await inner.acquireLease(
+                    on: lease.runID, owner: owner, until: moving.now.addingTimeInterval(30), replacing: nil, at: moving.now)
+            }
+        }
+    }
+
     private func recording<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()

@@ -83,3 +83,26 @@ func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
         thread.start()
     }
 }
+
+/// What a crash leaves: the journal of a run of `replies` with `tool`, cut right after the
+/// `activityStarted` of its last tool call of the first turn that calls tools.
+func crashedJournal(
+    replies: [ScriptedModel.Reply], tool: CountingTool, goal: String
+) async throws -> (store: InMemoryRunStore, id: RunID) {
+    let complete = InMemoryRunStore()
+    let finished = try await makeDriver(store: complete, model: ScriptedModel(replies), tools: [tool])
+        .run(goal: goal, configuration: RunConfiguration(model: "scripted"))
+    let records = try await complete.events(of: finished.runID)
+    // The starts of one turn's calls are journaled together: the last of that run of starts.
+    guard let first = records.firstIndex(where: { if case .activityStarted(_, .tool) = $0.event { true } else { false } }) else {
+        throw CLIError(message: "the run made no tool call")
+    }
+    let cut =
+        records[first...].firstIndex { if case .activityStarted(_, .tool) = $0.event { false } else { true } }.map { $0 - 1 }
+        ?? records.count - 1
+    let crashed = InMemoryRunStore()
+    guard case .runCreated(let goal, let configuration) = records[0].event else { throw CLIError(message: "no runCreated") }
+    _ = try await crashed.createRun(id: finished.runID, goal: goal, configuration: configuration, at: fixedDate)
+    _ = try await crashed.append(records[1...cut].map(\.event), to: finished.runID, expectedSequence: 1, at: fixedDate)
+    return (crashed, finished.runID)
+}
