@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Troupe
 import TroupeSettings
+import TroupeTools
 
 /// `--store`, `--config`, `--set` and `--verbose`, accepted by every command.
 struct GlobalOptions: ParsableArguments {
@@ -58,8 +59,9 @@ struct GlobalOptions: ParsableArguments {
 
     /// Whether `path` is `directory` or inside it, both with symbolic links resolved.
     static func path(_ path: String, isInside directory: String) -> Bool {
-        let file = Array(URL(fileURLWithPath: path).resolvingSymlinksInPath().path.utf8)
-        let root = Array(URL(fileURLWithPath: directory).resolvingSymlinksInPath().path.utf8)
+        // Resolved as the workspace resolves paths (realpath), so both sides agree.
+        let file = Array((Workspace.realPath(path) ?? path).utf8)
+        let root = Array((Workspace.realPath(directory) ?? directory).utf8)
         return file == root || root == [0x2F] || file.starts(with: root + [0x2F])
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Troupe
 import TroupeSettings
+import TroupeTools
 
 /// Builds what a run needs from its configuration: the model client, the tools, the driver.
 struct Runtime {
@@ -58,12 +59,8 @@ struct Runtime {
     var fileLimits: FileToolLimits {
         var protected = settings.protectedPaths
         for path in [settings.file, store.path].compactMap({ $0 }) {
-            // The real path, as the workspace resolves paths (realpath): /tmp and /private/tmp agree.
-            let real = realpath(path, nil).map { pointer in
-                defer { free(pointer) }
-                return String(cString: pointer)
-            }
-            protected.files.insert(real ?? path)
+            // The real path, as the workspace resolves paths: /tmp and /private/tmp agree.
+            protected.files.insert(Workspace.realPath(path) ?? path)
             protected.files.insert(path)
         }
         return FileToolLimits(protectedPaths: protected)

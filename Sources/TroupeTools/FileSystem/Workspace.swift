@@ -79,7 +79,8 @@ public struct Workspace: Sendable, Hashable {
         TroupeError(.accessDenied, "Access to '\(path)' is denied: \(reason). Use paths inside the workspace.", details: ["path": path])
     }
 
-    static func realPath(_ path: String) -> String? {
+    /// `path` with every symlink resolved (`realpath`), or `nil` if it does not exist.
+    package static func realPath(_ path: String) -> String? {
         guard let pointer = realpath(path, nil) else { return nil }
         defer { free(pointer) }
         return String(cString: pointer)
