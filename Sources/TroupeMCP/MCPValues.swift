@@ -29,6 +29,8 @@ extension JSONValue {
         case .bool(let value): .bool(value)
         case .int(let value): .int(value)
         case .double(let value): .double(value)
+        // The SDK's values have no exact form for it: the nearest Double, as JSON readers would.
+        case .bigInteger(let digits): .double(Double(digits) ?? 0)
         case .string(let value): .string(value)
         case .array(let values): .array(values.map(\.mcpValue))
         case .object(let members): .object(members.mapValues(\.mcpValue))

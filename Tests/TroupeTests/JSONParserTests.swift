@@ -11,9 +11,9 @@ import Testing
         #expect(value["s"] == "q\"\\/\u{8}\u{c}\n\r\té🎉")
         #expect(value["o"] == .object([:]))
         #expect(value["e"] == .array([]))
-        // Integers beyond Int become doubles; integers stay integers.
+        // Integers stay integers, even beyond Int (their digits are kept).
         #expect(try JSONValue.parse("9223372036854775807") == .int(Int.max))
-        #expect(try JSONValue.parse("92233720368547758070") == .double(92_233_720_368_547_758_070))
+        #expect(try JSONValue.parse("92233720368547758070") == .bigInteger("92233720368547758070"))
         // `-0` keeps its sign (a double: an Int has none).
         #expect(try JSONValue.parse("-0").doubleValue?.sign == .minus)
     }

@@ -285,6 +285,47 @@ import TroupeTesting
         #expect(try JSONValue.parse("0") == .int(0))
     }
 
+    /// A model passing a 23-digit ID (an order number, a snowflake from another system) gets it
+    /// to the tool, the journal and the schema check as written, not as `1.2345678901234568e+22`.
+    @Test func item9_integersBeyond64BitsKeepTheirDigits() throws {
+        let text = #"{"big":12345678901234567890123,"negative":-98765432109876543210,"small":7}"#
+        let arguments = try JSONValue.parse(text)
+        #expect(arguments["big"] == .bigInteger("12345678901234567890123"))
+        #expect(arguments["big"]?.typeName == "integer")
+        #expect(arguments["big"]?.intValue == nil)
+        #expect(arguments["big"]?.doubleValue == 12345678901234567890123.0)
+        #expect(arguments.jsonString == text)
+
+        // Through Codable, as the journal stores and reads tool arguments.
+        struct Record: Codable, Equatable { let arguments: JSONValue }
+        let reread = try JSONCoding.decode(Record.self, from: JSONCoding.encode(Record(arguments: arguments)))
+        #expect(reread.arguments == arguments)
+        let foundation = try JSONCoding.decode(Record.self, from: JSONCoding.encoder().encode(Record(arguments: arguments)))
+        #expect(foundation.arguments == arguments)
+
+        let schema = JSONSchema.object([.init("big", .integer(minimum: 0))])
+        #expect(schema.validate(["big": arguments["big"]!]).isEmpty)
+        #expect(!schema.validate(["big": arguments["negative"]!]).isEmpty)
+
+        // Longer than Decimal holds exactly: read as the nearest Double, as before.
+        let long = try JSONValue.parse(String(repeating: "9", count: 39))
+        #expect(long == .double(1e39))
+        #expect(try JSONValue.parse("1.5") == .double(1.5))
+    }
+
+    /// Arguments sent as an object (item 3) are written out with their big integers intact.
+    @Test func item9_bigIntegersInArgumentsSentAsAnObjectAreWrittenAsTheyCame() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"get_weather","arguments":{"id":-34028236692093846346337460743176821145}}}]}}]}"#
+                ))
+            let response = try await model(mock).complete(Self.request)
+            let call = try #require(response.message.toolCalls.first)
+            #expect(call.arguments == #"{"id":-34028236692093846346337460743176821145}"#)
+        }
+    }
+
     // MARK: 6. refusal
 
     @Test func item6_aRefusalIsReadAndNamedNotRepaired() async throws {

@@ -151,7 +151,7 @@ extension JSONSchema {
             violations.append(SchemaViolation(path: path, message: "must be one of \(allowed)"))
         }
         switch value {
-        case .int, .double:
+        case .int, .double, .bigInteger:
             let number = value.doubleValue ?? 0
             if let minimum, number < minimum {
                 violations.append(SchemaViolation(path: path, message: "must be ≥ \(Self.format(minimum))"))
@@ -202,9 +202,9 @@ extension JSONSchema {
     private static func matches(_ value: JSONValue, type: String) -> Bool {
         switch (type, value) {
         case ("null", .null), ("boolean", .bool), ("string", .string), ("array", .array), ("object", .object): true
-        case ("integer", .int): true
+        case ("integer", .int), ("integer", .bigInteger): true
         case ("integer", .double(let number)): number.rounded() == number
-        case ("number", .int), ("number", .double): true
+        case ("number", .int), ("number", .double), ("number", .bigInteger): true
         default: false
         }
     }

@@ -2,12 +2,22 @@ import Foundation
 
 /// Any JSON value: what models send as tool arguments and what tools return.
 ///
-/// Integers and floating-point numbers are kept apart so that `3` round-trips as `3`, not `3.0`.
+/// Integers and floating-point numbers are kept apart so that `3` round-trips as `3`, not `3.0`,
+/// and an integer beyond `Int` keeps its digits (``bigInteger(_:)``), so an ID the model wrote is
+/// journaled and passed on as it was written.
 public enum JSONValue: Sendable, Hashable {
     case null
     case bool(Bool)
     case int(Int)
     case double(Double)
+    /// An integer beyond `Int`'s range with at most ``maximumBigIntegerDigits`` digits, kept as its
+    /// decimal text (an optional `-`, then digits, no leading zeros). A `Double` would turn
+    /// `12345678901234567890123` into `1.2345678901234568e+22`.
+    ///
+    /// Decoded through `Codable` (the journal), any integral number in that range becomes this
+    /// case, even one written with an exponent (`1e20`). Where no exact form exists (an MCP
+    /// server's arguments), it is sent as the nearest `Double`.
+    case bigInteger(String)
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
@@ -23,7 +33,7 @@ extension JSONValue: Codable {
         } else if let value = try? container.decode(Int.self) {
             self = .int(value)
         } else if let value = try? container.decode(Double.self) {
-            self = .double(value)
+            self = Self.bigInteger(near: value, in: container) ?? .double(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
         } else if let value = try? container.decode([JSONValue].self) {
@@ -35,6 +45,21 @@ extension JSONValue: Codable {
         }
     }
 
+    /// The number as ``bigInteger(_:)`` when `approximate` (what a `Double` made of it) is an
+    /// integer beyond `Int` that `Decimal` holds exactly; only then is the costlier `Decimal`
+    /// decoding tried.
+    private static func bigInteger(near approximate: Double, in container: any SingleValueDecodingContainer) -> JSONValue? {
+        guard approximate.rounded() == approximate, abs(approximate) >= 0x1p63, abs(approximate) < 1e39,
+            let decimal = try? container.decode(Decimal.self), !decimal.isNaN
+        else { return nil }
+        var value = decimal
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &value, 0, .plain)
+        guard rounded == decimal else { return nil }
+        let digits = decimal.description
+        return digits.utf8.count(where: { $0 != UInt8(ascii: "-") }) <= maximumBigIntegerDigits ? .bigInteger(digits) : nil
+    }
+
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.singleValueContainer()
         switch self {
@@ -42,6 +67,7 @@ extension JSONValue: Codable {
         case .bool(let value): try container.encode(value)
         case .int(let value): try container.encode(value)
         case .double(let value): try container.encode(value)
+        case .bigInteger(let digits): try container.encode(Decimal(string: digits) ?? 0)
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
@@ -50,6 +76,10 @@ extension JSONValue: Codable {
 }
 
 extension JSONValue {
+    /// The most digits a ``bigInteger(_:)`` keeps: any integer this long is exact in a `Decimal`
+    /// (the `Codable` form). Longer integers are read as `Double`s.
+    public static let maximumBigIntegerDigits = 38
+
     /// Parses JSON text. Throws a ``TroupeError`` with code `invalidJSON` and a short reason.
     public static func parse(_ text: String) throws(TroupeError) -> JSONValue {
         try JSONParser.parse(text.utf8)
@@ -72,7 +102,7 @@ extension JSONValue {
         switch self {
         case .null: "null"
         case .bool: "boolean"
-        case .int: "integer"
+        case .int, .bigInteger: "integer"
         case .double: "number"
         case .string: "string"
         case .array: "array"
@@ -96,6 +126,7 @@ extension JSONValue {
         switch self {
         case .int(let value): Double(value)
         case .double(let value): value
+        case .bigInteger(let digits): Double(digits)
         default: nil
         }
     }

@@ -98,6 +98,7 @@ package struct JSONWriter {
         case .bool(let flag): bool(flag)
         case .int(let number): int(number)
         case .double(let number): double(number)
+        case .bigInteger(let digits): raw(digits)
         case .string(let text): string(text)
         case .array(let elements):
             beginArray()
