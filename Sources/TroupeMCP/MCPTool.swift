@@ -62,6 +62,16 @@ public struct MCPServers: Sendable {
         connections = configurations.map { MCPConnection($0, httpClient: httpClient, logger: logger) }
     }
 
+    private init(connections: [MCPConnection]) {
+        self.connections = connections
+    }
+
+    /// The servers named in `names`, sharing these connections (``shutdown()`` of this value
+    /// stops them all).
+    public func only(_ names: Set<String>) -> MCPServers {
+        MCPServers(connections: connections.filter { names.contains($0.configuration.name) })
+    }
+
     /// The names of the servers.
     public var names: [String] { connections.map(\.configuration.name) }
 

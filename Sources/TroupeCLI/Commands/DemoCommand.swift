@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Troupe
+import TroupeSettings
 import TroupeTesting
 
 struct DemoCommand: AsyncParsableCommand {
@@ -56,6 +57,7 @@ struct DemoCommand: AsyncParsableCommand {
                 var configuration = RunConfiguration(
                     model: "troupe-mock", baseURL: mock.baseURL, workspace: root, tools: ["fs"])
                 configuration.stream = stream
+                configuration.toolRules = ToolRules(runtime.settings, toolGroups: configuration.tools).jsonValue
                 let outcome: Result<RunStateMachine, any Error>
                 do {
                     let model = try runtime.model(for: configuration)

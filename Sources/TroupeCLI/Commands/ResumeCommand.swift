@@ -37,6 +37,13 @@ struct ResumeCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the finished run as one JSON document instead of progress.")
     var json = false
 
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Apply the current settings' tool rules and MCP servers instead of those journaled when the run started "
+                + "(the change is journaled)."))
+    var useCurrentToolSettings = false
+
     func validate() throws {
         if retry && skip { throw ValidationError("Choose one of --retry and --skip.") }
     }
@@ -52,14 +59,18 @@ struct ResumeCommand: AsyncParsableCommand {
                 let store = runtime.store
                 let summary = try await store.requireRun(id)
                 if summary.status.isTerminal {
-                    say("Run \(id) already \(summary.status.rawValue); nothing to resume.")
+                    note("Run \(id) already \(summary.status.rawValue); nothing to resume.", json: json)
+                    try await printDocument(of: id, store: store, json: json)
                     throw ExitCode(ExitStatus.forRun(summary.status))
                 }
                 if summary.status == .needsAttention && !retry && !skip {
-                    say("Run \(id) needs attention: \(summary.error?.message ?? "")")
+                    note("Run \(id) needs attention: \(summary.error?.message ?? "")", json: json)
+                    try await printDocument(of: id, store: store, json: json)
                     throw ExitCode(ExitStatus.needsAttention)
                 }
-                let configuration = try options.applied(to: summary.configuration)
+                var configuration = try options.applied(to: summary.configuration)
+                try await refuseWorkspaceChange(from: summary.configuration, to: configuration, store: store)
+                let runtime = try toolRuntime(runtime, configuration: &configuration)
                 let model = try runtime.model(for: configuration)
                 let tools = try await runtime.tools(for: configuration)
                 let printer = ProgressPrinter(enabled: !json)
@@ -73,14 +84,14 @@ struct ResumeCommand: AsyncParsableCommand {
                     parkedOn = try RunStateMachine(runID: id, replaying: try await store.events(of: id)).attentionKey
                 }
                 if resolution != nil && summary.status != .needsAttention {
-                    say(
+                    note(
                         "▸ run \(id) is not waiting for a decision: --retry/--skip apply only to the call a parked run "
-                            + "names, and are not used; if this run parks on a call, you will be shown which")
+                            + "names, and are not used; if this run parks on a call, you will be shown which", json: json)
                 }
                 let takeover = LeaseTakeover(
                     store: store, runID: id,
                     report: { message in
-                        if !json { say("▸ \(message)") }
+                        note("▸ \(message)", json: json)
                     })
                 let final = try await takeover.drive { replacing in
                     try await driver.drive(
@@ -89,5 +100,51 @@ struct ResumeCommand: AsyncParsableCommand {
                 try await finish(final, store: store, json: json)
             }
         }
+    }
+
+    /// The runtime whose tool rules the run uses: those journaled when it started (with only
+    /// the MCP servers it had, each still defined as it was), unless `--use-current-tool-settings`
+    /// or the run predates journaled rules; `configuration` then carries the rules to journal.
+    private func toolRuntime(_ runtime: Runtime, configuration: inout RunConfiguration) throws -> Runtime {
+        let current = ToolRules(runtime.settings, toolGroups: configuration.tools)
+        guard !useCurrentToolSettings, let journaled = try ToolRules.journaled(in: configuration) else {
+            if !useCurrentToolSettings {
+                note(
+                    "▸ run \(runID) was journaled before tool rules were recorded: the current settings' tool rules apply "
+                        + "(and are journaled now)", json: json)
+            } else if configuration.toolRules != current.jsonValue {
+                note("▸ the current settings' tool rules and MCP servers replace the run's journaled ones", json: json)
+            }
+            configuration.toolRules = current.jsonValue
+            return runtime
+        }
+        let (applied, rules) = try runtime.applying(journaled, toolGroups: configuration.tools)
+        configuration.toolRules = rules.jsonValue
+        return applied
+    }
+
+    /// A run whose tool calls are unfinished continues in the workspace they started in: an
+    /// unfinished `fs_write` run again elsewhere would write somewhere the run never looked.
+    private func refuseWorkspaceChange(
+        from recorded: RunConfiguration, to configuration: RunConfiguration, store: SQLiteRunStore
+    ) async throws {
+        guard configuration.workspace != recorded.workspace else { return }
+        let machine = try RunStateMachine(runID: RunID(runID), replaying: try await store.events(of: RunID(runID)))
+        let unfinished = machine.activities.values.filter { record in
+            guard record.status == .started, case .tool = record.kind else { return false }
+            return true
+        }
+        guard let first = unfinished.map(\.key.description).sorted().first else { return }
+        throw TroupeError(
+            .invalidInput,
+            "Run \(runID) has \(unfinished.count) unfinished tool call(s) (\(first)) started in \(recorded.workspace); it cannot move "
+                + "to \(configuration.workspace) until they are settled. Resume it without --workspace first.")
+    }
+
+    /// The finished or parked run as `--json` prints it.
+    private func printDocument(of id: RunID, store: SQLiteRunStore, json: Bool) async throws {
+        guard json else { return }
+        let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        print(try RunReport(summary: try await store.requireRun(id), machine: machine).json())
     }
 }

@@ -214,7 +214,9 @@ struct RunOptions: ParsableArguments {
     /// The configuration of a new run: the settings' defaults (file, environment, `--set`), then
     /// the flags.
     func newRunConfiguration(_ settings: TroupeSettings) throws -> RunConfiguration {
-        try applied(to: settings.runDefaults)
+        var configuration = try applied(to: settings.runDefaults)
+        configuration.toolRules = ToolRules(settings, toolGroups: configuration.tools).jsonValue
+        return configuration
     }
 
     static let knownToolGroups = ["fs", "shell", "web", "mcp"]

@@ -31,3 +31,9 @@ func storeFlag(_ store: SQLiteRunStore) -> String {
 func say(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
+
+/// A line for people: on stdout, or on stderr when stdout carries `--json` (which must hold the
+/// JSON document only).
+func note(_ line: String, json: Bool) {
+    (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
+}

@@ -66,6 +66,17 @@ struct Runtime {
         return FileToolLimits(protectedPaths: protected)
     }
 
+    /// This runtime with a resumed run's journaled tool rules in place of the settings' own,
+    /// and only the MCP servers the run's tool groups name (each checked to be defined as it
+    /// was); and the rules to journal (with any server the groups name for the first time).
+    func applying(_ rules: ToolRules, toolGroups: [String]) throws(TroupeError) -> (runtime: Runtime, rules: ToolRules) {
+        let (settings, rules) = try rules.applied(to: settings, toolGroups: toolGroups)
+        let runtime = Runtime(
+            store: store, settings: settings, logger: logger, httpClient: httpClient,
+            mcp: mcp.only(Set(settings.mcpServers.map(\.name))))
+        return (runtime, rules)
+    }
+
     func driver(
         model: any ChatModel,
         tools: ToolRegistry,

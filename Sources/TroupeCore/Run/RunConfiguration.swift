@@ -28,6 +28,11 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     public var temperature: Double?
     /// Output token cap per model call.
     public var maxTokens: Int?
+    /// The rules the run's tools were given when it started (tool policy, shell and web
+    /// policies, protected paths, MCP server fingerprints), as the settings layer journals them
+    /// (`TroupeSettings.ToolRules`); `resume` applies these rather than the current settings.
+    /// `nil` in runs journaled before they were recorded, and in runs made without settings.
+    public var toolRules: JSONValue?
 
     public init(
         model: String = "gpt-4o-mini",
@@ -43,7 +48,8 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         stepTimeoutSeconds: Double = 300,
         stream: Bool = false,
         temperature: Double? = nil,
-        maxTokens: Int? = nil
+        maxTokens: Int? = nil,
+        toolRules: JSONValue? = nil
     ) {
         self.model = model
         self.baseURL = baseURL
@@ -59,6 +65,7 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         self.stream = stream
         self.temperature = temperature
         self.maxTokens = maxTokens
+        self.toolRules = toolRules
     }
 
     /// Checks the limits, with a message naming the bad field.
@@ -95,5 +102,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         stream = try c.decodeIfPresent(Bool.self, forKey: .stream) ?? defaults.stream
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
+        toolRules = try c.decodeIfPresent(JSONValue.self, forKey: .toolRules)
     }
 }

@@ -26,7 +26,10 @@ final class CLIProcess: @unchecked Sendable {
     private let exit: AsyncStream<Int32>
     private let exitContinuation: AsyncStream<Int32>.Continuation
 
-    init(_ arguments: [String], directory: String, environment: [String: String] = [:]) throws {
+    /// Where stderr goes when it is kept apart from stdout (`separateErrors`).
+    let errorPath: String?
+
+    init(_ arguments: [String], directory: String, environment: [String: String] = [:], separateErrors: Bool = false) throws {
         process.executableURL = URL(fileURLWithPath: try troupeExecutable())
         process.arguments = arguments
         // Nothing from the machine's own settings: no keys, no TROUPE_* variables, and the
@@ -42,7 +45,15 @@ final class CLIProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardOutput = handle
-        process.standardError = handle
+        if separateErrors {
+            let path = directory + "/cli-\(UUID().uuidString.prefix(8)).err"
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            errorPath = path
+        } else {
+            process.standardError = handle
+            errorPath = nil
+        }
         (exit, exitContinuation) = AsyncStream.makeStream(of: Int32.self)
         let continuation = exitContinuation
         process.terminationHandler = { process in
@@ -74,6 +85,9 @@ final class CLIProcess: @unchecked Sendable {
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
+    /// What went to stderr, when it was kept apart.
+    var errorOutput: String { errorPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "" }
+
     /// Runs `troupe` to completion; returns its exit status and combined output.
     static func run(
         _ arguments: [String],
@@ -83,5 +97,16 @@ final class CLIProcess: @unchecked Sendable {
         let process = try CLIProcess(arguments, directory: directory, environment: environment)
         let status = await process.wait()
         return (status, process.output)
+    }
+
+    /// Runs `troupe` to completion; returns its exit status, stdout and stderr apart.
+    static func runApart(
+        _ arguments: [String],
+        directory: String,
+        environment: [String: String] = [:]
+    ) async throws -> (status: Int32, output: String, errors: String) {
+        let process = try CLIProcess(arguments, directory: directory, environment: environment, separateErrors: true)
+        let status = await process.wait()
+        return (status, process.output, process.errorOutput)
     }
 }

@@ -1,0 +1,171 @@
+import Foundation
+public import Troupe
+import TroupeCore
+
+/// The rules a run's tools were given when it started — `tools.allow`/`deny`/`requireApproval`
+/// and `tools.limits`, the shell and web policies, the protected paths — and a fingerprint of
+/// each MCP server it could use. Journaled with the run (``RunConfiguration/toolRules``) so that
+/// `resume` applies the same rules wherever it is started, instead of whatever settings the
+/// current directory has.
+///
+/// It holds no secret: an MCP server's fingerprint is a SHA-256 of its definition without the
+/// values of its variables and headers (credentials rotate; a changed program, argument, working
+/// directory, URL or trust list is a different server).
+public struct ToolRules: Sendable, Hashable, Codable {
+    public var policy: ToolPolicy
+    public var shell: Shell
+    public var web: Web
+    /// `tools.fs.protectedPaths`, the defaults included (the settings file and the store are
+    /// added by the process, wherever they are).
+    public var protectedPaths: [String]
+    /// Each MCP server's fingerprint, by name.
+    public var mcpServers: [String: String]
+
+    /// ``ShellPolicy`` as journaled (durations in seconds, sets sorted).
+    public struct Shell: Sendable, Hashable, Codable {
+        public var allowedPrograms: [String]
+        public var allowScripts: Bool
+        public var searchPath: [String]
+        public var inheritedVariables: [String]
+        public var maxTimeoutSeconds: Double
+        public var defaultTimeoutSeconds: Double
+        public var maxOutputBytes: Int
+        /// By program: options refused as words, and letters refused in short-option clusters.
+        public var refusedOptions: [String: RefusedOptionList]
+    }
+
+    public struct RefusedOptionList: Sendable, Hashable, Codable {
+        public var words: [String]
+        public var letters: String
+    }
+
+    /// ``WebFetchPolicy`` as journaled.
+    public struct Web: Sendable, Hashable, Codable {
+        public var allowedPrivateHosts: [String]
+        public var maxRedirects: Int
+        public var maxBytes: Int
+        public var timeoutSeconds: Double
+        public var maxTextCharacters: Int
+    }
+
+    /// The rules `settings` give a run with `toolGroups` (its MCP servers are the ones the
+    /// groups name: `mcp` is every configured server, `mcp:NAME` one).
+    public init(_ settings: TroupeSettings, toolGroups: [String]) {
+        policy = settings.toolPolicy
+        let shellPolicy = settings.shellPolicy
+        shell = Shell(
+            allowedPrograms: shellPolicy.allowedExecutables.sorted(), allowScripts: shellPolicy.allowShellScripts,
+            searchPath: shellPolicy.searchPath, inheritedVariables: shellPolicy.inheritedVariables.sorted(),
+            maxTimeoutSeconds: shellPolicy.maxTimeout.seconds, defaultTimeoutSeconds: shellPolicy.defaultTimeout.seconds,
+            maxOutputBytes: shellPolicy.maxOutputBytes,
+            refusedOptions: shellPolicy.refusedOptions.mapValues { options in
+                RefusedOptionList(words: options.words.sorted(), letters: String(options.letters.sorted()))
+            })
+        let webPolicy = settings.webPolicy
+        web = Web(
+            allowedPrivateHosts: webPolicy.allowedPrivateHosts.sorted(), maxRedirects: webPolicy.maxRedirects,
+            maxBytes: webPolicy.maxBytes, timeoutSeconds: webPolicy.timeout.seconds, maxTextCharacters: webPolicy.maxTextCharacters)
+        protectedPaths = settings.protectedPaths.patterns
+        mcpServers = Dictionary(
+            uniqueKeysWithValues: Self.servers(named: toolGroups, in: settings.mcpServers.map(\.name)).compactMap { name in
+                settings.mcpServers.first { $0.name == name }.map { (name, Self.fingerprint(of: $0)) }
+            })
+    }
+
+    /// The servers `toolGroups` name, of those `configured`.
+    static func servers(named toolGroups: [String], in configured: [String]) -> [String] {
+        if toolGroups.contains("mcp") { return configured }
+        return toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }
+    }
+
+    /// The rules as journaled in a run's configuration.
+    public var jsonValue: JSONValue {
+        // Encoding plain Codable values cannot fail.
+        (try? JSONValue.parse(JSONCoding.encode(self))) ?? .null
+    }
+
+    /// The rules a run's configuration carries, or `nil` for a run journaled before they were.
+    public static func journaled(in configuration: RunConfiguration) throws(TroupeError) -> ToolRules? {
+        guard let value = configuration.toolRules else { return nil }
+        do {
+            return try JSONCoding.decode(ToolRules.self, from: Data(value.jsonString.utf8))
+        } catch {
+            throw TroupeError(.storage, "The run's journaled tool rules cannot be read: \(JSONCoding.describe(error)).")
+        }
+    }
+
+    /// `settings` with these rules in place of their own — the tool policy, the shell and web
+    /// policies, the protected paths — and with only the MCP servers the run's `toolGroups` name.
+    /// A server the run had must still be defined as it was: one that is gone or changed is
+    /// refused, naming it, since `mcp:NAME` would otherwise bind the run to another program. A
+    /// server the groups name for the first time (`resume --tools mcp:NAME`) is taken from
+    /// `settings`, and `rules` then carry its fingerprint too (journal them).
+    public func applied(
+        to settings: TroupeSettings, toolGroups: [String]
+    ) throws(TroupeError) -> (settings: TroupeSettings, rules: ToolRules) {
+        var result = settings
+        result.toolPolicy = policy
+        var shellPolicy = ShellPolicy(
+            allowedExecutables: Set(shell.allowedPrograms), allowShellScripts: shell.allowScripts, searchPath: shell.searchPath,
+            inheritedVariables: Set(shell.inheritedVariables), maxTimeout: .seconds(shell.maxTimeoutSeconds),
+            defaultTimeout: .seconds(shell.defaultTimeoutSeconds), maxOutputBytes: shell.maxOutputBytes)
+        shellPolicy.refusedOptions = shell.refusedOptions.mapValues { RefusedOptions(words: Set($0.words), letters: Set($0.letters)) }
+        result.shellPolicy = shellPolicy
+        result.webPolicy = WebFetchPolicy(
+            allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,
+            timeout: .seconds(web.timeoutSeconds), maxTextCharacters: web.maxTextCharacters)
+        result.protectedPaths.patterns = protectedPaths
+        var rules = self
+        var servers: [MCPServerConfiguration] = []
+        // `mcp` means the servers the run had, not whatever is configured now.
+        let named = toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }
+        let wanted = (toolGroups.contains("mcp") ? Array(mcpServers.keys) : []) + named
+        for name in Set(wanted).sorted() {
+            let server = settings.mcpServers.first { $0.name == name }
+            guard let journaled = mcpServers[name] else {
+                // New to the run: checked against the settings when its tools are listed.
+                if let server {
+                    rules.mcpServers[name] = Self.fingerprint(of: server)
+                    servers.append(server)
+                }
+                continue
+            }
+            guard let server else {
+                throw TroupeError(
+                    .configuration,
+                    "The run was started with MCP server '\(name)', which the current settings do not define. Resume it with the "
+                        + "settings it started with (--config FILE), or pass --use-current-tool-settings to go on with the current ones.")
+            }
+            guard Self.fingerprint(of: server) == journaled else {
+                throw TroupeError(
+                    .configuration,
+                    "MCP server '\(name)' is not defined as it was when the run started (its command, arguments, working "
+                        + "directory, URL, variable or header names, or trusted tools changed). Resume with the settings it started "
+                        + "with (--config FILE), or pass --use-current-tool-settings to adopt the new definition (it is journaled).")
+            }
+            servers.append(server)
+        }
+        result.mcpServers = servers
+        return (result, rules)
+    }
+
+    /// A SHA-256 of what makes an MCP server the one it is; the values of its variables and
+    /// headers are left out (they are credentials more often than not).
+    static func fingerprint(of server: MCPServerConfiguration) -> String {
+        var definition: [String: JSONValue] = [
+            "readOnlyTools": .array(server.readOnlyTools.map(JSONValue.string)),
+            "idempotentTools": .array(server.idempotentTools.map(JSONValue.string)),
+        ]
+        switch server.transport {
+        case .stdio(let command, let arguments, let environment, let workingDirectory):
+            definition["command"] = .string(command)
+            definition["arguments"] = .array(arguments.map(JSONValue.string))
+            definition["variables"] = .array(environment.keys.sorted().map(JSONValue.string))
+            definition["workingDirectory"] = workingDirectory.map(JSONValue.string) ?? .null
+        case .http(let url, let headers):
+            definition["url"] = .string(url)
+            definition["headers"] = .array(headers.keys.map { $0.lowercased() }.sorted().map(JSONValue.string))
+        }
+        return "sha256:" + SHA256.hex(JSONValue.object(definition).jsonString)
+    }
+}

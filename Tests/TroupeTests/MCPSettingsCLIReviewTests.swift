@@ -1,0 +1,185 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeSettings
+import TroupeTesting
+
+@testable import TroupeMCP
+
+/// Issue 22: the MCP client, the settings and the CLI, one test (or more) per item found in review.
+@Suite struct MCPSettingsCLIReviewTests {
+    // MARK: 1. resume applies the tool rules the run started with
+
+    private static func settings(_ overrides: [String]) async throws -> TroupeSettings {
+        try await TroupeSettings.load(overrides: overrides, environment: [:], directory: "/", readingImplicitFile: false)
+    }
+
+    /// A run started where `troupe.yaml` gates `shell_run` keeps the gate when it is resumed
+    /// from a directory whose settings say nothing.
+    @Test func item1_theJournaledToolRulesReplaceTheCurrentOnes() async throws {
+        let started = try await Self.settings([
+            "tools.requireApproval=shell_run", "tools.deny=fs_write", "tools.shell.allowedPrograms=ls,git",
+            "tools.web.allowedPrivateHosts=wiki.internal",
+        ])
+        let rules = ToolRules(started, toolGroups: ["fs", "shell"])
+        let configuration = RunConfiguration(toolRules: rules.jsonValue)
+        // Through the journal's JSON, as resume reads it.
+        let reread = try JSONCoding.decode(RunConfiguration.self, from: JSONCoding.encode(configuration))
+        let journaled = try #require(try ToolRules.journaled(in: reread))
+        #expect(journaled == rules)
+
+        let elsewhere = try await Self.settings([])
+        let applied = try journaled.applied(to: elsewhere, toolGroups: ["fs", "shell"]).settings
+        #expect(applied.toolPolicy.needsApproval("shell_run"))
+        #expect(!applied.toolPolicy.permits("fs_write"))
+        #expect(applied.shellPolicy.allowedExecutables == ["ls", "git"])
+        #expect(applied.shellPolicy.refusedOptions == ShellPolicy.defaultRefusedOptions)
+        #expect(applied.webPolicy.allowedPrivateHosts == ["wiki.internal"])
+        #expect(applied.protectedPaths.patterns == started.protectedPaths.patterns)
+    }
+
+    @Test func item1_anMCPServerThatChangedOrWentAwayIsRefusedByName() async throws {
+        let original = try await Self.settings([
+            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=one",
+            "mcp.servers.other.url=http://127.0.0.1:9/mcp",
+        ])
+        let rules = ToolRules(original, toolGroups: ["fs", "mcp:notes"])
+        // Only the servers the run's groups name are journaled.
+        #expect(Array(rules.mcpServers.keys) == ["notes"])
+        #expect(rules.mcpServers["notes"]?.hasPrefix("sha256:") == true)
+        #expect(!rules.jsonValue.jsonString.contains("one"), "no variable value is journaled")
+
+        // A rotated credential is the same server.
+        let rotated = try await Self.settings([
+            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=two",
+        ])
+        #expect(try rules.applied(to: rotated, toolGroups: ["fs", "mcp:notes"]).settings.mcpServers.map(\.name) == ["notes"])
+
+        // Another program under the same name is not.
+        let changed = try await Self.settings([
+            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=evil.py", "mcp.servers.notes.env.TOKEN=one",
+        ])
+        let error = #expect(throws: TroupeError.self) { try rules.applied(to: changed, toolGroups: ["fs", "mcp:notes"]) }
+        #expect(error?.code == .configuration)
+        #expect(error?.message.contains("MCP server 'notes' is not defined as it was") == true)
+
+        let gone = try await Self.settings([])
+        let missing = #expect(throws: TroupeError.self) { try rules.applied(to: gone, toolGroups: ["mcp:notes"]) }
+        #expect(missing?.message.contains("--use-current-tool-settings") == true)
+
+        // `mcp` on resume means the servers the run had; a server named for the first time is
+        // taken from the settings and journaled.
+        let all = ToolRules(original, toolGroups: ["mcp"])
+        let more = try await Self.settings([
+            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=three",
+            "mcp.servers.other.url=http://127.0.0.1:9/mcp", "mcp.servers.third.url=http://127.0.0.1:9/x",
+        ])
+        #expect(try all.applied(to: more, toolGroups: ["mcp"]).settings.mcpServers.map(\.name) == ["notes", "other"])
+        let adopted = try all.applied(to: more, toolGroups: ["mcp", "mcp:third"])
+        #expect(adopted.settings.mcpServers.map(\.name) == ["notes", "other", "third"])
+        #expect(adopted.rules.mcpServers.keys.sorted() == ["notes", "other", "third"])
+    }
+
+    /// A journal whose step may use `fs_read` and `fs_write`, created with `rules`, and (with
+    /// `unfinishedWrite`) an `fs_write` in flight.
+    private static func journal(
+        at path: String, workspace: String, rules: ToolRules?, unfinishedWrite: Bool = false
+    ) async throws -> RunID {
+        let id = RunID.make()
+        let configuration = RunConfiguration(model: "mock", workspace: workspace, tools: ["fs"], toolRules: rules?.jsonValue)
+        let planKey = ActivityKey(step: "plan", attempt: 0, callIndex: 0)
+        let thePlan = Plan(steps: [PlanStep(id: "s1", title: "Write", instruction: "Write a file", tools: ["fs_read", "fs_write"])])
+        var events: [RunEvent] = [
+            .leaseAcquired(owner: "gone/1/x"), .activityStarted(key: planKey, kind: .model(purpose: .plan)),
+            .activityCompleted(key: planKey, result: .model(.plan(thePlan))), .planProposed(round: 0, plan: thePlan),
+            .stepStarted(stepID: "s1", attempt: 1),
+        ]
+        if unfinishedWrite {
+            let turnKey = ActivityKey(step: "s1", attempt: 1, callIndex: 0)
+            let toolKey = ActivityKey(step: "s1", attempt: 1, callIndex: 1)
+            events += [
+                .activityStarted(key: turnKey, kind: .model(purpose: .execute)),
+                .activityCompleted(key: turnKey, result: .model(.toolCall("fs_write", #"{"path":"a.txt","content":"x"}"#))),
+                .activityStarted(key: toolKey, kind: .tool(name: "fs_write", callID: "call_0", effect: .idempotent)),
+            ]
+        }
+        try await SQLiteRunStore.withStore(path: path) { store in
+            _ = try await store.createRun(id: id, goal: "write", configuration: configuration, at: Date())
+            _ = try await store.append(events, to: id, expectedSequence: 1, at: Date())
+        }
+        return id
+    }
+
+    /// End to end: `resume` from a directory without the run's settings offers the model what
+    /// the journaled rules allow (no `fs_write`), not what the current (empty) settings would.
+    @Test func item1_resumeFromAnotherDirectoryKeepsTheRunsToolRules() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let rules = ToolRules(try await Self.settings(["tools.deny=fs_write"]), toolGroups: ["fs"])
+            let id = try await Self.journal(at: path, workspace: directory, rules: rules)
+            try await MockOpenAIServer.withServer { mock in
+                let resumed = try await CLIProcess.run(
+                    ["resume", id.rawValue, "--base-url", mock.baseURL, "--store", "sqlite:\(path)"], directory: directory)
+                #expect(resumed.status == 0, "output:\n\(resumed.output)")
+                let offered = mock.requests.first?["tools"]?.arrayValue?.compactMap { $0["function"]?["name"]?.stringValue } ?? []
+                #expect(offered == ["fs_read"])
+            }
+        }
+    }
+
+    @Test func item1_aWorkspaceChangeIsRefusedWhileAToolCallIsUnfinished() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            try FileManager.default.createDirectory(atPath: directory + "/other", withIntermediateDirectories: true)
+            let id = try await Self.journal(at: path, workspace: directory, rules: nil, unfinishedWrite: true)
+            let moved = try await CLIProcess.run(
+                [
+                    "resume", id.rawValue, "--workspace", directory + "/other", "--base-url", "http://127.0.0.1:9/v1", "--store",
+                    "sqlite:\(path)",
+                ],
+                directory: directory)
+            #expect(moved.status == 6, "output:\n\(moved.output)")
+            #expect(moved.output.contains("unfinished tool call"))
+            #expect(!FileManager.default.fileExists(atPath: directory + "/other/a.txt"))
+        }
+    }
+
+    // MARK: 7. resume --json prints the run document
+
+    @Test func item7_resumeJSONPrintsTheDocumentOfAFinishedOrParkedRun() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = try await Self.journal(at: path, workspace: directory, rules: nil, unfinishedWrite: true)
+            let store = "sqlite:\(path)"
+            let cancel = try await CLIProcess.run(["cancel", id.rawValue, "--store", store], directory: directory)
+            #expect(cancel.status == 0)
+            let finished = try await CLIProcess.runApart(["resume", id.rawValue, "--json", "--store", store], directory: directory)
+            #expect(finished.status == 3)
+            let document = try JSONValue.parse(finished.output)
+            #expect(document["id"]?.stringValue == id.rawValue)
+            #expect(document["status"] == "cancelled")
+            #expect(finished.errors.contains("already cancelled"))
+        }
+    }
+
+    @Test func item7_resumeJSONOfARunThatNeedsAttentionPrintsItsDocument() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/runs.db"
+            let id = try await Self.journal(at: path, workspace: directory, rules: nil)
+            try await SQLiteRunStore.withStore(path: path) { store in
+                let key = ActivityKey(step: "s1", attempt: 1, callIndex: 0)
+                _ = try await store.append(
+                    [
+                        .activityStarted(key: key, kind: .tool(name: "fs_append", callID: "c", effect: .sideEffecting)),
+                        .runNeedsAttention(key: key, reason: "fs_append was in flight"),
+                    ],
+                    to: id, expectedSequence: 6, at: Date())
+            }
+            let parked = try await CLIProcess.runApart(
+                ["resume", id.rawValue, "--json", "--store", "sqlite:\(path)"], directory: directory)
+            #expect(parked.status == 2, "stderr:\n\(parked.errors)")
+            #expect(try JSONValue.parse(parked.output)["status"] == "needsAttention")
+            #expect(parked.errors.contains("needs attention"))
+        }
+    }
+}
