@@ -46,7 +46,7 @@ import TroupeTesting
             try await ModelCallDeadline.within(.seconds(20)) { try await model.complete(Self.request) }
         }
         #expect(refused?.code == .rateLimited)
-        #expect(refused?.message.contains("past its deadline") == true)
+        #expect(refused?.message.contains("leaving too little of its deadline") == true)
         // With more time than the (clamped) wait, the call waits 60 s, not an hour.
         let waiting = Task { try await ModelCallDeadline.within(.seconds(180)) { try await model.complete(Self.request) } }
         await clock.waitForSleepers(1)
@@ -323,6 +323,123 @@ import TroupeTesting
             let response = try await model(mock).complete(Self.request)
             let call = try #require(response.message.toolCalls.first)
             #expect(call.arguments == #"{"id":-34028236692093846346337460743176821145}"#)
+        }
+    }
+
+    // MARK: Found in the review of these fixes
+
+    /// A model whose stream sends one piece of text and then waits for ever (a slow server).
+    private struct StallingModel: ChatModel {
+        func complete(_ request: ChatRequest) async throws -> ChatResponse { throw TroupeError(.modelAPI, "HTTP 503") }
+        func stream(_ request: ChatRequest) -> AsyncThrowingStream<ChatStreamEvent, any Error> {
+            .producing { continuation in
+                continuation.yield(.textDelta("thinking"))
+                try await Task.sleep(for: .seconds(3600))
+            }
+        }
+    }
+
+    /// A stream cut by a step timeout or Ctrl-C ends without an error; it is no success either.
+    @Test func review_aCancelledStreamDoesNotCloseAHalfOpenBreaker() async throws {
+        let model = CircuitBreakerModel(StallingModel(), name: "m", policy: .init(consecutiveFailures: 1, coolDownSeconds: 0))
+        _ = try? await model.complete(Self.request)
+        let probing = Task {
+            for try await _ in model.stream(Self.request) { withUnsafeCurrentTask { $0?.cancel() } }
+        }
+        _ = await probing.result
+        #expect(model.state == .halfOpen, "the cancelled probe decided nothing")
+    }
+
+    /// The limiter's own refusal (the server was never asked) is not a failure of the server.
+    @Test func review_theRateLimitersOwnRefusalsDoNotOpenTheBreaker() async throws {
+        let limiter = RateLimiter(limits: RateLimits(requestsPerMinute: 1))
+        let scripted = ScriptedModel([.response(.text("one")), .response(.text("two")), .response(.text("three"))])
+        let model = CircuitBreakerModel(
+            RateLimitedModel(scripted, limiter: limiter), name: "m", policy: .init(consecutiveFailures: 2))
+        _ = try await model.complete(Self.request)
+        for _ in 0..<3 {
+            let refused = await error { try await ModelCallDeadline.within(.seconds(5)) { try await model.complete(Self.request) } }
+            #expect(refused?.code == .rateLimited)
+        }
+        #expect(model.state == .closed)
+    }
+
+    /// A wait that would leave the request almost none of its deadline is refused at once.
+    @Test func review_aWaitThatLeavesTooLittleOfTheDeadlineFailsFast() async throws {
+        let clock = TestClock()
+        let limiter = RateLimiter(limits: RateLimits(requestsPerMinute: 1), clock: clock)
+        try await limiter.acquire(tokens: 1)
+        // The next request waits 60 s; the call has 61 s left: not enough for the request too.
+        let refused = await #expect(throws: TroupeError.self) { try await limiter.acquire(tokens: 1, deadline: 61) }
+        #expect(refused?.details["source"] == RateLimiter.source)
+    }
+
+    /// Poolside sends the name with one id, then every argument delta with another, all at
+    /// index 0: one call, not two.
+    @Test func review_aCallWhoseIdChangesMidStreamStaysOneCall() {
+        var assembler = ToolCallAssembler()
+        assembler.add(index: 0, id: "A", name: "get_weather", arguments: "")
+        assembler.add(index: 0, id: "B", name: nil, arguments: #"{"city":"#)
+        assembler.add(index: 0, id: "B", name: nil, arguments: #""Paris"}"#)
+        let calls = assembler.toolCalls()
+        #expect(calls.count == 1)
+        #expect(calls.first?.id == "A")
+        #expect(calls.first?.arguments == #"{"city":"Paris"}"#)
+        // Parallel calls at one index still come apart: the second names its function.
+        var parallel = ToolCallAssembler()
+        parallel.add(index: 0, id: "A", name: "get_weather", arguments: #"{"city":"Paris"}"#)
+        parallel.add(index: 0, id: "B", name: "get_time", arguments: #"{"tz":"UTC"}"#)
+        #expect(parallel.toolCalls().map(\.name) == ["get_weather", "get_time"])
+    }
+
+    /// TGI sends `{"error": "…", "error_type": "…"}`: a string, not OpenAI's object.
+    @Test(arguments: [
+        ("overloaded", TroupeError.Code.modelAPI, true), ("validation", .invalidInput, false), ("generation", .modelAPI, true),
+    ])
+    func review_aStringErrorWithItsTypeIsTheErrorItNames(type: String, code: TroupeError.Code, retryable: Bool) async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.sse([#"{"error":"Request failed during generation: CUDA out of memory","error_type":"\#(type)"}"#]))
+            let failure = await error { try await model(mock).collect(Self.request) }
+            #expect(failure?.code == code)
+            #expect(failure?.isRetryable == retryable)
+            #expect(failure?.message.contains("CUDA out of memory") == true)
+        }
+    }
+
+    @Test func review_absurdUsageAndMaxTokensDoNotCrash() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":-5}}"#
+                ))
+            let response = try await model(mock).complete(Self.request)
+            #expect(response.usage.inputTokens == 1_000_000_000)
+            #expect(response.usage.outputTokens == 0)
+            #expect((response.usage + Usage(inputTokens: .max)).inputTokens == .max)
+        }
+        var request = Self.request
+        request.maxTokens = .max
+        #expect(RateLimitedModel.estimatedTokens(request) == .max)
+        #expect(throws: TroupeError.self) { try RunConfiguration(maxTokens: .max).validated() }
+    }
+
+    /// "Invalid schema for response_format" is our schema's fault: it surfaces, and structured
+    /// output stays on.
+    @Test func review_anInvalidSchemaIsNotTakenForAServerWithoutStructuredOutput() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.json(
+                    #"{"error":{"message":"Invalid schema for response_format 'plan': In context=(), 'required' is required","type":"invalid_request_error","param":"response_format","code":null}}"#,
+                    status: 400))
+            let client = try model(mock)
+            var request = Self.request
+            request.responseFormat = .jsonSchema(name: "plan", schema: .object([.init("steps", .string())]), strict: true)
+            let failure = await error { try await client.complete(request) }
+            #expect(failure?.code == .invalidInput)
+            _ = try? await client.complete(request)
+            #expect(mock.requests.count == 2)
+            #expect(mock.requests.last?["response_format"] != nil, "structured output is still asked for")
         }
     }
 

@@ -15,16 +15,22 @@ public struct Usage: Sendable, Hashable, Codable {
         self.cachedTokens = cachedTokens
     }
 
-    public var totalTokens: Int { inputTokens + outputTokens }
+    public var totalTokens: Int { Self.sum(inputTokens, outputTokens) }
 
     public static let zero = Usage()
 
+    /// Sums saturate: a server's absurd usage figure must not crash the process that adds it up.
     public static func + (lhs: Usage, rhs: Usage) -> Usage {
         Usage(
-            inputTokens: lhs.inputTokens + rhs.inputTokens,
-            outputTokens: lhs.outputTokens + rhs.outputTokens,
-            cachedTokens: lhs.cachedTokens + rhs.cachedTokens
+            inputTokens: sum(lhs.inputTokens, rhs.inputTokens),
+            outputTokens: sum(lhs.outputTokens, rhs.outputTokens),
+            cachedTokens: sum(lhs.cachedTokens, rhs.cachedTokens)
         )
+    }
+
+    private static func sum(_ lhs: Int, _ rhs: Int) -> Int {
+        let (result, overflow) = lhs.addingReportingOverflow(rhs)
+        return overflow ? (rhs > 0 ? .max : .min) : result
     }
 
     public static func += (lhs: inout Usage, rhs: Usage) { lhs = lhs + rhs }

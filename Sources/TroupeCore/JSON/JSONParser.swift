@@ -2,8 +2,8 @@
 ///
 /// Model output is parsed on every plan and every tool call, and it is untrusted: errors name the
 /// byte offset and what was expected; nesting is capped so hostile input cannot exhaust the stack.
-/// Integers that fit in `Int` stay integers, longer ones keep their digits (up to
-/// ``JSONValue/maximumBigIntegerDigits``); other numbers are `Double`s. Invalid UTF-8 inside a
+/// Integers that fit in `Int` stay integers, longer ones that a `Double` would change keep their
+/// digits (up to ``JSONValue/maximumBigIntegerDigits``); other numbers are `Double`s. Invalid UTF-8 inside a
 /// string is replaced (U+FFFD) rather than refused, as Swift strings do.
 package struct JSONParser {
     /// Deeper nesting than this is refused (a plan or a tool argument never needs it).
@@ -225,8 +225,7 @@ package struct JSONParser {
         // `-0` is a number of its own (JSON keeps its sign; an Int cannot).
         if integral, text != "-0" {
             if let value = Int(text) { return .int(value) }
-            let digits = index - start - (bytes[start] == UInt8(ascii: "-") ? 1 : 0)
-            if digits <= JSONValue.maximumBigIntegerDigits { return .bigInteger(text) }
+            if let value = Double(text), let exact = JSONValue.bigInteger(text, approximately: value) { return exact }
         }
         guard let value = Double(text) else { throw failure("the number \(text) is out of range", at: start) }
         // Beyond a Double (`1e400`): the largest one of its sign, rather than refusing the whole text.

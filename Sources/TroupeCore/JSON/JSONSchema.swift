@@ -209,7 +209,19 @@ extension JSONSchema {
         }
     }
 
+    /// An integral number's exact decimal digits, if it has them.
+    private static func integerDigits(_ value: JSONValue) -> String? {
+        switch value {
+        case .int(let number): String(number)
+        case .bigInteger(let digits): digits
+        case .double(let number): Int128(exactly: number).map { String($0) }
+        default: nil
+        }
+    }
+
     private static func equal(_ lhs: JSONValue, _ rhs: JSONValue) -> Bool {
+        // Integers exactly (a Double would make 12345678901234567890123 equal its neighbours).
+        if let left = integerDigits(lhs), let right = integerDigits(rhs) { return left == right }
         if let left = lhs.doubleValue, let right = rhs.doubleValue { return left == right }
         return lhs == rhs
     }

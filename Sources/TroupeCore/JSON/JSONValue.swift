@@ -10,13 +10,12 @@ public enum JSONValue: Sendable, Hashable {
     case bool(Bool)
     case int(Int)
     case double(Double)
-    /// An integer beyond `Int`'s range with at most ``maximumBigIntegerDigits`` digits, kept as its
-    /// decimal text (an optional `-`, then digits, no leading zeros). A `Double` would turn
-    /// `12345678901234567890123` into `1.2345678901234568e+22`.
-    ///
-    /// Decoded through `Codable` (the journal), any integral number in that range becomes this
-    /// case, even one written with an exponent (`1e20`). Where no exact form exists (an MCP
-    /// server's arguments), it is sent as the nearest `Double`.
+    /// An integer beyond `Int`'s range that a `Double` cannot hold exactly, with at most
+    /// ``maximumBigIntegerDigits`` digits, kept as its decimal text (an optional `-`, then digits,
+    /// no leading zeros). A `Double` would turn `12345678901234567890123` into
+    /// `1.2345678901234568e+22`. (One a `Double` holds exactly, such as `1e20`, is a `double`, so
+    /// that a value reads back the same from the journal however it was written.) Where no exact
+    /// form exists (an MCP server's arguments), it is sent as the nearest `Double`.
     case bigInteger(String)
     case string(String)
     case array([JSONValue])
@@ -46,18 +45,25 @@ extension JSONValue: Codable {
     }
 
     /// The number as ``bigInteger(_:)`` when `approximate` (what a `Double` made of it) is an
-    /// integer beyond `Int` that `Decimal` holds exactly; only then is the costlier `Decimal`
-    /// decoding tried.
+    /// integer beyond `Int` that `Decimal` holds exactly and the `Double` does not; only then is
+    /// the costlier `Decimal` decoding tried.
     private static func bigInteger(near approximate: Double, in container: any SingleValueDecodingContainer) -> JSONValue? {
-        guard approximate.rounded() == approximate, abs(approximate) >= 0x1p63, abs(approximate) < 1e39,
+        guard approximate.rounded() == approximate, abs(approximate) >= 0x1p63, abs(approximate) < 1e38,
             let decimal = try? container.decode(Decimal.self), !decimal.isNaN
         else { return nil }
         var value = decimal
         var rounded = Decimal()
         NSDecimalRound(&rounded, &value, 0, .plain)
         guard rounded == decimal else { return nil }
-        let digits = decimal.description
-        return digits.utf8.count(where: { $0 != UInt8(ascii: "-") }) <= maximumBigIntegerDigits ? .bigInteger(digits) : nil
+        return bigInteger(decimal.description, approximately: approximate)
+    }
+
+    /// `.bigInteger(digits)` if `approximate` is not exactly that integer (else `.double`), or
+    /// `nil` if there are too many digits to keep.
+    package static func bigInteger(_ digits: String, approximately approximate: Double) -> JSONValue? {
+        guard digits.utf8.count(where: { $0 != UInt8(ascii: "-") }) <= maximumBigIntegerDigits else { return nil }
+        if let exact = Int128(exactly: approximate), String(exact) == digits { return .double(approximate) }
+        return .bigInteger(digits)
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -81,6 +81,7 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         try require((0...10).contains(maxReplans), "max replans must be between 0 and 10.")
         try require((0...10).contains(maxModelCallFailures), "max model call failures must be between 0 and 10.")
         try require(stepTimeoutSeconds > 0 && stepTimeoutSeconds <= 86_400, "The step timeout must be between 0 and 86400 seconds.")
+        try require(maxTokens.map { (1...10_000_000).contains($0) } ?? true, "max tokens must be between 1 and 10000000.")
         return self
     }
 

@@ -452,7 +452,11 @@ public struct OpenAIChatModel: ChatModel {
         if words.contains(where: { $0.contains("invalid_api_key") || $0.contains("authentication") || $0.contains("permission") }) {
             return 401
         }
-        let refusedRequest = ["context_length_exceeded", "invalid_request_error", "invalid_request", "bad_request", "not_found_error"]
+        // TGI's error_type: `overloaded` (its queue is full), `validation` (the request is wrong).
+        if words.contains("overloaded") || words.contains("overloaded_error") { return 503 }
+        let refusedRequest = [
+            "context_length_exceeded", "invalid_request_error", "invalid_request", "bad_request", "not_found_error", "validation",
+        ]
         if words.contains(where: refusedRequest.contains) { return 400 }
         return nil
     }
@@ -494,6 +498,9 @@ extension TroupeError {
     fileprivate func refusesParameter(_ parameter: String) -> Bool {
         guard code == .invalidInput, details["status"] == "400" else { return false }
         let text = message.lowercased() + " " + (details["param"] ?? "").lowercased()
+        // "Invalid schema for response_format 'plan': …" is our schema's fault, not a server
+        // that lacks the feature: turning structured output off would hide it.
+        if text.contains("invalid schema") { return false }
         if text.contains(parameter) { return true }
         return parameter == "response_format" && (text.contains("json_schema") || text.contains("structured output"))
     }

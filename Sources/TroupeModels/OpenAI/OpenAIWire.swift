@@ -57,7 +57,7 @@ package enum OpenAIWire {
             model = try fields.string("model")
             choices = try fields.objects("choices")?.map { (choice) throws(TroupeError) in try Choice(choice) }
             usage = try fields.object("usage").map { (usage) throws(TroupeError) in try UsageWire(usage) }
-            error = try fields.object("error").map { (error) throws(TroupeError) in try ErrorBody(error) }
+            error = try ErrorBody.of(fields)
         }
     }
 
@@ -73,12 +73,17 @@ package enum OpenAIWire {
 
     package struct UsageWire {
         var usage: Usage
+        /// The largest token count taken from a server (a billion: more than any context).
+        static let maximumCount = 1_000_000_000
 
         init(_ json: JSONFields) throws(TroupeError) {
+            // Clamped: a negative or absurd count (a server's bug) must not drive the limiter or
+            // the run's totals, let alone overflow them.
+            func count(_ value: Int?) -> Int { min(max(value ?? 0, 0), Self.maximumCount) }
             usage = Usage(
-                inputTokens: try json.int("prompt_tokens") ?? 0,
-                outputTokens: try json.int("completion_tokens") ?? 0,
-                cachedTokens: try json.object("prompt_tokens_details")?.int("cached_tokens") ?? 0
+                inputTokens: count(try json.int("prompt_tokens")),
+                outputTokens: count(try json.int("completion_tokens")),
+                cachedTokens: count(try json.object("prompt_tokens_details")?.int("cached_tokens"))
             )
         }
     }
@@ -94,7 +99,7 @@ package enum OpenAIWire {
             model = try fields.string("model")
             choices = try fields.objects("choices")?.map { (choice) throws(TroupeError) in try ChunkChoice(choice) }
             usage = try fields.object("usage").map { (usage) throws(TroupeError) in try UsageWire(usage) }
-            error = try fields.object("error").map { (error) throws(TroupeError) in try ErrorBody(error) }
+            error = try ErrorBody.of(fields)
         }
     }
 
@@ -142,10 +147,8 @@ package enum OpenAIWire {
 
     /// The `error` object of an error answer (`{"error": {...}}`), if the body is one.
     package static func errorBody(in body: some Collection<UInt8>) -> ErrorBody? {
-        guard let json = try? JSONParser.parse(body), let fields = try? JSONFields(json), let error = try? fields.object("error") else {
-            return nil
-        }
-        return try? ErrorBody(error)
+        guard let json = try? JSONParser.parse(body), let fields = try? JSONFields(json) else { return nil }
+        return try? ErrorBody.of(fields)
     }
 
     package static func finishReason(_ raw: String?) -> FinishReason {
@@ -261,6 +264,17 @@ package enum OpenAIWire {
 }
 
 extension OpenAIWire.ErrorBody {
+    /// The `error` member of a body: OpenAI's object, or the plain string (with `error_type`
+    /// beside it) that Hugging Face's TGI sends.
+    static func of(_ fields: JSONFields) throws(TroupeError) -> Self? {
+        switch fields.members["error"] {
+        case nil, .null?: return nil
+        case .string(let text)?:
+            return Self(message: text, type: fields.members["error_type"]?.stringValue, code: nil, param: nil)
+        default: return try fields.object("error").map { (error) throws(TroupeError) in try Self(error) }
+        }
+    }
+
     init(_ json: JSONFields) throws(TroupeError) {
         message = try json.string("message")
         type = try json.string("type")

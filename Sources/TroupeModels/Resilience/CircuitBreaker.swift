@@ -203,8 +203,18 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
         .producing { [self] continuation in
             let permit = try admit()
             do {
-                for try await event in base.stream(request) { continuation.yield(event) }
-                settle(permit, failed: false)
+                var completed = false
+                for try await event in base.stream(request) {
+                    if case .completed = event { completed = true }
+                    continuation.yield(event)
+                }
+                // A stream cut by cancellation ends without throwing: only an answer seen whole
+                // is evidence that the server is well.
+                if completed {
+                    settle(permit, failed: false)
+                } else {
+                    breaker.withLock { $0.abandon(permit) }
+                }
             } catch {
                 settle(permit, after: error)
                 throw error
@@ -237,10 +247,11 @@ public final class CircuitBreakerModel: ChatModel, Sendable {
     }
 
     /// Counts a failed call against the model if it says the server is unwell. A cancelled call
-    /// says nothing about the server: it is neither a success nor a failure.
+    /// says nothing about the server, and neither does a refusal of this process's own rate
+    /// limiter (the server was never asked): neither a success nor a failure.
     private func settle(_ permit: CircuitBreaker.Permit, after error: any Error) {
         let failure = TroupeError.wrap(error, as: .modelAPI)
-        if failure.code == .cancelled {
+        if failure.code == .cancelled || Task.isCancelled || failure.details["source"] == RateLimiter.source {
             breaker.withLock { $0.abandon(permit) }
             return
         }

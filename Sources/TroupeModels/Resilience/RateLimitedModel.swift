@@ -62,6 +62,10 @@ public struct RateLimits: Sendable, Hashable, Codable {
 /// what the server last said about its own limits (``RateLimitStatus``): when it says a window is
 /// spent, callers wait for the window to reset instead of collecting 429s.
 public final class RateLimiter: Sendable {
+    /// `details["source"]` of the errors the limiter raises itself (the server was never asked),
+    /// which circuit breakers do not count.
+    public static let source = "rateLimiter"
+
     public let limits: RateLimits
     /// The longest a server may make callers wait (`retry-after`, a window's reset): longer
     /// waits are cut to this (`model.retry.maxRetryAfter`).
@@ -135,14 +139,18 @@ public final class RateLimiter: Sendable {
         guard wait > 0 else { return }
         guard wait.isFinite else {
             giveBack(amount)
-            throw TroupeError(.rateLimited, "The rate limit allows no requests (a limit of 0 per minute).")
+            throw TroupeError(
+                .rateLimited, "The rate limit allows no requests (a limit of 0 per minute).", details: ["source": Self.source])
         }
-        if let deadline, wait > deadline {
+        // The request itself needs time too: a wait that leaves less than a quarter of the
+        // deadline (at most 5 s) would start a call bound to time out.
+        if let deadline, wait > deadline - min(5, max(0, deadline) / 4) {
             giveBack(amount)
             throw TroupeError(
                 .rateLimited,
-                "The rate limit would hold this call \(Self.format(wait)) s, past its deadline (\(Self.format(max(0, deadline))) s left).",
-                details: ["waitSeconds": Self.format(wait)])
+                "The rate limit would hold this call \(Self.format(wait)) s, leaving too little of its deadline "
+                    + "(\(Self.format(max(0, deadline))) s left).",
+                details: ["waitSeconds": Self.format(wait), "source": Self.source])
         }
         do {
             // At most a day: the limits above keep waits far shorter; this keeps the conversion safe.
@@ -231,7 +239,8 @@ public struct RateLimitedModel: ChatModel {
         for tool in request.tools {
             characters += tool.name.count + tool.description.count + tool.parameters.jsonValue.jsonString.count
         }
-        return characters / 4 + (request.maxTokens ?? 512)
+        let (estimate, overflow) = (characters / 4).addingReportingOverflow(max(0, request.maxTokens ?? 512))
+        return overflow ? .max : estimate
     }
 
     /// What is left of the call's deadline (``ModelCallDeadline``), in seconds, if it has one.

@@ -5,16 +5,22 @@ public import TroupeCore
 /// Deltas are matched by `index`. Some servers omit it: then a delta with a new `id` starts a new
 /// call and a delta without one continues the last call. Others (Ollama, LiteLLM's Responses
 /// bridge, Gemini adapters) stream every parallel call with `index: 0`, each with its own id: a
-/// delta whose index matches a call that already has a different id starts a new call, and later
-/// deltas of that index continue the newest one.
+/// delta whose index matches a call that already has a different id starts a new call if it
+/// names a function or the earlier call's arguments are complete, and later deltas of that index
+/// continue the newest one. A new id without either (Poolside) is another name for the same call.
 public struct ToolCallAssembler: Sendable {
     private struct Partial: Sendable {
         /// The index the server gave (or one made up), and the order the call began in.
         var index: Int
         var order: Int
         var id: String
+        /// Other ids the server sent for this call later on (Poolside sends a second id on
+        /// every argument delta after the first).
+        var aliases: Set<String> = []
         var name: String
         var arguments: String
+
+        func answers(to id: String) -> Bool { self.id == id || aliases.contains(id) }
     }
 
     private var calls: [Partial] = []
@@ -26,19 +32,21 @@ public struct ToolCallAssembler: Sendable {
     @discardableResult
     public mutating func add(index: Int?, id: String?, name: String?, arguments: String?) -> Int {
         let id = id.flatMap { $0.isEmpty ? nil : $0 }
+        let name = name.flatMap { $0.isEmpty ? nil : $0 }
         let position: Int
         if let index {
             if let existing = calls.lastIndex(where: { $0.index == index }),
-                id == nil || calls[existing].id.isEmpty || calls[existing].id == id
+                id == nil || calls[existing].id.isEmpty || calls[existing].answers(to: id!)
+                    || !startsAnotherCall(after: calls[existing], name: name)
             {
                 position = existing
             } else {
                 position = start(index: index)
             }
         } else if let id {
-            if let existing = calls.firstIndex(where: { $0.id == id }) {
+            if let existing = calls.firstIndex(where: { $0.answers(to: id) }) {
                 position = existing
-            } else if let last = calls.indices.last, calls[last].id.isEmpty {
+            } else if let last = calls.indices.last, calls[last].id.isEmpty || !startsAnotherCall(after: calls[last], name: name) {
                 position = last
             } else {
                 position = start(index: (calls.map(\.index).max() ?? -1) + 1)
@@ -48,13 +56,27 @@ public struct ToolCallAssembler: Sendable {
         } else {
             position = start(index: 0)
         }
-        if let id { calls[position].id = id }
-        if let name, !name.isEmpty {
+        if let id {
+            if calls[position].id.isEmpty {
+                calls[position].id = id
+            } else if calls[position].id != id {
+                calls[position].aliases.insert(id)
+            }
+        }
+        if let name {
             // Most servers send the name once; some repeat it in every delta.
             if calls[position].name != name { calls[position].name += name }
         }
         if let arguments { calls[position].arguments += arguments }
         return ordered.firstIndex { $0.order == calls[position].order } ?? position
+    }
+
+    /// Whether a delta with an id `call` has not seen begins another call: it names a function,
+    /// or `call`'s arguments are already a whole JSON value. Otherwise it is the same call under
+    /// a new id, as Poolside sends it.
+    private func startsAnotherCall(after call: Partial, name: String?) -> Bool {
+        if name != nil { return true }
+        return !call.arguments.isEmpty && (try? JSONValue.parse(call.arguments)) != nil
     }
 
     private mutating func start(index: Int) -> Int {
