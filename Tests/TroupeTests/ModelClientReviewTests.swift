@@ -443,6 +443,23 @@ import TroupeTesting
         }
     }
 
+    @Test func review_aNegativeRemainingCountAndASpacedDoneAreTakenCalmly() async throws {
+        let clock = TestClock()
+        let limiter = RateLimiter(limits: RateLimits(), clock: clock)
+        limiter.observe(RateLimitStatus(remainingRequests: -1, requestsResetSeconds: 30, remainingTokens: -5, tokensResetSeconds: 30))
+        try await limiter.acquire(tokens: 10, deadline: 1)  // not held for the "reset"
+
+        try await MockOpenAIServer.withServer { mock in
+            mock.enqueue(
+                Self.sse([
+                    #"{"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}"#, " [DONE]",
+                ]))
+            let client = try model(mock)
+            let answer = try await client.collect(Self.request)
+            #expect(answer.message.content == "hi")
+        }
+    }
+
     // MARK: 6. refusal
 
     @Test func item6_aRefusalIsReadAndNamedNotRepaired() async throws {

@@ -232,7 +232,7 @@ public struct OpenAIChatModel: ChatModel {
         var done = false
 
         func handle(_ event: SSEEvent) throws {
-            if event.data == "[DONE]" {
+            if event.data.trimmingCharacters(in: .whitespaces) == "[DONE]" {
                 done = true
                 return
             }

@@ -194,10 +194,11 @@ public final class RateLimiter: Sendable {
     public func observe(_ status: RateLimitStatus) {
         let now = seconds()
         state.withLock { state in
-            if let remaining = status.remainingRequests, let reset = serverWait(status.requestsResetSeconds) {
+            // A negative count is a server's bug, not a spent window.
+            if let remaining = status.remainingRequests, remaining >= 0, let reset = serverWait(status.requestsResetSeconds) {
                 state.serverRequests = Window(remaining: Double(remaining), resetsAt: now + reset)
             }
-            if let remaining = status.remainingTokens, let reset = serverWait(status.tokensResetSeconds) {
+            if let remaining = status.remainingTokens, remaining >= 0, let reset = serverWait(status.tokensResetSeconds) {
                 state.serverTokens = Window(remaining: Double(remaining), resetsAt: now + reset)
             }
         }
