@@ -82,6 +82,13 @@ public struct TroupeSettings: Sendable {
         return resilience
     }
 
+    /// The user's home folder: `$HOME` when it is set to an absolute path (as a container, a test
+    /// or `sudo -H` may set it), else the password database's.
+    public static func homeDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let home = environment["HOME"], home.hasPrefix("/") { return home }
+        return FileManager.default.homeDirectoryForCurrentUser.path
+    }
+
     /// The default model API root.
     public static let defaultBaseURL = "https://api.openai.com/v1"
 

@@ -27,7 +27,10 @@ struct SettingsReader {
         let variables = EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(secrets))
         // Each key is looked up under its own variable name (OPENAI_API_KEY, TROUPE_MODEL_RETRY_…).
         let environmentProvider = KeyMappingProvider(upstream: variables) { key in
-            AbsoluteConfigKey([Self.environmentName(of: key.components.joined(separator: ".")).lowercased()])
+            let name = key.components.joined(separator: ".")
+            // A key the environment may not set is looked up under a name no variable has.
+            guard !Self.isFileOnly(name) else { return AbsoluteConfigKey(["\u{0}"]) }
+            return AbsoluteConfigKey([Self.environmentName(of: name).lowercased()])
         }
         var providers: [any ConfigProvider] = [InMemoryProvider(name: "--set", values: values), environmentProvider]
         if let file {
@@ -53,11 +56,18 @@ struct SettingsReader {
         SettingKeys.key(named: name)?.environment ?? SettingKeys.environmentName(name)
     }
 
+    /// Keys only the file and `--set` give (docs/CONFIGURATION.md says "file or `--set` only"):
+    /// an MCP server is a program to start and a tool's limits are per name, which an inherited
+    /// variable should not change behind the file's back.
+    static func isFileOnly(_ name: String) -> Bool {
+        ["mcp.servers.", "tools.limits."].contains { name.hasPrefix($0) }
+    }
+
     /// Where `name` is set — `--set`, the variable's name, or the file — or `nil` if nowhere.
     func source(of name: String) -> String? {
         if flags[name] != nil { return "--set" }
         let variable = Self.environmentName(of: name)
-        if environment[variable] != nil { return variable }
+        if !Self.isFileOnly(name), environment[variable] != nil { return variable }
         if fileKeys.contains(name), let file { return file }
         return nil
     }
@@ -131,7 +141,7 @@ struct SettingsReader {
     func path(_ name: String) throws(TroupeError) -> String? {
         guard let text = try string(name) else { return nil }
         let base = source(of: name) == file ? (file.map { ($0 as NSString).deletingLastPathComponent } ?? directory) : directory
-        let expanded = text.hasPrefix("~/") ? FileManager.default.homeDirectoryForCurrentUser.path + text.dropFirst(1) : text
+        let expanded = text.hasPrefix("~/") ? TroupeSettings.homeDirectory(environment: environment) + text.dropFirst(1) : text
         return URL(fileURLWithPath: expanded, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
     }
 
@@ -141,7 +151,7 @@ struct SettingsReader {
         // Read before the settings value exists: a TroupeError thrown in this function after it
         // was made crashed the process (Swift 6.3, typed throws), where one thrown before does not.
         let apiKey = try primaryAPIKey()
-        var settings = TroupeSettings(store: try string("store"))
+        var settings = TroupeSettings(store: try store())
         settings.runDefaults = try runDefaults()
         settings.apiKey = apiKey
         settings.resilience = try resilience()
@@ -162,6 +172,18 @@ struct SettingsReader {
         settings.toolPolicy = try toolPolicy()
         settings.mcpServers = try mcpServers()
         return settings
+    }
+
+    /// `store`; a relative SQLite path in the file is relative to the file's folder (as `cwd`
+    /// and `run.workspace` are), not to wherever the command runs.
+    private func store() throws(TroupeError) -> String? {
+        guard let text = try string("store"), source(of: "store") == file, let file else { return try string("store") }
+        let scheme = ["sqlite://", "sqlite:"].first { text.hasPrefix($0) }
+        guard scheme != nil || !text.contains("://") else { return text }
+        let path = String(text.dropFirst(scheme?.count ?? 0))
+        guard !path.isEmpty, !path.hasPrefix("/"), !path.hasPrefix("~") else { return text }
+        let folder = URL(fileURLWithPath: (file as NSString).deletingLastPathComponent, isDirectory: true)
+        return "sqlite:" + URL(fileURLWithPath: path, relativeTo: folder).standardizedFileURL.path
     }
 
     private func runDefaults() throws(TroupeError) -> RunConfiguration {
@@ -350,8 +372,9 @@ struct SettingsReader {
             let prefix = "endpoints.\(name)."
             let baseURL = try string(prefix + "baseURL")
             let model = try string(prefix + "model")
-            guard baseURL != nil || model != nil else { return TroupeSettings.Fallback(model: name) }
             let variable = try string(prefix + "apiKeyEnv")
+            // An endpoint that only names its key's variable is the run's endpoint with that key.
+            guard baseURL != nil || model != nil || variable != nil else { return TroupeSettings.Fallback(model: name) }
             var apiKey: String?
             if let variable, let value = environment[variable] {
                 apiKey = try SecretText.cleaned(value, source: "the environment variable \(variable)")

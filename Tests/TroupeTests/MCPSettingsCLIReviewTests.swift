@@ -182,4 +182,97 @@ import TroupeTesting
             #expect(parked.errors.contains("needs attention"))
         }
     }
+
+    // MARK: 2. The store is its owner's only; $HOME is honoured
+
+    private static func mode(_ path: String) -> mode_t {
+        var info = stat()
+        return stat(path, &info) == 0 ? info.st_mode & 0o777 : 0
+    }
+
+    @Test func item2_aNewStoreIsReadableByItsOwnerOnly() async throws {
+        try await withTemporaryDirectory { directory in
+            let previous = umask(0o022)
+            defer { umask(previous) }
+            let path = directory + "/a/b/runs.db"
+            try await SQLiteRunStore.withStore(path: path) { store in
+                _ = try await store.createRun(id: .make(), goal: "secret goal", configuration: RunConfiguration(), at: Date())
+                #expect(Self.mode(path + "-wal") == 0o600)
+                #expect(Self.mode(path + "-shm") == 0o600)
+            }
+            #expect(Self.mode(directory + "/a") == 0o700)
+            #expect(Self.mode(directory + "/a/b") == 0o700)
+            #expect(Self.mode(path) == 0o600)
+        }
+    }
+
+    /// `HOME` decides where the default store is (CLIProcess sets it to the test's folder), and
+    /// a store an older Troupe left readable by others is tightened.
+    @Test func item2_theDefaultStoreFollowsHOMEAndIsTightened() async throws {
+        try await withTemporaryDirectory { directory in
+            let home = directory + "/home"
+            try FileManager.default.createDirectory(atPath: home + "/.troupe", withIntermediateDirectories: true)
+            chmod(home + "/.troupe", 0o755)
+            let listed = try await CLIProcess.run(["runs"], directory: directory, environment: ["HOME": home])
+            #expect(listed.status == 0, "output:\n\(listed.output)")
+            #expect(FileManager.default.fileExists(atPath: home + "/.troupe/troupe.db"))
+            #expect(Self.mode(home + "/.troupe") == 0o700)
+            #expect(Self.mode(home + "/.troupe/troupe.db") == 0o600)
+            chmod(home + "/.troupe/troupe.db", 0o644)
+            _ = try await CLIProcess.run(["runs"], directory: directory, environment: ["HOME": home])
+            #expect(Self.mode(home + "/.troupe/troupe.db") == 0o600)
+        }
+    }
+
+    // MARK: 9. Settings
+
+    /// `mcp.servers.*` and `tools.limits.*` are "file or --set only": an inherited variable
+    /// cannot swap the program an MCP server runs, or lift a limit.
+    @Test func item9_fileOnlyKeysIgnoreTheEnvironment() async throws {
+        try await withTemporaryDirectory { directory in
+            let yaml = """
+                mcp:
+                  servers:
+                    notes: {command: python3, args: [notes.py]}
+                tools:
+                  limits:
+                    shell_run: {maxCallsPerRun: 2}
+                """
+            try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            let settings = try await TroupeSettings.load(
+                environment: [
+                    "TROUPE_MCP_SERVERS_NOTES_COMMAND": "/bin/evil", "TROUPE_TOOLS_LIMITS_SHELL_RUN_MAX_CALLS_PER_RUN": "1000",
+                ], directory: directory)
+            guard case .stdio(let command, _, _, _) = try #require(settings.mcpServers.first).transport else {
+                Issue.record("not a stdio server")
+                return
+            }
+            #expect(command == "python3")
+            #expect(settings.toolPolicy.limits(for: "shell_run").maxCallsPerRun == 2)
+        }
+    }
+
+    @Test func item9_anEndpointWithOnlyItsKeyVariableUsesThatKey() async throws {
+        let settings = try await TroupeSettings.load(
+            overrides: ["model.fallbacks=backup", "endpoints.backup.apiKeyEnv=BACKUP_KEY"], environment: ["BACKUP_KEY": "sk-backup"],
+            directory: "/", readingImplicitFile: false)
+        let fallback = try #require(settings.fallbacks.first)
+        #expect(fallback.model == "backup")
+        #expect(fallback.apiKey == "sk-backup")
+        #expect(fallback.hasOwnKey)
+    }
+
+    @Test func item9_aRelativeStoreInTheFileIsRelativeToTheFile() async throws {
+        try await withTemporaryDirectory { directory in
+            try FileManager.default.createDirectory(atPath: directory + "/conf", withIntermediateDirectories: true)
+            try "store: sqlite:data/runs.db\n".write(toFile: directory + "/conf/troupe.yaml", atomically: true, encoding: .utf8)
+            let settings = try await TroupeSettings.load(file: directory + "/conf/troupe.yaml", environment: [:], directory: "/")
+            let expected = "sqlite:" + URL(fileURLWithPath: directory + "/conf/data/runs.db").standardizedFileURL.path
+            #expect(settings.store == expected)
+            // From the environment it is the process's business (relative to where it runs).
+            let fromVariable = try await TroupeSettings.load(
+                file: directory + "/conf/troupe.yaml", environment: ["TROUPE_STORE": "sqlite:x.db"], directory: "/")
+            #expect(fromVariable.store == "sqlite:x.db")
+        }
+    }
 }

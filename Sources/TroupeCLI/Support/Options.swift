@@ -77,8 +77,9 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func withStore<T: Sendable>(settings: TroupeSettings, _ body: (SQLiteRunStore) async throws -> T) async throws -> T {
-        try await SQLiteRunStore.withStore(
-            path: try StoreLocation.sqlitePath(storeURL(settings)), logger: logger(label: "troupe.store"), body)
+        let path = try StoreLocation.sqlitePath(storeURL(settings))
+        if path == StoreLocation.defaultPath { StoreLocation.restrictDefaultStore() }
+        return try await SQLiteRunStore.withStore(path: path, logger: logger(label: "troupe.store"), body)
     }
 
     /// Runs `body` with the store, the settings and an HTTP client for model calls (connecting
@@ -120,9 +121,18 @@ struct GlobalOptions: ParsableArguments {
 
 /// Parses store URLs.
 enum StoreLocation {
-    /// `~/.troupe/troupe.db`: where runs go when neither `--store` nor `TROUPE_STORE` says otherwise.
+    /// `~/.troupe/troupe.db` (`$HOME` first): where runs go when neither `--store` nor
+    /// `TROUPE_STORE` nor the settings file says otherwise.
     static var defaultPath: String {
-        FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".troupe/troupe.db").path
+        TroupeSettings.homeDirectory() + "/.troupe/troupe.db"
+    }
+
+    /// The default store's folder and files are made the user's only, even when an older Troupe
+    /// created them readable by others (0755 and 0644 under the usual umask).
+    static func restrictDefaultStore() {
+        let path = defaultPath
+        PrivateFiles.restrict((path as NSString).deletingLastPathComponent, to: 0o700)
+        for file in [path, path + "-wal", path + "-shm", path + "-journal"] { PrivateFiles.restrict(file, to: 0o600) }
     }
 
     static func sqlitePath(_ url: String) throws(TroupeError) -> String {
@@ -144,7 +154,7 @@ enum StoreLocation {
             throw TroupeError(.configuration, "The store URL '\(url)' has no path. Use sqlite:PATH.")
         }
         if path.hasPrefix("~/") {
-            path = Substring(FileManager.default.homeDirectoryForCurrentUser.path + path.dropFirst(1))
+            path = Substring(TroupeSettings.homeDirectory() + path.dropFirst(1))
         }
         return URL(fileURLWithPath: String(path)).standardizedFileURL.path
     }

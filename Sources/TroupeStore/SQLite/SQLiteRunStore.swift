@@ -45,6 +45,10 @@ public actor SQLiteRunStore: RunStore {
 
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
     ///
+    /// What it creates is its owner's only: folders 0700, the database 0600 (SQLite gives its
+    /// `-wal` and `-shm` files the database's mode). The store holds goals, file contents and
+    /// command output.
+    ///
     /// - Parameter busyTimeout: how long a write waits for another process's write lock before it
     ///   fails with `storageUnavailable`.
     public static func open(
@@ -53,11 +57,8 @@ public actor SQLiteRunStore: RunStore {
         logger: Logger = Logger(label: "troupe.store")
     ) async throws -> SQLiteRunStore {
         let url = URL(fileURLWithPath: path)
-        do {
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        } catch {
-            throw TroupeError(.storage, "Cannot create the directory for the store at \(path): \(error.localizedDescription)")
-        }
+        try PrivateFiles.createDirectories(url.deletingLastPathComponent().path, for: path)
+        try PrivateFiles.createFile(url.path)
         let store = SQLiteRunStore(path: url.path, busyTimeout: busyTimeout)
         do {
             try await store.configure()
@@ -543,5 +544,41 @@ public actor SQLiteRunStore: RunStore {
 
     static func date(_ value: SQLiteValue) -> Date {
         Date(timeIntervalSince1970: Double(value.integer ?? 0) / 1000)
+    }
+}
+
+/// Folders and files only their owner may read, whatever the umask.
+package enum PrivateFiles {
+    /// Creates `directory` and the folders above it that are missing, each 0700.
+    package static func createDirectories(_ directory: String, for store: String) throws(TroupeError) {
+        var missing: [String] = []
+        var current = directory
+        var info = stat()
+        while !current.isEmpty, current != "/", stat(current, &info) != 0 {
+            missing.append(current)
+            current = (current as NSString).deletingLastPathComponent
+        }
+        for folder in missing.reversed() where mkdir(folder, 0o700) != 0 && errno != EEXIST {
+            let reason = String(cString: strerror(errno))
+            throw TroupeError(.storage, "Cannot create the folder \(folder) for the store at \(store): \(reason).")
+        }
+    }
+
+    /// Creates `path` empty with mode 0600 if it does not exist (an empty file is an empty
+    /// SQLite database).
+    package static func createFile(_ path: String) throws(TroupeError) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if descriptor >= 0 {
+            close(descriptor)
+        } else if errno != EEXIST {
+            throw TroupeError(.storage, "Cannot create the store at \(path): \(String(cString: strerror(errno))).")
+        }
+    }
+
+    /// Takes group and other permissions away from `path` if it exists and is this user's.
+    package static func restrict(_ path: String, to mode: mode_t) {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_uid == geteuid(), info.st_mode & 0o077 != 0 else { return }
+        chmod(path, mode)
     }
 }
