@@ -40,6 +40,11 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     /// Whether the process has exited and its pipes are closed.
     private var finished = false
     private var endWaiters: [CheckedContinuation<String, Never>] = []
+    /// Whether a message is being written; the others wait their turn, in order (the actor
+    /// lets another `send` in while one waits for the pipe, and two messages' bytes must never
+    /// mix).
+    private var writing = false
+    private var writeQueue: [CheckedContinuation<Void, Never>] = []
 
     /// The longest message (one line) accepted from the server.
     static let maxMessageBytes = 32 << 20
@@ -76,16 +81,45 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         }
     }
 
+    /// Writes one message (one line). Messages are written one at a time, whole: a write cut
+    /// short has left part of a message on the server's stdin, which nothing can repair, so the
+    /// server is stopped (and restarted for the next call).
     func send(_ data: Data) async throws {
+        await takeWriteTurn()
+        defer { passWriteTurn() }
         guard let writer, endReason == nil else {
             throw TroupeError(.toolFailed, "MCP server '\(serverName)' is not running\(endReason.map { ": \($0)" } ?? ".")")
         }
         var line = [UInt8](data)
         line.append(UInt8(ascii: "\n"))
+        let written: Int
         do {
-            _ = try await writer.write(line)
+            written = try await writer.write(line)
         } catch {
             throw TroupeError(.toolFailed, "Could not write to MCP server '\(serverName)': \(error)")
+        }
+        guard written == line.count else {
+            let reason = "a message to it was cut short (\(written) of \(line.count) bytes written)"
+            if endReason == nil { endReason = reason }
+            if processID > 0 { kill(-processID, SIGKILL) }
+            throw TroupeError(.toolFailed, "Could not write to MCP server '\(serverName)': \(reason); it is restarted for the next call.")
+        }
+    }
+
+    private func takeWriteTurn() async {
+        guard writing else {
+            writing = true
+            return
+        }
+        await withCheckedContinuation { writeQueue.append($0) }
+    }
+
+    /// Hands the turn to the next waiting message, if any (it stays taken), else frees it.
+    private func passWriteTurn() {
+        if writeQueue.isEmpty {
+            writing = false
+        } else {
+            writeQueue.removeFirst().resume()
         }
     }
 

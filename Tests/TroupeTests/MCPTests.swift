@@ -51,6 +51,28 @@ struct MCPTests {
         }
     }
 
+    /// Issue 22, item 3: two calls of one turn, one over the pipe's 64 KiB, and a third small
+    /// one, sent at once: each message reaches the server whole (they once interleaved, and both
+    /// calls waited out their timeout).
+    @Test func concurrentMessagesReachAStdioServerWhole() async throws {
+        try await MCPFixtures.withServers([MCPFixtures.stdio(callTimeout: .seconds(20), readOnlyTools: ["echo"])]) { servers in
+            let echo = try #require(try await tools(servers)["mcp_fixture_echo"])
+            let texts = (0..<6).map { index in
+                index % 2 == 0 ? String(repeating: "\(index)", count: 300_000) : "small \(index)"
+            }
+            let outputs = await withTaskGroup(of: (Int, ToolOutput).self) { group in
+                for (index, text) in texts.enumerated() {
+                    group.addTask { (index, await MCPFixtures.call(echo, ["text": .string(text)])) }
+                }
+                return await group.reduce(into: [Int: ToolOutput]()) { $0[$1.0] = $1.1 }
+            }
+            for (index, text) in texts.enumerated() {
+                let matches = outputs[index] == ToolOutput(text)
+                #expect(matches, "call \(index): \(outputs[index]?.content.prefix(200) ?? "none")")
+            }
+        }
+    }
+
     @Test func serversGetAScrubbedEnvironmentWithTheirOwnVariables() async throws {
         setenv("TROUPE_MCP_TEST_SECRET", "do-not-leak", 1)
         try await MCPFixtures.withServers([MCPFixtures.stdio(environment: ["GREETING": "hello"])]) { servers in
