@@ -182,6 +182,13 @@ public final class MockOpenAIServer: Sendable {
                     head = requestHead
                     body.clear()
                 case .body(var chunk):
+                    guard body.readableBytes + chunk.readableBytes <= Self.maxRequestBytes else {
+                        // Answered at once, and the connection closed: the rest is not read.
+                        try await write(
+                            outbound, status: 413, headers: ["content-type": "application/json", "connection": "close"],
+                            body: Self.errorBody("The request body is over \(Self.maxRequestBytes >> 20) MiB."))
+                        return
+                    }
                     body.writeBuffer(&chunk)
                 case .end:
                     guard let requestHead = head else { continue }
@@ -330,7 +337,10 @@ public final class MockOpenAIServer: Sendable {
         if let first = schema["enum"]?.arrayValue?.first { return first }
         let type = schema["type"]?.stringValue ?? schema["type"]?.arrayValue?.first?.stringValue ?? "string"
         switch type {
-        case "integer": return .int(Int(schema["minimum"]?.doubleValue ?? 1))
+        case "integer":
+            // A schema's bound may be any number (1e300): only one an Int holds is used.
+            guard let minimum = schema["minimum"]?.doubleValue, minimum.isFinite, abs(minimum) < 9e15 else { return .int(1) }
+            return .int(Int(minimum.rounded(.up)))
         case "number": return .double(schema["minimum"]?.doubleValue ?? 1)
         case "boolean": return .bool(false)
         case "array": return .array([])
@@ -446,6 +456,9 @@ public final class MockOpenAIServer: Sendable {
         try await outbound.write(.body(.byteBuffer(buffer)))
         try await outbound.write(.end(nil))
     }
+
+    /// The largest request body read (a long conversation is a few MiB).
+    public static let maxRequestBytes = 32 << 20
 
     static func errorBody(_ message: String, type: String = "invalid_request_error") -> String {
         JSONValue.object(["error": ["message": .string(message), "type": .string(type), "code": .null]]).jsonString

@@ -275,4 +275,37 @@ import TroupeTesting
             #expect(fromVariable.store == "sqlite:x.db")
         }
     }
+
+    // MARK: 4. The mock server
+
+    @Test func item4_theMockTakesAnyBoundAndRefusesOversizedBodies() async throws {
+        try await MockOpenAIServer.withServer { mock in
+            let client = try OpenAIChatModel(configuration: .init(baseURL: mock.baseURL, model: "m"))
+            var request = ChatRequest(messages: [.user("count")])
+            request.tools = [
+                ToolSpec(name: "count", description: "Counts.", parameters: .object([.init("n", .integer(minimum: nil))]))
+            ]
+            request.tools[0].parameters.properties[0].schema.minimum = 1e300
+            let response = try await client.complete(request)
+            #expect(response.message.toolCalls.first?.arguments == #"{"n":1}"#)
+
+            let huge = ChatRequest(messages: [.user(String(repeating: "x", count: MockOpenAIServer.maxRequestBytes + 1))])
+            do {
+                _ = try await client.complete(huge)
+                Issue.record("an oversized body was read")
+            } catch let error as TroupeError {
+                #expect(error.details["status"] == "413", "\(error)")
+            }
+        }
+    }
+
+    @Test func item4_aMockServerThatCannotListenExitsWithTheConfigurationCode() async throws {
+        try await MockOpenAIServer.withServer { taken in
+            try await withTemporaryDirectory { directory in
+                let result = try await CLIProcess.run(["mock-server", "--port", "\(taken.port)"], directory: directory)
+                #expect(result.status == 6, "output:\n\(result.output)")
+                #expect(result.output.contains("Cannot listen on 127.0.0.1:\(taken.port)"))
+            }
+        }
+    }
 }

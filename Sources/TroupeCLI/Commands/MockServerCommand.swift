@@ -33,15 +33,23 @@ struct MockServerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let server = try await MockOpenAIServer.start(
-            configuration: MockOpenAIServer.Configuration(planSteps: steps, latency: .milliseconds(latencyMs), requestsKept: 0),
-            port: port
-        )
-        say("mock OpenAI-compatible server at \(server.baseURL) — Ctrl-C to stop")
-        let (stop, continuation) = AsyncStream.makeStream(of: Void.self)
-        Signals.onInterrupt { continuation.yield() }
-        for await _ in stop { break }
-        await server.shutdown()
-        say("served \(server.requestCount) requests")
+        try await reportingErrors(verbose: false) {
+            let server: MockOpenAIServer
+            do {
+                server = try await MockOpenAIServer.start(
+                    configuration: MockOpenAIServer.Configuration(planSteps: steps, latency: .milliseconds(latencyMs), requestsKept: 0),
+                    port: port
+                )
+            } catch {
+                // Exit code 1 means a failed run: a port in use is a bad flag value (6).
+                throw TroupeError(.configuration, "Cannot listen on 127.0.0.1:\(port): \(error). Choose another --port (0: any free one).")
+            }
+            say("mock OpenAI-compatible server at \(server.baseURL) — Ctrl-C to stop")
+            let (stop, continuation) = AsyncStream.makeStream(of: Void.self)
+            Signals.onInterrupt { continuation.yield() }
+            for await _ in stop { break }
+            await server.shutdown()
+            say("served \(server.requestCount) requests")
+        }
     }
 }
