@@ -71,9 +71,13 @@ actor StreamableHTTPTransport: MCP.Transport, SupervisedTransport {
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
         request.headers.replaceOrAdd(name: "Accept", value: "application/json, text/event-stream")
         request.body = .bytes(ByteBuffer(bytes: data))
+        // One limit for the whole exchange: the client's own deadline covers only the head, and a
+        // server may keep an event stream open for as long as it likes.
+        let started = ContinuousClock.now
+        let deadline = NIODeadline.now() + .init(requestTimeout)
         let response: HTTPClientResponse
         do {
-            response = try await httpClient.execute(request, timeout: .init(requestTimeout))
+            response = try await httpClient.execute(request, deadline: deadline)
         } catch {
             throw TroupeError(
                 .toolFailed, "Could not reach MCP server '\(serverName)' at \(url): \(TransportFailure.describe(error).cause).")
@@ -84,26 +88,22 @@ actor StreamableHTTPTransport: MCP.Transport, SupervisedTransport {
         try await check(response)
         guard response.status != .accepted, response.status != .noContent else { return }
 
-        var answered = false
         let contentType = response.headers.first(name: "Content-Type")?.lowercased() ?? ""
+        let limit = requestTimeout - (ContinuousClock.now - started)
+        let answered: Bool
         do {
-            if contentType.hasPrefix("text/event-stream") {
-                var parser = SSEParser()
-                var received = 0
-                for try await chunk in response.body {
-                    received += chunk.readableBytes
-                    guard received <= Self.maxResponseBytes else { throw oversized() }
-                    for event in parser.feed(chunk.readableBytesView) {
-                        answered = deliver(event.data, answering: requestID, initialize: isInitialize) || answered
-                    }
+            answered =
+                try await withTimeLimit(limit) {
+                    try await self.readAnswer(
+                        of: response, eventStream: contentType.hasPrefix("text/event-stream"),
+                        answering: requestID, initialize: isInitialize)
                 }
-                for event in parser.finish() {
-                    answered = deliver(event.data, answering: requestID, initialize: isInitialize) || answered
-                }
-            } else {
-                let body = try await response.body.collect(upTo: Self.maxResponseBytes)
-                answered = deliver(String(buffer: body), answering: requestID, initialize: isInitialize)
-            }
+                ?? {
+                    throw TroupeError(
+                        .toolFailed,
+                        "MCP server '\(serverName)' did not finish its answer within \(String(format: "%g", requestTimeout.seconds)) s; "
+                            + "it was dropped.")
+                }()
         } catch let error as TroupeError {
             throw error
         } catch {
@@ -112,6 +112,32 @@ actor StreamableHTTPTransport: MCP.Transport, SupervisedTransport {
         }
         if requestID != nil, !answered {
             throw TroupeError(.toolFailed, "MCP server '\(serverName)' ended its answer (HTTP \(response.status.code)) without a result.")
+        }
+    }
+
+    /// Reads an answer's body and passes its messages on; whether the answer to `requestID` was
+    /// among them. An event stream is left (and its connection closed) as soon as the answer
+    /// arrived: a server may keep it open for messages Troupe does not take.
+    private func readAnswer(
+        of response: HTTPClientResponse, eventStream: Bool, answering requestID: JSONValue?, initialize: Bool
+    ) async throws -> Bool {
+        guard eventStream else {
+            let body = try await response.body.collect(upTo: Self.maxResponseBytes)
+            return deliver(String(buffer: body), answering: requestID, initialize: initialize)
+        }
+        var parser = SSEParser()
+        var received = 0
+        for try await chunk in response.body {
+            received += chunk.readableBytes
+            guard received <= Self.maxResponseBytes else { throw oversized() }
+            var answered = false
+            for event in parser.feed(chunk.readableBytesView) {
+                answered = deliver(event.data, answering: requestID, initialize: initialize) || answered
+            }
+            if answered { return true }
+        }
+        return parser.finish().reduce(false) { answered, event in
+            deliver(event.data, answering: requestID, initialize: initialize) || answered
         }
     }
 

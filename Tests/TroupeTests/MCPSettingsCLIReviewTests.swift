@@ -1,4 +1,9 @@
 import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
 import Testing
 import Troupe
 import TroupeSettings
@@ -306,6 +311,145 @@ import TroupeTesting
                 #expect(result.status == 6, "output:\n\(result.output)")
                 #expect(result.output.contains("Cannot listen on 127.0.0.1:\(taken.port)"))
             }
+        }
+    }
+
+    // MARK: 5. Streamable HTTP: the answer's body is bounded in time, and left once answered
+
+    /// An MCP server over streamable HTTP whose `tools/call` answers in an event stream that it
+    /// then keeps open (`answers: false`: never answers at all).
+    private final class LingeringMCPServer: Sendable {
+        let port: Int
+        /// Event streams open now.
+        let openStreams = Mutex(0)
+
+        private init(port: Int) { self.port = port }
+
+        static func withServer<T>(answers: Bool, _ body: (LingeringMCPServer) async throws -> T) async throws -> T {
+            let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(host: "127.0.0.1", port: 0) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                        return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let mcp = LingeringMCPServer(port: server.channel.localAddress?.port ?? 0)
+            let task = Task<Void, Never> {
+                try? await withThrowingDiscardingTaskGroup { group in
+                    try await server.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            group.addTask { await Self.serve(connection, answers: answers, streams: mcp) }
+                        }
+                    }
+                }
+            }
+            do {
+                let result = try await body(mcp)
+                try? await server.channel.close()
+                task.cancel()
+                await task.value
+                return result
+            } catch {
+                try? await server.channel.close()
+                task.cancel()
+                await task.value
+                throw error
+            }
+        }
+
+        private static func serve(
+            _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, answers: Bool, streams server: LingeringMCPServer
+        ) async {
+            try? await connection.executeThenClose { inbound, outbound in
+                var body = ByteBuffer()
+                var parts = inbound.makeAsyncIterator()
+                while let part = try await parts.next() {
+                    switch part {
+                    case .head: body.clear()
+                    case .body(var chunk): body.writeBuffer(&chunk)
+                    case .end:
+                        let message = (try? JSONValue.parse(Data(body.readableBytesView))) ?? .null
+                        let id = message["id"] ?? .null
+                        let reply: JSONValue
+                        switch message["method"]?.stringValue {
+                        case "initialize":
+                            reply = [
+                                "jsonrpc": "2.0", "id": id,
+                                "result": [
+                                    "protocolVersion": "2025-03-26", "capabilities": ["tools": [:]],
+                                    "serverInfo": ["name": "lingering", "version": "1"],
+                                ],
+                            ]
+                        case "tools/list":
+                            reply = [
+                                "jsonrpc": "2.0", "id": id,
+                                "result": [
+                                    "tools": [["name": "hang", "description": "Answers, then lingers.", "inputSchema": ["type": "object"]]]
+                                ],
+                            ]
+                        case "tools/call":
+                            var headers = HTTPHeaders()
+                            headers.add(name: "content-type", value: "text/event-stream")
+                            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+                            if answers {
+                                let answer: JSONValue = [
+                                    "jsonrpc": "2.0", "id": id, "result": ["content": [["type": "text", "text": "done"]]],
+                                ]
+                                try await outbound.write(
+                                    .body(.byteBuffer(ByteBuffer(string: "event: message\ndata: \(answer.jsonString)\n\n"))))
+                            }
+                            server.openStreams.withLock { $0 += 1 }
+                            defer { server.openStreams.withLock { $0 -= 1 } }
+                            // Open until the client closes the connection.
+                            while try await parts.next() != nil {}
+                            return
+                        default:
+                            try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .accepted)))
+                            try await outbound.write(.end(nil))
+                            continue
+                        }
+                        var headers = HTTPHeaders()
+                        headers.add(name: "content-type", value: "application/json")
+                        let buffer = ByteBuffer(string: reply.jsonString)
+                        headers.add(name: "content-length", value: "\(buffer.readableBytes)")
+                        try await outbound.write(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+                        try await outbound.write(.body(.byteBuffer(buffer)))
+                        try await outbound.write(.end(nil))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A server that answers in an event stream and keeps it open: the call returns with the
+    /// answer, and the stream's connection is closed at once instead of lingering for the
+    /// exchange's whole time limit.
+    @Test func item5_anEventStreamIsLeftOnceTheAnswerArrived() async throws {
+        try await LingeringMCPServer.withServer(answers: true) { server in
+            let configuration = MCPServerConfiguration(
+                name: "lingering", transport: .http(url: "http://127.0.0.1:\(server.port)/mcp", headers: [:]), callTimeout: .seconds(60))
+            let servers = try MCPServers([configuration], logger: MCPFixtures.logger)
+            let tool = try #require(try await servers.tools().first)
+            let output = await MCPFixtures.call(tool, [:])
+            #expect(output == ToolOutput("done"))
+            let deadline = ContinuousClock.now + .seconds(10)
+            while server.openStreams.withLock({ $0 }) > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(server.openStreams.withLock { $0 } == 0, "the event stream was left open")
+            await servers.shutdown()
+        }
+    }
+
+    /// A server that starts an event stream and never answers: the exchange ends at its time
+    /// limit with a clear error, not when the server decides to close.
+    @Test func item5_anAnswerThatNeverComesEndsAtTheLimit() async throws {
+        try await LingeringMCPServer.withServer(answers: false) { server in
+            let transport = StreamableHTTPTransport(
+                serverName: "lingering", url: "http://127.0.0.1:\(server.port)/mcp", headers: [:],
+                httpClient: OpenAIChatModel.sharedHTTPClient, requestTimeout: .milliseconds(500),
+                logger: MCPFixtures.logger)
+            let call: JSONValue = ["jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": ["name": "hang", "arguments": [:]]]
+            let error = await #expect(throws: TroupeError.self) { try await transport.send(Data(call.jsonString.utf8)) }
+            #expect(error?.message.contains("did not finish its answer within") == true, "\(String(describing: error))")
         }
     }
 }
