@@ -51,6 +51,8 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     /// The most bytes of messages held for the client before the server is made to wait.
     static let maxQueuedBytes = 64 << 20
     static let stderrTailBytes = 4096
+    /// Lines of a server's stdout that are not messages logged (each clipped); later ones are not.
+    static let maxStrayLinesLogged = 5
 
     init(
         serverName: String,
@@ -67,7 +69,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory
-        self.logger = logger
+        self.logger = ClippingLogHandler.logger(logger)
         messages = AsyncThrowingStream(unfolding: { [queue] in await queue.next() })
     }
 
@@ -238,6 +240,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         try await withThrowingTaskGroup(of: String?.self) { tasks in
             tasks.addTask {
                 var pending: [UInt8] = []
+                var strayLines = 0
                 for try await buffer in execution.standardOutput {
                     // Only the new bytes are searched: a long line arriving in many chunks is
                     // scanned once, not once per chunk.
@@ -246,8 +249,20 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
                     var start = 0
                     while let newline = pending[searchFrom...].firstIndex(of: UInt8(ascii: "\n")) {
                         let line = pending[start..<newline]
-                        if line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) {
+                        switch line.first(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\t") }) {
+                        case UInt8(ascii: "{")?, UInt8(ascii: "[")?:
                             await queue.send(Data(line))
+                        case nil:
+                            break
+                        default:
+                            // Not a JSON-RPC message (a server's stray print): noted, clipped, and
+                            // a few times at most, then only counted.
+                            strayLines += 1
+                            if strayLines <= maxStrayLinesLogged {
+                                logger.warning(
+                                    "MCP server wrote a line that is not a message",
+                                    metadata: ["line": "\(String(decoding: line.prefix(300), as: UTF8.self))"])
+                            }
                         }
                         start = newline + 1
                         searchFrom = start

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 import Troupe
 import TroupeCore
@@ -71,6 +72,20 @@ struct MCPTests {
                 #expect(matches, "call \(index): \(outputs[index]?.content.prefix(200) ?? "none")")
             }
         }
+    }
+
+    /// Issue 22, item 6: a server that prints megabytes of text that is not JSON-RPC is logged a
+    /// few times, clipped, not line by line in full.
+    @Test func strayOutputOfAServerIsLoggedClippedAndAFewTimesOnly() async throws {
+        let lines = LogLines()
+        let logger = Logger(label: "test.mcp", factory: { _ in RecordingLogHandler(lines: lines) })
+        let code = "import sys\nfor _ in range(20): print('x' * 100000)\nsys.stdout.flush()\nimport time\ntime.sleep(30)"
+        let servers = try MCPServers([MCPFixtures.python(name: "noisy", code: code, startupTimeout: .seconds(3))], logger: logger)
+        _ = try? await servers.tools()
+        await servers.shutdown()
+        let stray = lines.all.filter { $0.contains("not a message") }
+        #expect(stray.count == StdioServerTransport.maxStrayLinesLogged, "\(stray.count) stray lines logged")
+        #expect(lines.all.allSatisfy { $0.utf8.count < 4_000 }, "every logged line is clipped")
     }
 
     @Test func serversGetAScrubbedEnvironmentWithTheirOwnVariables() async throws {
