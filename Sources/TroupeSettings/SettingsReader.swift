@@ -8,6 +8,7 @@ import TroupeCore
 /// first: `--set`, the environment, `troupe.yaml`.
 struct SettingsReader {
     private let reader: ConfigReader
+    private let fileOnlyReader: ConfigReader
     private let flags: [String: ConfigValue]
     private let environment: [String: String]
     private let file: String?
@@ -27,20 +28,20 @@ struct SettingsReader {
         let variables = EnvironmentVariablesProvider(environmentVariables: environment, secretsSpecifier: .specific(secrets))
         // Each key is looked up under its own variable name (OPENAI_API_KEY, TROUPE_MODEL_RETRY_…).
         let environmentProvider = KeyMappingProvider(upstream: variables) { key in
-            let name = key.components.joined(separator: ".")
-            // A key the environment may not set is looked up under a name no variable has.
-            guard !Self.isFileOnly(name) else { return AbsoluteConfigKey(["\u{0}"]) }
-            return AbsoluteConfigKey([Self.environmentName(of: name).lowercased()])
+            AbsoluteConfigKey([Self.environmentName(of: key.components.joined(separator: ".")).lowercased()])
         }
-        var providers: [any ConfigProvider] = [InMemoryProvider(name: "--set", values: values), environmentProvider]
+        let flagsProvider = InMemoryProvider(name: "--set", values: values)
+        var fileProviders: [any ConfigProvider] = []
         if let file {
             do {
-                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+                fileProviders.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
             } catch {
                 throw TroupeError(.configuration, "Could not read the configuration file \(file): \(error)")
             }
         }
-        self.reader = ConfigReader(providers: providers)
+        self.reader = ConfigReader(providers: [flagsProvider, environmentProvider] + fileProviders)
+        // Keys the environment may not set are read without it (see `isFileOnly`).
+        self.fileOnlyReader = ConfigReader(providers: [flagsProvider] + fileProviders)
         self.flags = flags
         self.environment = environment
         self.file = file
@@ -77,11 +78,12 @@ struct SettingsReader {
         return TroupeError(.configuration, "Setting \(name) from \(source) must be \(kind.rawValue)\(got).")
     }
 
-    private func value<T>(_ name: String, _ get: (ConfigKey, Bool) throws -> T) throws(TroupeError) -> T? {
+    private func value<T>(_ name: String, _ get: (ConfigReader, ConfigKey, Bool) throws -> T) throws(TroupeError) -> T? {
         guard let source = source(of: name) else { return nil }
         let key = SettingKeys.key(named: name)
         do {
-            return try get(ConfigKey(name.split(separator: ".").map(String.init)), key?.isSecret ?? false)
+            let reader = Self.isFileOnly(name) ? fileOnlyReader : reader
+            return try get(reader, ConfigKey(name.split(separator: ".").map(String.init)), key?.isSecret ?? false)
         } catch {
             // The value is quoted only when it came from a variable, and never a secret's.
             let variable = Self.environmentName(of: name)
@@ -91,12 +93,12 @@ struct SettingsReader {
     }
 
     func string(_ name: String) throws(TroupeError) -> String? {
-        try value(name) { try reader.requiredString(forKey: $0, isSecret: $1) }
+        try value(name) { try $0.requiredString(forKey: $1, isSecret: $2) }
     }
 
     /// A list, given as a list or as one comma-separated string (`tools: none`, `fs,web`).
     func strings(_ name: String) throws(TroupeError) -> [String]? {
-        try value(name) { key, isSecret in
+        try value(name) { reader, key, isSecret in
             do {
                 return try reader.requiredStringArray(forKey: key, isSecret: isSecret)
             } catch {
@@ -107,11 +109,11 @@ struct SettingsReader {
     }
 
     func bool(_ name: String) throws(TroupeError) -> Bool? {
-        try value(name) { try reader.requiredBool(forKey: $0, isSecret: $1) }
+        try value(name) { try $0.requiredBool(forKey: $1, isSecret: $2) }
     }
 
     func int(_ name: String, in range: ClosedRange<Int>) throws(TroupeError) -> Int? {
-        guard let number = try value(name, { try reader.requiredInt(forKey: $0, isSecret: $1) }) else { return nil }
+        guard let number = try value(name, { try $0.requiredInt(forKey: $1, isSecret: $2) }) else { return nil }
         guard range.contains(number) else {
             throw outOfRange(name, "between \(range.lowerBound) and \(range.upperBound)", "\(number)")
         }
@@ -120,7 +122,7 @@ struct SettingsReader {
 
     /// A number of seconds (or a rate) in `range`; `openBelow` excludes the lower bound.
     func double(_ name: String, in range: ClosedRange<Double>, openBelow: Bool = false) throws(TroupeError) -> Double? {
-        guard let number = try value(name, { try reader.requiredDouble(forKey: $0, isSecret: $1) }) else { return nil }
+        guard let number = try value(name, { try $0.requiredDouble(forKey: $1, isSecret: $2) }) else { return nil }
         guard range.contains(number), !(openBelow && number == range.lowerBound) else {
             let bound = openBelow ? "above \(Self.format(range.lowerBound))" : "at least \(Self.format(range.lowerBound))"
             throw outOfRange(name, "\(bound) and at most \(Self.format(range.upperBound))", Self.format(number))

@@ -247,12 +247,18 @@ import TroupeTesting
             let settings = try await TroupeSettings.load(
                 environment: [
                     "TROUPE_MCP_SERVERS_NOTES_COMMAND": "/bin/evil", "TROUPE_TOOLS_LIMITS_SHELL_RUN_MAX_CALLS_PER_RUN": "1000",
+                    // Shells set `_` to the last command: a key mapped to a blank name once read it.
+                    "_": "/usr/bin/timeout",
                 ], directory: directory)
             guard case .stdio(let command, _, _, _) = try #require(settings.mcpServers.first).transport else {
                 Issue.record("not a stdio server")
                 return
             }
             #expect(command == "python3")
+            #expect(
+                settings.mcpServers.first.map { server in
+                    if case .stdio(_, let arguments, _, _) = server.transport { arguments == ["notes.py"] } else { false }
+                } == true)
             #expect(settings.toolPolicy.limits(for: "shell_run").maxCallsPerRun == 2)
         }
     }
@@ -450,6 +456,28 @@ import TroupeTesting
             let call: JSONValue = ["jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": ["name": "hang", "arguments": [:]]]
             let error = await #expect(throws: TroupeError.self) { try await transport.send(Data(call.jsonString.utf8)) }
             #expect(error?.message.contains("did not finish its answer within") == true, "\(String(describing: error))")
+        }
+    }
+
+    // MARK: 9. The demo cleans up after itself
+
+    @Test func item9_theDemoLeavesNoFolderAndNoRunInTheUsersStore() async throws {
+        try await withTemporaryDirectory { directory in
+            let temporary = directory + "/tmp"
+            try FileManager.default.createDirectory(atPath: temporary, withIntermediateDirectories: true)
+            let environment = ["HOME": directory + "/home", "TMPDIR": temporary]
+            let demo = try await CLIProcess.run(["demo"], directory: directory, environment: environment)
+            #expect(demo.status == 0, "output:\n\(demo.output)")
+            #expect(demo.output.contains("# Open tasks"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: temporary).isEmpty, "the demo's folder is removed")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/home/.troupe/troupe.db"), "no run in the user's store")
+
+            let kept = try await CLIProcess.run(["demo", "--keep"], directory: directory, environment: environment)
+            #expect(kept.status == 0)
+            let folders = try FileManager.default.contentsOfDirectory(atPath: temporary)
+            #expect(folders.count == 1 && folders[0].hasPrefix("troupe-demo-"))
+            #expect(FileManager.default.fileExists(atPath: temporary + "/" + folders[0] + "/runs.db"))
+            #expect(kept.output.contains("troupe show"))
         }
     }
 }

@@ -325,6 +325,70 @@ struct MCPTests {
         }
     }
 
+    /// Issue 22, item 8: Ctrl-C while an MCP server starts (up to its 30 s start-up limit) stops
+    /// the server too; it once ran on after the command was gone.
+    @Test func ctrlCDuringAServersStartupLeavesNoServerBehind() async throws {
+        try await withTemporaryDirectory { directory in
+            let tag = UUID().uuidString
+            let yaml = """
+                mcp:
+                  servers:
+                    slow: {command: sleep, args: ["61"], env: {TROUPE_TEST_TAG: "\(tag)"}}
+                """
+            try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            let process = try CLIProcess(
+                [
+                    "run", "x", "--tools", "mcp:slow", "--base-url", "http://127.0.0.1:9/v1", "--store", "sqlite:\(directory)/runs.db",
+                    "--config", "troupe.yaml",
+                ],
+                directory: directory)
+            try await process.waitUntil("the server started") { !MCPFixtures.processes(withVariable: "TROUPE_TEST_TAG=\(tag)").isEmpty }
+            process.kill(SIGINT)
+            #expect(await process.wait() == 130, "output:\n\(process.output)")
+            #expect(MCPFixtures.processes(withVariable: "TROUPE_TEST_TAG=\(tag)").isEmpty, "the starting server was stopped")
+        }
+    }
+
+    /// Issue 22, item 8: Ctrl-C while the servers of a run that already succeeded are being
+    /// stopped exits with the run's code, without a resume hint.
+    @Test func ctrlCAfterTheRunSucceededIsNoInterruptedRun() async throws {
+        let configuration = MockOpenAIServer.Configuration(
+            planSteps: 1, planTools: ["mcp_fx_echo"], arguments: { tool, _ in tool == "mcp_fx_echo" ? ["text": "hi"] : nil })
+        try await MockOpenAIServer.withServer(configuration: configuration) { mock in
+            try await withTemporaryDirectory { directory in
+                let tag = UUID().uuidString
+                // The server's group ignores SIGTERM and outlives its stdin by a sleep: stopping it
+                // takes the full 4 s (then SIGKILL), which is when the interrupt comes.
+                let yaml = """
+                    model: {name: scripted, baseURL: "\(mock.baseURL)"}
+                    run: {tools: "mcp:fx", maxSteps: 2}
+                    mcp:
+                      servers:
+                        fx:
+                          command: /bin/sh
+                          args:
+                            - -c
+                            - |
+                              trap '' TERM; "$0" "$1" stdio; sleep 30
+                            - \(MCPFixtures.python ?? "python3")
+                            - \(MCPFixtures.script)
+                          env: {TROUPE_TEST_TAG: "\(tag)"}
+                          readOnlyTools: [echo]
+                    """
+                try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+                let process = try CLIProcess(
+                    ["run", "Echo hi", "--store", "sqlite:\(directory)/runs.db", "--config", "troupe.yaml"], directory: directory)
+                try await process.waitUntil("the run finished") { process.output.contains("Journal:") }
+                try await Task.sleep(for: .milliseconds(300))
+                process.kill(SIGINT)
+                #expect(await process.wait() == 0, "output:\n\(process.output)")
+                #expect(process.output.contains("the run had already succeeded"))
+                #expect(!process.output.contains("troupe resume"))
+                #expect(MCPFixtures.processes(withVariable: "TROUPE_TEST_TAG=\(tag)").isEmpty)
+            }
+        }
+    }
+
     @Test func aRunWhoseServerIsKilledMidCallRecordsTheErrorAndGoesOn() async throws {
         try await withTemporaryDirectory { directory in
             try await MCPFixtures.withServers([MCPFixtures.stdio()]) { servers in

@@ -24,6 +24,11 @@ struct DemoCommand: AsyncParsableCommand {
             "Use this directory as the workspace instead of a new temporary one.", valueName: "dir"))
     var workspace: String?
 
+    @Flag(
+        name: .long,
+        help: "Keep the temporary workspace and journal (by default they are removed when the demo ends).")
+    var keep = false
+
     @OptionGroup var global: GlobalOptions
 
     static let goal =
@@ -31,55 +36,86 @@ struct DemoCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
-            let root =
-                try workspace.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-                ?? Self.makeWorkspace()
-            try await global.withRuntime { runtime in
-                let store = runtime.store
-                let mock = try await MockOpenAIServer.start(
-                    configuration: MockOpenAIServer.Configuration(
-                        planSteps: 3,
-                        latency: .milliseconds(150),
-                        planTools: ["fs_list", "fs_read", "fs_write"],
-                        arguments: Self.arguments
-                    )
-                )
-                say(
-                    """
-                    Troupe demo — offline. The model is a local deterministic mock (MockOpenAIServer at \(mock.baseURL)),
-                    reached over real HTTP by the same OpenAIChatModel that talks to OpenAI; the file tools and the SQLite
-                    journal are the real ones.
-                    To use a real model: export OPENAI_API_KEY=sk-… (and OPENAI_BASE_URL for another server), then
-                      troupe run "\(Self.goal)" --workspace \(root)
+            // A folder of its own for what the demo makes: the workspace (unless --workspace) and
+            // the journal (unless --store), so the user's real store gets no demo runs.
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("troupe-demo-\(UUID().uuidString.prefix(8))").path
+            try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+            let removeScratch: @Sendable () -> Void = { [keep] in
+                if !keep { try? FileManager.default.removeItem(atPath: scratch) }
+            }
+            do {
+                try await demo(scratch: scratch, removeScratch: removeScratch)
+                removeScratch()
+            } catch {
+                removeScratch()
+                throw error
+            }
+        }
+    }
 
-                    """
+    private func demo(scratch: String, removeScratch: @escaping @Sendable () -> Void) async throws {
+        let root =
+            try workspace.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+            ?? Self.makeWorkspace(in: scratch + "/workspace")
+        var options = global
+        if options.store == nil { options.store = "sqlite:" + scratch + "/runs.db" }
+        try await options.withRuntime { runtime in
+            let store = runtime.store
+            let mock = try await MockOpenAIServer.start(
+                configuration: MockOpenAIServer.Configuration(
+                    planSteps: 3,
+                    latency: .milliseconds(150),
+                    planTools: ["fs_list", "fs_read", "fs_write"],
+                    arguments: Self.arguments
                 )
-                var configuration = RunConfiguration(
-                    model: "troupe-mock", baseURL: mock.baseURL, workspace: root, tools: ["fs"])
-                configuration.stream = stream
-                configuration.toolRules = ToolRules(runtime.settings, toolGroups: configuration.tools).jsonValue
-                let outcome: Result<RunStateMachine, any Error>
-                do {
-                    let model = try runtime.model(for: configuration)
-                    let tools = try await runtime.tools(for: configuration)
-                    let id = RunID.make()
-                    Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
-                    say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")
-                    let driver = runtime.driver(
-                        model: model, tools: tools, observer: ProgressPrinter(enabled: true).observer)
-                    outcome = .success(
-                        try await driver.run(goal: Self.goal, configuration: configuration, id: id))
-                } catch {
-                    outcome = .failure(error)
+            )
+            say(
+                """
+                Troupe demo — offline. The model is a local deterministic mock (MockOpenAIServer at \(mock.baseURL)),
+                reached over real HTTP by the same OpenAIChatModel that talks to OpenAI; the file tools and the SQLite
+                journal are the real ones.
+                To use a real model: export OPENAI_API_KEY=sk-… (and OPENAI_BASE_URL for another server), then
+                  troupe run "\(Self.goal)" --workspace DIR
+
+                """
+            )
+            var configuration = RunConfiguration(
+                model: "troupe-mock", baseURL: mock.baseURL, workspace: root, tools: ["fs"])
+            configuration.stream = stream
+            configuration.toolRules = ToolRules(runtime.settings, toolGroups: configuration.tools).jsonValue
+            let outcome: Result<RunStateMachine, any Error>
+            do {
+                let model = try runtime.model(for: configuration)
+                let tools = try await runtime.tools(for: configuration)
+                let id = RunID.make()
+                // The demo's run is not worth resuming: an interrupt cleans up and leaves.
+                Signals.onInterrupt {
+                    FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
+                    ChildProcessGroups.killAll()
+                    removeScratch()
+                    Foundation.exit(130)
                 }
-                await mock.shutdown()
-                let final = try outcome.get()
-                if let summary = try? String(contentsOfFile: root + "/SUMMARY.md", encoding: .utf8) {
-                    say("\nThe run wrote \(root)/SUMMARY.md:\n\(summary)")
-                }
-                say("The mock answered \(mock.requestCount) model requests.")
+                say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")
+                let driver = runtime.driver(
+                    model: model, tools: tools, observer: ProgressPrinter(enabled: true).observer)
+                outcome = .success(
+                    try await driver.run(goal: Self.goal, configuration: configuration, id: id))
+            } catch {
+                outcome = .failure(error)
+            }
+            await mock.shutdown()
+            let final = try outcome.get()
+            if let summary = try? String(contentsOfFile: root + "/SUMMARY.md", encoding: .utf8) {
+                say("\nThe run wrote \(root)/SUMMARY.md:\n\(summary)")
+            }
+            say("The mock answered \(mock.requestCount) model requests.")
+            if keep || global.store != nil {
                 try await finish(final, store: store, json: false)
                 say("(From a source checkout, `swift run troupe show …` runs the same command.)")
+            } else {
+                say("The demo's workspace and journal are removed now; pass --keep to keep them and inspect the run with `troupe show`.")
+                let code = ExitStatus.forRun(final.status)
+                if code != 0 { throw ExitCode(code) }
             }
         }
     }
@@ -99,9 +135,8 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    static func makeWorkspace() throws -> String {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "troupe-demo-\(UUID().uuidString.prefix(8))")
+    static func makeWorkspace(in path: String) throws -> String {
+        let root = URL(fileURLWithPath: path)
         let files = [
             "README.md": "# Demo project\n\nNotes live in notes/.\n",
             "notes/todo.md":

@@ -97,6 +97,7 @@ struct ResumeCommand: AsyncParsableCommand {
                     try await driver.drive(
                         id, replacing: replacing, resolution: resolution, attentionKey: parkedOn, configuration: configuration)
                 }
+                Signals.exitAfterRun(final.status)
                 try await finish(final, store: store, json: json)
             }
         }

@@ -43,6 +43,7 @@ struct RunCommand: AsyncParsableCommand {
                 }
                 let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
                     .run(goal: goal, configuration: configuration, id: id)
+                Signals.exitAfterRun(final.status)
                 try await finish(final, store: store, json: json)
             }
         }

@@ -95,6 +95,9 @@ struct GlobalOptions: ParsableArguments {
         _ body: (Runtime) async throws -> T
     ) async throws -> T {
         let settings = try await settings(workspace: workspace)
+        // From here on programs may start (MCP servers, with the first tool listing): Ctrl-C
+        // must stop them, even before a run exists.
+        Signals.exitStoppingChildren()
         return try await withStore(settings: settings) { store in
             try await OpenAIChatModel.withHTTPClient(timeouts: settings.resilience.timeouts) { client in
                 // MCP servers start when a run asks for their tools, and stop when the command ends.

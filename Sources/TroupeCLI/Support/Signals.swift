@@ -1,22 +1,44 @@
 import Dispatch
 import Foundation
+import Synchronization
 import Troupe
 import TroupeCore
 
 /// Ctrl-C (SIGINT) and SIGTERM handling for the commands.
+///
+/// One handler is current at a time, and commands change it as they go: before anything starts
+/// programs (MCP servers start with the first tool listing), while a run is driven (say how to
+/// resume it), and after the run ended (stopping MCP servers may take seconds: an interrupt then
+/// must not claim the run was stopped).
 enum Signals {
-    /// Keeps the signal sources alive for the life of the process. Safety: written only by
-    /// `onInterrupt`, which commands call once from their single flow before the work starts.
+    /// Keeps the signal sources alive for the life of the process. Safety: written once, by
+    /// `install`, from the command's single flow before any work starts.
     nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
+    private static let handler = Mutex<(@Sendable () -> Void)?>(nil)
 
-    /// Runs `handler` on SIGINT or SIGTERM instead of the default (immediate death).
+    /// Makes `handler` what SIGINT or SIGTERM do from now on, instead of the default (immediate
+    /// death) or the handler set before.
     static func onInterrupt(_ handler: @escaping @Sendable () -> Void) {
+        install
+        self.handler.withLock { $0 = handler }
+    }
+
+    private static let install: Void = {
         for signalNumber in [SIGINT, SIGTERM] {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler(handler: handler)
+            source.setEventHandler { Signals.handler.withLock { $0 }?() }
             source.resume()
             sources.append(source)
+        }
+    }()
+
+    /// Before a run exists: kills the programs tools started (MCP servers starting), exits 130.
+    static func exitStoppingChildren() {
+        onInterrupt {
+            FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
+            ChildProcessGroups.killAll()
+            exit(130)
         }
     }
 
@@ -30,6 +52,17 @@ enum Signals {
             FileHandle.standardError.write(Data(message.utf8))
             ChildProcessGroups.killAll()
             exit(130)
+        }
+    }
+
+    /// After the run ended (`status`): an interrupt while MCP servers are stopped kills them and
+    /// exits with the run's own code; there is nothing to resume.
+    static func exitAfterRun(_ status: RunStatus) {
+        onInterrupt {
+            FileHandle.standardError.write(
+                Data("\ninterrupted while stopping the tools' programs; the run had already \(status.rawValue)\n".utf8))
+            ChildProcessGroups.killAll()
+            exit(ExitStatus.forRun(status))
         }
     }
 }
