@@ -41,10 +41,17 @@ public actor MCPConnection {
         self.logger = logger
     }
 
-    /// The server's tools, as it lists them (all pages).
+    /// The most tools one server may list (its tools go into the planner's prompt).
+    public static let maxListedTools = 1_000
+
+    /// The server's tools, as it lists them (all pages), each name once (the first listing
+    /// wins). A cursor the server already gave ends the listing (some servers repeat the last
+    /// page's cursor); more than ``maxListedTools`` tools is refused.
     public func listTools() async throws(TroupeError) -> [MCPRemoteTool] {
         let session = try await liveSession()
         var tools: [MCPRemoteTool] = []
+        var seenNames = Set<String>()
+        var seenCursors = Set<String>()
         var cursor: String?
         for _ in 0..<100 {
             let page: ListTools.Result
@@ -58,8 +65,14 @@ public actor MCPConnection {
             } catch {
                 throw await failure(error, in: session, doing: "listing its tools")
             }
-            tools += page.tools.map(MCPRemoteTool.init)
-            guard let next = page.nextCursor, !next.isEmpty else { break }
+            for tool in page.tools.map(MCPRemoteTool.init) where seenNames.insert(tool.name).inserted {
+                tools.append(tool)
+            }
+            guard tools.count <= Self.maxListedTools else {
+                throw TroupeError(
+                    .toolFailed, "it lists more than \(Self.maxListedTools) tools; Troupe takes at most that many from one server")
+            }
+            guard let next = page.nextCursor, !next.isEmpty, seenCursors.insert(next).inserted else { break }
             cursor = next
         }
         return tools
@@ -74,9 +87,14 @@ public actor MCPConnection {
             let context: RequestContext<CallTool.Result> = try await session.client.send(CallTool.request(parameters))
             guard let answer = try await answer(to: context, from: session.client, within: configuration.callTimeout) else {
                 await checkHealth(of: session)
+                // A tool that may change something may have done so before the cancel arrived.
+                let outcome =
+                    configuration.effect(of: name) == .readOnly
+                    ? "the call was cancelled"
+                    : "the call was cancelled, but whether it took effect is unknown: check before calling it again"
                 throw TroupeError(
                     .timeout,
-                    "MCP server '\(configuration.name)' did not answer \(name) within \(format(configuration.callTimeout)); the call was cancelled."
+                    "MCP server '\(configuration.name)' did not answer \(name) within \(format(configuration.callTimeout)); \(outcome)."
                 )
             }
             result = answer

@@ -480,4 +480,41 @@ import TroupeTesting
             #expect(kept.output.contains("troupe show"))
         }
     }
+
+    // MARK: 9. MCP tool names and schemas
+
+    @Test func item9_toolNamesDoNotDependOnListingOrder() {
+        let tools = [("fx", "a.b"), ("fx", "a_b"), ("a_b", "c"), ("a", "b_c")]
+        let forward = MCPToolName.assign(tools.map { (server: $0.0, tool: $0.1) })
+        let backward = MCPToolName.assign(tools.reversed().map { (server: $0.0, tool: $0.1) })
+        #expect(forward == Array(backward.reversed()))
+        #expect(forward[1] == "mcp_fx_a_b", "the exact name wins over the cleaned one")
+        #expect(forward[0].hasPrefix("mcp_fx_a_b_"))
+        #expect(Set(forward).count == 4)
+    }
+
+    @Test func item9_oddSchemasAndDescriptionsAreHandled() {
+        #expect(MCPTool.problem(with: MCPRemoteTool(name: "t", description: "", inputSchema: ["type": "string"])) != nil)
+        #expect(MCPTool.problem(with: MCPRemoteTool(name: "t", description: "", inputSchema: .array([]))) != nil)
+        #expect(MCPTool.problem(with: MCPRemoteTool(name: "t", description: "", inputSchema: ["type": ["object", "null"]])) == nil)
+        #expect(MCPTool.problem(with: MCPRemoteTool(name: "t", description: "", inputSchema: [:])) == nil)
+        let huge: JSONValue = ["type": "object", "description": .string(String(repeating: "x", count: 40_000))]
+        #expect(MCPTool.problem(with: MCPRemoteTool(name: "t", description: "", inputSchema: huge))?.contains("KiB") == true)
+        #expect(MCPTool.oneLine("  one\r\ntwo\u{2028}\tthree\u{1B}[31m ") == "one two three [31m")
+    }
+
+    @Test func item9_moreToolsThanAModelTakesAreRefusedWithHowToNarrowThem() throws {
+        struct Named: Tool {
+            let name: String
+            let description = "A tool."
+            let effect = ToolEffect.readOnly
+            let parameters = JSONSchema.object([])
+            func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput { ToolOutput("") }
+        }
+        let many = (0..<200).map { Named(name: "mcp_big_t\($0)") }
+        let error = #expect(throws: TroupeError.self) { try ToolRegistry(many).checkedForModels() }
+        #expect(error?.code == .configuration && error?.message.contains("tools.allow") == true)
+        let narrowed = try ToolRegistry(many, policy: ToolPolicy(allow: ["mcp_big_t1*"])).checkedForModels()
+        #expect(narrowed.availableNames.count == 111)
+    }
 }

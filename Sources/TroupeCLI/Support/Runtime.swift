@@ -51,7 +51,7 @@ struct Runtime {
                 throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
             }
         }
-        return try ToolRegistry(tools, policy: settings.toolPolicy)
+        return try ToolRegistry(tools, policy: settings.toolPolicy).checkedForModels()
     }
 
     /// The file tools' limits: the settings' protected paths, plus the settings file in use and

@@ -116,6 +116,23 @@ public struct ToolRegistry: Sendable {
         availableNames.filter { subset.isEmpty || subset.contains($0) }.compactMap { tools[$0]?.spec }
     }
 
+    /// The most tools a run may have available: OpenAI's limit for one request, and already
+    /// thousands of prompt tokens of descriptions and schemas.
+    public static let maxOfferedTools = 128
+
+    /// This registry, if model APIs can be offered its permitted tools; else a `configuration`
+    /// error that says how to narrow them.
+    public func checkedForModels() throws(TroupeError) -> ToolRegistry {
+        let available = availableNames.count
+        guard available <= Self.maxOfferedTools else {
+            throw TroupeError(
+                .configuration,
+                "\(available) tools are available to the run; model APIs take at most \(Self.maxOfferedTools) in a request, and each "
+                    + "costs prompt tokens. Narrow them with tools.allow or tools.deny (e.g. tools.allow: [fs_*, mcp_github_issue*]).")
+        }
+        return self
+    }
+
     /// Whether `name` is acceptable to OpenAI-compatible APIs (`^[a-zA-Z0-9_-]{1,64}$`).
     public static func isValidName(_ name: String) -> Bool {
         !name.isEmpty && name.utf8.count <= 64
