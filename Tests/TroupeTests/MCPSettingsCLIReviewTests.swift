@@ -517,4 +517,31 @@ import TroupeTesting
         let narrowed = try ToolRegistry(many, policy: ToolPolicy(allow: ["mcp_big_t1*"])).checkedForModels()
         #expect(narrowed.availableNames.count == 111)
     }
+
+    // MARK: 9. What reaches the terminal
+
+    /// A file (or page, or server) with escape sequences: `run` and `show` print its text without
+    /// them — no title change, no colour, no clipboard write (OSC 52).
+    @Test func item9_escapeSequencesInToolOutputNeverReachTheTerminal() async throws {
+        let hostile = "before\u{1B}]0;pwned\u{07}\u{1B}]52;c;ZXZpbA==\u{1B}\\\u{1B}[31mred\u{1B}[0m\r\u{9B}2Jafter\n"
+        let configuration = MockOpenAIServer.Configuration(
+            planSteps: 1, planTools: ["fs_read"], arguments: { tool, _ in tool == "fs_read" ? ["path": "evil.txt"] : nil })
+        try await MockOpenAIServer.withServer(configuration: configuration) { mock in
+            try await withTemporaryDirectory { directory in
+                try hostile.write(toFile: directory + "/evil.txt", atomically: true, encoding: .utf8)
+                let store = "sqlite:\(directory)/runs.db"
+                let run = try await CLIProcess.run(
+                    ["run", "Read evil.txt", "--tools", "fs", "--base-url", mock.baseURL, "--store", store, "--workspace", directory],
+                    directory: directory)
+                #expect(run.status == 0, "output:\n\(run.output)")
+                let id = try #require(run.output.split(separator: " ").first { $0.hasPrefix("run_") }.map(String.init))
+                let show = try await CLIProcess.run(["show", id, "--store", store], directory: directory)
+                for output in [run.output, show.output] {
+                    #expect(!output.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x9B || $0.value == 0x07 })
+                    #expect(!output.contains("pwned") && !output.contains("ZXZpbA=="))
+                }
+                #expect(show.output.contains("beforeredafter"))
+            }
+        }
+    }
 }

@@ -62,5 +62,5 @@ func reportingErrors(verbose: Bool, _ body: () async throws -> Void) async throw
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
+    FileHandle.standardError.write(Data((TerminalText.safe(text) + "\n").utf8))
 }

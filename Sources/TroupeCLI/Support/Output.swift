@@ -28,12 +28,13 @@ func storeFlag(_ store: SQLiteRunStore) -> String {
     store.path == StoreLocation.defaultPath ? "" : " --store sqlite:\(store.path)"
 }
 
+/// A line for people on stdout, with what could drive the terminal taken out (``TerminalText``).
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    FileHandle.standardOutput.write(Data((TerminalText.safe(line) + "\n").utf8))
 }
 
 /// A line for people: on stdout, or on stderr when stdout carries `--json` (which must hold the
 /// JSON document only).
 func note(_ line: String, json: Bool) {
-    (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((line + "\n").utf8))
+    (json ? FileHandle.standardError : FileHandle.standardOutput).write(Data((TerminalText.safe(line) + "\n").utf8))
 }

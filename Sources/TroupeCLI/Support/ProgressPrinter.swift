@@ -75,10 +75,6 @@ final class ProgressPrinter: Sendable {
         }
     }
 
-    private func say(_ line: String) {
-        FileHandle.standardOutput.write(Data((line + "\n").utf8))
-    }
-
     static func oneLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline).joined(separator: " ⏎ ")
     }
