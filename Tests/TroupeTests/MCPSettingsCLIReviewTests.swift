@@ -451,7 +451,7 @@ import TroupeTesting
         try await LingeringMCPServer.withServer(answers: false) { server in
             let transport = StreamableHTTPTransport(
                 serverName: "lingering", url: "http://127.0.0.1:\(server.port)/mcp", headers: [:],
-                httpClient: OpenAIChatModel.sharedHTTPClient, requestTimeout: .milliseconds(500),
+                httpClient: OpenAIChatModel.sharedHTTPClient, requestTimeout: .seconds(3),
                 logger: MCPFixtures.logger)
             let call: JSONValue = ["jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": ["name": "hang", "arguments": [:]]]
             let error = await #expect(throws: TroupeError.self) { try await transport.send(Data(call.jsonString.utf8)) }

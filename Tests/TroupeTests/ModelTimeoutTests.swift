@@ -33,7 +33,7 @@ import TroupeTesting
             #expect(error?.details["timeout"] == "firstByte")
             #expect(error?.message.contains("\(mock.baseURL)/chat/completions") == true)
             #expect(error?.message.contains("sent no answer within 0.3 s") == true)
-            #expect(elapsed >= 0.3 && elapsed < 3)
+            #expect(elapsed >= 0.3 && elapsed < 9, "cut at its limit, long before the others (10 s)")
         }
     }
 
@@ -55,7 +55,7 @@ import TroupeTesting
             #expect(error?.details["deliveredEvents"] == "1")
             #expect(error?.message.contains("went silent for 0.3 s in the middle of its answer") == true)
             #expect(mock.requestCount == 1, "a stream that delivered content is not restarted")
-            #expect(elapsed() < 3)
+            #expect(elapsed() < 9, "cut at the idle limit, long before the 10 s total")
         }
     }
 
@@ -79,7 +79,7 @@ import TroupeTesting
             #expect(error?.code == .timeout)
             #expect(error?.details["timeout"] == "total")
             #expect(error?.message.contains("did not finish within its limit of 0.4 s") == true)
-            #expect(elapsed >= 0.4 && elapsed < 3)
+            #expect(elapsed >= 0.4 && elapsed < 9, "cut at its limit, long before the others (10 s)")
         }
     }
 
@@ -95,7 +95,7 @@ import TroupeTesting
             #expect(error?.code == .timeout)
             #expect(error?.details["timeout"] == "deadline")
             #expect(error?.message.contains("the call's deadline passed before an answer came") == true)
-            #expect(elapsed >= 0.4 && elapsed < 3)
+            #expect(elapsed >= 0.4 && elapsed < 9, "cut at its limit, long before the others (10 s)")
             #expect(mock.requestCount <= 1, "one attempt (if it reached the server in time): no time was left for another")
         }
     }
