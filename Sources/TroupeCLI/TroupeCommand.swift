@@ -1,5 +1,6 @@
 import ArgumentParser
 import CTroupeSystem
+import Logging
 
 @main
 struct TroupeCommand: AsyncParsableCommand {
@@ -7,6 +8,9 @@ struct TroupeCommand: AsyncParsableCommand {
     /// read this process's environment (`/proc/PID/environ`) or memory.
     static func main() async {
         _ = troupe_disable_dumping()
+        // Log lines quote what servers and models sent (an MCP server's stderr, say): they reach
+        // the terminal through the same filter as everything else.
+        LoggingSystem.bootstrap { label in TerminalSafeLogHandler(base: StreamLogHandler.standardError(label: label)) }
         await Self.main(nil)
     }
 

@@ -39,6 +39,10 @@ public struct MCPServerConfiguration: Sendable, Hashable {
     /// call is then refused with the reason, until the window has passed).
     public var maxRestarts: Int
     public var restartWindow: Duration
+    /// Its variables and headers as the settings wrote them, before `${NAME}` was replaced
+    /// (`env.NAME` and `headers.NAME` → text): what identifies the server without the secrets
+    /// the variables hold. Empty when it was not made from settings.
+    public var templates: [String: String] = [:]
 
     public init(
         name: String,

@@ -30,7 +30,8 @@ public struct MCPTool: Tool {
         let server = connection.configuration.name
         let text = Self.oneLine(remote.description)
         description =
-            (text.isEmpty ? "\(remote.name) (no description)" : text.clipped(to: Self.maxDescriptionCharacters))
+            (text.isEmpty
+                ? "\(Self.oneLine(remote.name).clipped(to: 128)) (no description)" : text.clipped(to: Self.maxDescriptionCharacters))
             + " [MCP server '\(server)']"
         var schema = (try? JSONSchema(jsonValue: remote.inputSchema)) ?? JSONSchema(types: ["object"])
         if schema.types.isEmpty { schema.types = ["object"] }
@@ -187,8 +188,15 @@ enum MCPToolName {
                 return left < right
             }
             for index in indices where index != winner {
-                names[index] = make(server: tools[index].server, tool: tools[index].tool, taken: taken)
-                taken.insert(names[index])
+                var name = make(server: tools[index].server, tool: tools[index].tool, taken: taken)
+                // A hashed name may itself be taken (a tool literally named so, or a hash collision).
+                var attempt = 1
+                while taken.contains(name) {
+                    attempt += 1
+                    name = make(server: tools[index].server, tool: tools[index].tool + "#\(attempt)", taken: taken)
+                }
+                names[index] = name
+                taken.insert(name)
             }
         }
         return names

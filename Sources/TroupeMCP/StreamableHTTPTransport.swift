@@ -122,9 +122,16 @@ actor StreamableHTTPTransport: MCP.Transport, SupervisedTransport {
         of response: HTTPClientResponse, eventStream: Bool, answering requestID: JSONValue?, initialize: Bool
     ) async throws -> Bool {
         guard eventStream else {
-            let body = try await response.body.collect(upTo: Self.maxResponseBytes)
+            let body: ByteBuffer
+            do {
+                body = try await response.body.collect(upTo: Self.maxResponseBytes)
+            } catch is NIOTooManyBytesError {
+                throw oversized()
+            }
             return deliver(String(buffer: body), answering: requestID, initialize: initialize)
         }
+        // A notification expects no answer: a stream the server opens for it is not waited on.
+        guard requestID != nil else { return false }
         var parser = SSEParser()
         var received = 0
         for try await chunk in response.body {

@@ -85,8 +85,8 @@ public struct TroupeSettings: Sendable {
     /// The user's home folder: `$HOME` when it is set to an absolute path (as a container, a test
     /// or `sudo -H` may set it), else the password database's.
     public static func homeDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
-        if let home = environment["HOME"], home.hasPrefix("/") { return home }
-        return FileManager.default.homeDirectoryForCurrentUser.path
+        if let home = environment["HOME"], home.hasPrefix("/") { return URL(fileURLWithPath: home).standardizedFileURL.path }
+        return FileManager.default.homeDirectoryForCurrentUser.standardizedFileURL.path
     }
 
     /// The default model API root.

@@ -321,6 +321,9 @@ struct SettingsReader {
             if let tools = try strings(prefix + "readOnlyTools") { server.readOnlyTools = tools }
             if let tools = try strings(prefix + "idempotentTools") { server.idempotentTools = tools }
             if let restarts = try int(prefix + "maxRestarts", in: 0...1_000) { server.maxRestarts = restarts }
+            for key in names(under: prefix + "env.").map({ "env." + $0 }) + names(under: prefix + "headers.").map({ "headers." + $0 }) {
+                if let text = try string(prefix + key) { server.templates[key] = text }
+            }
             try server.validate()
             return server
         }

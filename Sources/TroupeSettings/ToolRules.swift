@@ -67,15 +67,17 @@ public struct ToolRules: Sendable, Hashable, Codable {
             maxBytes: webPolicy.maxBytes, timeoutSeconds: webPolicy.timeout.seconds, maxTextCharacters: webPolicy.maxTextCharacters)
         protectedPaths = settings.protectedPaths.patterns
         mcpServers = Dictionary(
-            uniqueKeysWithValues: Self.servers(named: toolGroups, in: settings.mcpServers.map(\.name)).compactMap { name in
+            Self.servers(named: toolGroups, in: settings.mcpServers.map(\.name)).compactMap { name in
                 settings.mcpServers.first { $0.name == name }.map { (name, Self.fingerprint(of: $0)) }
-            })
+            },
+            uniquingKeysWith: { first, _ in first })
     }
 
-    /// The servers `toolGroups` name, of those `configured`.
+    /// The servers `toolGroups` name, of those `configured`, each once.
     static func servers(named toolGroups: [String], in configured: [String]) -> [String] {
         if toolGroups.contains("mcp") { return configured }
-        return toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }
+        var seen = Set<String>()
+        return toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }.filter { seen.insert($0).inserted }
     }
 
     /// The rules as journaled in a run's configuration.
@@ -109,17 +111,26 @@ public struct ToolRules: Sendable, Hashable, Codable {
             allowedExecutables: Set(shell.allowedPrograms), allowShellScripts: shell.allowScripts, searchPath: shell.searchPath,
             inheritedVariables: Set(shell.inheritedVariables), maxTimeout: .seconds(shell.maxTimeoutSeconds),
             defaultTimeout: .seconds(shell.defaultTimeoutSeconds), maxOutputBytes: shell.maxOutputBytes)
+        // Built-in protections are this build's, added to the journaled ones: a newer Troupe's
+        // stricter defaults apply to runs it resumes.
         shellPolicy.refusedOptions = shell.refusedOptions.mapValues { RefusedOptions(words: Set($0.words), letters: Set($0.letters)) }
+            .merging(ShellPolicy.defaultRefusedOptions) { journaled, builtIn in
+                RefusedOptions(words: journaled.words.union(builtIn.words), letters: journaled.letters.union(builtIn.letters))
+            }
         result.shellPolicy = shellPolicy
         result.webPolicy = WebFetchPolicy(
             allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,
             timeout: .seconds(web.timeoutSeconds), maxTextCharacters: web.maxTextCharacters)
-        result.protectedPaths.patterns = protectedPaths
+        result.protectedPaths.patterns =
+            ProtectedPaths.defaultPatterns + protectedPaths.filter { !ProtectedPaths.defaultPatterns.contains($0) }
         var rules = self
         var servers: [MCPServerConfiguration] = []
         // `mcp` means the servers the run had, not whatever is configured now.
         let named = toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }
-        let wanted = (toolGroups.contains("mcp") ? Array(mcpServers.keys) : []) + named
+        // `mcp` is the servers the run had; for a run that had none (`resume --tools mcp` adds the
+        // group), the servers configured now, journaled from here on.
+        let all = mcpServers.isEmpty ? settings.mcpServers.map(\.name) : Array(mcpServers.keys)
+        let wanted = (toolGroups.contains("mcp") ? all : []) + named
         for name in Set(wanted).sorted() {
             let server = settings.mcpServers.first { $0.name == name }
             guard let journaled = mcpServers[name] else {
@@ -149,19 +160,23 @@ public struct ToolRules: Sendable, Hashable, Codable {
         return (result, rules)
     }
 
-    /// A SHA-256 of what makes an MCP server the one it is; the values of its variables and
-    /// headers are left out (they are credentials more often than not).
+    /// A SHA-256 of what makes an MCP server the one it is: its program, arguments and the
+    /// directory it would run in (a relative `./server.sh` is another program elsewhere), its URL,
+    /// its trust lists, and its variables and headers as written (``MCPServerConfiguration/templates``:
+    /// `Bearer ${TOKEN}`, which does not change when the token rotates; values not from a
+    /// settings file count by name only).
     static func fingerprint(of server: MCPServerConfiguration) -> String {
         var definition: [String: JSONValue] = [
             "readOnlyTools": .array(server.readOnlyTools.map(JSONValue.string)),
             "idempotentTools": .array(server.idempotentTools.map(JSONValue.string)),
+            "templates": .object(server.templates.mapValues(JSONValue.string)),
         ]
         switch server.transport {
         case .stdio(let command, let arguments, let environment, let workingDirectory):
             definition["command"] = .string(command)
             definition["arguments"] = .array(arguments.map(JSONValue.string))
             definition["variables"] = .array(environment.keys.sorted().map(JSONValue.string))
-            definition["workingDirectory"] = workingDirectory.map(JSONValue.string) ?? .null
+            definition["workingDirectory"] = .string(workingDirectory ?? FileManager.default.currentDirectoryPath)
         case .http(let url, let headers):
             definition["url"] = .string(url)
             definition["headers"] = .array(headers.keys.map { $0.lowercased() }.sorted().map(JSONValue.string))

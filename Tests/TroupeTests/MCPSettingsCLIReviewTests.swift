@@ -15,8 +15,8 @@ import TroupeTesting
 @Suite struct MCPSettingsCLIReviewTests {
     // MARK: 1. resume applies the tool rules the run started with
 
-    private static func settings(_ overrides: [String]) async throws -> TroupeSettings {
-        try await TroupeSettings.load(overrides: overrides, environment: [:], directory: "/", readingImplicitFile: false)
+    private static func settings(_ overrides: [String], environment: [String: String] = [:]) async throws -> TroupeSettings {
+        try await TroupeSettings.load(overrides: overrides, environment: environment, directory: "/", readingImplicitFile: false)
     }
 
     /// A run started where `troupe.yaml` gates `shell_run` keeps the gate when it is resumed
@@ -54,11 +54,17 @@ import TroupeTesting
         #expect(rules.mcpServers["notes"]?.hasPrefix("sha256:") == true)
         #expect(!rules.jsonValue.jsonString.contains("one"), "no variable value is journaled")
 
-        // A rotated credential is the same server.
-        let rotated = try await Self.settings([
-            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=two",
-        ])
-        #expect(try rules.applied(to: rotated, toolGroups: ["fs", "mcp:notes"]).settings.mcpServers.map(\.name) == ["notes"])
+        // A rotated credential behind ${…} is the same server.
+        let withVariable = try await Self.settings(
+            ["mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=${NOTES_TOKEN}"],
+            environment: ["NOTES_TOKEN": "one"])
+        let rotated = try await Self.settings(
+            ["mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=${NOTES_TOKEN}"],
+            environment: ["NOTES_TOKEN": "two"])
+        #expect(
+            try ToolRules(withVariable, toolGroups: ["mcp:notes"]).applied(to: rotated, toolGroups: ["mcp:notes"]).settings.mcpServers.map(
+                \.name)
+                == ["notes"])
 
         // Another program under the same name is not.
         let changed = try await Self.settings([
@@ -76,7 +82,7 @@ import TroupeTesting
         // taken from the settings and journaled.
         let all = ToolRules(original, toolGroups: ["mcp"])
         let more = try await Self.settings([
-            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=three",
+            "mcp.servers.notes.command=python3", "mcp.servers.notes.args=notes.py", "mcp.servers.notes.env.TOKEN=one",
             "mcp.servers.other.url=http://127.0.0.1:9/mcp", "mcp.servers.third.url=http://127.0.0.1:9/x",
         ])
         #expect(try all.applied(to: more, toolGroups: ["mcp"]).settings.mcpServers.map(\.name) == ["notes", "other"])
@@ -128,6 +134,7 @@ import TroupeTesting
                 #expect(resumed.status == 0, "output:\n\(resumed.output)")
                 let offered = mock.requests.first?["tools"]?.arrayValue?.compactMap { $0["function"]?["name"]?.stringValue } ?? []
                 #expect(offered == ["fs_read"])
+                #expect(resumed.output.contains("differ from those run"), "the user is told the current rules are not applied")
             }
         }
     }
@@ -523,7 +530,9 @@ import TroupeTesting
     /// A file (or page, or server) with escape sequences: `run` and `show` print its text without
     /// them — no title change, no colour, no clipboard write (OSC 52).
     @Test func item9_escapeSequencesInToolOutputNeverReachTheTerminal() async throws {
-        let hostile = "before\u{1B}]0;pwned\u{07}\u{1B}]52;c;ZXZpbA==\u{1B}\\\u{1B}[31mred\u{1B}[0m\r\u{9B}2Jafter\n"
+        // Ends with an OSC cut off (as a clipped result is): it may not hide the next lines.
+        let hostile =
+            "before\u{1B}]0;pwned\u{07}\u{1B}]52;c;ZXZpbA==\u{1B}\\\u{1B}[31mred\u{1B}[0m\r\u{9B}2Jafter\n\u{1B}]8;;http://x\nLATER\n"
         let configuration = MockOpenAIServer.Configuration(
             planSteps: 1, planTools: ["fs_read"], arguments: { tool, _ in tool == "fs_read" ? ["path": "evil.txt"] : nil })
         try await MockOpenAIServer.withServer(configuration: configuration) { mock in
@@ -541,7 +550,77 @@ import TroupeTesting
                     #expect(!output.contains("pwned") && !output.contains("ZXZpbA=="))
                 }
                 #expect(show.output.contains("beforeredafter"))
+                #expect(show.output.contains("LATER"), "an unterminated sequence ends at the line's end")
             }
         }
+    }
+
+    /// What an MCP server writes to stderr reaches the terminal in error and log lines: without
+    /// escape sequences (an OSC 52 clipboard write here).
+    @Test func item9_aServersStderrReachesTheTerminalClean() async throws {
+        try await withTemporaryDirectory { directory in
+            let yaml = """
+                mcp:
+                  servers:
+                    loud:
+                      command: /bin/sh
+                      args:
+                        - -c
+                        - |
+                          printf '\\033]52;c;ZXZpbA==\\a\\033[2J boom\\n' >&2; exit 3
+                """
+            try yaml.write(toFile: directory + "/troupe.yaml", atomically: true, encoding: .utf8)
+            let result = try await CLIProcess.run(
+                [
+                    "run", "x", "--tools", "mcp:loud", "--base-url", "http://127.0.0.1:9/v1", "--store", "sqlite:\(directory)/runs.db",
+                    "--config", "troupe.yaml", "--verbose",
+                ],
+                directory: directory)
+            #expect(result.status == 6, "output:\n\(result.output)")
+            #expect(result.output.contains("boom"), "\(result.output)")
+            #expect(!result.output.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x07 })
+            #expect(!result.output.contains("ZXZpbA=="))
+        }
+    }
+
+    @Test func item1_reviewedEdgesOfTheJournaledRules() async throws {
+        // A server named twice is one server (it crashed the process once).
+        let settings = try await Self.settings(["mcp.servers.a.url=http://127.0.0.1:9/mcp"])
+        #expect(ToolRules(settings, toolGroups: ["mcp:a", "mcp:a"]).mcpServers.keys.sorted() == ["a"])
+
+        // `resume --tools mcp` on a run that had no MCP server takes the configured ones.
+        let none = ToolRules(settings, toolGroups: ["fs"])
+        let added = try none.applied(to: settings, toolGroups: ["fs", "mcp"])
+        #expect(added.settings.mcpServers.map(\.name) == ["a"] && added.rules.mcpServers.keys.sorted() == ["a"])
+
+        // This build's protections are added to what was journaled.
+        var bare = none
+        bare.protectedPaths = ["secrets"]
+        bare.shell.refusedOptions = [:]
+        let applied = try bare.applied(to: settings, toolGroups: ["fs"]).settings
+        #expect(applied.protectedPaths.patterns.contains("**/.git") && applied.protectedPaths.patterns.contains("secrets"))
+        #expect(applied.shellPolicy.refusedOptions["find"]?.words.contains("-exec") == true)
+
+        // Variables and headers count as written: a rotated token behind ${…} is the same server,
+        // a changed literal value is not.
+        let one = try await TroupeSettings.load(
+            overrides: ["mcp.servers.s.command=srv", "mcp.servers.s.env.TOKEN=${T}", "mcp.servers.s.env.ROOT=/data"],
+            environment: ["T": "one"], directory: "/", readingImplicitFile: false)
+        let two = try await TroupeSettings.load(
+            overrides: ["mcp.servers.s.command=srv", "mcp.servers.s.env.TOKEN=${T}", "mcp.servers.s.env.ROOT=/data"],
+            environment: ["T": "two"], directory: "/", readingImplicitFile: false)
+        let widened = try await TroupeSettings.load(
+            overrides: ["mcp.servers.s.command=srv", "mcp.servers.s.env.TOKEN=${T}", "mcp.servers.s.env.ROOT=/"],
+            environment: ["T": "one"], directory: "/", readingImplicitFile: false)
+        let rules = ToolRules(one, toolGroups: ["mcp:s"])
+        #expect(rules.mcpServers == ToolRules(two, toolGroups: ["mcp:s"]).mcpServers)
+        #expect(rules.mcpServers != ToolRules(widened, toolGroups: ["mcp:s"]).mcpServers)
+    }
+
+    @Test func item9_hashedNamesNeverCollide() {
+        let hashed = MCPToolName.make(server: "fx", tool: "a.b", taken: ["mcp_fx_a_b"])
+        let literal = String(hashed.dropFirst("mcp_fx_".count))
+        let names = MCPToolName.assign([("fx", "a.b"), ("fx", "a_b"), ("fx", literal)].map { (server: $0.0, tool: $0.1) })
+        #expect(Set(names).count == 3, "\(names)")
     }
 }

@@ -43,8 +43,10 @@ struct DemoCommand: AsyncParsableCommand {
             let removeScratch: @Sendable () -> Void = { [keep] in
                 if !keep { try? FileManager.default.removeItem(atPath: scratch) }
             }
+            Signals.cleanUpOnInterrupt(removeScratch)
+            Signals.exitStoppingChildren()
             do {
-                try await demo(scratch: scratch, removeScratch: removeScratch)
+                try await demo(scratch: scratch)
                 removeScratch()
             } catch {
                 removeScratch()
@@ -53,7 +55,7 @@ struct DemoCommand: AsyncParsableCommand {
         }
     }
 
-    private func demo(scratch: String, removeScratch: @escaping @Sendable () -> Void) async throws {
+    private func demo(scratch: String) async throws {
         let root =
             try workspace.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
             ?? Self.makeWorkspace(in: scratch + "/workspace")
@@ -88,13 +90,8 @@ struct DemoCommand: AsyncParsableCommand {
                 let model = try runtime.model(for: configuration)
                 let tools = try await runtime.tools(for: configuration)
                 let id = RunID.make()
-                // The demo's run is not worth resuming: an interrupt cleans up and leaves.
-                Signals.onInterrupt {
-                    FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
-                    ChildProcessGroups.killAll()
-                    removeScratch()
-                    Foundation.exit(130)
-                }
+                // A run whose journal is removed at the end is not worth a resume hint.
+                if keep || global.store != nil { Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store)) }
                 say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")
                 let driver = runtime.driver(
                     model: model, tools: tools, observer: ProgressPrinter(enabled: true).observer)
@@ -103,15 +100,19 @@ struct DemoCommand: AsyncParsableCommand {
             } catch {
                 outcome = .failure(error)
             }
+            if case .success(let final) = outcome { Signals.exitAfterRun(final.status) }
             await mock.shutdown()
             let final = try outcome.get()
             if let summary = try? String(contentsOfFile: root + "/SUMMARY.md", encoding: .utf8) {
                 say("\nThe run wrote \(root)/SUMMARY.md:\n\(summary)")
             }
             say("The mock answered \(mock.requestCount) model requests.")
-            if keep || global.store != nil {
+            if keep {
                 try await finish(final, store: store, json: false)
                 say("(From a source checkout, `swift run troupe show …` runs the same command.)")
+            } else if global.store != nil {
+                try await finish(final, store: store, json: false)
+                say("The demo's temporary workspace is removed now (the run stays in the store); pass --keep to keep it.")
             } else {
                 say("The demo's workspace and journal are removed now; pass --keep to keep them and inspect the run with `troupe show`.")
                 let code = ExitStatus.forRun(final.status)

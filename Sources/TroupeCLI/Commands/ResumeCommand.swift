@@ -72,7 +72,15 @@ struct ResumeCommand: AsyncParsableCommand {
                 try await refuseWorkspaceChange(from: summary.configuration, to: configuration, store: store)
                 let runtime = try toolRuntime(runtime, configuration: &configuration)
                 let model = try runtime.model(for: configuration)
-                let tools = try await runtime.tools(for: configuration)
+                let tools: ToolRegistry
+                do {
+                    tools = try await runtime.tools(for: configuration)
+                } catch let error as TroupeError where error.details["reason"] == "tooManyTools" && !useCurrentToolSettings {
+                    // Changing tools.allow does nothing for a run that keeps its journaled rules.
+                    throw TroupeError(
+                        error.code, error.message + " For this run, change them and resume with --use-current-tool-settings.",
+                        details: error.details)
+                }
                 let printer = ProgressPrinter(enabled: !json)
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
@@ -118,6 +126,13 @@ struct ResumeCommand: AsyncParsableCommand {
             }
             configuration.toolRules = current.jsonValue
             return runtime
+        }
+        if current.policy != journaled.policy || current.shell != journaled.shell || current.web != journaled.web
+            || Set(current.protectedPaths) != Set(journaled.protectedPaths)
+        {
+            note(
+                "▸ the current settings' tool rules differ from those run \(runID) started with; the run keeps its own "
+                    + "(pass --use-current-tool-settings to apply the current ones)", json: json)
         }
         let (applied, rules) = try runtime.applying(journaled, toolGroups: configuration.tools)
         configuration.toolRules = rules.jsonValue

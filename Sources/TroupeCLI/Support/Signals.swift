@@ -15,6 +15,20 @@ enum Signals {
     /// `install`, from the command's single flow before any work starts.
     nonisolated(unsafe) private static var sources: [any DispatchSourceSignal] = []
     private static let handler = Mutex<(@Sendable () -> Void)?>(nil)
+    private static let cleanups = Mutex<[@Sendable () -> Void]>([])
+
+    /// Adds work every interrupt handler does before the process exits (remove a temporary
+    /// folder, say).
+    static func cleanUpOnInterrupt(_ cleanup: @escaping @Sendable () -> Void) {
+        cleanups.withLock { $0.append(cleanup) }
+    }
+
+    /// Kills the programs tools started and runs the clean-ups, then exits with `code`.
+    private static func exitAfterCleaningUp(_ code: Int32) -> Never {
+        ChildProcessGroups.killAll()
+        for cleanup in cleanups.withLock({ $0 }) { cleanup() }
+        exit(code)
+    }
 
     /// Makes `handler` what SIGINT or SIGTERM do from now on, instead of the default (immediate
     /// death) or the handler set before.
@@ -37,8 +51,7 @@ enum Signals {
     static func exitStoppingChildren() {
         onInterrupt {
             FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
-            ChildProcessGroups.killAll()
-            exit(130)
+            exitAfterCleaningUp(130)
         }
     }
 
@@ -50,8 +63,7 @@ enum Signals {
         onInterrupt {
             let message = "\ninterrupted: run \(runID) stopped; continue it with `troupe resume \(runID)\(storeHint)`\n"
             FileHandle.standardError.write(Data(message.utf8))
-            ChildProcessGroups.killAll()
-            exit(130)
+            exitAfterCleaningUp(130)
         }
     }
 
@@ -61,8 +73,7 @@ enum Signals {
         onInterrupt {
             FileHandle.standardError.write(
                 Data("\ninterrupted while stopping the tools' programs; the run had already \(status.rawValue)\n".utf8))
-            ChildProcessGroups.killAll()
-            exit(ExitStatus.forRun(status))
+            exitAfterCleaningUp(ExitStatus.forRun(status))
         }
     }
 }

@@ -15,13 +15,13 @@ enum TerminalText {
             case 0x0A, 0x09:
                 result.append(scalar)
             case 0x1B:
-                skipSequence(after: scalars.next(), in: &scalars)
+                if let lineFeed = skipSequence(after: scalars.next(), in: &scalars) { result.append(lineFeed) }
             case 0x9B:  // CSI
-                skipSequence(after: "[", in: &scalars)
+                if let lineFeed = skipSequence(after: "[", in: &scalars) { result.append(lineFeed) }
             case 0x9D:  // OSC
-                skipSequence(after: "]", in: &scalars)
+                if let lineFeed = skipSequence(after: "]", in: &scalars) { result.append(lineFeed) }
             case 0x90, 0x98, 0x9E, 0x9F:  // DCS, SOS, PM, APC
-                skipSequence(after: "P", in: &scalars)
+                if let lineFeed = skipSequence(after: "P", in: &scalars) { result.append(lineFeed) }
             default:
                 if !isControl(scalar) { result.append(scalar) }
             }
@@ -33,23 +33,38 @@ enum TerminalText {
         (scalar.value < 0x20 && scalar.value != 0x0A && scalar.value != 0x09) || (0x7F...0x9F).contains(scalar.value)
     }
 
-    /// Skips the rest of an escape sequence whose introducer (after ESC) is `introducer`.
-    private static func skipSequence(after introducer: Unicode.Scalar?, in scalars: inout String.UnicodeScalarView.Iterator) {
+    /// The most characters one sequence may hide: an unterminated one (cut off by a clip, or
+    /// sent on purpose) must not swallow what follows.
+    static let maxSequenceLength = 512
+
+    /// Skips the rest of an escape sequence whose introducer (after ESC) is `introducer`; a line
+    /// feed (kept) or ``maxSequenceLength`` characters end it too. Returns a line feed that ended
+    /// it, to be printed.
+    @discardableResult
+    private static func skipSequence(
+        after introducer: Unicode.Scalar?, in scalars: inout String.UnicodeScalarView.Iterator
+    ) -> Unicode.Scalar? {
+        let isString: Bool
         switch introducer {
-        case "["?:
-            // Parameters and intermediates, up to the final byte (@ to ~).
-            while let next = scalars.next(), !(0x40...0x7E).contains(next.value) {}
-        case "]"?, "P"?, "X"?, "^"?, "_"?:
-            // A string, up to BEL or the string terminator (ESC \ or 0x9C).
-            while let next = scalars.next() {
-                if next.value == 0x07 || next.value == 0x9C { break }
+        case "["?: isString = false
+        case "]"?, "P"?, "X"?, "^"?, "_"?: isString = true
+        case "\n"?: return "\n"
+        default: return nil  // a two-character sequence (ESC 7, ESC c): the introducer is already skipped
+        }
+        for _ in 0..<maxSequenceLength {
+            guard let next = scalars.next() else { return nil }
+            if next == "\n" { return next }
+            if isString {
+                // A string ends at BEL or the string terminator (ESC \ or 0x9C).
+                if next.value == 0x07 || next.value == 0x9C { return nil }
                 if next.value == 0x1B {
                     _ = scalars.next()
-                    break
+                    return nil
                 }
+            } else if (0x40...0x7E).contains(next.value) {
+                return nil  // a control sequence's final byte
             }
-        default:
-            break  // a two-character sequence (ESC 7, ESC c): the introducer is already skipped
         }
+        return nil
     }
 }

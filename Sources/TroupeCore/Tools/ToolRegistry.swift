@@ -128,7 +128,8 @@ public struct ToolRegistry: Sendable {
             throw TroupeError(
                 .configuration,
                 "\(available) tools are available to the run; model APIs take at most \(Self.maxOfferedTools) in a request, and each "
-                    + "costs prompt tokens. Narrow them with tools.allow or tools.deny (e.g. tools.allow: [fs_*, mcp_github_issue*]).")
+                    + "costs prompt tokens. Narrow them with tools.allow or tools.deny (e.g. tools.allow: [fs_*, mcp_github_issue*]).",
+                details: ["reason": "tooManyTools", "available": "\(available)"])
         }
         return self
     }
