@@ -1,6 +1,7 @@
 import ArgumentParser
 import CTroupeSystem
 import Logging
+import Troupe
 
 @main
 struct TroupeCommand: AsyncParsableCommand {
@@ -10,7 +11,9 @@ struct TroupeCommand: AsyncParsableCommand {
         _ = troupe_disable_dumping()
         // Log lines quote what servers and models sent (an MCP server's stderr, say): they reach
         // the terminal through the same filter as everything else.
-        LoggingSystem.bootstrap { label in TerminalSafeLogHandler(base: StreamLogHandler.standardError(label: label)) }
+        LoggingSystem.bootstrap { label in
+            RewritingLogHandler(base: StreamLogHandler.standardError(label: label), rewrite: TerminalText.safe)
+        }
         await Self.main(nil)
     }
 

@@ -180,7 +180,12 @@ public actor MCPConnection {
             watchdog.cancel()
             let timedOut = (try? await watchdog.value) == true
             // Why it ended (a process's exit and stderr), read before disconnecting overwrites it.
-            let ended = await transport.endReason
+            // A process that exits at once can fail the first write before its exit is seen:
+            // its exit (with its error output) is the better reason, so wait for it a moment.
+            var ended = await transport.endReason
+            if ended == nil, !timedOut, transport is StdioServerTransport {
+                ended = (try? await withTimeLimit(.seconds(2)) { await transport.ended() }) ?? nil
+            }
             await client.disconnect()
             if let error = error as? TroupeError, error.code == .configuration { throw error }
             let reason = timedOut ? "it did not finish starting within \(format(configuration.startupTimeout))" : ended

@@ -69,7 +69,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         self.arguments = arguments
         self.environment = environment
         self.workingDirectory = workingDirectory
-        self.logger = ClippingLogHandler.logger(logger)
+        self.logger = ClippedLog.logger(logger)
         messages = AsyncThrowingStream(unfolding: { [queue] in await queue.next() })
     }
 

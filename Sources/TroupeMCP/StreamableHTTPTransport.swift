@@ -50,7 +50,7 @@ actor StreamableHTTPTransport: MCP.Transport, SupervisedTransport {
         self.headers = headers
         self.httpClient = httpClient
         self.requestTimeout = requestTimeout
-        self.logger = ClippingLogHandler.logger(logger)
+        self.logger = ClippedLog.logger(logger)
         (messages, continuation) = AsyncThrowingStream.makeStream()
     }
 
