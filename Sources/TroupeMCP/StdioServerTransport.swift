@@ -101,8 +101,9 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
             throw TroupeError(.toolFailed, "Could not write to MCP server '\(serverName)': \(error)")
         }
         guard written == line.count else {
+            // Usually the process has just exited (its exit, with its error output, becomes the
+            // reason it ended); if it is alive, it is stopped: half a message cannot be taken back.
             let reason = "a message to it was cut short (\(written) of \(line.count) bytes written)"
-            if endReason == nil { endReason = reason }
             if processID > 0 { kill(-processID, SIGKILL) }
             throw TroupeError(.toolFailed, "Could not write to MCP server '\(serverName)': \(reason); it is restarted for the next call.")
         }
