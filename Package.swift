@@ -24,7 +24,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
-        // TroupeStore calls the SQLite library this package builds (its module VaporCSQLite) directly.
+        // TroupeSQLite calls the SQLite library this package builds (its module VaporCSQLite) directly.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
@@ -77,10 +77,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The store contract (`RunStore`, its records, the in-memory store): what the agents, the
+        // server and the workers depend on, without any database.
         .target(
             name: "TroupeStore",
+            dependencies: ["TroupeCore"],
+            swiftSettings: swiftSettings
+        ),
+        // The embedded store, one implementation of the contract.
+        .target(
+            name: "TroupeSQLite",
             dependencies: [
                 "TroupeCore",
+                "TroupeStore",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -95,7 +104,7 @@ let package = Package(
         ),
         .target(
             name: "Troupe",
-            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeMCP", "TroupeStore", "TroupeAgents"],
+            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeMCP", "TroupeStore", "TroupeSQLite", "TroupeAgents"],
             swiftSettings: swiftSettings
         ),
         .target(

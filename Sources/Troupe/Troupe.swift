@@ -3,5 +3,6 @@
 @_exported import TroupeCore
 @_exported import TroupeMCP
 @_exported import TroupeModels
+@_exported import TroupeSQLite
 @_exported import TroupeStore
 @_exported import TroupeTools

@@ -154,7 +154,7 @@ extension RunStore {
 }
 
 extension TroupeError {
-    static func conflict(_ run: RunID, expected: Int, actual: Int) -> TroupeError {
+    package static func conflict(_ run: RunID, expected: Int, actual: Int) -> TroupeError {
         TroupeError(
             .journalConflict,
             "Another writer appended to run \(run) first (expected the journal to end at \(expected), it ends at \(actual)).",
@@ -163,7 +163,7 @@ extension TroupeError {
     }
 
     /// A write of a driver whose lease is no longer the run's.
-    static func leaseLost(_ lease: Lease, current: Lease?) -> TroupeError {
+    package static func leaseLost(_ lease: Lease, current: Lease?) -> TroupeError {
         let holder = current.map { " by \($0.owner)" } ?? ""
         return TroupeError(
             .leaseHeld,
@@ -172,7 +172,7 @@ extension TroupeError {
         )
     }
 
-    static func leaseHeld(_ lease: Lease) -> TroupeError {
+    package static func leaseHeld(_ lease: Lease) -> TroupeError {
         TroupeError(
             .leaseHeld,
             "Run \(lease.runID) is being driven by \(lease.owner) (lease until \(lease.expiresAt.formatted(.iso8601))). "

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import Troupe
-@testable import TroupeStore
+@testable import TroupeSQLite
 
 @Suite struct SQLiteDatabaseTests {
     @Test func textRoundTripsByteForByteIncludingEmptyAndNUL() async throws {

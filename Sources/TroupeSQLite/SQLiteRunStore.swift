@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 public import TroupeCore
+public import TroupeStore
 
 /// The embedded, durable ``RunStore``: one SQLite file in WAL mode.
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import TroupeCore
+import TroupeStore
 
 /// The SQLite schema, as numbered migrations. A migration is never edited once released: add a new one.
 enum SQLiteMigrations {
