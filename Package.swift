@@ -27,6 +27,8 @@ let package = Package(
         // TroupeSQLite calls the SQLite library this package builds (its module VaporCSQLite) directly.
         .package(url: "https://github.com/vapor/sqlite-nio", from: "1.13.2"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
     ],
     targets: [
         // Two C functions: prctl is variadic, and posix_spawn's closefrom needs _GNU_SOURCE.
@@ -84,6 +86,18 @@ let package = Package(
             dependencies: ["TroupeCore"],
             swiftSettings: swiftSettings
         ),
+        // The shared store for many API nodes and workers, another implementation of the contract.
+        .target(
+            name: "TroupePostgres",
+            dependencies: [
+                "TroupeCore",
+                "TroupeStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The embedded store, one implementation of the contract.
         .target(
             name: "TroupeSQLite",
@@ -104,7 +118,9 @@ let package = Package(
         ),
         .target(
             name: "Troupe",
-            dependencies: ["TroupeCore", "TroupeModels", "TroupeTools", "TroupeMCP", "TroupeStore", "TroupeSQLite", "TroupeAgents"],
+            dependencies: [
+                "TroupeCore", "TroupeModels", "TroupeTools", "TroupeMCP", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeAgents",
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -148,6 +164,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: swiftSettings
         ),

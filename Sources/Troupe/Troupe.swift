@@ -3,6 +3,7 @@
 @_exported import TroupeCore
 @_exported import TroupeMCP
 @_exported import TroupeModels
+@_exported import TroupePostgres
 @_exported import TroupeSQLite
 @_exported import TroupeStore
 @_exported import TroupeTools

@@ -1,0 +1,116 @@
+import Logging
+import PostgresNIO
+import TroupeCore
+
+/// The PostgreSQL schema, as numbered migrations. A migration is never edited once released: add
+/// a new one.
+///
+/// Journal payloads are `text`, not `jsonb`: the journal is written once and read back whole and
+/// in order, never queried inside; `jsonb` would parse every event on the way in and give back
+/// other bytes (keys reordered, numbers normalised) than the ones written. Times are milliseconds
+/// since 1970 in `bigint`, as in the SQLite store.
+enum PostgresMigrations {
+    static let all: [(version: Int, statements: [String])] = [
+        (
+            1,
+            [
+                """
+                CREATE TABLE troupe_runs (
+                    id text PRIMARY KEY,
+                    tenant text NOT NULL DEFAULT 'default',
+                    goal text NOT NULL,
+                    status text NOT NULL,
+                    created_at bigint NOT NULL,
+                    updated_at bigint NOT NULL,
+                    last_sequence bigint NOT NULL,
+                    configuration text NOT NULL,
+                    input_tokens bigint NOT NULL DEFAULT 0,
+                    output_tokens bigint NOT NULL DEFAULT 0,
+                    cached_tokens bigint NOT NULL DEFAULT 0,
+                    model_calls bigint NOT NULL DEFAULT 0,
+                    tool_calls bigint NOT NULL DEFAULT 0,
+                    answer text,
+                    error text,
+                    lease_owner text,
+                    lease_expires_at bigint,
+                    lease_token bigint NOT NULL DEFAULT 0,
+                    claim_attempts integer NOT NULL DEFAULT 0,
+                    claimable_at bigint
+                )
+                """,
+                "CREATE INDEX troupe_runs_by_created ON troupe_runs (created_at DESC, id DESC)",
+                "CREATE INDEX troupe_runs_by_status ON troupe_runs (status, created_at)",
+                // What workers look through: only runs that may still need driving.
+                "CREATE INDEX troupe_runs_claimable ON troupe_runs (created_at, id) WHERE status IN ('pending', 'running')",
+                """
+                CREATE TABLE troupe_events (
+                    run_id text NOT NULL REFERENCES troupe_runs (id),
+                    sequence bigint NOT NULL,
+                    type text NOT NULL,
+                    schema_version integer NOT NULL,
+                    recorded_at bigint NOT NULL,
+                    payload text NOT NULL,
+                    PRIMARY KEY (run_id, sequence)
+                )
+                """,
+            ]
+        )
+    ]
+
+    /// The newest schema version this build knows.
+    static var latest: Int { all.map(\.version).max() ?? 0 }
+
+    /// A key for `pg_advisory_xact_lock`: two processes starting at once migrate one after the other.
+    static let lockKey: Int64 = 0x7472_6f75_7065  // "troupe"
+
+    /// The migrations newer than the database's version (all of them for an empty database).
+    static func pending(on client: PostgresClient, logger: Logger) async throws -> [(version: Int, statements: [String])] {
+        let current = try await version(on: client, logger: logger)
+        try check(current)
+        return all.filter { $0.version > current }
+    }
+
+    /// Applies every migration newer than the database's version, in one transaction under an
+    /// advisory lock.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
+            try await connection.query(
+                "CREATE TABLE IF NOT EXISTS troupe_schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)",
+                logger: logger)
+            // Read under the lock: another process may have migrated meanwhile.
+            let rows = try await connection.query("SELECT COALESCE(MAX(version), 0) FROM troupe_schema_migrations", logger: logger)
+            var current = 0
+            for try await (version) in rows.decode(Int.self) { current = version }
+            try check(current)
+            for migration in all where migration.version > current {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                let now = PostgresRunStore.millis(.now)
+                try await connection.query(
+                    "INSERT INTO troupe_schema_migrations (version, applied_at) VALUES (\(migration.version), \(now))", logger: logger)
+            }
+        }
+    }
+
+    /// The database's schema version (0 when it has none).
+    static func version(on client: PostgresClient, logger: Logger) async throws -> Int {
+        let exists = try await client.query("SELECT to_regclass('troupe_schema_migrations') IS NOT NULL", logger: logger)
+        var hasTable = false
+        for try await (flag) in exists.decode(Bool.self) { hasTable = flag }
+        guard hasTable else { return 0 }
+        let rows = try await client.query("SELECT COALESCE(MAX(version), 0) FROM troupe_schema_migrations", logger: logger)
+        var current = 0
+        for try await (version) in rows.decode(Int.self) { current = version }
+        return current
+    }
+
+    private static func check(_ current: Int) throws {
+        guard current <= latest else {
+            throw TroupeError(
+                .storage,
+                "The store's schema is version \(current), newer than this troupe understands (\(latest)). Upgrade troupe.")
+        }
+    }
+}

@@ -1,0 +1,478 @@
+public import Foundation
+public import Logging
+import PostgresNIO
+public import TroupeCore
+public import TroupeStore
+
+/// The shared, durable ``RunStore``: runs and journals in PostgreSQL, for many API nodes and
+/// workers on many machines.
+///
+/// The database enforces what keeps a journal whole: an append updates its run's row only where
+/// the row's `last_sequence` is the one the writer read (and, for a driver, where its lease's
+/// fencing token is still the run's), in the transaction that inserts the events, whose
+/// `(run_id, sequence)` is the primary key. Two writers can never fork a journal, whichever
+/// machines they run on. Workers claim runs with `FOR UPDATE SKIP LOCKED`, and every run that
+/// becomes claimable (created, or its lease released) is announced on the channel
+/// ``notificationChannel`` with `NOTIFY`.
+///
+/// The store runs its own `PostgresClient` (a connection pool) until ``close()``.
+public actor PostgresRunStore: RunStore {
+    /// Where the store is, without its password.
+    public nonisolated let location: String
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let logger: Logger
+    /// Summaries of runs this process wrote, to avoid re-reading them on every append. Sound
+    /// across processes: an append based on one still needs the row's `last_sequence` to match.
+    private var cache: [RunID: RunSummary] = [:]
+    private var closed = false
+
+    /// The `NOTIFY` channel on which claimable runs are announced (the payload is the run's ID).
+    public static let notificationChannel = "troupe_runs"
+
+    private init(location: PostgresLocation, logger: Logger) {
+        self.location = location.description
+        self.logger = logger
+        let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
+        self.client = client
+        self.runner = Task { await client.run() }
+    }
+
+    /// Connects to the database at `url`, applies the migrations it lacks (under an advisory
+    /// lock, so that processes starting at once do not race), and returns the store.
+    public static func open(
+        url: String,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        logger: Logger = Logger(label: "troupe.store")
+    ) async throws -> PostgresRunStore {
+        let location = try PostgresLocation(url: url, environment: environment)
+        let store = PostgresRunStore(location: location, logger: logger)
+        do {
+            try await location.probe(logger: logger)
+            try await PostgresMigrations.migrate(store.client, logger: logger)
+        } catch {
+            await store.close()
+            throw store.storageError(error, "Cannot open the PostgreSQL store at \(location)")
+        }
+        logger.debug("Opened the PostgreSQL store", metadata: ["location": "\(location)"])
+        return store
+    }
+
+    /// Opens the store at `url`, runs `body` with it, and closes it afterwards, even on error.
+    public static func withStore<T: Sendable>(
+        url: String,
+        logger: Logger = Logger(label: "troupe.store"),
+        _ body: (PostgresRunStore) async throws -> T
+    ) async throws -> T {
+        let store = try await open(url: url, logger: logger)
+        do {
+            let result = try await body(store)
+            await store.close()
+            return result
+        } catch {
+            await store.close()
+            throw error
+        }
+    }
+
+    /// Closes the connections. Later calls fail with a storage error.
+    public func close() async {
+        guard !closed else { return }
+        closed = true
+        runner.cancel()
+        await runner.value
+    }
+
+    /// The schema version of the database (for `troupe migrate` and tests).
+    public func schemaVersion() async throws -> Int {
+        try await guarded("reading the schema version") { [client, logger] in
+            try await PostgresMigrations.version(on: client, logger: logger)
+        }
+    }
+
+    // MARK: Runs
+
+    public func createRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) async throws -> RunSummary {
+        try await create(id: id, goal: goal, configuration: configuration, lease: nil, at: time).summary
+    }
+
+    public func createLeasedRun(
+        id: RunID, goal: String, configuration: RunConfiguration, owner: String, until expiry: Date, at time: Date
+    ) async throws -> LeasedRun {
+        let created = try await create(id: id, goal: goal, configuration: configuration, lease: (owner, expiry), at: time)
+        guard let lease = created.lease else { throw TroupeError(.internal, "Run \(id) was created without its lease.") }
+        return LeasedRun(summary: created.summary, lease: lease, attempt: 1)
+    }
+
+    private func create(
+        id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
+    ) async throws -> (summary: RunSummary, lease: Lease?) {
+        let event = RunEvent.runCreated(goal: goal, configuration: configuration)
+        let payload = try Self.encode(event)
+        let configurationJSON = try Self.encode(configuration)
+        let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
+        let now = Self.millis(time)
+        let owner = lease?.owner
+        let expiry = lease.map { Self.millis($0.expiry) }
+        let token = lease == nil ? 0 : 1
+        let inserted = try await transaction("creating run \(id)") { connection, logger in
+            let rows = try await connection.query(
+                """
+                INSERT INTO troupe_runs (id, goal, status, created_at, updated_at, last_sequence, configuration,
+                    lease_owner, lease_expires_at, lease_token, claim_attempts)
+                VALUES (\(id.rawValue), \(goal), \(summary.status.rawValue), \(now), \(now), 1, \(configurationJSON),
+                    \(owner), \(expiry), \(token), \(token))
+                ON CONFLICT (id) DO NOTHING RETURNING id
+                """, logger: logger)
+            guard try await rows.collect().count == 1 else { return false }
+            try await Self.insertEvents([(event.type, payload)], of: id, after: 0, at: now, on: connection, logger: logger)
+            if lease == nil { try await Self.announce(id, on: connection, logger: logger) }
+            return true
+        }
+        guard inserted else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
+        cache[id] = summary
+        return (summary, lease.map { Lease(runID: id, owner: $0.owner, expiresAt: Self.date(Self.millis($0.expiry)), token: 1) })
+    }
+
+    public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) async throws -> Int {
+        guard !events.isEmpty else { return expectedSequence }
+        let payloads = try events.map(Self.encode)
+        let cached = cache[run].flatMap { $0.lastSequence == expectedSequence ? $0 : nil }
+        let now = Self.millis(time)
+        do {
+            let next = try await transaction("appending to run \(run)") { connection, logger -> RunSummary in
+                let current: RunSummary
+                if let cached {
+                    current = cached
+                } else {
+                    current = try await Self.loadSummary(run, on: connection, logger: logger)
+                }
+                let next = current.applying(events, at: time)
+                let configuration: String? = next.configuration == current.configuration ? nil : try Self.encode(next.configuration)
+                let error: String? = try next.error.map { try Self.encode($0) }
+                let token = lease?.token
+                let updated = try await connection.query(
+                    """
+                    UPDATE troupe_runs SET status = \(next.status.rawValue), updated_at = \(now), last_sequence = \(next.lastSequence),
+                        input_tokens = \(next.usage.inputTokens), output_tokens = \(next.usage.outputTokens),
+                        cached_tokens = \(next.usage.cachedTokens), model_calls = \(next.modelCalls), tool_calls = \(next.toolCalls),
+                        answer = \(next.answer), error = \(error), configuration = COALESCE(\(configuration), configuration)
+                    WHERE id = \(run.rawValue) AND last_sequence = \(expectedSequence)
+                        AND (\(token)::bigint IS NULL OR (lease_token = \(token) AND lease_owner IS NOT NULL))
+                    RETURNING id
+                    """, logger: logger)
+                guard try await updated.collect().count == 1 else {
+                    if let lease {
+                        let holder = try await Self.currentLease(run, on: connection, logger: logger)
+                        if holder?.token != lease.token { throw TroupeError.leaseLost(lease, current: holder) }
+                    }
+                    let actual = try await Self.loadSummary(run, on: connection, logger: logger).lastSequence
+                    throw TroupeError.conflict(run, expected: expectedSequence, actual: actual)
+                }
+                try await Self.insertEvents(
+                    zip(events, payloads).map { ($0.type, $1) }, of: run, after: expectedSequence, at: now, on: connection, logger: logger)
+                return next
+            }
+            cache[run] = next
+            return next.lastSequence
+        } catch {
+            cache[run] = nil
+            throw error
+        }
+    }
+
+    public func events(of run: RunID, after sequence: Int) async throws -> [RunEventRecord] {
+        let rows = try await guarded("reading the journal of run \(run)") { [client, logger] in
+            let rows = try await client.query(
+                """
+                SELECT sequence, recorded_at, schema_version, payload FROM troupe_events
+                WHERE run_id = \(run.rawValue) AND sequence > \(sequence) ORDER BY sequence
+                """, logger: logger)
+            var result: [(Int, Int, Int, String)] = []
+            for try await row in rows.decode((Int, Int, Int, String).self) { result.append(row) }
+            return result
+        }
+        let decoder = JSONCoding.decoder()
+        return try rows.map { sequence, recordedAt, schemaVersion, payload in
+            do {
+                return RunEventRecord(
+                    sequence: sequence, recordedAt: Self.date(recordedAt),
+                    event: try decoder.decode(RunEvent.self, from: Data(payload.utf8)), schemaVersion: schemaVersion)
+            } catch {
+                throw TroupeError(
+                    .storage, "Event \(sequence) of run \(run) cannot be read: \(JSONCoding.describe(error)).", underlying: error)
+            }
+        }
+    }
+
+    public func run(_ id: RunID) async throws -> RunSummary? {
+        try await guarded("reading run \(id)") { [client, logger] in
+            try await client.withConnection { connection in try await Self.fetchSummary(id, on: connection, logger: logger) }
+        }
+    }
+
+    public func runs(_ query: RunQuery) async throws -> [RunSummary] {
+        var sql = "SELECT \(Self.summaryColumns) FROM troupe_runs WHERE TRUE"
+        var bindings = PostgresBindings()
+        if !query.statuses.isEmpty {
+            let statuses = query.statuses.map(\.rawValue).sorted()
+            sql += " AND status = ANY($\(bindings.count + 1))"
+            bindings.append(statuses)
+        }
+        if let after = query.createdAfter {
+            sql += " AND created_at > $\(bindings.count + 1)"
+            bindings.append(Self.millis(after))
+        }
+        if let before = query.createdBefore {
+            sql += " AND created_at < $\(bindings.count + 1)"
+            bindings.append(Self.millis(before))
+        }
+        sql += " ORDER BY created_at DESC, id DESC LIMIT $\(bindings.count + 1)"
+        bindings.append(max(0, query.limit))
+        let statement = PostgresQuery(unsafeSQL: sql, binds: bindings)
+        return try await guarded("listing runs") { [client, logger] in
+            let rows = try await client.query(statement, logger: logger)
+            var summaries: [RunSummary] = []
+            for try await row in rows { summaries.append(try Self.summary(row)) }
+            return summaries
+        }
+    }
+
+    // MARK: Leases
+
+    public func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws -> Lease {
+        try await transaction("taking the lease on run \(run)") { connection, logger in
+            // The row is locked until the transaction ends: a concurrent taker waits, then sees this lease.
+            let rows = try await connection.query(
+                "SELECT lease_owner, lease_expires_at, lease_token FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE",
+                logger: logger)
+            guard let row = try await rows.collect().first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+            if let current = try Self.lease(of: run, from: row), current.expiresAt > time, current.token != replacing?.token {
+                throw TroupeError.leaseHeld(current)
+            }
+            return try await Self.grant(run, to: owner, until: expiry, claim: false, on: connection, logger: logger)
+        }
+    }
+
+    public func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {
+        try await transaction("renewing the lease on run \(lease.runID)") { connection, logger in
+            // Renewals never shorten a lease: one sent earlier may arrive after a later one.
+            let rows = try await connection.query(
+                """
+                UPDATE troupe_runs SET lease_expires_at = GREATEST(lease_expires_at, \(Self.millis(expiry)))
+                WHERE id = \(lease.runID.rawValue) AND lease_token = \(lease.token) AND lease_owner IS NOT NULL
+                RETURNING lease_expires_at
+                """, logger: logger)
+            guard let expires = try await rows.collect().first.map({ try $0.decode(Int.self) }) else {
+                throw TroupeError.leaseLost(lease, current: try await Self.currentLease(lease.runID, on: connection, logger: logger))
+            }
+            var renewed = lease
+            renewed.expiresAt = Self.date(expires)
+            return renewed
+        }
+    }
+
+    public func releaseLease(_ lease: Lease, outcome: DriveOutcome) async throws {
+        let (clean, retryAt): (Bool, Int?) =
+            switch outcome {
+            case .clean: (true, nil)
+            case .failed(let retryAt): (false, Self.millis(retryAt))
+            }
+        try await transaction("releasing the lease on run \(lease.runID)") { connection, logger in
+            let rows = try await connection.query(
+                """
+                UPDATE troupe_runs SET lease_owner = NULL, lease_expires_at = NULL,
+                    claim_attempts = CASE WHEN \(clean) THEN 0 ELSE claim_attempts END, claimable_at = \(retryAt)
+                WHERE id = \(lease.runID.rawValue) AND lease_token = \(lease.token) AND lease_owner IS NOT NULL
+                RETURNING status
+                """, logger: logger)
+            // A run handed back unfinished can be claimed at once: say so to the workers.
+            if let status = try await rows.collect().first.map({ try $0.decode(String.self) }), status == "pending" || status == "running",
+                retryAt == nil
+            {
+                try await Self.announce(lease.runID, on: connection, logger: logger)
+            }
+        }
+    }
+
+    public func lease(of run: RunID) async throws -> Lease? {
+        try await guarded("reading the lease on run \(run)") { [client, logger] in
+            try await client.withConnection { connection in try await Self.currentLease(run, on: connection, logger: logger) }
+        }
+    }
+
+    public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
+        let now = Self.millis(time)
+        return try await transaction("claiming a run") { connection, logger -> LeasedRun? in
+            // Runs other workers are claiming right now are skipped, not waited for.
+            let rows = try await connection.query(
+                """
+                SELECT \(unescaped: Self.summaryColumns), claim_attempts FROM troupe_runs
+                WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
+                    AND (claimable_at IS NULL OR claimable_at <= \(now)) AND claim_attempts < \(maxAttempts)
+                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+                """, logger: logger)
+            guard let row = try await rows.collect().first else { return nil }
+            let summary = try Self.summary(row)
+            let attempts = try row.makeRandomAccess()["claim_attempts"].decode(Int.self)
+            let lease = try await Self.grant(summary.id, to: owner, until: expiry, claim: true, on: connection, logger: logger)
+            return LeasedRun(summary: summary, lease: lease, attempt: attempts + 1)
+        }
+    }
+
+    // MARK: Helpers
+
+    /// Runs `body` in a transaction, with PostgreSQL's errors as ``TroupeError``s.
+    private func transaction<T: Sendable>(
+        _ what: String, _ body: @Sendable (PostgresConnection, Logger) async throws -> T
+    ) async throws -> T {
+        try await guarded(what) { [client, logger] in
+            try await client.withTransaction(logger: logger) { connection in try await body(connection, logger) }
+        }
+    }
+
+    /// Runs `body`, turning a database failure into a `storage` error (`storageUnavailable` when
+    /// the database cannot be reached, which drivers retry while their lease lasts).
+    private func guarded<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async throws -> T {
+        guard !closed else { throw TroupeError(.storage, "The PostgreSQL store at \(location) is closed.") }
+        do {
+            return try await body()
+        } catch let error as TroupeError {
+            throw error
+        } catch let error as PostgresTransactionError {
+            // The closure's own error (a conflict, a held lease) is what the caller must see.
+            if let closure = error.closureError as? TroupeError { throw closure }
+            throw storageError(error.closureError ?? error.beginError ?? error.commitError ?? error, "Failed while \(what)")
+        } catch {
+            throw storageError(error, "Failed while \(what)")
+        }
+    }
+
+    nonisolated private func storageError(_ error: any Error, _ context: String) -> TroupeError {
+        if let error = error as? TroupeError { return error }
+        guard let error = error as? PSQLError else {
+            return TroupeError(.storage, "\(context) (\(location)): \(error).", underlying: error)
+        }
+        let unreachable: Set<PSQLError.Code> = [
+            .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown,
+        ]
+        if unreachable.contains(error.code) {
+            return TroupeError(
+                .storageUnavailable, "\(context): the database at \(location) cannot be reached (\(error.code)).", underlying: error)
+        }
+        let message = error.serverInfo?[.message] ?? "\(error.code)"
+        let state = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
+        return TroupeError(.storage, "\(context) (\(location)): \(message)\(state).", underlying: error)
+    }
+
+    private static func insertEvents(
+        _ events: [(type: String, payload: String)], of run: RunID, after sequence: Int, at time: Int,
+        on connection: PostgresConnection, logger: Logger
+    ) async throws {
+        // One statement for the whole batch: arrays of the columns, unnested.
+        let sequences = events.indices.map { sequence + $0 + 1 }
+        let types = events.map(\.type)
+        let payloads = events.map(\.payload)
+        try await connection.query(
+            """
+            INSERT INTO troupe_events (run_id, sequence, type, schema_version, recorded_at, payload)
+            SELECT \(run.rawValue), s, t, \(RunEventRecord.currentSchemaVersion), \(time), p
+            FROM unnest(\(sequences)::bigint[], \(types)::text[], \(payloads)::text[]) AS e (s, t, p)
+            """, logger: logger)
+    }
+
+    private static func announce(_ run: RunID, on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("SELECT pg_notify(\(notificationChannel), \(run.rawValue))", logger: logger)
+    }
+
+    private static func grant(
+        _ run: RunID, to owner: String, until expiry: Date, claim: Bool, on connection: PostgresConnection, logger: Logger
+    ) async throws -> Lease {
+        let expires = millis(expiry)
+        let rows = try await connection.query(
+            """
+            UPDATE troupe_runs SET lease_owner = \(owner), lease_expires_at = \(expires), lease_token = lease_token + 1,
+                claim_attempts = claim_attempts + \(claim ? 1 : 0), claimable_at = CASE WHEN \(claim) THEN NULL ELSE claimable_at END
+            WHERE id = \(run.rawValue) RETURNING lease_token
+            """, logger: logger)
+        guard let token = try await rows.collect().first.map({ try $0.decode(Int.self) }) else {
+            throw TroupeError(.notFound, "No run '\(run)' in this store.")
+        }
+        return Lease(runID: run, owner: owner, expiresAt: date(expires), token: token)
+    }
+
+    private static func currentLease(_ run: RunID, on connection: PostgresConnection, logger: Logger) async throws -> Lease? {
+        let rows = try await connection.query(
+            "SELECT lease_owner, lease_expires_at, lease_token FROM troupe_runs WHERE id = \(run.rawValue)", logger: logger)
+        return try await rows.collect().first.flatMap { try lease(of: run, from: $0) }
+    }
+
+    private static func lease(of run: RunID, from row: PostgresRow) throws -> Lease? {
+        let (owner, expires, token) = try row.decode((String?, Int?, Int).self)
+        guard let owner else { return nil }
+        return Lease(runID: run, owner: owner, expiresAt: date(expires ?? 0), token: token)
+    }
+
+    private static func fetchSummary(_ run: RunID, on connection: PostgresConnection, logger: Logger) async throws -> RunSummary? {
+        let rows = try await connection.query(
+            "SELECT \(unescaped: summaryColumns) FROM troupe_runs WHERE id = \(run.rawValue)", logger: logger)
+        return try await rows.collect().first.map(summary)
+    }
+
+    private static func loadSummary(_ run: RunID, on connection: PostgresConnection, logger: Logger) async throws -> RunSummary {
+        guard let summary = try await fetchSummary(run, on: connection, logger: logger) else {
+            throw TroupeError(.notFound, "No run '\(run)' in this store.")
+        }
+        return summary
+    }
+
+    static let summaryColumns = """
+        id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
+        cached_tokens, model_calls, tool_calls, answer, error
+        """
+
+    private static func summary(_ row: PostgresRow) throws -> RunSummary {
+        let columns = row.makeRandomAccess()
+        func column<T: PostgresDecodable>(_ name: String, _ type: T.Type) throws -> T { try columns[name].decode(T.self) }
+        func decode<T: Decodable>(_ type: T.Type, _ text: String?, _ column: String) throws -> T? {
+            guard let text else { return nil }
+            do {
+                return try JSONCoding.decode(type, from: Data(text.utf8))
+            } catch {
+                throw TroupeError(.storage, "A run record cannot be read (\(column)): \(JSONCoding.describe(error)).", underlying: error)
+            }
+        }
+        var summary = RunSummary(
+            id: RunID(try column("id", String.self)), goal: try column("goal", String.self),
+            configuration: try decode(RunConfiguration.self, try column("configuration", String.self), "configuration")
+                ?? RunConfiguration(),
+            createdAt: date(try column("created_at", Int.self)))
+        summary.status = RunStatus(rawValue: try column("status", String.self)) ?? .pending
+        summary.updatedAt = date(try column("updated_at", Int.self))
+        summary.lastSequence = try column("last_sequence", Int.self)
+        summary.usage = Usage(
+            inputTokens: try column("input_tokens", Int.self), outputTokens: try column("output_tokens", Int.self),
+            cachedTokens: try column("cached_tokens", Int.self))
+        summary.modelCalls = try column("model_calls", Int.self)
+        summary.toolCalls = try column("tool_calls", Int.self)
+        summary.answer = try column("answer", String?.self)
+        summary.error = try decode(TroupeError.self, try column("error", String?.self), "error")
+        return summary
+    }
+
+    private static func encode<T: Encodable>(_ value: T) throws -> String {
+        do {
+            return try JSONCoding.encodeString(value)
+        } catch {
+            throw TroupeError(.internal, "Cannot encode \(T.self): \(error)", underlying: error)
+        }
+    }
+
+    static func millis(_ date: Date) -> Int {
+        Int((date.timeIntervalSince1970 * 1000).rounded())
+    }
+
+    static func date(_ millis: Int) -> Date {
+        Date(timeIntervalSince1970: Double(millis) / 1000)
+    }
+}

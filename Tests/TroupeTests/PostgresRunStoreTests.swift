@@ -1,0 +1,127 @@
+import Foundation
+import PostgresNIO
+import Testing
+import Troupe
+import TroupeTesting
+
+/// What only a shared database shows: writers on many connections (machines), claims racing
+/// each other, processes migrating at once. The conformance suite runs in RunStoreTests.
+@Suite(.enabled(if: PostgresForTests.available, "needs PostgreSQL: ./scripts/test starts one (TROUPE_TEST_POSTGRES_URL)"))
+struct PostgresRunStoreTests {
+    private func withStores<T>(_ count: Int, _ body: ([PostgresRunStore]) async throws -> T) async throws -> T {
+        let url = try await PostgresForTests.freshDatabase()
+        var stores: [PostgresRunStore] = []
+        for _ in 0..<count { stores.append(try await PostgresRunStore.open(url: url, logger: PostgresForTests.logger)) }
+        do {
+            let result = try await body(stores)
+            for store in stores { await store.close() }
+            return result
+        } catch {
+            for store in stores { await store.close() }
+            throw error
+        }
+    }
+
+    /// Twenty appends at the same point of one journal from two stores (two machines): one wins,
+    /// the others conflict, and the journal has no fork and no gap.
+    @Test func writersOnTwoConnectionsNeverForkAJournal() async throws {
+        try await withStores(2) { stores in
+            let id = RunID.make()
+            _ = try await stores[0].createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+            let outcomes = await withTaskGroup(of: Bool.self) { group in
+                for index in 0..<20 {
+                    group.addTask {
+                        let store = stores[index % 2]
+                        do {
+                            _ = try await store.append(
+                                [.stepStarted(stepID: "s\(index)", attempt: 1)], to: id, expectedSequence: 1, at: Date())
+                            return true
+                        } catch {
+                            return false
+                        }
+                    }
+                }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 }.count == 1)
+            let journal = try await stores[1].events(of: id)
+            #expect(journal.map(\.sequence) == [1, 2])
+            #expect(try await stores[1].requireRun(id).lastSequence == 2)
+        }
+    }
+
+    /// Four workers claim at once: each pending run goes to exactly one of them.
+    @Test func racingClaimsTakeEachRunOnce() async throws {
+        try await withStores(4) { stores in
+            var ids: Set<RunID> = []
+            for _ in 0..<12 {
+                let id = RunID.make()
+                _ = try await stores[0].createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+                ids.insert(id)
+            }
+            let claimed = try await withThrowingTaskGroup(of: [RunID].self) { group in
+                for (index, store) in stores.enumerated() {
+                    group.addTask {
+                        var mine: [RunID] = []
+                        while let run = try await store.claimNextRun(
+                            owner: "worker\(index)", until: Date().addingTimeInterval(30), maxAttempts: 5, at: Date())
+                        {
+                            mine.append(run.summary.id)
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: [RunID]()) { $0 += $1 }
+            }
+            #expect(claimed.count == 12)
+            #expect(Set(claimed) == ids)
+        }
+    }
+
+    /// Three processes starting at once on an empty database: the advisory lock makes one of
+    /// them migrate, and the others find the schema done.
+    @Test func storesOpeningAtOnceMigrateOnce() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        let stores = try await withThrowingTaskGroup(of: PostgresRunStore.self) { group in
+            for _ in 0..<3 { group.addTask { try await PostgresRunStore.open(url: url, logger: PostgresForTests.logger) } }
+            return try await group.reduce(into: [PostgresRunStore]()) { $0.append($1) }
+        }
+        for store in stores {
+            #expect(try await store.schemaVersion() == 1)
+            await store.close()
+        }
+    }
+
+    @Test func aSchemaNewerThanTheBuildIsRefusedNamingBothVersions() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { _ in }
+        let client = PostgresClient(
+            configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: PostgresForTests.logger)
+        let runner = Task { await client.run() }
+        try await client.query("INSERT INTO troupe_schema_migrations (version, applied_at) VALUES (99, 0)", logger: PostgresForTests.logger)
+        runner.cancel()
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await PostgresRunStore.open(url: url, logger: PostgresForTests.logger)
+        }
+        #expect(error?.code == .storage)
+        #expect(error?.message.contains("version 99, newer than this troupe understands (1)") == true, "\(String(describing: error))")
+    }
+
+    /// The password never shows: not in the location, not in the error of a failed connection.
+    @Test func thePasswordNeverAppears() async throws {
+        let location = try PostgresLocation(url: "postgres://app:s3cr3t-pw@127.0.0.1:1/runs?sslmode=disable")
+        #expect(location.description == "postgres://app@127.0.0.1:1/runs")
+        #expect(location.password == "s3cr3t-pw")
+        let fromVariable = try PostgresLocation(url: "postgres://app@db.internal/runs", environment: ["PGPASSWORD": "from-env"])
+        #expect(fromVariable.password == "from-env" && fromVariable.port == 5432)
+        #expect(PostgresLocation.redacted("postgres://app:s3cr3t-pw@h/db").contains("s3cr3t") == false)
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await PostgresRunStore.open(
+                url: "postgres://app:s3cr3t-pw@127.0.0.1:1/runs?sslmode=disable", logger: PostgresForTests.logger)
+        }
+        #expect(error?.message.contains("s3cr3t") == false, "\(String(describing: error))")
+        #expect(error?.code == .storageUnavailable && error?.message.contains("cannot be reached") == true, "\(String(describing: error))")
+        #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://host-only") }
+        #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://h/db?sslmode=verify-full") }
+    }
+}
