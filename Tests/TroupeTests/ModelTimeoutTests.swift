@@ -114,7 +114,7 @@ import TroupeTesting
             #expect(error?.details["attempts"] == "3")
             #expect(error?.message.contains("gave up after 3 attempts") == true)
             #expect(attempts.all.map(\.error.details["timeout"]) == ["firstByte", "firstByte", "firstByte"])
-            #expect(elapsed >= 0.6 && elapsed < 4)
+            #expect(elapsed >= 0.6 && elapsed < 9, "three attempts cut at 0.2 s each, long before the 10 s limits")
             #expect((1...3).contains(mock.requestCount), "on a loaded machine an attempt may be cut before its request arrives")
         }
     }
@@ -128,13 +128,13 @@ import TroupeTesting
         defer { socket.close() }
         let port = socket.port
         let client = try OpenAIChatModel(configuration: .init(baseURL: "http://127.0.0.1:\(port)/v1", model: "m"))
-        let model = try RetryingModel(client, policy: RetryPolicy(initialBackoffSeconds: 0.05, deadlineSeconds: 5))
+        let model = try RetryingModel(client, policy: RetryPolicy(initialBackoffSeconds: 0.05, deadlineSeconds: 30))
         let (error, elapsed) = await failure(of: model, stream: false)
-        #expect(error?.code == .transport)
+        #expect(error?.code == .transport, "refused three times, not cut by the deadline")
         #expect(error?.details["attempts"] == "3")
         #expect(error?.message.contains("http://127.0.0.1:\(port)/v1/chat/completions") == true)
         #expect(error?.message.lowercased().contains("connection refused") == true, "\(error?.message ?? "")")
-        #expect(elapsed < 5)
+        #expect(elapsed < 20)
     }
 
     @Test func timeoutsMustBePositive() throws {

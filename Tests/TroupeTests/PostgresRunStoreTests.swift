@@ -4,10 +4,18 @@ import Testing
 import Troupe
 import TroupeTesting
 
-/// What only a shared database shows: writers on many connections (machines), claims racing
-/// each other, processes migrating at once. The conformance suite runs in RunStoreTests.
+/// The PostgreSQL store: the conformance suite, and what only a shared database shows — writers
+/// on many connections (machines), claims racing each other, processes migrating at once.
+/// `./scripts/test` runs these after the others, as the MCP tests: a database server's CPU would
+/// starve the timing tests beside them.
 @Suite(.enabled(if: PostgresForTests.available, "needs PostgreSQL: ./scripts/test starts one (TROUPE_TEST_POSTGRES_URL)"))
 struct PostgresRunStoreTests {
+    @Test func conformsToTheStoreContract() async throws {
+        try await RunStoreConformance {
+            try await PostgresRunStore.open(url: try await PostgresForTests.freshDatabase(), logger: PostgresForTests.logger)
+        }.run()
+    }
+
     private func withStores<T>(_ count: Int, _ body: ([PostgresRunStore]) async throws -> T) async throws -> T {
         let url = try await PostgresForTests.freshDatabase()
         var stores: [PostgresRunStore] = []

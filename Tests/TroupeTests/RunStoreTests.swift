@@ -14,11 +14,6 @@ import TroupeTesting
         }
     }
 
-    @Test(.enabled(if: PostgresForTests.available, "needs PostgreSQL: ./scripts/test starts one (TROUPE_TEST_POSTGRES_URL)"))
-    func postgresStoreConforms() async throws {
-        try await RunStoreConformance { try await PostgresRunStore.open(url: try await PostgresForTests.freshDatabase()) }.run()
-    }
-
     @Test func twoWritersOnOneRunOneWinsTheOtherConflicts() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory + "/runs.db"

@@ -101,7 +101,7 @@ import Troupe
         try await withShell(Self.scripts) { shell, workspace, context in
             let started = ContinuousClock.now
             let output = try await shell.call(["script": "sleep 1000 & echo $! > pid; echo started"], context: context)
-            #expect(started.duration(to: .now) < .seconds(5))
+            #expect(started.duration(to: .now) < .seconds(30), "returns long before the child's 1000 s")
             #expect(output.content.hasPrefix("exit status 0"))
             #expect(output.content.contains("started"))
             let pid = try #require(try Self.pids(in: workspace.root + "/pid").first)
