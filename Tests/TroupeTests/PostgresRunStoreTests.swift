@@ -132,4 +132,29 @@ struct PostgresRunStoreTests {
         #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://host-only") }
         #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://h/db?sslmode=verify-full") }
     }
+
+    /// The CLI takes a `postgres://` store wherever it takes a SQLite one: a run, the list, the
+    /// document; the hint it prints names the store without a password.
+    @Test func theCLIRunsAgainstAPostgreSQLStore() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
+            try await withTemporaryDirectory { directory in
+                let run = try await CLIProcess.run(
+                    ["run", "Say hello", "--tools", "none", "--base-url", mock.baseURL, "--store", url], directory: directory)
+                #expect(run.status == 0, "output:\n\(run.output)")
+                #expect(run.output.contains("--store postgres://postgres@"), "\(run.output)")
+                let list = try await CLIProcess.run(["runs", "--json", "--store", url], directory: directory)
+                #expect(list.status == 0, "output:\n\(list.output)")
+                let runs = try JSONValue.parse(list.output).arrayValue ?? []
+                #expect(runs.count == 1 && runs.first?["status"] == "succeeded")
+                let id = try #require(runs.first?["id"]?.stringValue)
+                let show = try await CLIProcess.run(["show", id, "--json"], directory: directory, environment: ["TROUPE_STORE": url])
+                #expect(try JSONValue.parse(show.output)["status"] == "succeeded")
+                let unreachable = try await CLIProcess.run(
+                    ["runs", "--store", "postgres://app:pw-secret@127.0.0.1:1/none?sslmode=disable"], directory: directory)
+                #expect(unreachable.status == 7, "output:\n\(unreachable.output)")
+                #expect(!unreachable.output.contains("pw-secret"))
+            }
+        }
+    }
 }

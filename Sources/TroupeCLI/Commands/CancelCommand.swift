@@ -20,7 +20,7 @@ struct CancelCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            let outcome = try await global.withStore { store in try await cancel(id, in: store) }
+            let outcome = try await global.withStore { opened in try await cancel(id, in: opened.store) }
             switch outcome {
             case nil:
                 say("Cancelled \(id).")

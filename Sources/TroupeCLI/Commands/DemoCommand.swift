@@ -91,7 +91,7 @@ struct DemoCommand: AsyncParsableCommand {
                 let tools = try await runtime.tools(for: configuration)
                 let id = RunID.make()
                 // A run whose journal is removed at the end is not worth a resume hint.
-                if keep || global.store != nil { Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store)) }
+                if keep || global.store != nil { Signals.exitWithResumeHint(runID: id.rawValue, storeHint: runtime.opened.flag) }
                 say("▸ run \(id) — \(Self.goal)\n  workspace \(root)")
                 let driver = runtime.driver(
                     model: model, tools: tools, observer: ProgressPrinter(enabled: true).observer)
@@ -108,10 +108,10 @@ struct DemoCommand: AsyncParsableCommand {
             }
             say("The mock answered \(mock.requestCount) model requests.")
             if keep {
-                try await finish(final, store: store, json: false)
+                try await finish(final, store: runtime.opened, json: false)
                 say("(From a source checkout, `swift run troupe show …` runs the same command.)")
             } else if global.store != nil {
-                try await finish(final, store: store, json: false)
+                try await finish(final, store: runtime.opened, json: false)
                 say("The demo's temporary workspace is removed now (the run stays in the store); pass --keep to keep it.")
             } else {
                 say("The demo's workspace and journal are removed now; pass --keep to keep them and inspect the run with `troupe show`.")

@@ -52,7 +52,7 @@ struct ResumeCommand: AsyncParsableCommand {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
             let workspace: (TroupeSettings) async throws -> String = { [global, options] settings in
-                let recorded = try await global.withStore(settings: settings) { try await $0.run(id)?.configuration }
+                let recorded = try await global.withStore(settings: settings) { try await $0.store.run(id)?.configuration }
                 return try options.applied(to: recorded ?? RunConfiguration()).workspace
             }
             try await global.withRuntime(workspace: workspace) { runtime in
@@ -83,7 +83,7 @@ struct ResumeCommand: AsyncParsableCommand {
                 }
                 let printer = ProgressPrinter(enabled: !json)
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
-                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
+                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: runtime.opened.flag)
                 let resolution: AttentionResolution? = retry ? .retry : skip ? .skip : nil
                 // The call the operator decides on is the one the run is parked on now; if another
                 // process changes that before this one takes the run, the decision is refused.
@@ -106,7 +106,7 @@ struct ResumeCommand: AsyncParsableCommand {
                         id, replacing: replacing, resolution: resolution, attentionKey: parkedOn, configuration: configuration)
                 }
                 Signals.exitAfterRun(final.status)
-                try await finish(final, store: store, json: json)
+                try await finish(final, store: runtime.opened, json: json)
             }
         }
     }
@@ -142,7 +142,7 @@ struct ResumeCommand: AsyncParsableCommand {
     /// A run whose tool calls are unfinished continues in the workspace they started in: an
     /// unfinished `fs_write` run again elsewhere would write somewhere the run never looked.
     private func refuseWorkspaceChange(
-        from recorded: RunConfiguration, to configuration: RunConfiguration, store: SQLiteRunStore
+        from recorded: RunConfiguration, to configuration: RunConfiguration, store: any RunStore
     ) async throws {
         guard configuration.workspace != recorded.workspace else { return }
         let machine = try RunStateMachine(runID: RunID(runID), replaying: try await store.events(of: RunID(runID)))
@@ -158,7 +158,7 @@ struct ResumeCommand: AsyncParsableCommand {
     }
 
     /// The finished or parked run as `--json` prints it.
-    private func printDocument(of id: RunID, store: SQLiteRunStore, json: Bool) async throws {
+    private func printDocument(of id: RunID, store: any RunStore, json: Bool) async throws {
         guard json else { return }
         let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
         print(try RunReport(summary: try await store.requireRun(id), machine: machine).json())

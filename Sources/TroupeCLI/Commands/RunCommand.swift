@@ -34,7 +34,7 @@ struct RunCommand: AsyncParsableCommand {
                 let model = try runtime.model(for: configuration)
                 let tools = try await runtime.tools(for: configuration)
                 let id = RunID.make()
-                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: storeFlag(store))
+                Signals.exitWithResumeHint(runID: id.rawValue, storeHint: runtime.opened.flag)
                 let printer = ProgressPrinter(enabled: !json)
                 if !json {
                     say("▸ run \(id) — \(goal)")
@@ -44,7 +44,7 @@ struct RunCommand: AsyncParsableCommand {
                 let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
                     .run(goal: goal, configuration: configuration, id: id)
                 Signals.exitAfterRun(final.status)
-                try await finish(final, store: store, json: json)
+                try await finish(final, store: runtime.opened, json: json)
             }
         }
     }

@@ -39,7 +39,7 @@ struct RunsCommand: AsyncParsableCommand {
             }
             guard limit > 0 else { throw TroupeError(.invalidInput, "--limit must be positive.") }
             let query = RunQuery(statuses: statuses, limit: limit)
-            let runs = try await global.withStore { store in try await store.runs(query) }
+            let runs = try await global.withStore { opened in try await opened.store.runs(query) }
             if json {
                 print(try RunReport.json(runs.map(RunReport.summary)))
                 return

@@ -22,7 +22,8 @@ struct ShowCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            let report = try await global.withStore { store in
+            let report = try await global.withStore { opened in
+                let store = opened.store
                 let summary = try await store.requireRun(id)
                 let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
                 return RunReport(summary: summary, machine: machine)

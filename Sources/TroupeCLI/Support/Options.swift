@@ -10,7 +10,8 @@ struct GlobalOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Where runs are stored: sqlite:PATH (default: $TROUPE_STORE, else `store` in troupe.yaml, else ~/.troupe/troupe.db).",
+            "Where runs are stored: sqlite:PATH or postgres://USER@HOST[:PORT]/DB (default: $TROUPE_STORE, else `store` in "
+                + "troupe.yaml, else ~/.troupe/troupe.db).",
             valueName: "url"
         )
     )
@@ -72,14 +73,20 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// Runs `body` with the store the settings name, closing it afterwards.
-    func withStore<T: Sendable>(_ body: (SQLiteRunStore) async throws -> T) async throws -> T {
+    func withStore<T: Sendable>(_ body: (OpenedStore) async throws -> T) async throws -> T {
         try await withStore(settings: settings(), body)
     }
 
-    func withStore<T: Sendable>(settings: TroupeSettings, _ body: (SQLiteRunStore) async throws -> T) async throws -> T {
-        let path = try StoreLocation.sqlitePath(storeURL(settings))
-        if path == StoreLocation.defaultPath { StoreLocation.restrictDefaultStore() }
-        return try await SQLiteRunStore.withStore(path: path, logger: logger(label: "troupe.store"), body)
+    func withStore<T: Sendable>(settings: TroupeSettings, _ body: (OpenedStore) async throws -> T) async throws -> T {
+        let store = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
+        do {
+            let result = try await body(store)
+            await store.close()
+            return result
+        } catch {
+            await store.close()
+            throw error
+        }
     }
 
     /// Runs `body` with the store, the settings and an HTTP client for model calls (connecting
@@ -104,7 +111,7 @@ struct GlobalOptions: ParsableArguments {
                 let mcp = try MCPServers(settings.mcpServers, httpClient: client, logger: logger(label: "troupe.mcp"))
                 do {
                     let result = try await body(
-                        Runtime(store: store, settings: settings, logger: logger(label: "troupe"), httpClient: client, mcp: mcp))
+                        Runtime(opened: store, settings: settings, logger: logger(label: "troupe"), httpClient: client, mcp: mcp))
                     await mcp.shutdown()
                     return result
                 } catch {
@@ -138,18 +145,19 @@ enum StoreLocation {
         for file in [path, path + "-wal", path + "-shm", path + "-journal"] { PrivateFiles.restrict(file, to: 0o600) }
     }
 
+    static func isPostgres(_ url: String) -> Bool {
+        url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")
+    }
+
     static func sqlitePath(_ url: String) throws(TroupeError) -> String {
         var path: Substring
         if url.hasPrefix("sqlite://") {
             path = url.dropFirst("sqlite://".count)
         } else if url.hasPrefix("sqlite:") {
             path = url.dropFirst("sqlite:".count)
-        } else if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
-            throw TroupeError(
-                .configuration,
-                "The PostgreSQL store is not part of this build yet; use --store sqlite:PATH.")
         } else if url.contains("://") {
-            throw TroupeError(.configuration, "Unknown store URL '\(url)'. Use sqlite:PATH.")
+            throw TroupeError(
+                .configuration, "Unknown store URL '\(PostgresLocation.redacted(url))'. Use sqlite:PATH or postgres://USER@HOST/DB.")
         } else {
             path = Substring(url)
         }
@@ -160,6 +168,35 @@ enum StoreLocation {
             path = Substring(TroupeSettings.homeDirectory() + path.dropFirst(1))
         }
         return URL(fileURLWithPath: String(path)).standardizedFileURL.path
+    }
+}
+
+/// The store a command works on — a SQLite file or a PostgreSQL database — and how to name it
+/// to the user.
+struct OpenedStore: Sendable {
+    let store: any RunStore
+    /// The SQLite file, which the file tools protect (`nil` for PostgreSQL).
+    let file: String?
+    /// For people: the file's path, or the URL without its password.
+    let location: String
+    /// ` --store …` that repeats this store in a hint; empty for the default store.
+    let flag: String
+
+    /// Opens the store `url` names (`sqlite:PATH`, a bare path, or `postgres://…`).
+    static func open(_ url: String, logger: Logger) async throws -> OpenedStore {
+        if StoreLocation.isPostgres(url) {
+            let store = try await PostgresRunStore.open(url: url, logger: logger)
+            return OpenedStore(store: store, file: nil, location: store.location, flag: " --store \(store.location)")
+        }
+        let path = try StoreLocation.sqlitePath(url)
+        let isDefault = path == StoreLocation.defaultPath
+        if isDefault { StoreLocation.restrictDefaultStore() }
+        let store = try await SQLiteRunStore.open(path: path, logger: logger)
+        return OpenedStore(store: store, file: path, location: path, flag: isDefault ? "" : " --store sqlite:\(path)")
+    }
+
+    func close() async {
+        try? await store.close()
     }
 }
 

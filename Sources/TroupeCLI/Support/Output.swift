@@ -3,8 +3,8 @@ import Foundation
 import Troupe
 
 /// Prints the outcome of a driven run and exits with its status.
-func finish(_ machine: RunStateMachine, store: SQLiteRunStore, json: Bool) async throws {
-    let summary = try await store.requireRun(machine.runID)
+func finish(_ machine: RunStateMachine, store: OpenedStore, json: Bool) async throws {
+    let summary = try await store.store.requireRun(machine.runID)
     if json {
         print(try RunReport(summary: summary, machine: machine).json())
     } else {
@@ -18,14 +18,10 @@ func finish(_ machine: RunStateMachine, store: SQLiteRunStore, json: Bool) async
         default:
             break
         }
-        say("Journal: \(store.path) · inspect with `troupe show \(machine.runID)\(storeFlag(store))`")
+        say("Journal: \(store.location) · inspect with `troupe show \(machine.runID)\(store.flag)`")
     }
     let code = ExitStatus.forRun(machine.status)
     if code != 0 { throw ExitCode(code) }
-}
-
-func storeFlag(_ store: SQLiteRunStore) -> String {
-    store.path == StoreLocation.defaultPath ? "" : " --store sqlite:\(store.path)"
 }
 
 /// A line for people on stdout, with what could drive the terminal taken out (``TerminalText``).

@@ -7,7 +7,9 @@ import TroupeTools
 
 /// Builds what a run needs from its configuration: the model client, the tools, the driver.
 struct Runtime {
-    let store: SQLiteRunStore
+    /// The store, and how to name it.
+    let opened: OpenedStore
+    var store: any RunStore { opened.store }
     let settings: TroupeSettings
     let logger: Logger
     /// The HTTP client for model calls, owned (and shut down) by the command.
@@ -58,7 +60,7 @@ struct Runtime {
     /// the store's files, wherever they are.
     var fileLimits: FileToolLimits {
         var protected = settings.protectedPaths
-        for path in [settings.file, store.path].compactMap({ $0 }) {
+        for path in [settings.file, opened.file].compactMap({ $0 }) {
             // The real path, as the workspace resolves paths: /tmp and /private/tmp agree.
             protected.files.insert(Workspace.realPath(path) ?? path)
             protected.files.insert(path)
@@ -72,7 +74,7 @@ struct Runtime {
     func applying(_ rules: ToolRules, toolGroups: [String]) throws(TroupeError) -> (runtime: Runtime, rules: ToolRules) {
         let (settings, rules) = try rules.applied(to: settings, toolGroups: toolGroups)
         let runtime = Runtime(
-            store: store, settings: settings, logger: logger, httpClient: httpClient,
+            opened: opened, settings: settings, logger: logger, httpClient: httpClient,
             mcp: mcp.only(Set(settings.mcpServers.map(\.name))))
         return (runtime, rules)
     }
