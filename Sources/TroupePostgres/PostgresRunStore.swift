@@ -58,6 +58,23 @@ public actor PostgresRunStore: RunStore {
         return store
     }
 
+    /// The migrations the database at `url` lacks (version and statements), without applying
+    /// them; a schema newer than this build is refused.
+    public static func pendingMigrations(
+        url: String, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "troupe.store")
+    ) async throws -> [(version: Int, statements: [String])] {
+        let location = try PostgresLocation(url: url, environment: environment)
+        do {
+            try await location.probe(logger: logger)
+        } catch {
+            throw TroupeError(.storageUnavailable, "The database at \(location) cannot be reached.", underlying: error)
+        }
+        let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        return try await PostgresMigrations.pending(on: client, logger: logger)
+    }
+
     /// Opens the store at `url`, runs `body` with it, and closes it afterwards, even on error.
     public static func withStore<T: Sendable>(
         url: String,
@@ -82,6 +99,9 @@ public actor PostgresRunStore: RunStore {
         runner.cancel()
         await runner.value
     }
+
+    /// The schema version this build writes.
+    public static var latestSchemaVersion: Int { PostgresMigrations.latest }
 
     /// The schema version of the database (for `troupe migrate` and tests).
     public func schemaVersion() async throws -> Int {

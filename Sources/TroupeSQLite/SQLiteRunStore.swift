@@ -71,6 +71,27 @@ public actor SQLiteRunStore: RunStore {
         return store
     }
 
+    /// The migrations the database at `path` lacks (version and statements), without applying
+    /// them (all of them when there is no database yet); a schema newer than this build is refused.
+    public static func pendingMigrations(path: String) throws -> [(version: Int, statements: [String])] {
+        guard FileManager.default.fileExists(atPath: path) else { return SQLiteMigrations.all }
+        let database = try SQLiteDatabase(path: path, busyTimeoutMilliseconds: 10_000)
+        defer { database.close() }
+        let hasTable = try !database.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").isEmpty
+        let current =
+            hasTable ? try database.query("SELECT MAX(version) AS version FROM schema_migrations").first?["version"].integer ?? 0 : 0
+        guard current <= SQLiteMigrations.latest else {
+            throw TroupeError(
+                .storage,
+                "The store's schema is version \(current), newer than this troupe understands (\(SQLiteMigrations.latest)). Upgrade troupe."
+            )
+        }
+        return SQLiteMigrations.all.filter { $0.version > current }
+    }
+
+    /// The schema version this build writes.
+    public static var schemaVersion: Int { SQLiteMigrations.latest }
+
     /// Opens the store at `path`, runs `body` with it, and closes it afterwards, even on error.
     public static func withStore<T: Sendable>(
         path: String,

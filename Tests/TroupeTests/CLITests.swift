@@ -70,6 +70,19 @@ import TroupeTesting
         }
     }
 
+    @Test func migrateOnASQLiteStore() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = "sqlite:\(directory)/runs.db"
+            let dry = try await CLIProcess.run(["migrate", "--dry-run", "--store", store], directory: directory)
+            #expect(dry.status == 0 && dry.output.contains("-- migration 2"), "output:\n\(dry.output)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/runs.db"), "a dry run creates nothing")
+            let applied = try await CLIProcess.run(["migrate", "--store", store], directory: directory)
+            #expect(applied.status == 0 && applied.output.contains("applied migrations 1, 2"), "output:\n\(applied.output)")
+            let again = try await CLIProcess.run(["migrate", "--store", store], directory: directory)
+            #expect(again.output.contains("nothing to do"))
+        }
+    }
+
     @Test func exitCodesAreDocumented() async throws {
         try await withTemporaryDirectory { directory in
             let store = "sqlite:\(directory)/runs.db"

@@ -157,4 +157,19 @@ struct PostgresRunStoreTests {
             }
         }
     }
+
+    @Test func migrateShowsThenAppliesTheSchema() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await withTemporaryDirectory { directory in
+            let dry = try await CLIProcess.run(["migrate", "--dry-run", "--store", url], directory: directory)
+            #expect(dry.status == 0, "output:\n\(dry.output)")
+            #expect(dry.output.contains("-- migration 1") && dry.output.contains("CREATE TABLE troupe_runs"))
+            let pending = try await PostgresRunStore.pendingMigrations(url: url, logger: PostgresForTests.logger)
+            #expect(pending.map(\.version) == [1], "a dry run changes nothing")
+            let applied = try await CLIProcess.run(["migrate", "--store", url], directory: directory)
+            #expect(applied.status == 0 && applied.output.contains("applied migration 1"), "output:\n\(applied.output)")
+            let again = try await CLIProcess.run(["migrate", "--store", url], directory: directory)
+            #expect(again.output.contains("nothing to do"), "output:\n\(again.output)")
+        }
+    }
 }
