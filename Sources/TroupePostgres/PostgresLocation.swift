@@ -1,7 +1,7 @@
 public import Foundation
 import Logging
 import NIOSSL
-public import PostgresNIO
+import PostgresNIO
 public import TroupeCore
 
 /// Where a PostgreSQL store is: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE]`
@@ -76,7 +76,7 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
     }
 
     /// The client configuration for this location.
-    package func clientConfiguration() -> PostgresClient.Configuration {
+    func clientConfiguration() -> PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
             switch sslMode {
             case "disable": .disable

@@ -2,6 +2,8 @@ import Foundation
 import PostgresNIO
 import Testing
 import Troupe
+
+@testable import TroupePostgres
 import TroupeTesting
 
 /// The PostgreSQL store: the conformance suite, and what only a shared database shows — writers

@@ -62,7 +62,6 @@ struct DemoCommand: AsyncParsableCommand {
         var options = global
         if options.store == nil { options.store = "sqlite:" + scratch + "/runs.db" }
         try await options.withRuntime { runtime in
-            let store = runtime.store
             let mock = try await MockOpenAIServer.start(
                 configuration: MockOpenAIServer.Configuration(
                     planSteps: 3,

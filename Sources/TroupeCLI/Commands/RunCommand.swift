@@ -30,7 +30,6 @@ struct RunCommand: AsyncParsableCommand {
         try await reportingErrors(verbose: global.verbose) {
             try await global.withRuntime(workspace: { try options.newRunConfiguration($0).workspace }) { runtime in
                 let configuration = try options.newRunConfiguration(runtime.settings)
-                let store = runtime.store
                 let model = try runtime.model(for: configuration)
                 let tools = try await runtime.tools(for: configuration)
                 let id = RunID.make()

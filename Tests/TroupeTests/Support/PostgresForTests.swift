@@ -3,6 +3,8 @@ import Logging
 import PostgresNIO
 import Troupe
 
+@testable import TroupePostgres
+
 /// The throwaway PostgreSQL cluster `./scripts/test` starts (`$TROUPE_TEST_POSTGRES_URL`), and
 /// a fresh database in it per store, so that tests never see each other's runs.
 enum PostgresForTests {
