@@ -92,10 +92,14 @@ public actor PostgresRunStore: RunStore {
         }
     }
 
-    /// Closes the connections. Later calls fail with a storage error.
+    /// Closes the connections. Later calls fail with a storage error, and so do writes still
+    /// waiting for a commit.
     public func close() async {
         guard !closed else { return }
         closed = true
+        let error = TroupeError(.storage, "The PostgreSQL store at \(location) was closed.")
+        for write in pending { write.fail(error) }
+        pending = []
         runner.cancel()
         await runner.value
     }
@@ -342,12 +346,87 @@ public actor PostgresRunStore: RunStore {
 
     // MARK: Helpers
 
-    /// Runs `body` in a transaction, with PostgreSQL's errors as ``TroupeError``s.
+    // MARK: Group commit
+
+    /// A write waiting for the next commit, and its caller.
+    private struct PendingWrite: Sendable {
+        var what: String
+        /// Does the write (inside the batch's transaction) and returns how to tell its caller it
+        /// succeeded, once the batch is committed.
+        var perform: @Sendable (PostgresConnection, Logger) async throws -> @Sendable () -> Void
+        var fail: @Sendable (any Error) -> Void
+    }
+
+    private var pending: [PendingWrite] = []
+    private var flushing = false
+    /// Transactions the group commit has run (for tests of the batching).
+    package private(set) var batches = 0
+
+    /// Runs `body` in the next group commit: the writes that arrive while a batch is being
+    /// committed share the next transaction (one round of `BEGIN`/`COMMIT` and one WAL flush for
+    /// all of them). Each write runs in a savepoint of its own, so one that fails (a journal
+    /// conflict, a held lease) leaves nothing behind and fails alone; only a failure of the
+    /// transaction itself (the connection lost, the commit refused) fails the whole batch, which
+    /// PostgreSQL has then rolled back. The caller hears of success only after the commit.
     private func transaction<T: Sendable>(
-        _ what: String, _ body: @Sendable (PostgresConnection, Logger) async throws -> T
+        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws -> T {
-        try await guarded(what) { [client, logger] in
-            try await client.withTransaction(logger: logger) { connection in try await body(connection, logger) }
+        guard !closed else { throw TroupeError(.storage, "The PostgreSQL store at \(location) is closed.") }
+        return try await withCheckedThrowingContinuation { continuation in
+            pending.append(
+                PendingWrite(
+                    what: what,
+                    perform: { connection, logger in
+                        let value = try await body(connection, logger)
+                        return { continuation.resume(returning: value) }
+                    },
+                    fail: { continuation.resume(throwing: $0) }))
+            guard !flushing else { return }
+            flushing = true
+            Task { await self.flush() }
+        }
+    }
+
+    private func flush() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending = []
+            let answers = await commit(batch)
+            for answer in answers { answer() }
+        }
+        flushing = false
+    }
+
+    private func commit(_ batch: [PendingWrite]) async -> [@Sendable () -> Void] {
+        batches += 1
+        guard !closed else {
+            let error = TroupeError(.storage, "The PostgreSQL store at \(location) was closed.")
+            return batch.map { write in { write.fail(error) } }
+        }
+        let location = location
+        do {
+            return try await client.withTransaction(logger: logger) { [logger] connection in
+                var answers: [@Sendable () -> Void] = []
+                for write in batch {
+                    try await connection.query("SAVEPOINT troupe_write", logger: logger)
+                    do {
+                        let answer = try await write.perform(connection, logger)
+                        try await connection.query("RELEASE SAVEPOINT troupe_write", logger: logger)
+                        answers.append(answer)
+                    } catch {
+                        // Undoes this write only; a failure here (the connection lost) fails the batch.
+                        try await connection.query("ROLLBACK TO SAVEPOINT troupe_write", logger: logger)
+                        let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
+                        answers.append { write.fail(failure) }
+                    }
+                }
+                return answers
+            }
+        } catch {
+            // Nothing of the batch was written: summaries cached for its runs are not true.
+            cache = [:]
+            let failure = Self.storageError(error, "Failed while committing \(batch.count) write(s)", location: location)
+            return batch.map { write in { write.fail(failure) } }
         }
     }
 
@@ -359,17 +438,24 @@ public actor PostgresRunStore: RunStore {
             return try await body()
         } catch let error as TroupeError {
             throw error
-        } catch let error as PostgresTransactionError {
-            // The closure's own error (a conflict, a held lease) is what the caller must see.
-            if let closure = error.closureError as? TroupeError { throw closure }
-            throw storageError(error.closureError ?? error.beginError ?? error.commitError ?? error, "Failed while \(what)")
         } catch {
             throw storageError(error, "Failed while \(what)")
         }
     }
 
     nonisolated private func storageError(_ error: any Error, _ context: String) -> TroupeError {
+        Self.storageError(error, context, location: location)
+    }
+
+    /// A database failure as a `storage` error (`storageUnavailable` when the database cannot be
+    /// reached); a ``TroupeError`` (a conflict, a held lease) as it is.
+    private static func storageError(_ error: any Error, _ context: String, location: String) -> TroupeError {
         if let error = error as? TroupeError { return error }
+        if let error = error as? PostgresTransactionError,
+            let cause = error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError
+        {
+            return storageError(cause, context, location: location)
+        }
         guard let error = error as? PSQLError else {
             return TroupeError(.storage, "\(context) (\(location)): \(error).", underlying: error)
         }

@@ -174,4 +174,77 @@ struct PostgresRunStoreTests {
             #expect(again.output.contains("nothing to do"), "output:\n\(again.output)")
         }
     }
+
+    /// Appends that arrive while a commit is in flight share the next one, and one that
+    /// conflicts fails alone. (A row lock held from another connection keeps the first batch in
+    /// flight while the others queue up: no timing is involved.)
+    @Test func appendsWaitingForACommitShareTheNextAndAConflictFailsAlone() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { store in
+            var created: [RunID] = []
+            for _ in 0..<40 {
+                let id = RunID.make()
+                _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+                created.append(id)
+            }
+            let ids = created
+            let logger = PostgresForTests.logger
+            let other = PostgresClient(configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: logger)
+            let runner = Task { await other.run() }
+            defer { runner.cancel() }
+            let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
+            let holder = Task {
+                try await other.withTransaction(logger: logger) { connection in
+                    try await connection.query("SELECT 1 FROM troupe_runs WHERE id = \(ids[0].rawValue) FOR UPDATE", logger: logger)
+                    lockedContinuation.yield()
+                    for await _ in release { break }
+                }
+            }
+            for await _ in locked { break }
+            let first = Task {
+                try await store.append([.stepStarted(stepID: "s", attempt: 1)], to: ids[0], expectedSequence: 1, at: Date())
+            }
+            // The first batch now waits for the row lock.
+            while try await Self.lockWaits(on: other) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            let batchesBefore = await store.batches
+            let others = Task {
+                await withTaskGroup(of: (Int, Bool).self) { group in
+                    for index in 1..<ids.count {
+                        group.addTask {
+                            // Run 7's append expects a journal end it does not have: a conflict.
+                            let expected = index == 7 ? 5 : 1
+                            let ok =
+                                (try? await store.append(
+                                    [.stepStarted(stepID: "s", attempt: 1)], to: ids[index], expectedSequence: expected, at: Date())) != nil
+                            return (index, ok)
+                        }
+                    }
+                    return await group.reduce(into: [Int: Bool]()) { $0[$1.0] = $1.1 }
+                }
+            }
+            // Let them all queue up behind the batch in flight, then let it go.
+            try await Task.sleep(for: .milliseconds(300))
+            releaseContinuation.yield()
+            _ = try await holder.value
+            _ = try await first.value
+            let results = await others.value
+            #expect(results.filter { $0.value }.count == 38 && results[7] == false)
+            // The first batch (in flight while the others queued), then one for all the others.
+            let batches = await store.batches - batchesBefore
+            #expect(batches == 1, "\(batches) more transactions for 39 appends: they were not batched")
+            for (index, id) in ids.enumerated() {
+                #expect(try await store.requireRun(id).lastSequence == (index == 7 ? 1 : 2))
+            }
+        }
+    }
+
+    private static func lockWaits(on client: PostgresClient) async throws -> Int {
+        let rows = try await client.query(
+            "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            logger: PostgresForTests.logger)
+        var count = 0
+        for try await (value) in rows.decode(Int.self) { count = value }
+        return count
+    }
 }
