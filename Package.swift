@@ -93,6 +93,8 @@ let package = Package(
                 "TroupeCore",
                 "TroupeStore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Its pool's errors (a database that cannot be reached for a while) are told apart.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -13,11 +13,23 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
     public var username: String
     public var password: String?
     public var database: String
-    /// `disable`, `prefer` (the default: TLS when the server offers it) or `require`.
+    /// As libpq's: `disable`; `prefer` (the default: TLS when the server offers it) and `require`
+    /// (TLS or nothing), neither of which checks the server's certificate; `verify-full` (TLS, the
+    /// certificate checked against the system's trust roots and the host name).
     public var sslMode: String
 
     /// Parses `url`; `environment` gives `PGPASSWORD` when the URL has no password.
     public init(url: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws(TroupeError) {
+        // Credentials with an unencoded `/`, `#` or `?` would be read as a path, a fragment or a
+        // query (and the password as a host or a port): refused, without quoting them.
+        if let schemeEnd = url.range(of: "://"), let at = url[schemeEnd.upperBound...].lastIndex(of: "@"),
+            url[schemeEnd.upperBound..<at].contains(where: { "/#?".contains($0) })
+        {
+            throw TroupeError(
+                .configuration,
+                "The PostgreSQL URL '\(Self.redacted(url))' has '/', '#' or '?' in its user or password: percent-encode them "
+                    + "(%2F, %23, %3F), or give the password in PGPASSWORD.")
+        }
         guard let scheme = ["postgres://", "postgresql://"].first(where: { url.hasPrefix($0) }),
             let components = URLComponents(string: url)
         else {
@@ -36,14 +48,16 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
             throw TroupeError(.configuration, "The PostgreSQL URL '\(Self.redacted(url))' has an invalid port.")
         }
         let mode = components.queryItems?.first { $0.name == "sslmode" }?.value ?? "prefer"
-        guard ["disable", "prefer", "require"].contains(mode) else {
-            throw TroupeError(.configuration, "sslmode '\(mode)' is not supported: use disable, prefer or require.")
+        guard ["disable", "prefer", "require", "verify-full"].contains(mode) else {
+            throw TroupeError(.configuration, "sslmode '\(mode)' is not supported: use disable, prefer, require or verify-full.")
         }
-        self.host = host
+        // URLComponents keeps an IPv6 address in its brackets; the user and password it gives are
+        // already percent-decoded.
+        self.host = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         self.port = port
-        self.username = components.user.flatMap { $0.removingPercentEncoding } ?? environment["PGUSER"] ?? "postgres"
+        self.username = components.user.flatMap { $0.isEmpty ? nil : $0 } ?? environment["PGUSER"] ?? "postgres"
         self.password =
-            components.password.flatMap { $0.removingPercentEncoding } ?? environment["PGPASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
+            components.password.flatMap { $0.isEmpty ? nil : $0 } ?? environment["PGPASSWORD"].flatMap { $0.isEmpty ? nil : $0 }
         self.database = database
         self.sslMode = mode
     }
@@ -53,11 +67,13 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
         "postgres://\(username)@\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)"
     }
 
-    /// `url` with any password replaced by `***`, for messages.
+    /// `url` with any password replaced by `***`, for messages. It fails closed: whatever lies
+    /// between `://` and the last `@` is taken for credentials (a password with an unencoded `/`,
+    /// `#` or `?` does not parse as one), and only the user name before its first `:` is kept.
     public static func redacted(_ url: String) -> String {
-        guard var components = URLComponents(string: url), components.password != nil else { return url }
-        components.password = "***"
-        return components.string ?? "postgres://***"
+        guard let schemeEnd = url.range(of: "://"), let at = url[schemeEnd.upperBound...].lastIndex(of: "@") else { return url }
+        guard let colon = url[schemeEnd.upperBound..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + ":***" + String(url[at...])
     }
 
     /// Connects once and disconnects: a database that cannot be reached (or refuses the login)
@@ -66,8 +82,8 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
         let tls: PostgresConnection.Configuration.TLS =
             switch sslMode {
             case "disable": .disable
-            case "require": .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
-            default: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            case "require", "verify-full": .require(try NIOSSLContext(configuration: tlsConfiguration))
+            default: .prefer(try NIOSSLContext(configuration: tlsConfiguration))
             }
         let configuration = PostgresConnection.Configuration(
             host: host, port: port, username: username, password: password, database: database, tls: tls)
@@ -75,13 +91,20 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
         try? await connection.close()
     }
 
+    /// TLS as `sslMode` asks: the certificate is checked only for `verify-full`.
+    private var tlsConfiguration: TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if sslMode != "verify-full" { configuration.certificateVerification = .none }
+        return configuration
+    }
+
     /// The client configuration for this location.
     func clientConfiguration() -> PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
             switch sslMode {
             case "disable": .disable
-            case "require": .require(.makeClientConfiguration())
-            default: .prefer(.makeClientConfiguration())
+            case "require", "verify-full": .require(tlsConfiguration)
+            default: .prefer(tlsConfiguration)
             }
         var configuration = PostgresClient.Configuration(
             host: host, port: port, username: username, password: password, database: database, tls: tls)

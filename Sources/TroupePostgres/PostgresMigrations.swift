@@ -73,6 +73,11 @@ enum PostgresMigrations {
     /// Applies every migration newer than the database's version, in one transaction under an
     /// advisory lock.
     static func migrate(_ client: PostgresClient, logger: Logger) async throws {
+        // A schema already current needs no lock and no DDL: a role with data rights only (no
+        // CREATE on the schema) can open a store an administrator migrated.
+        let found = try await version(on: client, logger: logger)
+        try check(found)
+        guard found < latest else { return }
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
             try await connection.query(

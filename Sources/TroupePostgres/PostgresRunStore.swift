@@ -1,6 +1,7 @@
 public import Foundation
 public import Logging
 import PostgresNIO
+import _ConnectionPoolModule
 public import TroupeCore
 public import TroupeStore
 
@@ -67,7 +68,7 @@ public actor PostgresRunStore: RunStore {
         do {
             try await location.probe(logger: logger)
         } catch {
-            throw TroupeError(.storageUnavailable, "The database at \(location) cannot be reached.", underlying: error)
+            throw storageError(error, "Cannot open the PostgreSQL store", location: location.description)
         }
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         let runner = Task { await client.run() }
@@ -359,6 +360,7 @@ public actor PostgresRunStore: RunStore {
 
     private var pending: [PendingWrite] = []
     private var flushing = false
+    static let maxBatch = 50
     /// Transactions the group commit has run (for tests of the batching).
     package private(set) var batches = 0
 
@@ -389,8 +391,10 @@ public actor PostgresRunStore: RunStore {
 
     private func flush() async {
         while !pending.isEmpty {
-            let batch = pending
-            pending = []
+            // At most 50 writes per transaction: PostgreSQL caches 64 subtransactions (savepoints)
+            // per backend, and more slow the whole server down.
+            let batch = Array(pending.prefix(Self.maxBatch))
+            pending.removeFirst(batch.count)
             let answers = await commit(batch)
             for answer in answers { answer() }
         }
@@ -406,6 +410,12 @@ public actor PostgresRunStore: RunStore {
         let location = location
         do {
             return try await client.withTransaction(logger: logger) { [logger] connection in
+                // A row locked elsewhere (a process that died mid-transaction, whose connection
+                // the server has not dropped yet) must not hold every write of this process for
+                // long: past these limits the batch fails with `storageUnavailable`, which
+                // drivers retry while their lease lasts.
+                try await connection.query("SET LOCAL lock_timeout = '5s'", logger: logger)
+                try await connection.query("SET LOCAL statement_timeout = '20s'", logger: logger)
                 var answers: [@Sendable () -> Void] = []
                 for write in batch {
                     try await connection.query("SAVEPOINT troupe_write", logger: logger)
@@ -416,6 +426,7 @@ public actor PostgresRunStore: RunStore {
                     } catch {
                         // Undoes this write only; a failure here (the connection lost) fails the batch.
                         try await connection.query("ROLLBACK TO SAVEPOINT troupe_write", logger: logger)
+                        try await connection.query("RELEASE SAVEPOINT troupe_write", logger: logger)
                         let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
                         answers.append { write.fail(failure) }
                     }
@@ -456,6 +467,10 @@ public actor PostgresRunStore: RunStore {
         {
             return storageError(cause, context, location: location)
         }
+        if error is ConnectionPoolError {
+            // The pool gave up connecting for now (its circuit breaker), or was shut down.
+            return TroupeError(.storageUnavailable, "\(context): the database at \(location) cannot be reached.", underlying: error)
+        }
         guard let error = error as? PSQLError else {
             return TroupeError(.storage, "\(context) (\(location)): \(error).", underlying: error)
         }
@@ -467,8 +482,15 @@ public actor PostgresRunStore: RunStore {
                 .storageUnavailable, "\(context): the database at \(location) cannot be reached (\(error.code)).", underlying: error)
         }
         let message = error.serverInfo?[.message] ?? "\(error.code)"
-        let state = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
-        return TroupeError(.storage, "\(context) (\(location)): \(message)\(state).", underlying: error)
+        let state = error.serverInfo?[.sqlState] ?? ""
+        // Passing conditions a retry may get past: connection trouble (08), too many connections
+        // or no resources (53), a server shutting down (57P0x), a lock or statement time-out
+        // (55P03, 57014), a deadlock or serialization failure (40P01, 40001).
+        let transient =
+            state.hasPrefix("08") || state.hasPrefix("53") || state.hasPrefix("57P0")
+            || ["55P03", "57014", "40P01", "40001"].contains(state)
+        let code: TroupeError.Code = transient ? .storageUnavailable : .storage
+        return TroupeError(code, "\(context) (\(location)): \(message)\(state.isEmpty ? "" : " (SQLSTATE \(state))").", underlying: error)
     }
 
     private static func insertEvents(

@@ -132,7 +132,16 @@ struct PostgresRunStoreTests {
         #expect(error?.message.contains("s3cr3t") == false, "\(String(describing: error))")
         #expect(error?.code == .storageUnavailable && error?.message.contains("cannot be reached") == true, "\(String(describing: error))")
         #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://host-only") }
-        #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://h/db?sslmode=verify-full") }
+        // Passwords that do not parse as one are still hidden; percent-encoding is decoded once.
+        for url in ["postgres://app:a#b@h/db", "postgres://app:123/x@h/db"] {
+            #expect(!PostgresLocation.redacted(url).contains("a#b") && !PostgresLocation.redacted(url).contains("123/x"))
+            let refused = #expect(throws: TroupeError.self) { try PostgresLocation(url: url) }
+            #expect(refused?.message.contains("a#b") == false && refused?.message.contains("123/x") == false)
+        }
+        #expect(try PostgresLocation(url: "postgres://u:50%25off@h/db").password == "50%off")
+        #expect(try PostgresLocation(url: "postgres://u@[::1]:5433/db").host == "::1")
+        #expect(try PostgresLocation(url: "postgres://u@h/db?sslmode=verify-full").sslMode == "verify-full")
+        #expect(throws: TroupeError.self) { try PostgresLocation(url: "postgres://h/db?sslmode=verify-ca") }
     }
 
     /// The CLI takes a `postgres://` store wherever it takes a SQLite one: a run, the list, the
@@ -246,5 +255,39 @@ struct PostgresRunStoreTests {
         var count = 0
         for try await (value) in rows.decode(Int.self) { count = value }
         return count
+    }
+
+    /// A run's row locked by a transaction that never ends (a process frozen mid-write whose
+    /// connection the server keeps): writes that need it fail after the lock time-out with
+    /// `storageUnavailable` (which drivers retry), instead of holding every write for hours.
+    @Test func aRowLockedElsewhereFailsTheWriteAfterTheLockTimeout() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { store in
+            let id = RunID.make()
+            _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+            let logger = PostgresForTests.logger
+            let other = PostgresClient(configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: logger)
+            let runner = Task { await other.run() }
+            defer { runner.cancel() }
+            let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
+            let holder = Task {
+                try await other.withTransaction(logger: logger) { connection in
+                    try await connection.query("SELECT 1 FROM troupe_runs WHERE id = \(id.rawValue) FOR UPDATE", logger: logger)
+                    lockedContinuation.yield()
+                    for await _ in release { break }
+                }
+            }
+            for await _ in locked { break }
+            let error = await #expect(throws: TroupeError.self) {
+                _ = try await store.acquireLease(on: id, owner: "w", until: Date().addingTimeInterval(30), replacing: nil, at: Date())
+            }
+            #expect(error?.code == .storageUnavailable, "\(String(describing: error))")
+            #expect(error?.message.contains("55P03") == true)
+            releaseContinuation.yield()
+            _ = try await holder.value
+            // Once the lock is gone the same write goes through.
+            _ = try await store.acquireLease(on: id, owner: "w", until: Date().addingTimeInterval(30), replacing: nil, at: Date())
+        }
     }
 }
