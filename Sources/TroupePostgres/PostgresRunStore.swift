@@ -82,15 +82,7 @@ public actor PostgresRunStore: RunStore {
         logger: Logger = Logger(label: "troupe.store"),
         _ body: (PostgresRunStore) async throws -> T
     ) async throws -> T {
-        let store = try await open(url: url, logger: logger)
-        do {
-            let result = try await body(store)
-            await store.close()
-            return result
-        } catch {
-            await store.close()
-            throw error
-        }
+        try await open(url: url, logger: logger).closing(after: body)
     }
 
     /// Closes the connections. Later calls fail with a storage error, and so do writes still

@@ -98,15 +98,7 @@ public actor SQLiteRunStore: RunStore {
         logger: Logger = Logger(label: "troupe.store"),
         _ body: (SQLiteRunStore) async throws -> T
     ) async throws -> T {
-        let store = try await open(path: path, logger: logger)
-        do {
-            let result = try await body(store)
-            await store.close()
-            return result
-        } catch {
-            await store.close()
-            throw error
-        }
+        try await open(path: path, logger: logger).closing(after: body)
     }
 
     /// WAL mode with `synchronous = FULL`: every commit is synced to disk before it returns, so a

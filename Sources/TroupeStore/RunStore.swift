@@ -145,6 +145,18 @@ extension RunStore {
     }
 
     /// The run's summary; throws `notFound` if there is none.
+    /// Runs `body` with this store, then closes it, even on error.
+    public func closing<T: Sendable>(after body: (Self) async throws -> T) async throws -> T {
+        do {
+            let result = try await body(self)
+            try? await close()
+            return result
+        } catch {
+            try? await close()
+            throw error
+        }
+    }
+
     public func requireRun(_ id: RunID) async throws -> RunSummary {
         guard let summary = try await run(id) else {
             throw TroupeError(.notFound, "No run '\(id)' in this store. List runs with `troupe runs`.")

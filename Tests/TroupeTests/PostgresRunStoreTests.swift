@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 import Testing
 import Troupe
 
@@ -197,25 +198,14 @@ struct PostgresRunStoreTests {
                 created.append(id)
             }
             let ids = created
-            let logger = PostgresForTests.logger
-            let other = PostgresClient(configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: logger)
-            let runner = Task { await other.run() }
-            defer { runner.cancel() }
-            let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
-            let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
-            let holder = Task {
-                try await other.withTransaction(logger: logger) { connection in
-                    try await connection.query("SELECT 1 FROM troupe_runs WHERE id = \(ids[0].rawValue) FOR UPDATE", logger: logger)
-                    lockedContinuation.yield()
-                    for await _ in release { break }
-                }
-            }
-            for await _ in locked { break }
+            let other = try RowLock(url: url)
+            defer { other.stop() }
+            try await other.lock(ids[0])
             let first = Task {
                 try await store.append([.stepStarted(stepID: "s", attempt: 1)], to: ids[0], expectedSequence: 1, at: Date())
             }
             // The first batch now waits for the row lock.
-            while try await Self.lockWaits(on: other) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            while try await other.lockWaits() == 0 { try await Task.sleep(for: .milliseconds(5)) }
             let batchesBefore = await store.batches
             let others = Task {
                 await withTaskGroup(of: (Int, Bool).self) { group in
@@ -234,8 +224,7 @@ struct PostgresRunStoreTests {
             }
             // Let them all queue up behind the batch in flight, then let it go.
             try await Task.sleep(for: .milliseconds(300))
-            releaseContinuation.yield()
-            _ = try await holder.value
+            try await other.unlock()
             _ = try await first.value
             let results = await others.value
             #expect(results.filter { $0.value }.count == 38 && results[7] == false)
@@ -248,15 +237,6 @@ struct PostgresRunStoreTests {
         }
     }
 
-    private static func lockWaits(on client: PostgresClient) async throws -> Int {
-        let rows = try await client.query(
-            "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
-            logger: PostgresForTests.logger)
-        var count = 0
-        for try await (value) in rows.decode(Int.self) { count = value }
-        return count
-    }
-
     /// A run's row locked by a transaction that never ends (a process frozen mid-write whose
     /// connection the server keeps): writes that need it fail after the lock time-out with
     /// `storageUnavailable` (which drivers retry), instead of holding every write for hours.
@@ -265,29 +245,73 @@ struct PostgresRunStoreTests {
         try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { store in
             let id = RunID.make()
             _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
-            let logger = PostgresForTests.logger
-            let other = PostgresClient(configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: logger)
-            let runner = Task { await other.run() }
-            defer { runner.cancel() }
-            let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
-            let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
-            let holder = Task {
-                try await other.withTransaction(logger: logger) { connection in
-                    try await connection.query("SELECT 1 FROM troupe_runs WHERE id = \(id.rawValue) FOR UPDATE", logger: logger)
-                    lockedContinuation.yield()
-                    for await _ in release { break }
-                }
-            }
-            for await _ in locked { break }
+            let other = try RowLock(url: url)
+            defer { other.stop() }
+            try await other.lock(id)
             let error = await #expect(throws: TroupeError.self) {
                 _ = try await store.acquireLease(on: id, owner: "w", until: Date().addingTimeInterval(30), replacing: nil, at: Date())
             }
             #expect(error?.code == .storageUnavailable, "\(String(describing: error))")
             #expect(error?.message.contains("55P03") == true)
-            releaseContinuation.yield()
-            _ = try await holder.value
+            try await other.unlock()
             // Once the lock is gone the same write goes through.
             _ = try await store.acquireLease(on: id, owner: "w", until: Date().addingTimeInterval(30), replacing: nil, at: Date())
         }
+    }
+}
+
+/// A connection that holds one run's row locked (`FOR UPDATE` in an open transaction), as a
+/// process frozen in the middle of a write would.
+private final class RowLock: Sendable {
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let holder = Mutex<Task<Void, any Error>?>(nil)
+    private let release: AsyncStream<Void>.Continuation
+    private let released: AsyncStream<Void>
+
+    init(url: String) throws {
+        client = PostgresClient(
+            configuration: try PostgresLocation(url: url).clientConfiguration(), backgroundLogger: PostgresForTests.logger)
+        let client = client
+        runner = Task { await client.run() }
+        (released, release) = AsyncStream.makeStream(of: Void.self)
+    }
+
+    /// Locks `run`'s row; returns once it is locked.
+    func lock(_ run: RunID) async throws {
+        let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let (client, released) = (client, released)
+        holder.withLock {
+            $0 = Task {
+                try await client.withTransaction(logger: PostgresForTests.logger) { connection in
+                    try await connection.query(
+                        "SELECT 1 FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE", logger: PostgresForTests.logger)
+                    lockedContinuation.yield()
+                    for await _ in released { break }
+                }
+            }
+        }
+        for await _ in locked { break }
+    }
+
+    /// Ends the transaction, and with it the lock.
+    func unlock() async throws {
+        release.yield()
+        try await holder.withLock { $0 }?.value
+    }
+
+    /// Sessions of this database waiting for a lock now.
+    func lockWaits() async throws -> Int {
+        let rows = try await client.query(
+            "SELECT count(*)::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()",
+            logger: PostgresForTests.logger)
+        var count = 0
+        for try await (value) in rows.decode(Int.self) { count = value }
+        return count
+    }
+
+    func stop() {
+        release.yield()
+        runner.cancel()
     }
 }

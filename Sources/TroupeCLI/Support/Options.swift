@@ -78,15 +78,8 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func withStore<T: Sendable>(settings: TroupeSettings, _ body: (OpenedStore) async throws -> T) async throws -> T {
-        let store = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
-        do {
-            let result = try await body(store)
-            await store.close()
-            return result
-        } catch {
-            await store.close()
-            throw error
-        }
+        let opened = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
+        return try await opened.store.closing { _ in try await body(opened) }
     }
 
     /// Runs `body` with the store, the settings and an HTTP client for model calls (connecting
@@ -193,10 +186,6 @@ struct OpenedStore: Sendable {
         if isDefault { StoreLocation.restrictDefaultStore() }
         let store = try await SQLiteRunStore.open(path: path, logger: logger)
         return OpenedStore(store: store, file: path, location: path, flag: isDefault ? "" : " --store sqlite:\(path)")
-    }
-
-    func close() async {
-        try? await store.close()
     }
 }
 
