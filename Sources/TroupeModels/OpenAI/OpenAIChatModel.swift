@@ -201,7 +201,21 @@ public struct OpenAIChatModel: ChatModel {
     private func withTimeLimits<T: Sendable>(_ call: @escaping @Sendable (CallTimer) async throws -> T) async throws -> T {
         let timer = CallTimer(timeouts: configuration.timeouts, endpoint: endpoint, details: details())
         return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await call(timer) }
+            group.addTask {
+                do {
+                    return try await call(timer)
+                } catch {
+                    // The HTTP client's own deadline is a backstop a second after the call's; on a
+                    // starved machine it can still fire before the timer's task runs. Past the
+                    // call's limit, the error names that limit, as the timer would have.
+                    if let failure = error as? TroupeError, failure.code == .timeout, failure.details["timeout"] == nil,
+                        let expired = timer.expiry(at: .now)
+                    {
+                        throw expired
+                    }
+                    throw error
+                }
+            }
             group.addTask { try await timer.expire() }
             defer { group.cancelAll() }
             guard let first = try await group.next(), let result = first else {
