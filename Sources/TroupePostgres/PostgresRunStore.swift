@@ -555,12 +555,7 @@ public actor PostgresRunStore: RunStore {
         let columns = row.makeRandomAccess()
         func column<T: PostgresDecodable>(_ name: String, _ type: T.Type) throws -> T { try columns[name].decode(T.self) }
         func decode<T: Decodable>(_ type: T.Type, _ text: String?, _ column: String) throws -> T? {
-            guard let text else { return nil }
-            do {
-                return try JSONCoding.decode(type, from: Data(text.utf8))
-            } catch {
-                throw TroupeError(.storage, "A run record cannot be read (\(column)): \(JSONCoding.describe(error)).", underlying: error)
-            }
+            try StoredForm.record(type, json: text, column: column)
         }
         var summary = RunSummary(
             id: RunID(try column("id", String.self)), goal: try column("goal", String.self),
@@ -581,18 +576,14 @@ public actor PostgresRunStore: RunStore {
     }
 
     private static func encode<T: Encodable>(_ value: T) throws -> String {
-        do {
-            return try JSONCoding.encodeString(value)
-        } catch {
-            throw TroupeError(.internal, "Cannot encode \(T.self): \(error)", underlying: error)
-        }
+        try StoredForm.json(value)
     }
 
     static func millis(_ date: Date) -> Int {
-        Int((date.timeIntervalSince1970 * 1000).rounded())
+        StoredForm.millis(date)
     }
 
     static func date(_ millis: Int) -> Date {
-        Date(timeIntervalSince1970: Double(millis) / 1000)
+        StoredForm.date(millis: millis)
     }
 }

@@ -516,12 +516,7 @@ public actor SQLiteRunStore: RunStore {
 
     private static func summary(_ row: SQLiteRow) throws -> RunSummary {
         func decode<T: Decodable>(_ type: T.Type, _ column: String) throws -> T? {
-            guard let text = row[column].string else { return nil }
-            do {
-                return try JSONCoding.decode(type, from: Data(text.utf8))
-            } catch {
-                throw TroupeError(.storage, "A run record cannot be read (\(column)): \(JSONCoding.describe(error)).", underlying: error)
-            }
+            try StoredForm.record(type, json: row[column].string, column: column)
         }
         var summary = RunSummary(
             id: RunID(row["id"].string ?? ""),
@@ -545,19 +540,15 @@ public actor SQLiteRunStore: RunStore {
     }
 
     private static func encode<T: Encodable>(_ value: T) throws -> String {
-        do {
-            return try JSONCoding.encodeString(value)
-        } catch {
-            throw TroupeError(.internal, "Cannot encode \(T.self): \(error)", underlying: error)
-        }
+        try StoredForm.json(value)
     }
 
     static func millis(_ date: Date) -> SQLiteValue {
-        .integer(Int((date.timeIntervalSince1970 * 1000).rounded()))
+        .integer(StoredForm.millis(date))
     }
 
     static func date(_ value: SQLiteValue) -> Date {
-        Date(timeIntervalSince1970: Double(value.integer ?? 0) / 1000)
+        StoredForm.date(millis: value.integer ?? 0)
     }
 }
 

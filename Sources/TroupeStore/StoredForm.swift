@@ -1,0 +1,37 @@
+public import Foundation
+public import TroupeCore
+
+/// How the database stores write what is not a plain column: records as JSON text and times as
+/// whole milliseconds since 1970. One place, so that the SQLite and PostgreSQL stores read each
+/// other's conventions the same way and fail the same way on a damaged row.
+package enum StoredForm {
+    /// `value` as JSON text; a value that cannot be encoded is a bug (`internal`).
+    package static func json<T: Encodable>(_ value: T) throws(TroupeError) -> String {
+        do {
+            return try JSONCoding.encodeString(value)
+        } catch {
+            throw TroupeError(.internal, "Cannot encode \(T.self): \(error)", underlying: error)
+        }
+    }
+
+    /// The record stored as JSON `text` in `column`, `nil` for no text; a damaged record is a
+    /// `storage` error naming the column.
+    package static func record<T: Decodable>(_ type: T.Type, json text: String?, column: String) throws(TroupeError) -> T? {
+        guard let text else { return nil }
+        do {
+            return try JSONCoding.decode(type, from: Data(text.utf8))
+        } catch {
+            throw TroupeError(.storage, "A run record cannot be read (\(column)): \(JSONCoding.describe(error)).", underlying: error)
+        }
+    }
+
+    /// `date` in whole milliseconds since 1970, rounded.
+    package static func millis(_ date: Date) -> Int {
+        Int((date.timeIntervalSince1970 * 1000).rounded())
+    }
+
+    /// The date `millis` milliseconds after 1970.
+    package static func date(millis: Int) -> Date {
+        Date(timeIntervalSince1970: Double(millis) / 1000)
+    }
+}
