@@ -85,6 +85,35 @@ public actor PostgresRunStore: RunStore {
         try await open(url: url, logger: logger).closing(after: body)
     }
 
+    /// `LISTEN`s on ``notificationChannel`` over a connection of its own, for as long as the
+    /// stream is read. A dropped connection is opened again (after 1 s, then up to 10 s); each
+    /// (re)connection yields once, since notifications sent while it was down are gone.
+    public nonisolated func announcements() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let listener = Task { [client, logger] in
+            var pause = Duration.seconds(1)
+            while !Task.isCancelled, await !self.closed {
+                do {
+                    try await client.withConnection { connection in
+                        try await connection.listen(on: Self.notificationChannel) { notifications in
+                            continuation.yield()
+                            pause = .seconds(1)
+                            for try await _ in notifications { continuation.yield() }
+                        }
+                    }
+                } catch {
+                    if Task.isCancelled { break }
+                    logger.debug("LISTEN \(Self.notificationChannel) failed; trying again", metadata: ["error": "\(error)"])
+                }
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(10))
+            }
+            continuation.finish()
+        }
+        continuation.onTermination = { _ in listener.cancel() }
+        return stream
+    }
+
     /// Closes the connections. Later calls fail with a storage error, and so do writes still
     /// waiting for a commit.
     public func close() async {

@@ -37,6 +37,12 @@ public actor SQLiteRunStore: RunStore {
     /// How long a write waits for another process's write lock before failing with
     /// `storageUnavailable` (which drivers retry while their lease lasts).
     private let busyTimeout: Duration
+    /// Wakes this process's workers; other processes find new runs by polling.
+    private let announcer = RunAnnouncer()
+
+    public nonisolated func announcements() -> AsyncStream<Void> {
+        announcer.stream()
+    }
 
     private init(path: String, busyTimeout: Duration) {
         self.path = path
@@ -140,7 +146,9 @@ public actor SQLiteRunStore: RunStore {
     // MARK: Runs
 
     public nonisolated func createRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) async throws -> RunSummary {
-        try await create(id: id, goal: goal, configuration: configuration, lease: nil, at: time).summary
+        let summary = try await create(id: id, goal: goal, configuration: configuration, lease: nil, at: time).summary
+        announcer.announce()
+        return summary
     }
 
     public nonisolated func createLeasedRun(
@@ -468,6 +476,7 @@ public actor SQLiteRunStore: RunStore {
                 [.integer(clean ? 1 : 0), retryAt, .text(lease.runID.rawValue), .integer(lease.token)]
             )
         }
+        if clean { announcer.announce() }
     }
 
     public func lease(of run: RunID) throws -> Lease? {

@@ -9,10 +9,21 @@ public actor InMemoryRunStore: RunStore {
     /// The last fencing token handed out per run (kept when the lease is released).
     private var tokens: [RunID: Int] = [:]
     private var claims: [RunID: (attempts: Int, claimableAt: Date?)] = [:]
+    private let announcer = RunAnnouncer()
 
     public init() {}
 
+    public nonisolated func announcements() -> AsyncStream<Void> {
+        announcer.stream()
+    }
+
     public func createRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) throws -> RunSummary {
+        let summary = try insertRun(id: id, goal: goal, configuration: configuration, at: time)
+        announcer.announce()
+        return summary
+    }
+
+    private func insertRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) throws -> RunSummary {
         guard summaries[id] == nil else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
         let event = RunEvent.runCreated(goal: goal, configuration: configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
@@ -24,7 +35,7 @@ public actor InMemoryRunStore: RunStore {
     public func createLeasedRun(
         id: RunID, goal: String, configuration: RunConfiguration, owner: String, until expiry: Date, at time: Date
     ) throws -> LeasedRun {
-        let summary = try createRun(id: id, goal: goal, configuration: configuration, at: time)
+        let summary = try insertRun(id: id, goal: goal, configuration: configuration, at: time)
         claims[id] = (1, nil)
         return LeasedRun(summary: summary, lease: grant(id, to: owner, until: expiry), attempt: 1)
     }
@@ -91,7 +102,9 @@ public actor InMemoryRunStore: RunStore {
         guard leases[lease.runID]?.token == lease.token else { return }
         leases[lease.runID] = nil
         switch outcome {
-        case .clean: claims[lease.runID] = nil
+        case .clean:
+            claims[lease.runID] = nil
+            announcer.announce()
         case .failed(let retryAt): claims[lease.runID, default: (0, nil)].claimableAt = retryAt
         }
     }

@@ -128,6 +128,12 @@ public protocol RunStore: Sendable {
     /// a clean end (the others are parked: left for an operator's `resume`). What a worker calls.
     func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun?
 
+    /// Wake-ups for workers: an element whenever a run may have become claimable (created
+    /// without a lease, or its lease released clean) — in this process, or in any process when the
+    /// store can tell (PostgreSQL's `LISTEN`). A hint only: workers poll as well, so a lost
+    /// announcement delays a run, never loses it. The stream ends when its reader is cancelled.
+    func announcements() -> AsyncStream<Void>
+
     /// Releases resources (connections, file handles).
     func close() async throws
 }

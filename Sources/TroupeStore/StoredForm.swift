@@ -1,5 +1,5 @@
-public import Foundation
-public import TroupeCore
+package import Foundation
+package import TroupeCore
 
 /// How the database stores write what is not a plain column: records as JSON text and times as
 /// whole milliseconds since 1970. One place, so that the SQLite and PostgreSQL stores read each

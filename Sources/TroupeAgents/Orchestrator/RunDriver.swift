@@ -27,6 +27,10 @@ public struct RunDriver: Sendable {
     public var logger: Logger
     /// Called after each event is durably journaled, with the state it led to.
     public var observer: (@Sendable (RunEvent, RunStateMachine) -> Void)?
+    /// A graceful shutdown: once it begins, the driver launches no new activity, lets those in
+    /// flight finish and journals them, then returns the run as it stands (not ended) so its
+    /// lease is released clean and another driver continues it at once.
+    public var drain: DrainSignal?
 
     /// The longest goal accepted, in bytes of UTF-8.
     public static let maxGoalBytes = 100_000
@@ -150,6 +154,8 @@ public struct RunDriver: Sendable {
         case heartbeat
         /// The lease could not be kept before a side effect: the driver stops.
         case leaseLost(TroupeError)
+        /// The process is shutting down: finish what is in flight, start nothing.
+        case drain
     }
 
     private func driveHoldingLease(
@@ -180,8 +186,16 @@ public struct RunDriver: Sendable {
                 try await clock.sleep(for: leaseDuration / 3)
                 return .heartbeat
             }
+            var draining = drain?.isDraining ?? false
+            if let drain, !draining {
+                group.addTask {
+                    await drain.wait()
+                    return .drain
+                }
+            }
             while true {
-                let launches = try journal.stageDecisions(excluding: inFlight, kind: kind(of:))
+                // While draining, no decision is staged either: a decision may start an activity.
+                let launches = draining ? [] : try journal.stageDecisions(excluding: inFlight, kind: kind(of:))
                 do {
                     try await journal.flush()
                 } catch let error as TroupeError where error.code == .journalConflict {
@@ -192,6 +206,11 @@ public struct RunDriver: Sendable {
                 }
                 if journal.status.isTerminal || journal.status == .needsAttention {
                     group.cancelAll()
+                    return journal.machine
+                }
+                if draining && inFlight.isEmpty {
+                    group.cancelAll()
+                    logger.info("drained: handing the run back", metadata: ["run": "\(id)", "sequence": "\(journal.machine.sequence)"])
                     return journal.machine
                 }
                 for activity in prepare(launches, in: journal) {
@@ -214,6 +233,8 @@ public struct RunDriver: Sendable {
                     try journal.stageOutcome(events)
                 case .leaseLost(let error):
                     throw error
+                case .drain:
+                    draining = true
                 case .heartbeat:
                     try await keeper.renew()
                     if try await keeper.retrying("read the journal", { _ in try await journal.hasForeignEvents() }) {

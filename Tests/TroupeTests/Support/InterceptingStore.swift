@@ -93,6 +93,7 @@ final class InterceptingStore: RunStore, Sendable {
         try await recording { try await inner.claimNextRun(owner: owner, until: expiry, maxAttempts: maxAttempts, at: time) }
     }
 
+    nonisolated func announcements() -> AsyncStream<Void> { inner.announcements() }
     func close() async throws { try await inner.close() }
 }
 
