@@ -67,6 +67,10 @@ public enum SettingKeys {
         key("tools.allow", .stringArray),
         key("tools.deny", .stringArray),
         key("tools.requireApproval", .stringArray),
+        key("worker.concurrency", .int),
+        key("worker.drainTimeout", .double),
+        key("worker.pollInterval", .double),
+        key("worker.maxAttempts", .int),
     ]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.

@@ -33,6 +33,8 @@ public struct TroupeSettings: Sendable {
     public var toolPolicy = ToolPolicy()
     /// The MCP servers runs may use (`mcp.servers.NAME.*`), by name.
     public var mcpServers: [MCPServerConfiguration] = []
+    /// How `troupe worker` (and the runs `troupe serve` drives itself) claim and drain runs (`worker.*`).
+    public var worker = WorkerSettings()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 
@@ -266,4 +268,19 @@ enum SettingsFile {
         }
         return row[b.count]
     }
+}
+
+/// `worker.*`: how a worker claims, drives and drains runs.
+public struct WorkerSettings: Sendable, Hashable {
+    /// The most runs driven at once (`worker.concurrency`, `--concurrency`).
+    public var concurrency = 8
+    /// Seconds a drain waits for the runs in hand to reach a point where nothing is in flight
+    /// before cancelling them (`worker.drainTimeout`).
+    public var drainTimeoutSeconds = 30.0
+    /// Seconds between looks for claimable runs when no announcement came (`worker.pollInterval`).
+    public var pollIntervalSeconds = 5.0
+    /// Failed drives in a row after which a run is left for an operator (`worker.maxAttempts`).
+    public var maxAttempts = 5
+
+    public init() {}
 }

@@ -173,7 +173,17 @@ struct SettingsReader {
         }
         settings.toolPolicy = try toolPolicy()
         settings.mcpServers = try mcpServers()
+        settings.worker = try worker()
         return settings
+    }
+
+    private func worker() throws(TroupeError) -> WorkerSettings {
+        var worker = WorkerSettings()
+        if let value = try int("worker.concurrency", in: 1...1000) { worker.concurrency = value }
+        if let value = try double("worker.drainTimeout", in: 0...3600) { worker.drainTimeoutSeconds = value }
+        if let value = try double("worker.pollInterval", in: 0.05...3600) { worker.pollIntervalSeconds = value }
+        if let value = try int("worker.maxAttempts", in: 1...100) { worker.maxAttempts = value }
+        return worker
     }
 
     /// `store`; a relative SQLite path in the file is relative to the file's folder (as `cwd`

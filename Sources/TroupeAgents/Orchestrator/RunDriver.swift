@@ -63,14 +63,7 @@ public struct RunDriver: Sendable {
     /// Creates a run for `goal` and drives it to the end. The run is created with this driver's
     /// lease already held (one commit), so no worker can claim it first.
     public func run(goal: String, configuration: RunConfiguration, id: RunID = .make()) async throws -> RunStateMachine {
-        let goal = goal.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !goal.isEmpty else { throw TroupeError(.invalidInput, "The goal is empty: say what the run should achieve.") }
-        guard goal.utf8.count <= Self.maxGoalBytes else {
-            throw TroupeError(
-                .invalidInput,
-                "The goal has \(goal.utf8.count) bytes; at most \(Self.maxGoalBytes) are accepted. Put large inputs in files in the workspace."
-            )
-        }
+        let goal = try Self.validatedGoal(goal)
         let configuration = try configuration.validated()
         let start = now()
         let created = try await LeaseKeeper.retrying(
@@ -80,6 +73,20 @@ public struct RunDriver: Sendable {
                 id: id, goal: goal, configuration: configuration, owner: owner, until: now().addingTimeInterval(leaseSeconds), at: now())
         }
         return try await drive(created)
+    }
+
+    /// `goal` without surrounding blanks; an empty goal or one over ``maxGoalBytes`` is refused
+    /// (`invalidInput`). What every way of creating a run checks first.
+    public static func validatedGoal(_ goal: String) throws(TroupeError) -> String {
+        let goal = goal.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !goal.isEmpty else { throw TroupeError(.invalidInput, "The goal is empty: say what the run should achieve.") }
+        guard goal.utf8.count <= maxGoalBytes else {
+            throw TroupeError(
+                .invalidInput,
+                "The goal has \(goal.utf8.count) bytes; at most \(maxGoalBytes) are accepted. Put large inputs in files in the workspace."
+            )
+        }
+        return goal
     }
 
     /// Drives an existing run until it succeeds, fails, is cancelled, or needs attention.

@@ -90,11 +90,18 @@ struct GlobalOptions: ParsableArguments {
     ///   if it lies outside that workspace: inside it, the model could have written it (a new MCP
     ///   server `sh -c …`, an endpoint that receives the API key), so the command stops and asks
     ///   for `--config` (or `TROUPE_CONFIG`).
+    ///   - namedFileOnly: read a settings file only if it is named (`--config`, `TROUPE_CONFIG`),
+    ///     never an implicit `./troupe.yaml`: for commands that drive runs whose workspaces they
+    ///     do not choose (`worker`, `serve`).
     func withRuntime<T: Sendable>(
         workspace: ((TroupeSettings) async throws -> String)? = nil,
+        namedFileOnly: Bool = false,
         _ body: (Runtime) async throws -> T
     ) async throws -> T {
-        let settings = try await settings(workspace: workspace)
+        let settings =
+            namedFileOnly
+            ? try await TroupeSettings.load(file: config, overrides: overrides, readingImplicitFile: false)
+            : try await settings(workspace: workspace)
         // From here on programs may start (MCP servers, with the first tool listing): Ctrl-C
         // must stop them, even before a run exists.
         Signals.exitStoppingChildren()

@@ -79,6 +79,25 @@ struct Runtime {
         return (runtime, rules)
     }
 
+    /// What a worker drives a claimed run with: the run's journaled tool rules (with only the
+    /// MCP servers it had, each still defined as it was), or the current ones for a run that
+    /// predates journaled rules; the model and tools its configuration names; and the
+    /// configuration to journal if the rules changed.
+    func equipment(for configuration: RunConfiguration) async throws -> RunEquipment {
+        var configuration = configuration
+        var runtime = self
+        if let journaled = try ToolRules.journaled(in: configuration) {
+            let (applied, rules) = try applying(journaled, toolGroups: configuration.tools)
+            runtime = applied
+            configuration.toolRules = rules.jsonValue
+        } else {
+            configuration.toolRules = ToolRules(settings, toolGroups: configuration.tools).jsonValue
+        }
+        let model = try runtime.model(for: configuration)
+        let tools = try await runtime.tools(for: configuration)
+        return RunEquipment(model: model, tools: tools, configuration: configuration)
+    }
+
     func driver(
         model: any ChatModel,
         tools: ToolRegistry,

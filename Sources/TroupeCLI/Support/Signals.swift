@@ -76,4 +76,22 @@ enum Signals {
             exitAfterCleaningUp(ExitStatus.forRun(status))
         }
     }
+
+    /// For `worker` and `serve`: the first SIGTERM or SIGINT begins `drain` (the command then
+    /// finishes its work in hand and exits 0); a second one stops at once, killing the programs
+    /// tools started, with 130 — the runs stay safe: their leases expire and another worker
+    /// takes them over.
+    static func drainThenStop(_ drain: DrainSignal, what: String, timeout: Double) {
+        onInterrupt {
+            if drain.isDraining {
+                FileHandle.standardError.write(
+                    Data("\nsecond signal: stopping at once; the runs in hand continue elsewhere once their leases expire\n".utf8))
+                exitAfterCleaningUp(130)
+            }
+            let seconds = timeout == timeout.rounded() ? String(Int(timeout)) : String(timeout)
+            FileHandle.standardError.write(
+                Data("\ndraining: \(what) (up to \(seconds) s); signal again to stop at once\n".utf8))
+            drain.begin()
+        }
+    }
 }

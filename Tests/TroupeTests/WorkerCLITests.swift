@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTesting
+
+/// `troupe submit` and `troupe worker` as users run them: separate processes over one store.
+@Suite(.serialized) struct WorkerCLITests {
+    private func effectCount(_ workspace: String) -> Int {
+        let text = (try? String(contentsOfFile: workspace + "/effects.log", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").count
+    }
+
+    private func submit(_ mock: MockOpenAIServer, workspace: String, store: String, directory: String) async throws -> RunID {
+        let submitted = try await CLIProcess.runApart(
+            [
+                "submit", "Record two side effects", "--base-url", mock.baseURL, "--model", "mock", "--workspace", workspace,
+                "--store", store,
+            ], directory: directory)
+        #expect(submitted.status == 0, "\(submitted.output)\(submitted.errors)")
+        #expect(submitted.errors.contains("waiting for a worker"))
+        return RunID(submitted.output.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    @Test func aWorkerDrainsOnSIGTERMAndAnotherFinishesTheRunWithoutRepeatingACall() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = directory + "/workspace"
+            try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+            let store = "sqlite:\(directory)/runs.db"
+            let worker = ["worker", "--store", store, "--set", "worker.pollInterval=0.1"]
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .milliseconds(300))) { mock in
+                let id = try await submit(mock, workspace: workspace, store: store, directory: directory)
+                let first = try CLIProcess(worker, directory: directory, separateErrors: true)
+                // Request 4 is step s2's first model call: s1 is complete, s2 is in flight.
+                try await first.waitUntil("the 4th model request") { mock.requestCount >= 4 }
+                first.kill(SIGTERM)
+                #expect(await first.wait() == 0, "worker log:\n\(first.errorOutput)")
+                #expect(first.errorOutput.contains("draining"))
+                #expect(first.errorOutput.contains("1 handed back"), "\(first.errorOutput)")
+                let handedBack = try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
+                    (try await store.requireRun(id), try await store.lease(of: id))
+                }
+                #expect(handedBack.0.status == .running)
+                #expect(handedBack.1 == nil)
+                // The call in flight at the signal finished and was journaled: the next worker
+                // goes on from there.
+                let second = try CLIProcess(worker, directory: directory, separateErrors: true)
+                try await eventually("the run succeeded") {
+                    try await SQLiteRunStore.withStore(path: directory + "/runs.db") { try await $0.requireRun(id).status } == .succeeded
+                }
+                second.kill(SIGTERM)
+                #expect(await second.wait() == 0, "worker log:\n\(second.errorOutput)")
+                #expect(second.errorOutput.contains("1 claimed, 1 finished"), "\(second.errorOutput)")
+                // 1 plan + 3 steps × 2 turns: nothing asked twice, no side effect repeated.
+                #expect(mock.requestCount == 7)
+                #expect(effectCount(workspace) == 2)
+            }
+        }
+    }
+
+    @Test func submitFollowPrintsTheProgressAWorkerMakesAndExitsAsRunWould() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = directory + "/workspace"
+            try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+            let store = "sqlite:\(directory)/runs.db"
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .zero)) { mock in
+                let worker = try CLIProcess(
+                    ["worker", "--store", store, "--set", "worker.pollInterval=0.1"], directory: directory, separateErrors: true)
+                let followed = try await CLIProcess.runApart(
+                    [
+                        "submit", "Record two side effects", "--base-url", mock.baseURL, "--model", "mock", "--workspace",
+                        workspace, "--store", store, "--follow",
+                    ], directory: directory)
+                worker.kill(SIGTERM)
+                #expect(await worker.wait() == 0)
+                #expect(followed.status == 0, "\(followed.output)\(followed.errors)")
+                #expect(followed.output.contains("▸ plan: 3 steps"))
+                #expect(followed.output.contains("Answer:"))
+                #expect(effectCount(workspace) == 2)
+            }
+        }
+    }
+
+    @Test func aSecondSignalStopsTheWorkerAtOnce() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = directory + "/workspace"
+            try FileManager.default.createDirectory(atPath: workspace, withIntermediateDirectories: true)
+            let store = "sqlite:\(directory)/runs.db"
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .zero)) { mock in
+                mock.enqueue(.hang)
+                _ = try await submit(mock, workspace: workspace, store: store, directory: directory)
+                let worker = try CLIProcess(["worker", "--store", store], directory: directory, separateErrors: true)
+                try await worker.waitUntil("the planner's request") { mock.requestCount >= 1 }
+                worker.kill(SIGTERM)
+                try await worker.waitUntil("the drain began") { worker.errorOutput.contains("draining") }
+                worker.kill(SIGTERM)
+                #expect(await worker.wait() == 130)
+                #expect(worker.errorOutput.contains("stopping at once"))
+            }
+        }
+    }
+
+    @Test func workerRefusesAConcurrencyOutOfRange() async throws {
+        try await withTemporaryDirectory { directory in
+            let result = try await CLIProcess.run(
+                ["worker", "--concurrency", "0", "--store", "sqlite:\(directory)/r.db"], directory: directory)
+            #expect(result.status == 64)
+            #expect(result.output.contains("--concurrency must be between 1 and 1000"))
+        }
+    }
+}
