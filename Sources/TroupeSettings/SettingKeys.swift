@@ -71,6 +71,7 @@ public enum SettingKeys {
         key("worker.drainTimeout", .double),
         key("worker.pollInterval", .double),
         key("worker.maxAttempts", .int),
+        key("worker.leaseDuration", .double),
     ]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.

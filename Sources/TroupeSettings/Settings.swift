@@ -281,6 +281,9 @@ public struct WorkerSettings: Sendable, Hashable {
     public var pollIntervalSeconds = 5.0
     /// Failed drives in a row after which a run is left for an operator (`worker.maxAttempts`).
     public var maxAttempts = 5
+    /// Seconds a run's lease lasts without renewal (renewed every third of it): how long a run
+    /// waits after its worker died or froze before another takes it over (`worker.leaseDuration`).
+    public var leaseDurationSeconds = 30.0
 
     public init() {}
 }

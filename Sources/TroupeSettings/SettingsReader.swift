@@ -183,6 +183,7 @@ struct SettingsReader {
         if let value = try double("worker.drainTimeout", in: 0...3600) { worker.drainTimeoutSeconds = value }
         if let value = try double("worker.pollInterval", in: 0.05...3600) { worker.pollIntervalSeconds = value }
         if let value = try int("worker.maxAttempts", in: 1...100) { worker.maxAttempts = value }
+        if let value = try double("worker.leaseDuration", in: 1...3600) { worker.leaseDurationSeconds = value }
         return worker
     }
 

@@ -49,7 +49,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 Signals.drainThenStop(drain, what: "no new runs; the runs in hand are handed back", timeout: settings.drainTimeoutSeconds)
                 let worker = RunWorker(
                     store: runtime.store, owner: runtime.owner.description, concurrency: concurrency ?? settings.concurrency,
-                    pollInterval: .seconds(settings.pollIntervalSeconds), maxAttempts: settings.maxAttempts,
+                    leaseDuration: .seconds(settings.leaseDurationSeconds), pollInterval: .seconds(settings.pollIntervalSeconds),
+                    maxAttempts: settings.maxAttempts,
                     drainTimeout: .seconds(settings.drainTimeoutSeconds), logger: logger,
                     equip: { summary in try await runtime.equipment(for: summary.configuration) })
                 let tally = await worker.run(until: drain)
