@@ -29,6 +29,12 @@ let package = Package(
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.25.0"),
+        // The HTTP API: spec-first (openapi.yaml → types, server protocol and client), served by Hummingbird.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-openapi-generator", from: "1.14.0"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.0"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
+        .package(url: "https://github.com/swift-server/swift-openapi-async-http-client", from: "1.5.0"),
     ],
     targets: [
         // Two C functions: prctl is variadic, and posix_spawn's closefrom needs _GNU_SOURCE.
@@ -125,6 +131,25 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The API's contract: types, server protocol and client generated from openapi.yaml.
+        .target(
+            name: "TroupeAPI",
+            dependencies: [.product(name: "OpenAPIRuntime", package: "swift-openapi-runtime")],
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator")]
+        ),
+        // `troupe serve`: the API's routes, live event streams and drain, over the store contract and the driver.
+        .target(
+            name: "TroupeServer",
+            dependencies: [
+                "Troupe",
+                "TroupeAPI",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "TroupeTesting",
             dependencies: [
@@ -151,8 +176,11 @@ let package = Package(
                 "Troupe",
                 "TroupeTesting",
                 "TroupeSettings",
+                "TroupeServer",
+                "TroupeAPI",
                 "CTroupeSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -160,7 +188,8 @@ let package = Package(
         .testTarget(
             name: "TroupeTests",
             dependencies: [
-                "Troupe", "TroupeTesting", "TroupeSettings",
+                "Troupe", "TroupeTesting", "TroupeSettings", "TroupeServer", "TroupeAPI",
+                .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

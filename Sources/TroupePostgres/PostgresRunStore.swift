@@ -273,6 +273,11 @@ public actor PostgresRunStore: RunStore {
             sql += " AND created_at < $\(bindings.count + 1)"
             bindings.append(Self.millis(before))
         }
+        if let after = query.after {
+            sql += " AND (created_at, id) < ($\(bindings.count + 1), $\(bindings.count + 2))"
+            bindings.append(after.createdAtMillis)
+            bindings.append(after.id.rawValue)
+        }
         sql += " ORDER BY created_at DESC, id DESC LIMIT $\(bindings.count + 1)"
         bindings.append(max(0, query.limit))
         let statement = PostgresQuery(unsafeSQL: sql, binds: bindings)

@@ -406,6 +406,10 @@ public actor SQLiteRunStore: RunStore {
             sql += " AND created_at < ?"
             binds.append(Self.millis(before))
         }
+        if let after = query.after {
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            binds += [.integer(after.createdAtMillis), .integer(after.createdAtMillis), .text(after.id.rawValue)]
+        }
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         binds.append(.integer(max(0, query.limit)))
         return try db().query(sql, binds).map(Self.summary)

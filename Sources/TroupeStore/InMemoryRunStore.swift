@@ -69,8 +69,10 @@ public actor InMemoryRunStore: RunStore {
             (query.statuses.isEmpty || query.statuses.contains(summary.status))
                 && (query.createdAfter.map { summary.createdAt > $0 } ?? true)
                 && (query.createdBefore.map { summary.createdAt < $0 } ?? true)
+                && (query.after.map { (StoredForm.millis(summary.createdAt), summary.id) < ($0.createdAtMillis, $0.id) } ?? true)
         }
-        return Array(matching.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }.prefix(query.limit))
+        return Array(
+            matching.sorted { (StoredForm.millis($0.createdAt), $0.id) > (StoredForm.millis($1.createdAt), $1.id) }.prefix(query.limit))
     }
 
     public func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) throws -> Lease {

@@ -6,14 +6,40 @@ public struct RunQuery: Sendable, Hashable {
     public var statuses: Set<RunStatus>
     public var createdAfter: Date?
     public var createdBefore: Date?
+    /// Only runs listed after this one, newest first (a page's last run: keyset pagination,
+    /// which neither skips nor repeats a run when runs are created between pages).
+    public var after: RunPosition?
     public var limit: Int
 
-    public init(statuses: Set<RunStatus> = [], createdAfter: Date? = nil, createdBefore: Date? = nil, limit: Int = 100) {
+    public init(
+        statuses: Set<RunStatus> = [], createdAfter: Date? = nil, createdBefore: Date? = nil, after: RunPosition? = nil, limit: Int = 100
+    ) {
         self.statuses = statuses
         self.createdAfter = createdAfter
         self.createdBefore = createdBefore
+        self.after = after
         self.limit = limit
     }
+}
+
+/// Where a run stands in a listing, newest first: by creation time (whole milliseconds, as
+/// stores keep it), then by ID.
+public struct RunPosition: Sendable, Hashable {
+    public var createdAt: Date
+    public var id: RunID
+
+    public init(createdAt: Date, id: RunID) {
+        self.createdAt = createdAt
+        self.id = id
+    }
+
+    /// The position of `summary`.
+    public init(_ summary: RunSummary) {
+        self.init(createdAt: summary.createdAt, id: summary.id)
+    }
+
+    /// Creation time in whole milliseconds since 1970, as the stores order by it.
+    public var createdAtMillis: Int { StoredForm.millis(createdAt) }
 }
 
 /// Who may drive a run until when. A driver renews its lease while it works; when it dies, the

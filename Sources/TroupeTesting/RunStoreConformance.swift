@@ -133,6 +133,21 @@ public struct RunStoreConformance: Sendable {
         let recent = try await store.runs(RunQuery(createdAfter: Self.start.addingTimeInterval(0.5)))
         try expect(recent.map(\.id) == [ids[2], ids[1]], "time filters apply")
         try expect(try await store.runs(RunQuery(limit: 1)).count == 1, "the limit applies")
+
+        // Pages by position: runs created in the same millisecond are told apart by ID, and a run
+        // created between pages is neither skipped nor repeated.
+        let twins = [RunID("twin-a"), RunID("twin-b")]
+        for id in twins {
+            _ = try await store.createRun(
+                id: id, goal: "twin", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(1.0004))
+        }
+        let first = try await store.runs(RunQuery(limit: 2))
+        try expect(first.map(\.id) == [ids[2], twins[1]], "the first page is the newest runs")
+        _ = try await store.createRun(id: .make(), goal: "later", configuration: RunConfiguration(), at: Self.start.addingTimeInterval(9))
+        let second = try await store.runs(RunQuery(after: RunPosition(first[1]), limit: 2))
+        try expect(second.map(\.id) == [twins[0], ids[1]], "the next page goes on after the last run listed")
+        let last = try await store.runs(RunQuery(after: RunPosition(second[1]), limit: 2))
+        try expect(last.map(\.id) == [ids[0]], "the last page ends the listing")
     }
 
     private func leases(_ store: any RunStore) async throws {
