@@ -33,7 +33,7 @@ struct TroupeCommand: AsyncParsableCommand {
             """,
         subcommands: [
             DemoCommand.self, RunCommand.self, ResumeCommand.self, RunsCommand.self, ShowCommand.self,
-            SubmitCommand.self, CancelCommand.self, WorkerCommand.self, MigrateCommand.self, MockServerCommand.self,
+            SubmitCommand.self, CancelCommand.self, WorkerCommand.self, ServeCommand.self, MigrateCommand.self, MockServerCommand.self,
         ]
     )
 }

@@ -72,6 +72,9 @@ public enum SettingKeys {
         key("worker.pollInterval", .double),
         key("worker.maxAttempts", .int),
         key("worker.leaseDuration", .double),
+        key("server.workspaceRoot", .string),
+        key("server.allowedTools", .stringArray),
+        key("server.models", .stringArray),
     ]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.

@@ -35,6 +35,8 @@ public struct TroupeSettings: Sendable {
     public var mcpServers: [MCPServerConfiguration] = []
     /// How `troupe worker` (and the runs `troupe serve` drives itself) claim and drain runs (`worker.*`).
     public var worker = WorkerSettings()
+    /// What `troupe serve` lets API callers choose (`server.*`).
+    public var server = ServerSettings()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 
@@ -284,6 +286,20 @@ public struct WorkerSettings: Sendable, Hashable {
     /// Seconds a run's lease lasts without renewal (renewed every third of it): how long a run
     /// waits after its worker died or froze before another takes it over (`worker.leaseDuration`).
     public var leaseDurationSeconds = 30.0
+
+    public init() {}
+}
+
+/// `server.*`: what callers of `troupe serve` may choose. They never choose an endpoint, a key
+/// or a path.
+public struct ServerSettings: Sendable, Hashable {
+    /// The folder under which each run created through the API gets its own workspace
+    /// (`server.workspaceRoot`; default `~/.troupe/workspaces`).
+    public var workspaceRoot: String?
+    /// The tool groups a request may ask for (`server.allowedTools`; default `fs`).
+    public var allowedTools = ["fs"]
+    /// The models a request may name besides the default (`server.models`).
+    public var models: [String] = []
 
     public init() {}
 }

@@ -174,7 +174,22 @@ struct SettingsReader {
         settings.toolPolicy = try toolPolicy()
         settings.mcpServers = try mcpServers()
         settings.worker = try worker()
+        settings.server = try server()
         return settings
+    }
+
+    private func server() throws(TroupeError) -> ServerSettings {
+        var server = ServerSettings()
+        server.workspaceRoot = try path("server.workspaceRoot")
+        if let tools = try strings("server.allowedTools") {
+            let groups = tools == ["none"] ? [] : tools
+            for group in groups where !["fs", "shell", "web", "mcp"].contains(group) && !(group.hasPrefix("mcp:") && group.count > 4) {
+                throw outOfRange("server.allowedTools", "tool groups: fs, shell, web, mcp, mcp:NAME, or none", group)
+            }
+            server.allowedTools = groups
+        }
+        if let models = try strings("server.models") { server.models = models }
+        return server
     }
 
     private func worker() throws(TroupeError) -> WorkerSettings {

@@ -20,7 +20,7 @@ struct CancelCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            let outcome = try await global.withStore { opened in try await cancel(id, in: opened.store) }
+            let outcome = try await global.withStore { opened in try await opened.store.cancelRun(id, reason: reason) }
             switch outcome {
             case nil:
                 say("Cancelled \(id).")
@@ -29,23 +29,5 @@ struct CancelCommand: AsyncParsableCommand {
                 throw ExitCode(ExitStatus.forRun(status))
             }
         }
-    }
-
-    /// Appends `runCancelled` at the journal's tail, retrying when a driver appends first.
-    /// Returns the status of a run that had already finished, `nil` once cancelled.
-    private func cancel(_ id: RunID, in store: any RunStore) async throws -> RunStatus? {
-        for _ in 0..<20 {
-            let summary = try await store.requireRun(id)
-            if summary.status.isTerminal { return summary.status }
-            do {
-                _ = try await store.append(
-                    [.runCancelled(reason: reason)], to: id, expectedSequence: summary.lastSequence,
-                    at: Date())
-                return nil
-            } catch let error as TroupeError where error.code == .journalConflict {
-                continue
-            }
-        }
-        throw TroupeError(.journalConflict, "Run \(id) kept changing; try `troupe cancel \(id)` again.")
     }
 }

@@ -33,6 +33,8 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     /// (`TroupeSettings.ToolRules`); `resume` applies these rather than the current settings.
     /// `nil` in runs journaled before they were recorded, and in runs made without settings.
     public var toolRules: JSONValue?
+    /// The labels its creator gave the run (the API's `metadata`), by which listings filter.
+    public var metadata: [String: String]?
 
     public init(
         model: String = "gpt-4o-mini",
@@ -49,7 +51,8 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         stream: Bool = false,
         temperature: Double? = nil,
         maxTokens: Int? = nil,
-        toolRules: JSONValue? = nil
+        toolRules: JSONValue? = nil,
+        metadata: [String: String]? = nil
     ) {
         self.model = model
         self.baseURL = baseURL
@@ -66,6 +69,7 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         self.temperature = temperature
         self.maxTokens = maxTokens
         self.toolRules = toolRules
+        self.metadata = metadata
     }
 
     /// Checks the limits, with a message naming the bad field.
@@ -104,5 +108,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         temperature = try c.decodeIfPresent(Double.self, forKey: .temperature)
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
         toolRules = try c.decodeIfPresent(JSONValue.self, forKey: .toolRules)
+        metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
     }
 }

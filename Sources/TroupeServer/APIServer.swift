@@ -1,0 +1,59 @@
+public import Foundation
+public import Logging
+public import TroupeCore
+public import TroupeStore
+
+/// What `troupe serve` lets callers do, decided by the operator: callers name a model among
+/// ``models`` and tool groups among ``allowedTools``; they never choose an endpoint, a key or a
+/// path. Each run gets a workspace of its own under ``workspaceRoot``.
+public struct APIServer: Sendable {
+    /// The largest request body accepted (1 MiB); larger ones get a 413.
+    public static let maxBodyBytes = 1 << 20
+    /// Metadata limits: entries per run, bytes per key, bytes per value.
+    public static let metadataLimits = (entries: 32, keyBytes: 64, valueBytes: 512)
+
+    public var store: any RunStore
+    /// The configuration of every new run before the request's fields: the model, endpoint,
+    /// limits and tool groups of the server's settings.
+    public var runDefaults: RunConfiguration
+    /// The models a request may name (the default model is always one of them).
+    public var models: [String]
+    /// The tool groups a request may ask for (`fs`, `shell`, `web`, `mcp`, `mcp:NAME`).
+    public var allowedTools: [String]
+    /// The folder under which each run gets its own workspace (`<root>/<run id>`).
+    public var workspaceRoot: String
+    /// Completes a new run's configuration once its tools are known: the tool rules to journal.
+    public var finishConfiguration: @Sendable (inout RunConfiguration) throws -> Void
+    /// Begins on SIGTERM: `/readyz` answers 503, new requests get 503, event streams close.
+    public var drain: DrainSignal
+    /// Who the API is, in the leases it takes for a moment when queuing a run for workers.
+    public var owner: String
+    /// A comment line on idle event streams, so that proxies keep them open.
+    public var keepAliveInterval: Duration = .seconds(15)
+    /// How often an event stream reads the journal for events written by other processes.
+    public var pollInterval: Duration = .milliseconds(250)
+    public var now: @Sendable () -> Date = { Date() }
+    public var logger: Logger
+
+    public init(
+        store: any RunStore,
+        runDefaults: RunConfiguration,
+        models: [String],
+        allowedTools: [String],
+        workspaceRoot: String,
+        drain: DrainSignal = DrainSignal(),
+        owner: String,
+        logger: Logger = Logger(label: "troupe.server"),
+        finishConfiguration: @escaping @Sendable (inout RunConfiguration) throws -> Void = { _ in }
+    ) {
+        self.store = store
+        self.runDefaults = runDefaults
+        self.models = Array(Set(models + [runDefaults.model])).sorted()
+        self.allowedTools = allowedTools
+        self.workspaceRoot = workspaceRoot
+        self.drain = drain
+        self.owner = owner
+        self.logger = logger
+        self.finishConfiguration = finishConfiguration
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+import OpenAPIRuntime
+import TroupeAPI
+import TroupeAgents
+import TroupeCore
+import TroupeStore
+
+/// The API's operations over the store contract: the same ``RunStore`` calls the CLI makes; no
+/// run logic of its own. Refusals throw ``APIFailure`` or ``TroupeError``, which the
+/// ``ErrorMiddleware`` answers.
+struct RunsAPI: APIProtocol {
+    let server: APIServer
+
+    private var store: any RunStore { server.store }
+
+    // MARK: Runs
+
+    func createRun(_ input: Operations.CreateRun.Input) async throws -> Operations.CreateRun.Output {
+        try refuseWhileDraining()
+        guard case .json(let body) = input.body else { throw APIFailure(status: 415, code: "invalidInput", "Send a JSON body.") }
+        let goal = try RunDriver.validatedGoal(body.goal)
+        let id = RunID.make()
+        var configuration = try configuration(for: body)
+        configuration.workspace = (server.workspaceRoot as NSString).appendingPathComponent(id.rawValue)
+        try server.finishConfiguration(&configuration)
+        configuration = try configuration.validated()
+        try Self.createWorkspace(configuration.workspace)
+        do {
+            let summary = try await store.createRun(id: id, goal: goal, configuration: configuration, at: server.now())
+            return .created(.init(body: .json(try await document(summary.id, summary: summary))))
+        } catch {
+            try? FileManager.default.removeItem(atPath: configuration.workspace)
+            throw error
+        }
+    }
+
+    /// The server's defaults with the request's choices, each checked against what the
+    /// operator allows.
+    private func configuration(for body: Components.Schemas.CreateRunRequest) throws -> RunConfiguration {
+        var configuration = server.runDefaults
+        if let model = body.model {
+            guard server.models.contains(model) else {
+                throw APIFailure(
+                    status: 400, code: TroupeError.Code.invalidInput.rawValue,
+                    "The model '\(model)' is not one this server offers: \(server.models.joined(separator: ", ")).",
+                    details: ["field": "model"])
+            }
+            configuration.model = model
+        }
+        if let tools = body.tools {
+            for tool in tools where !server.allowedTools.contains(tool) {
+                throw APIFailure(
+                    status: 403, code: TroupeError.Code.accessDenied.rawValue,
+                    "The tool group '\(tool)' is not allowed on this server (server.allowedTools: "
+                        + "\(server.allowedTools.isEmpty ? "none" : server.allowedTools.joined(separator: ", "))).",
+                    details: ["field": "tools"])
+            }
+            configuration.tools = Array(NSOrderedSet(array: tools).array.compactMap { $0 as? String })
+        } else {
+            configuration.tools = configuration.tools.filter(server.allowedTools.contains)
+        }
+        func limit<T: Comparable>(_ value: T?, _ field: String, _ range: ClosedRange<T>, openBelow: Bool = false) throws -> T? {
+            guard let value else { return nil }
+            guard range.contains(value), !(openBelow && value == range.lowerBound) else {
+                throw TroupeError(
+                    .invalidInput,
+                    "The field '\(field)' must be \(openBelow ? "above" : "at least") \(range.lowerBound) and at most "
+                        + "\(range.upperBound) (got \(value)).", details: ["field": field])
+            }
+            return value
+        }
+        if let value = try limit(body.maxSteps, "maxSteps", 1...100) { configuration.maxSteps = value }
+        if let value = try limit(body.maxConcurrency, "maxConcurrency", 1...64) { configuration.maxConcurrentSteps = value }
+        if let value = try limit(body.maxIterations, "maxIterations", 1...100) { configuration.maxIterations = value }
+        if let value = try limit(body.stepTimeout, "stepTimeout", 0...86_400, openBelow: true) { configuration.stepTimeoutSeconds = value }
+        if let value = body.stream { configuration.stream = value }
+        if let metadata = body.metadata?.additionalProperties {
+            let limits = APIServer.metadataLimits
+            guard metadata.count <= limits.entries else {
+                throw TroupeError(.invalidInput, "metadata has \(metadata.count) entries; at most \(limits.entries) are accepted.")
+            }
+            for (key, value) in metadata {
+                guard !key.isEmpty, key.utf8.count <= limits.keyBytes, !key.contains("=") else {
+                    throw TroupeError(
+                        .invalidInput, "metadata keys must be 1 to \(limits.keyBytes) bytes without '=' (got '\(key.prefix(80))').")
+                }
+                guard value.utf8.count <= limits.valueBytes else {
+                    throw TroupeError(.invalidInput, "metadata.\(key) has more than \(limits.valueBytes) bytes.")
+                }
+            }
+            configuration.metadata = metadata.isEmpty ? nil : metadata
+        }
+        return configuration
+    }
+
+    /// Each run's own folder, made only its owner's.
+    private static func createWorkspace(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(
+                atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw TroupeError(.storage, "Cannot create the run's workspace \(path): \(error.localizedDescription)")
+        }
+    }
+
+    func listRuns(_ input: Operations.ListRuns.Input) async throws -> Operations.ListRuns.Output {
+        let query = input.query
+        let limit = query.limit ?? 50
+        guard (1...200).contains(limit) else {
+            throw TroupeError(.invalidInput, "limit must be between 1 and 200 (got \(limit)).", details: ["field": "limit"])
+        }
+        var filters: [(String, String)] = []
+        for pair in query.metadata ?? [] {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw TroupeError(
+                    .invalidInput, "metadata filters are key=value (got '\(pair.prefix(80))').", details: ["field": "metadata"])
+            }
+            filters.append((String(pair[..<equals]), String(pair[pair.index(after: equals)...])))
+        }
+        var position = try query.cursor.map(Self.position(fromCursor:))
+        let statuses = Set((query.status ?? []).compactMap { RunStatus(rawValue: $0.rawValue) })
+        var page: [RunSummary] = []
+        var exhausted = false
+        // Metadata is matched here, not in the store: read on until the page is full or the runs end.
+        while page.count <= limit && !exhausted {
+            let wanted = filters.isEmpty ? limit + 1 - page.count : 200
+            let batch = try await store.runs(
+                RunQuery(
+                    statuses: statuses, createdAfter: query.createdAfter, createdBefore: query.createdBefore, after: position,
+                    limit: wanted))
+            exhausted = batch.count < wanted
+            page += batch.filter { summary in filters.allSatisfy { summary.configuration.metadata?[$0.0] == $0.1 } }
+            if let last = batch.last { position = RunPosition(last) }
+        }
+        let hasMore = page.count > limit
+        let shown = Array(page.prefix(limit))
+        var runs: [Components.Schemas.Run] = []
+        for summary in shown { runs.append(try Self.convert(RunReport.summary(summary))) }
+        let cursor = hasMore ? shown.last.map { Self.cursor(for: RunPosition($0)) } : nil
+        return .ok(.init(body: .json(.init(runs: runs, nextCursor: cursor))))
+    }
+
+    func getRun(_ input: Operations.GetRun.Input) async throws -> Operations.GetRun.Output {
+        .ok(.init(body: .json(try await document(RunID(input.path.id), summary: nil))))
+    }
+
+    func cancelRun(_ input: Operations.CancelRun.Input) async throws -> Operations.CancelRun.Output {
+        try refuseWhileDraining()
+        let id = RunID(input.path.id)
+        var reason = "cancelled through the API"
+        if case .json(let body)? = input.body, let given = body.reason, !given.isEmpty { reason = given }
+        _ = try await store.cancelRun(id, reason: reason, at: server.now)
+        return .ok(.init(body: .json(try await document(id, summary: nil))))
+    }
+
+    func resumeRun(_ input: Operations.ResumeRun.Input) async throws -> Operations.ResumeRun.Output {
+        try refuseWhileDraining()
+        let id = RunID(input.path.id)
+        var resolution: AttentionResolution?
+        if case .json(let body)? = input.body, let decision = body.decision {
+            resolution = decision == .retry ? .retry : .skip
+        }
+        let summary = try await store.queueForWorkers(id, resolution: resolution, owner: server.owner, at: server.now)
+        return .ok(.init(body: .json(try await document(id, summary: summary))))
+    }
+
+    // MARK: Events
+
+    func streamRunEvents(_ input: Operations.StreamRunEvents.Input) async throws -> Operations.StreamRunEvents.Output {
+        try refuseWhileDraining()
+        let id = RunID(input.path.id)
+        _ = try await store.requireRun(id)
+        var after = input.query.after ?? 0
+        if let last = input.headers.lastEventID {
+            guard let sequence = Int(last.trimmingCharacters(in: .whitespaces)), sequence >= 0 else {
+                throw TroupeError(.invalidInput, "Last-Event-ID must be an event's sequence number (got '\(last.prefix(40))').")
+            }
+            after = max(after, sequence)
+        }
+        let stream = EventStream(server: server, run: id, after: after)
+        return .ok(.init(body: .textEventStream(HTTPBody(stream.bytes(), length: .unknown, iterationBehavior: .single))))
+    }
+
+    // MARK: Health
+
+    func health(_ input: Operations.Health.Input) async throws -> Operations.Health.Output {
+        .ok(.init(body: .json(.init(status: .ok))))
+    }
+
+    func readiness(_ input: Operations.Readiness.Input) async throws -> Operations.Readiness.Output {
+        if server.drain.isDraining {
+            return .serviceUnavailable(.init(body: .json(.init(status: .draining, detail: "The server is shutting down."))))
+        }
+        do {
+            _ = try await store.runs(RunQuery(limit: 1))
+            return .ok(.init(body: .json(.init(status: .ok))))
+        } catch {
+            return .serviceUnavailable(
+                .init(body: .json(.init(status: .unavailable, detail: "The store cannot be reached: \(TroupeError.wrap(error).message)"))))
+        }
+    }
+
+    // MARK: Helpers
+
+    private func refuseWhileDraining() throws {
+        if server.drain.isDraining {
+            throw APIFailure(status: 503, code: "unavailable", "The server is shutting down; send the request to another node.")
+        }
+    }
+
+    /// The run document, as `troupe show --json` prints it.
+    private func document(_ id: RunID, summary: RunSummary?) async throws -> Components.Schemas.Run {
+        let summary = try await { () async throws -> RunSummary in
+            if let summary { return summary }
+            return try await store.requireRun(id)
+        }()
+        let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        return try Self.convert(RunReport(summary: summary, machine: machine))
+    }
+
+    /// A report as the generated type: through its JSON, which is the contract both describe.
+    static func convert(_ report: RunReport) throws -> Components.Schemas.Run {
+        try JSONCoding.decoder().decode(Components.Schemas.Run.self, from: JSONCoding.encoder().encode(report))
+    }
+
+    /// Cursors are opaque to callers: the last run's position, base64url.
+    static func cursor(for position: RunPosition) -> String {
+        Data("\(position.createdAtMillis):\(position.id.rawValue)".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    static func position(fromCursor cursor: String) throws -> RunPosition {
+        var base64 = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
+        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
+            let colon = text.firstIndex(of: ":"), let millis = Int(text[..<colon]), colon < text.index(before: text.endIndex)
+        else {
+            throw TroupeError(
+                .invalidInput, "The cursor is not one this server gave: pass nextCursor as it came.", details: ["field": "cursor"])
+        }
+        return RunPosition(createdAt: StoredForm.date(millis: millis), id: RunID(String(text[text.index(after: colon)...])))
+    }
+}

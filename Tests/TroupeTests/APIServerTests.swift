@@ -1,0 +1,256 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import OpenAPIAsyncHTTPClient
+import ServiceLifecycle
+import Testing
+import Troupe
+import TroupeAPI
+import TroupeServer
+import TroupeTesting
+
+/// An API server on 127.0.0.1 (a free port) over `store`, with a worker driving its runs in the
+/// same process — through the real HTTP stack.
+struct APITestServer {
+    let server: APIServer
+    let port: Int
+    let model: PlayingModel
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    static func with<T: Sendable>(
+        store: any RunStore = InMemoryRunStore(), model: PlayingModel = PlayingModel(), worker: Bool = true,
+        _ body: (APITestServer) async throws -> T
+    ) async throws -> T {
+        try await withTemporaryDirectory { root in
+            var configured = APIServer(
+                store: store, runDefaults: RunConfiguration(model: "mock", tools: ["fs"]), models: ["mock", "other"],
+                allowedTools: ["fs"], workspaceRoot: root, owner: "api-test", logger: quietLogger)
+            configured.pollInterval = .milliseconds(20)
+            let server = configured
+            let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
+            let application = try server.application(host: "127.0.0.1", port: 0) { port in portSink.yield(port) }
+            let services = ServiceGroup(
+                configuration: ServiceGroupConfiguration(services: [application], gracefulShutdownSignals: [], logger: quietLogger))
+            let tools = try ToolRegistry([CountingTool()])
+            let runWorker = RunWorker(
+                store: store, owner: "api-worker", pollInterval: .seconds(3600), logger: quietLogger,
+                equip: { _ in RunEquipment(model: model, tools: tools) })
+            let running = Task { try await services.run() }
+            let working = Task { if worker { await runWorker.run(until: server.drain) } }
+            defer {
+                running.cancel()
+                working.cancel()
+            }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw CLIError(message: "the server did not start") }
+            let result = try await body(APITestServer(server: server, port: port, model: model))
+            server.drain.begin()
+            await working.value
+            await services.triggerGracefulShutdown()
+            try await running.value
+            return result
+        }
+    }
+
+    /// The generated client, as applications use it.
+    var client: Client {
+        Client(serverURL: URL(string: baseURL)!, configuration: APIDates.configuration, transport: AsyncHTTPClientTransport())
+    }
+
+    /// A raw request, for what a generated client would never send.
+    func send(
+        _ method: HTTPMethod, _ path: String, body: String? = nil, headers: [(String, String)] = []
+    ) async throws -> (status: Int, body: String, headers: HTTPHeaders) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            request.headers.add(name: "content-type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: body))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 16 << 20)
+        return (Int(response.status.code), String(buffer: bytes), response.headers)
+    }
+
+    /// The error document of a refusal.
+    static func error(_ body: String) -> (code: String, message: String)? {
+        guard let error = try? JSONValue.parse(body)["error"] else { return nil }
+        return (error["code"]?.stringValue ?? "", error["message"]?.stringValue ?? "")
+    }
+
+    /// SSE events of a stream read to its end: (id, event, data).
+    static func events(_ text: String) -> [(id: Int?, event: String, data: String)] {
+        text.components(separatedBy: "\n\n").compactMap { block in
+            var id: Int?
+            var event = ""
+            var data = ""
+            for line in block.split(separator: "\n") {
+                if line.hasPrefix("id: ") { id = Int(line.dropFirst(4)) }
+                if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
+                if line.hasPrefix("data: ") { data = String(line.dropFirst(6)) }
+            }
+            return event.isEmpty ? nil : (id, event, data)
+        }
+    }
+}
+
+@Suite struct APIServerTests {
+    @Test func aRunIsCreatedFollowedLiveAndReadBack() async throws {
+        try await APITestServer.with(model: PlayingModel(steps: 2)) { api in
+            let created = try await api.client.createRun(
+                body: .json(.init(goal: "Echo twice", metadata: .init(additionalProperties: ["team": "a"]))))
+            let run = try created.created.body.json
+            #expect(run.status == .pending || run.status == .running)
+            #expect(run.configuration.additionalProperties.value["workspace"] as? String == api.server.workspaceRoot + "/" + run.id)
+
+            // From the start: every journal event once, in order, and the stream ends with the run.
+            let stream = try await api.send(.GET, "/v1/runs/\(run.id)/events")
+            #expect(stream.status == 200)
+            #expect(stream.headers["content-type"].first?.hasPrefix("text/event-stream") == true)
+            let events = APITestServer.events(stream.body)
+            #expect(events.map(\.id) == Array(1...events.count).map { Optional($0) })
+            #expect(events.first?.event == "runCreated")
+            #expect(events.last?.event == "runSucceeded")
+
+            let read = try await api.client.getRun(path: .init(id: run.id)).ok.body.json
+            #expect(read.status == .succeeded)
+            #expect(read.steps.count == 2)
+            #expect(read.events == events.count)
+            let listed = try await api.client.listRuns(query: .init(metadata: ["team=a"])).ok.body.json
+            #expect(listed.runs.map(\.id) == [run.id])
+            #expect(try await api.client.listRuns(query: .init(metadata: ["team=b"])).ok.body.json.runs.isEmpty)
+        }
+    }
+
+    @Test func aStreamResumedWithLastEventIDLosesAndRepeatsNothing() async throws {
+        try await APITestServer.with { api in
+            let run = try await api.client.createRun(body: .json(.init(goal: "Echo"))).created.body.json
+            let whole = APITestServer.events(try await api.send(.GET, "/v1/runs/\(run.id)/events").body)
+            let resumed = APITestServer.events(
+                try await api.send(.GET, "/v1/runs/\(run.id)/events", headers: [("Last-Event-ID", "3")]).body)
+            #expect(resumed.map(\.id) == whole.dropFirst(3).map(\.id))
+            #expect(resumed.map(\.data) == whole.dropFirst(3).map(\.data))
+            let after = APITestServer.events(try await api.send(.GET, "/v1/runs/\(run.id)/events?after=\(whole.count - 1)").body)
+            #expect(after.map(\.id) == [whole.count])
+        }
+    }
+
+    @Test func pagesListEveryRunOnceNewestFirst() async throws {
+        try await APITestServer.with(worker: false) { api in
+            var ids: [String] = []
+            for index in 0..<5 {
+                ids.append(try await api.client.createRun(body: .json(.init(goal: "Run \(index)"))).created.body.json.id)
+            }
+            var seen: [String] = []
+            var cursor: String?
+            repeat {
+                let page = try await api.client.listRuns(query: .init(limit: 2, cursor: cursor)).ok.body.json
+                #expect(page.runs.count <= 2)
+                seen += page.runs.map(\.id)
+                cursor = page.nextCursor
+            } while cursor != nil
+            #expect(Set(seen) == Set(ids))
+            #expect(seen.count == 5)
+            let pending = try await api.client.listRuns(query: .init(status: [.pending])).ok.body.json
+            #expect(pending.runs.count == 5)
+        }
+    }
+
+    @Test func cancelAndResumeAreIdempotent() async throws {
+        try await APITestServer.with(worker: false) { api in
+            let run = try await api.client.createRun(body: .json(.init(goal: "Wait"))).created.body.json
+            let cancelled = try await api.client.cancelRun(path: .init(id: run.id), body: .json(.init(reason: "changed my mind")))
+            #expect(try cancelled.ok.body.json.status == .cancelled)
+            #expect(try await api.client.cancelRun(path: .init(id: run.id)).ok.body.json.status == .cancelled)
+            #expect(try await api.client.resumeRun(path: .init(id: run.id)).ok.body.json.status == .cancelled)
+            let other = try await api.client.createRun(body: .json(.init(goal: "Later"))).created.body.json
+            #expect(try await api.client.resumeRun(path: .init(id: other.id)).ok.body.json.status == .pending)
+        }
+    }
+
+    @Test func refusedRequestsGetAClearErrorAndWriteNothing() async throws {
+        let store = InMemoryRunStore()
+        try await APITestServer.with(store: store, worker: false) { api in
+            let cases: [Refusal] = [
+                Refusal(.POST, "/v1/runs", "{not json", 400, "invalidInput"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "maxSteps": "ten"}"#, 400, "maxSteps"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "workspace": "/etc"}"#, 400, "Unknown field"),
+                Refusal(.POST, "/v1/runs", #"{"model": "mock"}"#, 400, "goal"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "   "}"#, 400, "The goal is empty"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "model": "gpt-5-expensive"}"#, 400, "not one this server offers"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["shell"]}"#, 403, "not allowed"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "maxSteps": 0}"#, 400, "maxSteps"),
+                Refusal(
+                    .POST, "/v1/runs", "{\"goal\": \"" + String(repeating: "x", count: APIServer.maxBodyBytes) + "\"}", 413,
+                    "payloadTooLarge"),
+                Refusal(.GET, "/v1/runs?limit=500", nil, 400, "limit"),
+                Refusal(.GET, "/v1/runs?cursor=%%%", nil, 400, "cursor"),
+                Refusal(.GET, "/v1/runs?status=bogus", nil, 400, "invalidInput"),
+                Refusal(.GET, "/v1/runs/nope", nil, 404, "notFound"),
+                Refusal(.GET, "/v1/runs/nope/events", nil, 404, "notFound"),
+                Refusal(.POST, "/v1/runs/nope/cancel", nil, 404, "notFound"),
+                Refusal(.GET, "/v1/nothing-here", nil, 404, "notFound"),
+                Refusal(.DELETE, "/v1/runs", nil, 405, "methodNotAllowed"),
+                Refusal(.GET, "/v1/runs/x/cancel", nil, 405, "POST"),
+            ]
+            for refusal in cases {
+                let (method, path, body, status, text) = (refusal.method, refusal.path, refusal.body, refusal.status, refusal.text)
+                let response = try await api.send(method, path, body: body)
+                #expect(response.status == status, "\(method) \(path) \(body?.prefix(60) ?? ""): \(response.body.prefix(300))")
+                let error = APITestServer.error(response.body)
+                #expect(error != nil, "\(method) \(path): not an error document: \(response.body.prefix(300))")
+                let said = (error?.code ?? "") + " " + (error?.message ?? "")
+                #expect(
+                    said.contains(text),
+                    "\(method) \(path) \(body?.prefix(60) ?? ""): \(response.body.prefix(300))")
+            }
+            #expect(try await store.runs(RunQuery()).isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: api.server.workspaceRoot).isEmpty)
+        }
+    }
+
+    @Test func healthReadinessAndTheDrain() async throws {
+        try await APITestServer.with(worker: false) { api in
+            #expect(try await api.send(.GET, "/healthz").status == 200)
+            #expect(try await api.send(.GET, "/readyz").status == 200)
+            api.server.drain.begin()
+            let ready = try await api.send(.GET, "/readyz")
+            #expect(ready.status == 503)
+            #expect(ready.body.contains("draining"))
+            #expect(try await api.send(.GET, "/healthz").status == 200)
+            let refused = try await api.send(.POST, "/v1/runs", body: #"{"goal": "x"}"#)
+            #expect(refused.status == 503)
+            #expect(APITestServer.error(refused.body)?.code == "unavailable")
+        }
+    }
+
+    @Test func theOpenAPIDocumentIsServedAsWritten() async throws {
+        try await APITestServer.with(worker: false) { api in
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            let file = try String(contentsOf: root.appendingPathComponent("Sources/TroupeAPI/openapi.yaml"), encoding: .utf8)
+            let yaml = try await api.send(.GET, "/openapi.yaml")
+            #expect(yaml.status == 200)
+            #expect(yaml.body == file)
+            let json = try JSONValue.parse(try await api.send(.GET, "/openapi.json").body)
+            #expect(json["openapi"] == "3.1.0")
+            #expect(json["paths"]?["/v1/runs"]?["post"]?["operationId"] == "createRun")
+        }
+    }
+}
+
+/// A request the API must refuse: the status, and a fragment of the error's code or message.
+private struct Refusal {
+    var method: HTTPMethod
+    var path: String
+    var body: String?
+    var status: Int
+    var text: String
+
+    init(_ method: HTTPMethod, _ path: String, _ body: String?, _ status: Int, _ text: String) {
+        (self.method, self.path, self.body, self.status, self.text) = (method, path, body, status, text)
+    }
+}
