@@ -1,4 +1,6 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
 import Testing
 import Troupe
 import TroupeTesting
@@ -95,6 +97,49 @@ import TroupeTesting
                 worker.kill(SIGTERM)
                 #expect(await worker.wait() == 130)
                 #expect(worker.errorOutput.contains("stopping at once"))
+            }
+        }
+    }
+
+    @Test func serveDrainsOnSIGTERMWithARunInFlightAndAWorkerFinishesIt() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = "sqlite:\(directory)/runs.db"
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .milliseconds(300))) { mock in
+                let settings = [
+                    "--store", store, "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock", "--set",
+                    "server.workspaceRoot=\(directory)/workspaces", "--set", "worker.pollInterval=0.1",
+                ]
+                let serve = try CLIProcess(["serve", "--port", "0"] + settings, directory: directory, separateErrors: true)
+                try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
+                let log = serve.errorOutput
+                let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
+                let port = try #require(Int(log[address.upperBound...].prefix { $0.isNumber }), "\(log)")
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/runs")
+                request.method = .POST
+                request.headers.add(name: "content-type", value: "application/json")
+                request.body = .bytes(ByteBuffer(string: #"{"goal": "Record two side effects"}"#))
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                #expect(response.status.code == 201)
+                let created = try JSONValue.parse(String(buffer: try await response.body.collect(upTo: 1 << 20)))
+                let id = RunID(try #require(created["id"]?.stringValue))
+                try await serve.waitUntil("step s2 in flight") { mock.requestCount >= 4 }
+                serve.kill(SIGTERM)
+                #expect(await serve.wait() == 0, "serve log:\n\(serve.errorOutput)")
+                #expect(serve.errorOutput.contains("draining"))
+                let handedBack = try await SQLiteRunStore.withStore(path: directory + "/runs.db") { store in
+                    (try await store.requireRun(id).status, try await store.lease(of: id))
+                }
+                #expect(handedBack.0 == .running)
+                #expect(handedBack.1 == nil)
+                let worker = try CLIProcess(["worker"] + settings, directory: directory, separateErrors: true)
+                try await eventually("the run succeeded") {
+                    try await SQLiteRunStore.withStore(path: directory + "/runs.db") { try await $0.requireRun(id).status } == .succeeded
+                }
+                worker.kill(SIGTERM)
+                #expect(await worker.wait() == 0)
+                #expect(mock.requestCount == 7)
+                let effects = (try? String(contentsOfFile: "\(directory)/workspaces/\(id)/effects.log", encoding: .utf8)) ?? ""
+                #expect(effects.split(separator: "\n").count == 2)
             }
         }
     }
