@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import OpenAPIRuntime
 import TroupeAPI
@@ -19,8 +20,20 @@ struct RunsAPI: APIProtocol {
         try refuseWhileDraining()
         guard case .json(let body) = input.body else { throw APIFailure(status: 415, code: "invalidInput", "Send a JSON body.") }
         let goal = try RunDriver.validatedGoal(body.goal)
-        let id = RunID.make()
         var configuration = try configuration(for: body)
+        let id: RunID
+        if let key = input.headers.idempotencyKey {
+            guard !key.isEmpty, key.utf8.count <= 200, key.unicodeScalars.allSatisfy({ (0x21...0x7E).contains($0.value) }) else {
+                throw TroupeError(
+                    .invalidInput, "Idempotency-Key must be 1 to 200 visible ASCII characters.", details: ["field": "Idempotency-Key"])
+            }
+            // The key names the run: a retry finds it, and two racing requests create it once.
+            id = RunID("run-" + Self.sha256("troupe idempotency key\u{0}" + key).prefix(32))
+            configuration.requestDigest = Self.sha256(String(decoding: try JSONCoding.encoder().encode(body), as: UTF8.self))
+            if let replay = try await replay(id, digest: configuration.requestDigest) { return replay }
+        } else {
+            id = RunID.make()
+        }
         configuration.workspace = (server.workspaceRoot as NSString).appendingPathComponent(id.rawValue)
         try server.finishConfiguration(&configuration)
         configuration = try configuration.validated()
@@ -29,9 +42,28 @@ struct RunsAPI: APIProtocol {
             let summary = try await store.createRun(id: id, goal: goal, configuration: configuration, at: server.now())
             return .created(.init(body: .json(try await document(summary.id, summary: summary))))
         } catch {
+            // Another request with the same key created it first: answer as a retry would be.
+            if configuration.requestDigest != nil, let replay = try? await replay(id, digest: configuration.requestDigest) { return replay }
             try? FileManager.default.removeItem(atPath: configuration.workspace)
             throw error
         }
+    }
+
+    /// The run an earlier request with the same Idempotency-Key created (200), or a 409 if that
+    /// request's body was another; `nil` if there is none.
+    private func replay(_ id: RunID, digest: String?) async throws -> Operations.CreateRun.Output? {
+        guard let existing = try await store.run(id) else { return nil }
+        guard existing.configuration.requestDigest == digest else {
+            throw APIFailure(
+                status: 409, code: TroupeError.Code.journalConflict.rawValue,
+                "This Idempotency-Key was used for another request body (run \(id)); use a new key for a new run.",
+                details: ["run": id.rawValue])
+        }
+        return .ok(.init(body: .json(try await document(id, summary: existing))))
+    }
+
+    static func sha256(_ text: String) -> String {
+        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The server's defaults with the request's choices, each checked against what the

@@ -139,6 +139,35 @@ struct APITestServer {
         }
     }
 
+    @Test func anIdempotencyKeyMakesRetriesSafe() async throws {
+        let store = InMemoryRunStore()
+        try await APITestServer.with(store: store, worker: false) { api in
+            let headers = [("Idempotency-Key", "order-42")]
+            let first = try await api.send(.POST, "/v1/runs", body: #"{"goal": "Ship order 42"}"#, headers: headers)
+            #expect(first.status == 201)
+            let retry = try await api.send(.POST, "/v1/runs", body: #"{"goal": "Ship order 42"}"#, headers: headers)
+            #expect(retry.status == 200)
+            #expect(try JSONValue.parse(retry.body)["id"] == JSONValue.parse(first.body)["id"])
+            let other = try await api.send(.POST, "/v1/runs", body: #"{"goal": "Ship order 43"}"#, headers: headers)
+            #expect(other.status == 409, "\(other.body)")
+            #expect(try await store.runs(RunQuery()).count == 1)
+            // Racing retries create the run once.
+            let racing = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        try await api.send(.POST, "/v1/runs", body: #"{"goal": "Race"}"#, headers: [("Idempotency-Key", "race")]).status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(racing.filter { $0 == 201 }.count == 1)
+            #expect(racing.filter { $0 == 200 }.count == 7)
+            #expect(try await store.runs(RunQuery()).count == 2)
+            let bad = try await api.send(.POST, "/v1/runs", body: #"{"goal": "x"}"#, headers: [("Idempotency-Key", "has space")])
+            #expect(bad.status == 400)
+        }
+    }
+
     @Test func pagesListEveryRunOnceNewestFirst() async throws {
         try await APITestServer.with(worker: false) { api in
             var ids: [String] = []

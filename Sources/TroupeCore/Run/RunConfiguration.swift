@@ -35,6 +35,10 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     public var toolRules: JSONValue?
     /// The labels its creator gave the run (the API's `metadata`), by which listings filter.
     public var metadata: [String: String]?
+    /// For a run created through the API with an `Idempotency-Key`: the SHA-256 of the request
+    /// that created it, so that a retry with the same key and body gets this run back and one
+    /// with another body is refused.
+    public var requestDigest: String?
 
     public init(
         model: String = "gpt-4o-mini",
@@ -109,5 +113,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens)
         toolRules = try c.decodeIfPresent(JSONValue.self, forKey: .toolRules)
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
+        requestDigest = try c.decodeIfPresent(String.self, forKey: .requestDigest)
     }
 }
