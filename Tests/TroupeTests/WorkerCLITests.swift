@@ -32,6 +32,7 @@ import TroupeTesting
             try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .milliseconds(300))) { mock in
                 let id = try await submit(mock, workspace: workspace, store: store, directory: directory)
                 let first = try CLIProcess(worker, directory: directory, separateErrors: true)
+                defer { if first.process.isRunning { first.kill(SIGKILL) } }
                 // Request 4 is step s2's first model call: s1 is complete, s2 is in flight.
                 try await first.waitUntil("the 4th model request") { mock.requestCount >= 4 }
                 first.kill(SIGTERM)
@@ -46,6 +47,7 @@ import TroupeTesting
                 // The call in flight at the signal finished and was journaled: the next worker
                 // goes on from there.
                 let second = try CLIProcess(worker, directory: directory, separateErrors: true)
+                defer { if second.process.isRunning { second.kill(SIGKILL) } }
                 try await eventually("the run succeeded") {
                     try await SQLiteRunStore.withStore(path: directory + "/runs.db") { try await $0.requireRun(id).status } == .succeeded
                 }
@@ -67,6 +69,7 @@ import TroupeTesting
             try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .zero)) { mock in
                 let worker = try CLIProcess(
                     ["worker", "--store", store, "--set", "worker.pollInterval=0.1"], directory: directory, separateErrors: true)
+                defer { if worker.process.isRunning { worker.kill(SIGKILL) } }
                 let followed = try await CLIProcess.runApart(
                     [
                         "submit", "Record two side effects", "--base-url", mock.baseURL, "--model", "mock", "--workspace",
@@ -91,6 +94,7 @@ import TroupeTesting
                 mock.enqueue(.hang)
                 _ = try await submit(mock, workspace: workspace, store: store, directory: directory)
                 let worker = try CLIProcess(["worker", "--store", store], directory: directory, separateErrors: true)
+                defer { if worker.process.isRunning { worker.kill(SIGKILL) } }
                 try await worker.waitUntil("the planner's request") { mock.requestCount >= 1 }
                 worker.kill(SIGTERM)
                 try await worker.waitUntil("the drain began") { worker.errorOutput.contains("draining") }
@@ -110,6 +114,7 @@ import TroupeTesting
                     "server.workspaceRoot=\(directory)/workspaces", "--set", "worker.pollInterval=0.1",
                 ]
                 let serve = try CLIProcess(["serve", "--port", "0"] + settings, directory: directory, separateErrors: true)
+                defer { if serve.process.isRunning { serve.kill(SIGKILL) } }
                 try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
                 let log = serve.errorOutput
                 let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
@@ -132,6 +137,7 @@ import TroupeTesting
                 #expect(handedBack.0 == .running)
                 #expect(handedBack.1 == nil)
                 let worker = try CLIProcess(["worker"] + settings, directory: directory, separateErrors: true)
+                defer { if worker.process.isRunning { worker.kill(SIGKILL) } }
                 try await eventually("the run succeeded") {
                     try await SQLiteRunStore.withStore(path: directory + "/runs.db") { try await $0.requireRun(id).status } == .succeeded
                 }
