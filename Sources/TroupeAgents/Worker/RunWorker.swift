@@ -112,9 +112,11 @@ public struct RunWorker: Sendable {
         let state = WorkerState()
         logger.info(
             "worker started", metadata: ["owner": "\(owner)", "concurrency": "\(concurrency)", "maxAttempts": "\(maxAttempts)"])
+        // Listening before the first look: a run announced in between is not missed.
+        let announcements = store.announcements()
         await withDiscardingTaskGroup { helpers in
             helpers.addTask {
-                for await _ in store.announcements() { wake.yield(.look) }
+                for await _ in announcements { wake.yield(.look) }
             }
             helpers.addTask { [clock, pollInterval] in
                 while (try? await clock.sleep(for: pollInterval)) != nil { wake.yield(.look) }
