@@ -86,18 +86,19 @@ public actor PostgresRunStore: RunStore {
     }
 
     /// `LISTEN`s on ``notificationChannel`` over a connection of its own, for as long as the
-    /// stream is read. A dropped connection is opened again (after 1 s, then up to 10 s); each
-    /// (re)connection yields once, since notifications sent while it was down are gone.
+    /// stream is read. A dropped connection is opened again (after 1 s, doubling up to 10 s
+    /// while connections do not last 30 s); each (re)connection yields once, since notifications
+    /// sent while it was down are gone.
     public nonisolated func announcements() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         let listener = Task { [client, logger] in
             var pause = Duration.seconds(1)
             while !Task.isCancelled, await !self.closed {
+                let started = ContinuousClock.now
                 do {
                     try await client.withConnection { connection in
                         try await connection.listen(on: Self.notificationChannel) { notifications in
                             continuation.yield()
-                            pause = .seconds(1)
                             for try await _ in notifications { continuation.yield() }
                         }
                     }
@@ -105,6 +106,9 @@ public actor PostgresRunStore: RunStore {
                     if Task.isCancelled { break }
                     logger.debug("LISTEN \(Self.notificationChannel) failed; trying again", metadata: ["error": "\(error)"])
                 }
+                // Only a connection that lasted starts the back-off again: one dropped as soon as
+                // it is made (a pooler, an idle killer) must not wake every worker each second.
+                if ContinuousClock.now - started > .seconds(30) { pause = .seconds(1) }
                 try? await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(10))
             }

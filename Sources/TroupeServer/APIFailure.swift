@@ -126,7 +126,7 @@ struct ErrorMiddleware: ServerMiddleware {
             }
             return field.isEmpty ? "The request body is not valid JSON: \(reason)" : "The field '\(field)' is invalid: \(reason)"
         default:
-            return "The request is invalid: \(error.causeDescription) (\(underlying))."
+            return "The request is invalid: \(error.causeDescription)."
         }
     }
 

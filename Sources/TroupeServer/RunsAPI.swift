@@ -42,9 +42,10 @@ struct RunsAPI: APIProtocol {
             let summary = try await store.createRun(id: id, goal: goal, configuration: configuration, at: server.now())
             return .created(.init(body: .json(try await document(summary.id, summary: summary))))
         } catch {
-            // Another request with the same key created it first: answer as a retry would be.
-            if configuration.requestDigest != nil, let replay = try? await replay(id, digest: configuration.requestDigest) { return replay }
-            try? FileManager.default.removeItem(atPath: configuration.workspace)
+            // Another request with the same key created it first: answer as a retry would be
+            // (a 409 if its body was another). The workspace is then that run's: it stays.
+            if configuration.requestDigest != nil, let replay = try await replay(id, digest: configuration.requestDigest) { return replay }
+            if (try? await store.run(id)) == .some(nil) { try? FileManager.default.removeItem(atPath: configuration.workspace) }
             throw error
         }
     }
@@ -153,22 +154,31 @@ struct RunsAPI: APIProtocol {
         let statuses = Set((query.status ?? []).compactMap { RunStatus(rawValue: $0.rawValue) })
         var page: [RunSummary] = []
         var exhausted = false
-        // Metadata is matched here, not in the store: read on until the page is full or the runs end.
-        while page.count <= limit && !exhausted {
+        // Metadata is matched here, not in the store: read on until the page is full, the runs
+        // end, or 2,000 runs were read — then the page is shorter, and its cursor goes on from there.
+        var scanned = 0
+        while page.count <= limit && !exhausted && scanned < 2_000 {
             let wanted = filters.isEmpty ? limit + 1 - page.count : 200
             let batch = try await store.runs(
                 RunQuery(
                     statuses: statuses, createdAfter: query.createdAfter, createdBefore: query.createdBefore, after: position,
                     limit: wanted))
             exhausted = batch.count < wanted
+            scanned += batch.count
             page += batch.filter { summary in filters.allSatisfy { summary.configuration.metadata?[$0.0] == $0.1 } }
             if let last = batch.last { position = RunPosition(last) }
         }
-        let hasMore = page.count > limit
         let shown = Array(page.prefix(limit))
         var runs: [Components.Schemas.Run] = []
         for summary in shown { runs.append(try Self.convert(RunReport.summary(summary))) }
-        let cursor = hasMore ? shown.last.map { Self.cursor(for: RunPosition($0)) } : nil
+        let cursor: String?
+        if page.count > limit {
+            cursor = shown.last.map { Self.cursor(for: RunPosition($0)) }
+        } else if !exhausted, let position {
+            cursor = Self.cursor(for: position)  // the scan stopped early: go on after the last run read
+        } else {
+            cursor = nil
+        }
         return .ok(.init(body: .json(.init(runs: runs, nextCursor: cursor))))
     }
 
@@ -180,7 +190,12 @@ struct RunsAPI: APIProtocol {
         try refuseWhileDraining()
         let id = RunID(input.path.id)
         var reason = "cancelled through the API"
-        if case .json(let body)? = input.body, let given = body.reason, !given.isEmpty { reason = given }
+        if case .json(let body)? = input.body, let given = body.reason, !given.isEmpty {
+            guard given.count <= 1000 else {
+                throw TroupeError(.invalidInput, "The field 'reason' has more than 1000 characters.", details: ["field": "reason"])
+            }
+            reason = given
+        }
         _ = try await store.cancelRun(id, reason: reason, at: server.now)
         return .ok(.init(body: .json(try await document(id, summary: nil))))
     }
@@ -227,8 +242,9 @@ struct RunsAPI: APIProtocol {
             _ = try await store.runs(RunQuery(limit: 1))
             return .ok(.init(body: .json(.init(status: .ok))))
         } catch {
-            return .serviceUnavailable(
-                .init(body: .json(.init(status: .unavailable, detail: "The store cannot be reached: \(TroupeError.wrap(error).message)"))))
+            // The reason goes to the log: callers are not told where the store is.
+            server.logger.warning("not ready: the store cannot be reached", metadata: ["error": "\(TroupeError.wrap(error).message)"])
+            return .serviceUnavailable(.init(body: .json(.init(status: .unavailable, detail: "The store cannot be reached."))))
         }
     }
 
@@ -265,7 +281,8 @@ struct RunsAPI: APIProtocol {
         var base64 = cursor.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
         base64 += String(repeating: "=", count: (4 - base64.count % 4) % 4)
         guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8),
-            let colon = text.firstIndex(of: ":"), let millis = Int(text[..<colon]), colon < text.index(before: text.endIndex)
+            let colon = text.firstIndex(of: ":"), let millis = Int(text[..<colon]), colon < text.index(before: text.endIndex),
+            (0...253_402_300_799_999).contains(millis)
         else {
             throw TroupeError(
                 .invalidInput, "The cursor is not one this server gave: pass nextCursor as it came.", details: ["field": "cursor"])

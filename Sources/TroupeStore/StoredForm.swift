@@ -25,9 +25,12 @@ package enum StoredForm {
         }
     }
 
-    /// `date` in whole milliseconds since 1970, rounded.
+    /// `date` in whole milliseconds since 1970, rounded; dates beyond what an `Int` holds
+    /// saturate (a hostile cursor or filter must not trap).
     package static func millis(_ date: Date) -> Int {
-        Int((date.timeIntervalSince1970 * 1000).rounded())
+        let value = (date.timeIntervalSince1970 * 1000).rounded()
+        guard value.isFinite else { return value > 0 ? Int.max : Int.min }
+        return Int(exactly: value) ?? (value > 0 ? Int.max : Int.min)
     }
 
     /// The date `millis` milliseconds after 1970.

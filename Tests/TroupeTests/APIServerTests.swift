@@ -22,13 +22,14 @@ struct APITestServer {
 
     static func with<T: Sendable>(
         store: any RunStore = InMemoryRunStore(), model: PlayingModel = PlayingModel(), worker: Bool = true,
-        _ body: (APITestServer) async throws -> T
+        keepAlive: Duration = .seconds(15), _ body: (APITestServer) async throws -> T
     ) async throws -> T {
         try await withTemporaryDirectory { root in
             var configured = APIServer(
                 store: store, runDefaults: RunConfiguration(model: "mock", tools: ["fs"]), models: ["mock", "other"],
                 allowedTools: ["fs"], workspaceRoot: root, owner: "api-test", logger: quietLogger)
             configured.pollInterval = .milliseconds(20)
+            configured.keepAliveInterval = keepAlive
             let server = configured
             let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
             let application = try server.application(host: "127.0.0.1", port: 0) { port in portSink.yield(port) }
@@ -163,6 +164,24 @@ struct APITestServer {
             #expect(racing.filter { $0 == 201 }.count == 1)
             #expect(racing.filter { $0 == 200 }.count == 7)
             #expect(try await store.runs(RunQuery()).count == 2)
+            // Racing requests with one key and different bodies: one run, the others refused, and
+            // the run's workspace intact.
+            let mixed = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<8 {
+                    group.addTask {
+                        try await api.send(
+                            .POST, "/v1/runs", body: "{\"goal\": \"Mixed \(index)\"}", headers: [("Idempotency-Key", "mixed")]
+                        )
+                        .status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(mixed.filter { $0 == 201 }.count == 1)
+            #expect(mixed.filter { $0 == 409 }.count == 7, "\(mixed)")
+            let runs = try await store.runs(RunQuery())
+            #expect(runs.count == 3)
+            for run in runs { #expect(FileManager.default.fileExists(atPath: run.configuration.workspace)) }
             let bad = try await api.send(.POST, "/v1/runs", body: #"{"goal": "x"}"#, headers: [("Idempotency-Key", "has space")])
             #expect(bad.status == 400)
         }
@@ -218,6 +237,11 @@ struct APITestServer {
                     "payloadTooLarge"),
                 Refusal(.GET, "/v1/runs?limit=500", nil, 400, "limit"),
                 Refusal(.GET, "/v1/runs?cursor=%%%", nil, 400, "cursor"),
+                Refusal(.GET, "/v1/runs?cursor=" + cursor("9223372036854775807:x"), nil, 400, "cursor"),
+                Refusal(.GET, "/v1/runs?cursor=" + cursor("-9223372036854775808:x"), nil, 400, "cursor"),
+                Refusal(.GET, "/v1/runs?cursor=" + cursor("99999999999999999999:x"), nil, 400, "cursor"),
+                Refusal(.GET, "/v1/runs?createdAfter=9999-12-31T23:59:59Z", nil, 200, ""),
+                Refusal(.POST, "/v1/runs/nope/cancel", "{\"reason\": \"" + String(repeating: "r", count: 1001) + "\"}", 400, "reason"),
                 Refusal(.GET, "/v1/runs?status=bogus", nil, 400, "invalidInput"),
                 Refusal(.GET, "/v1/runs/nope", nil, 404, "notFound"),
                 Refusal(.GET, "/v1/runs/nope/events", nil, 404, "notFound"),
@@ -228,6 +252,10 @@ struct APITestServer {
             ]
             for refusal in cases {
                 let (method, path, body, status, text) = (refusal.method, refusal.path, refusal.body, refusal.status, refusal.text)
+                if status == 200 {
+                    #expect(try await api.send(method, path, body: body).status == 200, "\(path)")
+                    continue
+                }
                 let response = try await api.send(method, path, body: body)
                 #expect(response.status == status, "\(method) \(path) \(body?.prefix(60) ?? ""): \(response.body.prefix(300))")
                 let error = APITestServer.error(response.body)
@@ -239,6 +267,26 @@ struct APITestServer {
             }
             #expect(try await store.runs(RunQuery()).isEmpty)
             #expect(try FileManager.default.contentsOfDirectory(atPath: api.server.workspaceRoot).isEmpty)
+        }
+    }
+
+    @Test func idleStreamsGetKeepAlivesAndADrainClosesThem() async throws {
+        try await APITestServer.with(worker: false, keepAlive: .milliseconds(50)) { api in
+            let run = try await api.client.createRun(body: .json(.init(goal: "Nobody drives this"))).created.body.json
+            let request = HTTPClientRequest(url: api.baseURL + "/v1/runs/\(run.id)/events")
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            var text = ""
+            var drained = false
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                if text.contains(": keep-alive") && !drained {
+                    drained = true
+                    api.server.drain.begin()
+                }
+            }
+            // The stream ended (the drain), after the journal's one event and a keep-alive.
+            #expect(APITestServer.events(text).map(\.event) == ["runCreated"])
+            #expect(drained)
         }
     }
 
@@ -269,6 +317,12 @@ struct APITestServer {
             #expect(json["paths"]?["/v1/runs"]?["post"]?["operationId"] == "createRun")
         }
     }
+}
+
+/// A cursor as the server would encode it, holding `text`.
+private func cursor(_ text: String) -> String {
+    Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+        .replacingOccurrences(of: "=", with: "")
 }
 
 /// A request the API must refuse: the status, and a fragment of the error's code or message.

@@ -237,6 +237,10 @@ public struct RunDriver: Sendable {
                 switch try await group.next() {
                 case .activity(let key, let events):
                     inFlight.remove(key)
+                    // A drive cancelled (a drain's timeout) journals nothing more: the call's
+                    // "failure" is the cancellation itself, and the next driver settles the
+                    // call from its start alone (a side effect parks the run, never repeats).
+                    try Task.checkCancellation()
                     try journal.stageOutcome(events)
                 case .leaseLost(let error):
                     throw error

@@ -92,6 +92,14 @@ enum Signals {
             FileHandle.standardError.write(
                 Data("\ndraining: \(what) (up to \(seconds) s); signal again to stop at once\n".utf8))
             drain.begin()
+            // A call that ignores its cancellation must not keep the process up for ever.
+            DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 15) {
+                FileHandle.standardError.write(
+                    Data(
+                        "\nthe drain did not end \(seconds) s + 15 s after it began: stopping at once; the runs in hand continue elsewhere once their leases expire\n"
+                            .utf8))
+                exitAfterCleaningUp(130)
+            }
         }
     }
 }
