@@ -235,6 +235,32 @@ let quietLogger: Logger = {
         #expect(try await store.lease(of: ids[0]) == takeover.lease)
     }
 
+    @Test func theLeaseIsKeptWhileARunIsBeingEquipped() async throws {
+        let store = InMemoryRunStore()
+        let ids = try await create(1, in: store)
+        let model = PlayingModel()
+        let tools = try ToolRegistry([CountingTool()])
+        let equipping = Mutex(false)
+        let worker = RunWorker(
+            store: store, owner: "worker-a", leaseDuration: .milliseconds(300), pollInterval: .seconds(3600), logger: quietLogger,
+            equip: { _ in
+                equipping.withLock { $0 = true }
+                // Slower than three leases (an MCP server that takes its time to start).
+                try await Task.sleep(for: .seconds(1))
+                return RunEquipment(model: model, tools: tools)
+            })
+        let drain = DrainSignal()
+        let running = Task { await worker.run(until: drain) }
+        try await eventually("the run is being equipped") { equipping.withLock { $0 } }
+        for _ in 0..<4 {
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await store.claimNextRun(owner: "other", until: Date().addingTimeInterval(1), maxAttempts: 5, at: Date()) == nil)
+        }
+        try await eventually("the run succeeded") { try await statuses(ids, in: store) == [.succeeded] }
+        drain.begin()
+        #expect(await running.value.finished == 1)
+    }
+
     @Test func aRunThatCannotBeEquippedIsReleasedWithABackOff() async throws {
         let store = InMemoryRunStore()
         let ids = try await create(1, in: store)

@@ -201,8 +201,25 @@ public struct RunWorker: Sendable {
         var logger = logger
         logger[metadataKey: "run"] = "\(claimed.summary.id)"
         let equipment: RunEquipment
+        var claimed = claimed
         do {
-            equipment = try await equip(claimed.summary)
+            // Starting MCP servers may take longer than a lease: it is renewed meanwhile.
+            let keeper = LeaseKeeper(lease: claimed.lease, store: store, duration: leaseDuration.seconds, clock: clock, now: now, logger: logger)
+            equipment = try await withThrowingTaskGroup(of: RunEquipment?.self) { group in
+                group.addTask { [equip, summary = claimed.summary] in try await equip(summary) }
+                group.addTask { [clock, leaseDuration] in
+                    while true {
+                        try await clock.sleep(for: leaseDuration / 3)
+                        try await keeper.renew()
+                    }
+                }
+                defer { group.cancelAll() }
+                while let result = try await group.next() {
+                    if let equipment = result { return equipment }
+                }
+                throw TroupeError(.internal, "Equipping run \(claimed.summary.id) ended without a result.")
+            }
+            claimed.lease = keeper.lease
         } catch {
             let retryAt = ClaimBackoff.retryAt(attempt: claimed.attempt, after: now())
             try? await store.releaseLease(claimed.lease, outcome: .failed(retryAt: retryAt))
