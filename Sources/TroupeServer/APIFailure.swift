@@ -126,7 +126,8 @@ struct ErrorMiddleware: ServerMiddleware {
             }
             return field.isEmpty ? "The request body is not valid JSON: \(reason)" : "The field '\(field)' is invalid: \(reason)"
         default:
-            return "The request is invalid: \(error.causeDescription)."
+            // The runtime's own account of what it could not read (a parameter, a content type).
+            return "The request is invalid: \(String(describing: underlying).prefix(300))."
         }
     }
 

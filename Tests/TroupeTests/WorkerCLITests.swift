@@ -150,6 +150,54 @@ import TroupeTesting
         }
     }
 
+    @Test func theCLIWorksThroughAServerWithTheSameOutputAndExitCodes() async throws {
+        try await withTemporaryDirectory { directory in
+            let store = "sqlite:\(directory)/runs.db"
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .zero)) { mock in
+                let serve = try CLIProcess(
+                    [
+                        "serve", "--port", "0", "--store", store, "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock",
+                        "--set", "server.workspaceRoot=\(directory)/workspaces",
+                    ], directory: directory, separateErrors: true)
+                defer { if serve.process.isRunning { serve.kill(SIGKILL) } }
+                try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
+                let log = serve.errorOutput
+                let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
+                let server = "http://127.0.0.1:" + log[address.upperBound...].prefix { $0.isNumber }
+
+                let submitted = try await CLIProcess.runApart(
+                    ["submit", "Record two side effects", "--follow", "--server", server], directory: directory)
+                #expect(submitted.status == 0, "\(submitted.output)\(submitted.errors)")
+                #expect(submitted.output.contains("▸ plan: 3 steps"))
+                #expect(submitted.output.contains("Answer:"))
+
+                let listed = try await CLIProcess.runApart(
+                    ["runs", "--json"], directory: directory, environment: ["TROUPE_SERVER": server])
+                let runs = try JSONValue.parse(listed.output).arrayValue ?? []
+                #expect(runs.count == 1 && runs.first?["status"] == "succeeded", "\(listed.output)\(listed.errors)")
+                let id = try #require(runs.first?["id"]?.stringValue)
+                let local = try await CLIProcess.runApart(["show", id, "--json", "--store", store], directory: directory)
+                let remote = try await CLIProcess.runApart(["show", id, "--json", "--server", server], directory: directory)
+                #expect(remote.status == 0)
+                #expect(remote.output == local.output)
+                let human = try await CLIProcess.runApart(["show", id, "--server", server], directory: directory)
+                #expect(human.output == (try await CLIProcess.runApart(["show", id, "--store", store], directory: directory)).output)
+
+                let missing = try await CLIProcess.runApart(["show", "nope", "--server", server], directory: directory)
+                #expect(missing.status == 5, "\(missing.errors)")
+                let cancelled = try await CLIProcess.runApart(["cancel", id, "--server", server], directory: directory)
+                #expect(cancelled.output.contains("already succeeded"))
+                let refused = try await CLIProcess.runApart(
+                    ["submit", "x", "--workspace", "/etc", "--server", server], directory: directory)
+                #expect(refused.status == 6)
+                serve.kill(SIGTERM)
+                #expect(await serve.wait() == 0)
+                let unreachable = try await CLIProcess.runApart(["runs", "--server", server], directory: directory)
+                #expect(unreachable.status == 7, "\(unreachable.errors)")
+            }
+        }
+    }
+
     @Test func workerRefusesAConcurrencyOutOfRange() async throws {
         try await withTemporaryDirectory { directory in
             let result = try await CLIProcess.run(

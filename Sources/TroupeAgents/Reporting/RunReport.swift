@@ -1,14 +1,15 @@
 public import Foundation
 public import TroupeCore
 
-/// A run as one JSON document: what `troupe show --json` prints (a public contract).
+/// A run as one JSON document: what `troupe show --json` prints and the API answers (a public
+/// contract); decodable, so that the CLI reads a remote server's runs into the same type.
 ///
 /// Fields: `id`, `status`, `goal`, `createdAt`, `updatedAt`, `usage`, `modelCalls`, `toolCalls`,
 /// `answer`, `error`, `configuration`, and `steps` — each with its tool calls, arguments and
 /// results inline.
-public struct RunReport: Sendable, Encodable {
+public struct RunReport: Sendable, Codable {
     /// Token counts, with their total.
-    public struct UsageReport: Sendable, Encodable {
+    public struct UsageReport: Sendable, Codable {
         public var inputTokens: Int
         public var outputTokens: Int
         public var cachedTokens: Int
@@ -23,13 +24,13 @@ public struct RunReport: Sendable, Encodable {
     }
 
     /// An error's stable code and message.
-    public struct ErrorReport: Sendable, Encodable {
+    public struct ErrorReport: Sendable, Codable {
         public var code: String
         public var message: String
     }
 
     /// One tool call of a step, with what it was asked and what it returned.
-    public struct ToolCallReport: Sendable, Encodable {
+    public struct ToolCallReport: Sendable, Codable {
         public var key: String
         public var id: String
         public var name: String
@@ -42,7 +43,7 @@ public struct RunReport: Sendable, Encodable {
     }
 
     /// One step of the plan, with its outcome and its tool calls.
-    public struct StepReport: Sendable, Encodable {
+    public struct StepReport: Sendable, Codable {
         public var id: String
         public var title: String
         public var instruction: String

@@ -204,7 +204,8 @@ public struct RunWorker: Sendable {
         var claimed = claimed
         do {
             // Starting MCP servers may take longer than a lease: it is renewed meanwhile.
-            let keeper = LeaseKeeper(lease: claimed.lease, store: store, duration: leaseDuration.seconds, clock: clock, now: now, logger: logger)
+            let keeper = LeaseKeeper(
+                lease: claimed.lease, store: store, duration: leaseDuration.seconds, clock: clock, now: now, logger: logger)
             equipment = try await withThrowingTaskGroup(of: RunEquipment?.self) { group in
                 group.addTask { [equip, summary = claimed.summary] in try await equip(summary) }
                 group.addTask { [clock, leaseDuration] in

@@ -16,11 +16,23 @@ struct CancelCommand: AsyncParsableCommand {
     var reason = "Cancelled from the command line."
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: ServerOption
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            let outcome = try await global.withStore { opened in try await opened.store.cancelRun(id, reason: reason) }
+            let outcome: RunStatus?
+            if let server = try remote.remote() {
+                let before = try await server.call { try await $0.getRun(path: .init(id: runID)).ok.body.json }
+                if let status = RunStatus(rawValue: before.status.rawValue), status.isTerminal {
+                    outcome = status
+                } else {
+                    _ = try await server.call { try await $0.cancelRun(path: .init(id: runID), body: .json(.init(reason: reason))).ok }
+                    outcome = nil
+                }
+            } else {
+                outcome = try await global.withStore { opened in try await opened.store.cancelRun(id, reason: reason) }
+            }
             switch outcome {
             case nil:
                 say("Cancelled \(id).")

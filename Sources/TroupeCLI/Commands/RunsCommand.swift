@@ -24,6 +24,7 @@ struct RunsCommand: AsyncParsableCommand {
     var json = false
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: ServerOption
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
@@ -38,10 +39,15 @@ struct RunsCommand: AsyncParsableCommand {
                 statuses.insert(parsed)
             }
             guard limit > 0 else { throw TroupeError(.invalidInput, "--limit must be positive.") }
-            let query = RunQuery(statuses: statuses, limit: limit)
-            let runs = try await global.withStore { opened in try await opened.store.runs(query) }
+            let runs: [RunReport]
+            if let server = try remote.remote() {
+                runs = try await Self.list(statuses, limit: limit, on: server)
+            } else {
+                let query = RunQuery(statuses: statuses, limit: limit)
+                runs = try await global.withStore { opened in try await opened.store.runs(query) }.map(RunReport.summary)
+            }
             if json {
-                print(try RunReport.json(runs.map(RunReport.summary)))
+                print(try RunReport.json(runs))
                 return
             }
             if runs.isEmpty {
@@ -52,7 +58,7 @@ struct RunsCommand: AsyncParsableCommand {
             }
             let formatter = ISO8601DateFormatter()
             for run in runs {
-                let status = run.status.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0)
+                let status = run.status.padding(toLength: 15, withPad: " ", startingAt: 0)
                 let tokens = "\(run.usage.totalTokens) tok".padding(
                     toLength: 11, withPad: " ", startingAt: 0)
                 say(
@@ -60,5 +66,24 @@ struct RunsCommand: AsyncParsableCommand {
                 )
             }
         }
+    }
+
+    /// The newest `limit` runs on a server, page after page.
+    static func list(_ statuses: Set<RunStatus>, limit: Int, on server: RemoteServer) async throws -> [RunReport] {
+        var runs: [RunReport] = []
+        var cursor: String?
+        repeat {
+            let page = try await server.call { client in
+                try await client.listRuns(
+                    query: .init(
+                        status: statuses.isEmpty
+                            ? nil : statuses.sorted { $0.rawValue < $1.rawValue }.compactMap { .init(rawValue: $0.rawValue) },
+                        limit: min(200, limit - runs.count), cursor: cursor)
+                ).ok.body.json
+            }
+            runs += try page.runs.map(RemoteServer.report)
+            cursor = page.nextCursor
+        } while cursor != nil && runs.count < limit
+        return runs
     }
 }

@@ -18,15 +18,21 @@ struct ShowCommand: AsyncParsableCommand {
     var json = false
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: ServerOption
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             let id = RunID(runID)
-            let report = try await global.withStore { opened in
-                let store = opened.store
-                let summary = try await store.requireRun(id)
-                let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
-                return RunReport(summary: summary, machine: machine)
+            let report: RunReport
+            if let server = try remote.remote() {
+                report = try RemoteServer.report(try await server.call { try await $0.getRun(path: .init(id: runID)).ok.body.json })
+            } else {
+                report = try await global.withStore { opened in
+                    let store = opened.store
+                    let summary = try await store.requireRun(id)
+                    let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+                    return RunReport(summary: summary, machine: machine)
+                }
             }
             if json {
                 print(try report.json())

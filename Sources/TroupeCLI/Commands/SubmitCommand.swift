@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Troupe
+import TroupeAPI
 
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -20,6 +21,7 @@ struct SubmitCommand: AsyncParsableCommand {
 
     @OptionGroup var options: RunOptions
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: ServerOption
 
     @Flag(name: .long, help: "Print the run's progress until it ends (exit code as `troupe run`).")
     var follow = false
@@ -29,6 +31,10 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
+            if let server = try remote.remote() {
+                try await submit(to: server)
+                return
+            }
             try await global.withRuntime(workspace: { try options.newRunConfiguration($0).workspace }) { runtime in
                 let configuration = try options.newRunConfiguration(runtime.settings)
                 let goal = try RunDriver.validatedGoal(goal)
@@ -49,6 +55,36 @@ struct SubmitCommand: AsyncParsableCommand {
                 try await finish(final, store: runtime.opened, json: json)
             }
         }
+    }
+}
+
+extension SubmitCommand {
+    /// Creates the run through a server: the server's settings decide the endpoint, the
+    /// workspace and which models and tools may be asked for.
+    func submit(to server: RemoteServer) async throws {
+        for (given, flag) in [(options.baseURL, "--base-url"), (options.workspace, "--workspace")] where given != nil {
+            throw TroupeError(.invalidInput, "\(flag) cannot be chosen through a server: the server's settings decide it (docs/API.md).")
+        }
+        if options.maxTokens != nil { throw TroupeError(.invalidInput, "--max-tokens cannot be chosen through a server.") }
+        let goal = try RunDriver.validatedGoal(goal)
+        let request = Components.Schemas.CreateRunRequest(
+            goal: goal, model: options.model, tools: try options.tools.map(RunOptions.toolGroups), maxSteps: options.maxSteps,
+            maxConcurrency: options.maxConcurrency, maxIterations: options.maxIterations, stepTimeout: options.stepTimeout,
+            stream: options.stream)
+        let created = try RemoteServer.report(try await server.call { try await $0.createRun(body: .json(request)).created.body.json })
+        let id = RunID(created.id)
+        if !follow {
+            if json {
+                print(try created.json())
+            } else {
+                print(created.id)
+                note("▸ run \(created.id) was created on \(server.url)", json: true)
+            }
+            return
+        }
+        if !json { say("▸ run \(id) — \(goal) (on \(server.url))") }
+        let final = try await server.follow(id, observer: ProgressPrinter(enabled: !json).observer)
+        try server.finish(final, json: json)
     }
 }
 

@@ -55,8 +55,17 @@ package enum JSONCoding {
     }
 
     /// Dates as `2026-11-25T17:38:57.123Z`: millisecond precision, always UTC.
+    /// `2026-11-28T15:17:53.288Z`: UTC, to the nearest millisecond. Rounded, not truncated, so
+    /// that a date read back and written again (the API, then the CLI) keeps its millisecond.
     package static func formatDate(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+        let millis = (date.timeIntervalSince1970 * 1000).rounded()
+        guard millis.isFinite, abs(millis) < 1e17 else { return date.formatted(.iso8601) }
+        let whole = Int64(millis)
+        let seconds = whole >= 0 ? whole / 1000 : (whole - 999) / 1000
+        let fraction = whole - seconds * 1000
+        let text = Date(timeIntervalSince1970: Double(seconds)).formatted(.iso8601)
+        guard text.hasSuffix("Z") else { return text }
+        return text.dropLast() + "." + String(repeating: "0", count: fraction < 10 ? 2 : fraction < 100 ? 1 : 0) + String(fraction) + "Z"
     }
 
     package static func parseDate(_ text: String) -> Date? {

@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+import HTTPTypes
+import OpenAPIAsyncHTTPClient
+import OpenAPIRuntime
+import Troupe
+import TroupeAPI
+import TroupeServer
+
+/// A `troupe serve` the commands talk to instead of a store (`--server URL`, `TROUPE_SERVER`),
+/// through the client generated from openapi.yaml. Its refusals become the ``TroupeError``s a
+/// local store would have raised, so the commands print the same lines and exit with the same
+/// codes.
+struct RemoteServer {
+    let url: String
+    let client: Client
+
+    init(_ url: String) throws {
+        guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+            throw TroupeError(.configuration, "The server URL '\(url.prefix(200))' is not an http(s) URL (e.g. http://127.0.0.1:8080).")
+        }
+        self.url = url
+        client = Client(
+            // The client keeps trying to connect until the deadline: a server that is down is said
+            // after 10 s rather than a minute. Event streams are not bounded by it once they answered.
+            serverURL: parsed, configuration: APIDates.configuration,
+            transport: AsyncHTTPClientTransport(configuration: .init(timeout: .seconds(10))),
+            middlewares: [RefusalsAsErrors()])
+    }
+
+    /// `--server`, else `$TROUPE_SERVER`; `nil` to use a store.
+    static func chosen(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RemoteServer? {
+        guard let url = flag ?? environment["TROUPE_SERVER"], !url.isEmpty else { return nil }
+        return try RemoteServer(url)
+    }
+
+    /// Runs one call, with what went wrong on the way said as a ``TroupeError``.
+    func call<T>(_ body: (Client) async throws -> T) async throws -> T {
+        do {
+            return try await body(client)
+        } catch let error as ClientError {
+            if let refusal = error.underlyingError as? TroupeError { throw refusal }
+            throw TroupeError(
+                .storageUnavailable, "Cannot reach the server at \(url): \(error.underlyingError.localizedDescription)",
+                underlying: error.underlyingError)
+        }
+    }
+
+    /// A run document of the API as the CLI's own type: both are the same JSON.
+    static func report(_ run: Components.Schemas.Run) throws -> RunReport {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(try APIDates().encode(date))
+        }
+        return try JSONCoding.decoder().decode(RunReport.self, from: encoder.encode(run))
+    }
+
+    /// Error responses, `{"error": {"code", "message", "details"}}`, thrown as ``TroupeError``s.
+    private struct RefusalsAsErrors: ClientMiddleware {
+        func intercept(
+            _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+            next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+        ) async throws -> (HTTPResponse, HTTPBody?) {
+            let (response, responseBody) = try await next(request, body, baseURL)
+            guard response.status.code >= 400 else { return (response, responseBody) }
+            var bytes = Data()
+            if let responseBody { bytes = try await Data(collecting: responseBody, upTo: 1 << 20) }
+            guard let refusal = try? JSONDecoder().decode(Components.Schemas.ErrorResponse.self, from: bytes) else {
+                throw TroupeError(
+                    response.status.code >= 500 ? .storageUnavailable : .invalidInput,
+                    "The server answered \(response.status.code) \(response.status.reasonPhrase).")
+            }
+            let code: TroupeError.Code =
+                switch refusal.error.code {
+                case "unavailable": .storageUnavailable
+                case "payloadTooLarge", "methodNotAllowed": .invalidInput
+                default: TroupeError.Code(rawValue: refusal.error.code)
+                }
+            throw TroupeError(code, refusal.error.message, details: refusal.error.details?.additionalProperties ?? [:])
+        }
+    }
+}
+
+/// `--server`, for the commands that can work through a `troupe serve` instead of a store.
+struct ServerOption: ParsableArguments {
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "A `troupe serve` to work through instead of a store (default: $TROUPE_SERVER), e.g. http://127.0.0.1:8080.",
+            valueName: "url"))
+    var server: String?
+
+    /// The server to use, if one is named.
+    func remote() throws -> RemoteServer? {
+        try RemoteServer.chosen(server)
+    }
+}
+
+extension RemoteServer {
+    /// Follows a run over its event stream until it ends or needs attention, handing each event to
+    /// `observer` as a driver's observer would get it; reconnects after a dropped stream (or a
+    /// draining server) from the last event seen.
+    func follow(_ id: RunID, observer: @Sendable (RunEvent, RunStateMachine) -> Void) async throws -> RunReport {
+        var machine = RunStateMachine(runID: id)
+        var failures = 0
+        while true {
+            do {
+                let output = try await call {
+                    try await $0.streamRunEvents(path: .init(id: id.rawValue), query: .init(after: machine.sequence))
+                }
+                var parser = SSEParser()
+                for try await chunk in try output.ok.body.textEventStream {
+                    for event in parser.feed(chunk) where !event.data.isEmpty {
+                        let record = try JSONCoding.decode(RunEventRecord.self, from: Data(event.data.utf8))
+                        guard record.sequence == machine.sequence + 1 else { continue }
+                        try machine.apply(record.event, at: record.recordedAt)
+                        observer(record.event, machine)
+                    }
+                }
+                failures = 0
+            } catch let error as TroupeError where error.code == .storageUnavailable && failures < 10 {
+                failures += 1
+            }
+            if machine.status.isTerminal || machine.status == .needsAttention {
+                return try Self.report(try await call { try await $0.getRun(path: .init(id: id.rawValue)).ok.body.json })
+            }
+            try await Task.sleep(for: .milliseconds(200 * (failures + 1)))
+        }
+    }
+
+    /// What `finish` prints for a local run, for a run on this server; exits with the run's code.
+    func finish(_ report: RunReport, json: Bool) throws {
+        if json {
+            print(try report.json())
+        } else {
+            switch report.status {
+            case RunStatus.succeeded.rawValue: say("\nAnswer:\n\(report.answer ?? "")\n")
+            case RunStatus.failed.rawValue, RunStatus.cancelled.rawValue: say("\n\(report.status): \(report.error?.message ?? "")")
+            case RunStatus.needsAttention.rawValue: say("\nneeds attention: \(report.error?.message ?? "")")
+            default: break
+            }
+            say("Server: \(url) · inspect with `troupe show \(report.id) --server \(url)`")
+        }
+        let code = ExitStatus.forRun(RunStatus(rawValue: report.status) ?? .failed)
+        if code != 0 { throw ExitCode(code) }
+    }
+}
