@@ -187,6 +187,11 @@ import TroupeTesting
                 #expect(missing.status == 5, "\(missing.errors)")
                 let cancelled = try await CLIProcess.runApart(["cancel", id, "--server", server], directory: directory)
                 #expect(cancelled.output.contains("already succeeded"))
+                let resumed = try await CLIProcess.runApart(["resume", id, "--server", server], directory: directory)
+                #expect(resumed.status == 0, "\(resumed.output)\(resumed.errors)")
+                #expect(resumed.output.contains("already succeeded"))
+                let moved = try await CLIProcess.runApart(["resume", id, "--workspace", "/tmp", "--server", server], directory: directory)
+                #expect(moved.status == 6)
                 let refused = try await CLIProcess.runApart(
                     ["submit", "x", "--workspace", "/etc", "--server", server], directory: directory)
                 #expect(refused.status == 6)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Troupe
+import TroupeAPI
 import TroupeSettings
 
 struct ResumeCommand: AsyncParsableCommand {
@@ -27,6 +28,7 @@ struct ResumeCommand: AsyncParsableCommand {
 
     @OptionGroup var options: RunOptions
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var remote: ServerOption
 
     @Flag(name: .long, help: "Run the in-flight side-effecting call of a needsAttention run again.")
     var retry = false
@@ -50,6 +52,10 @@ struct ResumeCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
+            if let server = try remote.remote() {
+                try await resume(through: server)
+                return
+            }
             let id = RunID(runID)
             let workspace: (TroupeSettings) async throws -> String = { [global, options] settings in
                 let recorded = try await global.withStore(settings: settings) { try await $0.store.run(id)?.configuration }
@@ -109,6 +115,37 @@ struct ResumeCommand: AsyncParsableCommand {
                 try await finish(final, store: runtime.opened, json: json)
             }
         }
+    }
+
+    /// Through a server: the run is handed to its workers (with the decision for a parked call),
+    /// then followed to its end as a local resume would print it. Run options cannot change
+    /// through a server: its settings decide them.
+    private func resume(through server: RemoteServer) async throws {
+        if options.isEmpty == false || useCurrentToolSettings {
+            throw TroupeError(.invalidInput, "Run options cannot change through a server; resume with --retry or --skip only.")
+        }
+        let decision: Components.Schemas.ResumeRunRequest.DecisionPayload? = retry ? .retry : skip ? .skip : nil
+        if decision == nil {
+            // As locally: a parked run without a decision is shown, not refused.
+            let current = try RemoteServer.report(try await server.call { try await $0.getRun(path: .init(id: runID)).ok.body.json })
+            if current.status == RunStatus.needsAttention.rawValue {
+                note("Run \(runID) needs attention: \(current.error?.message ?? "")", json: json)
+                try server.finish(current, json: json)
+                return
+            }
+        }
+        let queued = try RemoteServer.report(
+            try await server.call { try await $0.resumeRun(path: .init(id: runID), body: .json(.init(decision: decision))).ok.body.json })
+        guard let status = RunStatus(rawValue: queued.status), !status.isTerminal, status != .needsAttention else {
+            note(
+                "Run \(runID) \(queued.status == RunStatus.needsAttention.rawValue ? "needs attention" : "already \(queued.status)").",
+                json: json)
+            try server.finish(queued, json: json)
+            return
+        }
+        note("▸ run \(runID) is handed to the server's workers", json: json)
+        let final = try await server.follow(RunID(runID), observer: ProgressPrinter(enabled: !json).observer)
+        try server.finish(final, json: json)
     }
 
     /// The runtime whose tool rules the run uses: those journaled when it started (with only

@@ -239,6 +239,12 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .long, inversion: .prefixedNo, help: "Stream model answers over SSE (default: off).")
     var stream: Bool?
 
+    /// Whether no run option was given.
+    var isEmpty: Bool {
+        let given: [Any?] = [model, baseURL, workspace, tools, maxSteps, maxConcurrency, maxIterations, stepTimeout, maxTokens, stream]
+        return given.allSatisfy { $0 == nil }
+    }
+
     /// `base` with every option given on the command line applied.
     func applied(to base: RunConfiguration) throws -> RunConfiguration {
         var configuration = base
