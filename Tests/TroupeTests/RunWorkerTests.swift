@@ -252,10 +252,13 @@ let quietLogger: Logger = {
         let drain = DrainSignal()
         let running = Task { await worker.run(until: drain) }
         try await eventually("the run is being equipped") { equipping.withLock { $0 } }
-        for _ in 0..<4 {
-            try await Task.sleep(for: .milliseconds(200))
-            #expect(try await store.claimNextRun(owner: "other", until: Date().addingTimeInterval(1), maxAttempts: 5, at: Date()) == nil)
+        // The lease's expiry moves on while the equipping goes on (renewed every third of it).
+        var expiries: Set<Date> = []
+        while try await store.requireRun(ids[0]).status == .pending {
+            if let lease = try await store.lease(of: ids[0]) { expiries.insert(lease.expiresAt) }
+            try await Task.sleep(for: .milliseconds(50))
         }
+        #expect(expiries.count >= 2, "the lease was not renewed while equipping: \(expiries)")
         try await eventually("the run succeeded") { try await statuses(ids, in: store) == [.succeeded] }
         drain.begin()
         #expect(await running.value.finished == 1)
