@@ -71,12 +71,7 @@ struct ServeCommand: AsyncParsableCommand {
                 )
                 let services = ServiceGroup(
                     configuration: ServiceGroupConfiguration(services: [application], gracefulShutdownSignals: [], logger: logger))
-                let worker = RunWorker(
-                    store: runtime.store, owner: runtime.owner.description, concurrency: max(workers, 1),
-                    leaseDuration: .seconds(settings.worker.leaseDurationSeconds),
-                    pollInterval: .seconds(settings.worker.pollIntervalSeconds),
-                    maxAttempts: settings.worker.maxAttempts, drainTimeout: .seconds(settings.worker.drainTimeoutSeconds), logger: logger,
-                    equip: { summary in try await runtime.equipment(for: summary.configuration) })
+                let worker = runtime.worker(concurrency: max(workers, 1), logger: logger)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await services.run() }
                     if workers > 0 { group.addTask { await worker.run(until: drain) } }

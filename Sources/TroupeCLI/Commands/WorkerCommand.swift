@@ -47,12 +47,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 logger.logLevel = global.verbose ? .debug : .info
                 let drain = DrainSignal()
                 Signals.drainThenStop(drain, what: "no new runs; the runs in hand are handed back", timeout: settings.drainTimeoutSeconds)
-                let worker = RunWorker(
-                    store: runtime.store, owner: runtime.owner.description, concurrency: concurrency ?? settings.concurrency,
-                    leaseDuration: .seconds(settings.leaseDurationSeconds), pollInterval: .seconds(settings.pollIntervalSeconds),
-                    maxAttempts: settings.maxAttempts,
-                    drainTimeout: .seconds(settings.drainTimeoutSeconds), logger: logger,
-                    equip: { summary in try await runtime.equipment(for: summary.configuration) })
+                let worker = runtime.worker(concurrency: concurrency ?? settings.concurrency, logger: logger)
                 let tally = await worker.run(until: drain)
                 FileHandle.standardError.write(
                     Data(

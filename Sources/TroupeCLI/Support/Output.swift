@@ -8,19 +8,26 @@ func finish(_ machine: RunStateMachine, store: OpenedStore, json: Bool) async th
     if json {
         print(try RunReport(summary: summary, machine: machine).json())
     } else {
-        switch machine.status {
-        case .succeeded:
-            say("\nAnswer:\n\(machine.answer ?? "")\n")
-        case .failed, .cancelled:
-            say("\n\(machine.status.rawValue): \(machine.error?.message ?? "")")
-        case .needsAttention:
-            say("\nneeds attention: \(summary.error?.message ?? "")")
-        default:
-            break
-        }
+        let error = machine.status == .needsAttention ? summary.error : machine.error
+        sayEnding(machine.status, answer: machine.answer, error: error?.message)
         say("Journal: \(store.location) · inspect with `troupe show \(machine.runID)\(store.flag)`")
     }
-    let code = ExitStatus.forRun(machine.status)
+    try exit(with: machine.status)
+}
+
+/// The lines after a run's progress: its answer, or why it stopped.
+func sayEnding(_ status: RunStatus, answer: String?, error: String?) {
+    switch status {
+    case .succeeded: say("\nAnswer:\n\(answer ?? "")\n")
+    case .failed, .cancelled: say("\n\(status.rawValue): \(error ?? "")")
+    case .needsAttention: say("\nneeds attention: \(error ?? "")")
+    default: break
+    }
+}
+
+/// Ends the command with the run's exit code (nothing for a run that succeeded).
+func exit(with status: RunStatus) throws {
+    let code = ExitStatus.forRun(status)
     if code != 0 { throw ExitCode(code) }
 }
 

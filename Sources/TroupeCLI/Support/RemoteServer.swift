@@ -131,18 +131,13 @@ extension RemoteServer {
 
     /// What `finish` prints for a local run, for a run on this server; exits with the run's code.
     func finish(_ report: RunReport, json: Bool) throws {
+        let status = RunStatus(rawValue: report.status) ?? .failed
         if json {
             print(try report.json())
         } else {
-            switch report.status {
-            case RunStatus.succeeded.rawValue: say("\nAnswer:\n\(report.answer ?? "")\n")
-            case RunStatus.failed.rawValue, RunStatus.cancelled.rawValue: say("\n\(report.status): \(report.error?.message ?? "")")
-            case RunStatus.needsAttention.rawValue: say("\nneeds attention: \(report.error?.message ?? "")")
-            default: break
-            }
+            sayEnding(status, answer: report.answer, error: report.error?.message)
             say("Server: \(url) · inspect with `troupe show \(report.id) --server \(url)`")
         }
-        let code = ExitStatus.forRun(RunStatus(rawValue: report.status) ?? .failed)
-        if code != 0 { throw ExitCode(code) }
+        try exit(with: status)
     }
 }

@@ -98,6 +98,17 @@ struct Runtime {
         return RunEquipment(model: model, tools: tools, configuration: configuration)
     }
 
+    /// A worker over this runtime's store, as the settings' `worker.*` describe it, equipping
+    /// each run it claims with ``equipment(for:)``.
+    func worker(concurrency: Int, logger: Logger) -> RunWorker {
+        let worker = settings.worker
+        return RunWorker(
+            store: store, owner: owner.description, concurrency: concurrency, leaseDuration: .seconds(worker.leaseDurationSeconds),
+            pollInterval: .seconds(worker.pollIntervalSeconds), maxAttempts: worker.maxAttempts,
+            drainTimeout: .seconds(worker.drainTimeoutSeconds), logger: logger,
+            equip: { summary in try await equipment(for: summary.configuration) })
+    }
+
     func driver(
         model: any ChatModel,
         tools: ToolRegistry,
