@@ -4,7 +4,7 @@ public import TroupeCore
 public import TroupeStore
 
 /// What `troupe serve` lets callers do, decided by the operator: callers name a model among
-/// ``models`` and tool groups among ``allowedTools``; they never choose an endpoint, a key or a
+/// ``models`` and tools among ``allowedTools``; they never choose an endpoint, a key or a
 /// path. Each run gets a workspace of its own under ``workspaceRoot``.
 public struct APIServer: Sendable {
     /// The largest request body accepted (1 MiB); larger ones get a 413.
@@ -18,7 +18,9 @@ public struct APIServer: Sendable {
     public var runDefaults: RunConfiguration
     /// The models a request may name (the default model is always one of them).
     public var models: [String]
-    /// The tool groups a request may ask for (`fs`, `shell`, `web`, `mcp`, `mcp:NAME`).
+    /// The tool groups and single tools a request may ask for (`fs`, `shell`, `web`, `mcp`,
+    /// `mcp:NAME`, `fs_read`, `mcp:NAME/TOOL`, …; see `ToolSelection`): an entry is allowed when it
+    /// is listed or a group that holds it is.
     public var allowedTools: [String]
     /// The folder under which each run gets its own workspace (`<root>/<run id>`).
     public var workspaceRoot: String

@@ -5,6 +5,7 @@ import TroupeAPI
 import TroupeAgents
 import TroupeCore
 import TroupeStore
+import TroupeTools
 
 /// The API's operations over the store contract: the same ``RunStore`` calls the CLI makes; no
 /// run logic of its own. Refusals throw ``APIFailure`` or ``TroupeError``, which the
@@ -80,17 +81,26 @@ struct RunsAPI: APIProtocol {
             }
             configuration.model = model
         }
+        let allowed = server.allowedTools.compactMap { try? ToolSelection($0) }
         if let tools = body.tools {
-            for tool in tools where !server.allowedTools.contains(tool) {
-                throw APIFailure(
-                    status: 403, code: TroupeError.Code.accessDenied.rawValue,
-                    "The tool group '\(tool)' is not allowed on this server (server.allowedTools: "
-                        + "\(server.allowedTools.isEmpty ? "none" : server.allowedTools.joined(separator: ", "))).",
-                    details: ["field": "tools"])
+            for tool in tools {
+                let selection: ToolSelection
+                do throws(TroupeError) {
+                    selection = try ToolSelection(tool)
+                } catch {
+                    throw TroupeError(.invalidInput, error.message, details: ["field": "tools", "tool": tool])
+                }
+                guard selection.isAllowed(by: allowed) else {
+                    throw APIFailure(
+                        status: 403, code: TroupeError.Code.accessDenied.rawValue,
+                        "The tool '\(tool)' is not allowed on this server (server.allowedTools: "
+                            + "\(server.allowedTools.isEmpty ? "none" : server.allowedTools.joined(separator: ", "))).",
+                        details: ["field": "tools"])
+                }
             }
             configuration.tools = Array(NSOrderedSet(array: tools).array.compactMap { $0 as? String })
         } else {
-            configuration.tools = configuration.tools.filter(server.allowedTools.contains)
+            configuration.tools = configuration.tools.filter { ((try? ToolSelection($0))?.isAllowed(by: allowed)) ?? false }
         }
         func limit<T: Comparable>(_ value: T?, _ field: String, _ range: ClosedRange<T>, openBelow: Bool = false) throws -> T? {
             guard let value else { return nil }

@@ -182,11 +182,11 @@ struct SettingsReader {
         var server = ServerSettings()
         server.workspaceRoot = try path("server.workspaceRoot")
         if let tools = try strings("server.allowedTools") {
-            let groups = tools == ["none"] ? [] : tools
-            for group in groups where !["fs", "shell", "web", "mcp"].contains(group) && !(group.hasPrefix("mcp:") && group.count > 4) {
-                throw outOfRange("server.allowedTools", "tool groups: fs, shell, web, mcp, mcp:NAME, or none", group)
+            let entries = tools == ["none"] ? [] : tools
+            for entry in entries where (try? ToolSelection(entry)) == nil {
+                throw outOfRange("server.allowedTools", ToolSelection.accepted + ", or none", entry)
             }
-            server.allowedTools = groups
+            server.allowedTools = entries
         }
         if let models = try strings("server.models") { server.models = models }
         return server
@@ -222,7 +222,12 @@ struct SettingsReader {
         }
         if let url = try string("model.baseURL") { run.baseURL = TroupeSettings.withoutCredentials(url) }
         if let workspace = try path("run.workspace") { run.workspace = workspace }
-        if let tools = try strings("run.tools") { run.tools = tools == ["none"] ? [] : tools }
+        if let tools = try strings("run.tools") {
+            run.tools = tools == ["none"] ? [] : tools
+            for entry in run.tools where (try? ToolSelection(entry)) == nil {
+                throw outOfRange("run.tools", ToolSelection.accepted + ", or none", entry)
+            }
+        }
         if let value = try int("run.maxSteps", in: 1...100) { run.maxSteps = value }
         if let value = try int("run.maxConcurrency", in: 1...64) { run.maxConcurrentSteps = value }
         if let value = try int("run.maxIterations", in: 1...100) { run.maxIterations = value }

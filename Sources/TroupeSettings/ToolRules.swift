@@ -77,7 +77,12 @@ public struct ToolRules: Sendable, Hashable, Codable {
     static func servers(named toolGroups: [String], in configured: [String]) -> [String] {
         if toolGroups.contains("mcp") { return configured }
         var seen = Set<String>()
-        return toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }.filter { seen.insert($0).inserted }
+        return namedServers(toolGroups).filter { seen.insert($0).inserted }
+    }
+
+    /// The MCP servers that `mcp:NAME` and `mcp:NAME/TOOL` entries name, in order.
+    static func namedServers(_ toolGroups: [String]) -> [String] {
+        toolGroups.compactMap { try? ToolSelection($0).mcpServer }
     }
 
     /// The rules as journaled in a run's configuration.
@@ -126,7 +131,7 @@ public struct ToolRules: Sendable, Hashable, Codable {
         var rules = self
         var servers: [MCPServerConfiguration] = []
         // `mcp` means the servers the run had, not whatever is configured now.
-        let named = toolGroups.filter { $0.hasPrefix("mcp:") }.map { String($0.dropFirst(4)) }
+        let named = Self.namedServers(toolGroups)
         // `mcp` is the servers the run had; for a run that had none (`resume --tools mcp` adds the
         // group), the servers configured now, journaled from here on.
         let all = mcpServers.isEmpty ? settings.mcpServers.map(\.name) : Array(mcpServers.keys)

@@ -231,6 +231,9 @@ struct APITestServer {
                 Refusal(.POST, "/v1/runs", #"{"goal": "   "}"#, 400, "The goal is empty"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "model": "gpt-5-expensive"}"#, 400, "not one this server offers"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["shell"]}"#, 403, "not allowed"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["shell_run"]}"#, 403, "not allowed"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["mcp:time/now"]}"#, 403, "not allowed"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["fs_delete_everything"]}"#, 400, "Unknown tool"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "maxSteps": 0}"#, 400, "maxSteps"),
                 Refusal(
                     .POST, "/v1/runs", "{\"goal\": \"" + String(repeating: "x", count: APIServer.maxBodyBytes) + "\"}", 413,

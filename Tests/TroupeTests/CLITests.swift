@@ -98,6 +98,30 @@ import TroupeTesting
         }
     }
 
+    /// `--tools` takes single tools beside groups: the model is offered exactly those.
+    @Test func singleToolsAreOfferedAlone() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
+            try await withTemporaryDirectory { directory in
+                let run = try await CLIProcess.run(
+                    [
+                        "run", "List the files", "--tools", "fs_list, web", "--base-url", mock.baseURL, "--store",
+                        "sqlite:\(directory)/runs.db",
+                    ],
+                    directory: directory)
+                #expect(run.status == 0, "output:\n\(run.output)")
+                // The planner is told of both; no other file tool is offered to anyone.
+                let planner = try #require(mock.requests.first?["messages"]?.arrayValue?.first?["content"]?.stringValue)
+                #expect(planner.contains("fs_list") && planner.contains("web_fetch") && !planner.contains("fs_read"))
+                let offered = mock.requests.flatMap { $0["tools"]?.arrayValue ?? [] }.compactMap { $0["function"]?["name"]?.stringValue }
+                #expect(!offered.isEmpty && Set(offered).isSubset(of: ["fs_list", "web_fetch"]))
+                let missing = try await CLIProcess.run(
+                    ["run", "x", "--tools", "mcp:nowhere/tool", "--base-url", mock.baseURL, "--store", "sqlite:\(directory)/runs.db"],
+                    directory: directory)
+                #expect(missing.status == 6 && missing.output.contains("no MCP server named 'nowhere'"), "\(missing.output)")
+            }
+        }
+    }
+
     /// `troupe.yaml` in the working directory sets the model, a dead primary endpoint and a
     /// fallback to the mock: the run succeeds through the fallback, and says so.
     @Test func theSettingsFileShapesTheRunAndItsFallbacks() async throws {

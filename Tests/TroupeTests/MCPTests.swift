@@ -321,6 +321,22 @@ struct MCPTests {
                     ["run", "x", "--tools", "mcp:nope", "--store", "sqlite:\(directory)/runs.db", "--config", "troupe.yaml"],
                     directory: directory)
                 #expect(unknown.status == 6 && unknown.output.contains("There is no MCP server named 'nope' (configured: time)"))
+
+                // One tool of the server: only it is offered.
+                let single = try await CLIProcess.run(
+                    [
+                        "run", "What time is it in Paris?", "--json", "--tools", "mcp:time/get_current_time", "--store",
+                        "sqlite:\(directory)/runs.db", "--config", "troupe.yaml",
+                    ], directory: directory)
+                #expect(single.status == 0, "output:\n\(single.output)")
+                let offered = mock.requests.last { $0["tools"] != nil }?["tools"]?.arrayValue?.compactMap {
+                    $0["function"]?["name"]?.stringValue
+                }
+                #expect(offered == ["mcp_time_get_current_time"])
+                let noSuchTool = try await CLIProcess.run(
+                    ["run", "x", "--tools", "mcp:time/teleport", "--store", "sqlite:\(directory)/runs.db", "--config", "troupe.yaml"],
+                    directory: directory)
+                #expect(noSuchTool.status == 6 && noSuchTool.output.contains("has no tool 'teleport' (it has: "), "\(noSuchTool.output)")
             }
         }
     }

@@ -18,7 +18,7 @@ struct ServeCommand: AsyncParsableCommand {
             By default the server also drives runs itself (--workers 8 at once), so one command on one machine is a \
             working node over SQLite; --workers 0 makes an API-only node in front of `troupe worker`s sharing a \
             PostgreSQL store. Callers choose among what the settings allow: models (model.name, server.models), tool \
-            groups (server.allowedTools); each run gets its own workspace under server.workspaceRoot.
+            groups and tools (server.allowedTools); each run gets its own workspace under server.workspaceRoot.
 
             SIGTERM or SIGINT drains: /readyz answers 503, new requests get 503, event streams close (clients \
             reconnect with Last-Event-ID), the runs in hand are handed back (worker.drainTimeout), then the server \

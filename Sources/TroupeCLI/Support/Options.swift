@@ -216,8 +216,8 @@ struct RunOptions: ParsableArguments {
     @Option(
         name: .long,
         help: ArgumentHelp(
-            "Tool groups, comma-separated: fs, shell, web, mcp (every MCP server configured), mcp:NAME (one), or none "
-                + "(default: fs).", valueName: "list"))
+            "Tools, comma-separated: groups (fs, shell, web, mcp for every MCP server configured, mcp:NAME for one), single "
+                + "tools (fs_read, shell_run, mcp:NAME/TOOL, …), or none (default: fs).", valueName: "list"))
     var tools: String?
 
     @Option(name: .long, help: "The most steps a plan may have (default: 10).")
@@ -271,20 +271,12 @@ struct RunOptions: ParsableArguments {
         return configuration
     }
 
-    static let knownToolGroups = ["fs", "shell", "web", "mcp"]
-
+    /// The entries of a `--tools` list (groups or single tools), checked; `none` is the empty list.
     static func toolGroups(_ list: String) throws(TroupeError) -> [String] {
-        let groups = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
-            !$0.isEmpty
-        }
-        if groups == ["none"] { return [] }
-        for group in groups where !knownToolGroups.contains(group) && !(group.hasPrefix("mcp:") && group.count > 4) {
-            throw TroupeError(
-                .invalidInput,
-                "Unknown tool group '\(group)'. This build has: \(knownToolGroups.joined(separator: ", ")), mcp:NAME (or none)."
-            )
-        }
-        return groups
+        let entries = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if entries == ["none"] { return [] }
+        _ = try ToolSelection.parse(entries)
+        return entries
     }
 
 }

@@ -33,27 +33,55 @@ struct Runtime {
         return try settings.resilience(for: configuration).model(primary: primary, httpClient: httpClient, logger: logger)
     }
 
-    /// The tools of the groups the configuration enables, jailed to its workspace; `mcp` and
-    /// `mcp:NAME` start the MCP servers and list their tools.
+    /// The tools the configuration's entries select (whole groups or single tools), jailed to its
+    /// workspace; `mcp`, `mcp:NAME` and `mcp:NAME/TOOL` start the MCP servers and list their tools.
+    /// A single tool that does not exist (an MCP server without that tool) is refused, naming it.
     func tools(for configuration: RunConfiguration) async throws -> ToolRegistry {
+        let selections = try ToolSelection.parse(configuration.tools)
         var tools: [any Tool] = []
-        for group in configuration.tools {
-            switch group {
-            case "fs": tools += FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
-            case "shell": tools.append(ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy))
-            case "web": tools.append(WebFetchTool(policy: settings.webPolicy))
-            case "mcp":
-                guard !mcp.names.isEmpty else {
+        for group in ["fs", "shell", "web"] {
+            let whole = selections.contains(.group(group))
+            let names = Set(selections.compactMap { if case .tool(let name, group) = $0 { name } else { nil } })
+            guard whole || !names.isEmpty else { continue }
+            tools += try builtInTools(group, configuration).filter { whole || names.contains($0.name) }
+        }
+        if selections.contains(.allMCPServers) {
+            guard !mcp.names.isEmpty else {
+                throw TroupeError(.configuration, "Tool group 'mcp' names no server: configure them under mcp.servers (docs/TOOLS.md).")
+            }
+            tools += try await mcp.tools()
+        }
+        var servers: [String] = []
+        for server in selections.compactMap(\.mcpServer) where !servers.contains(server) && !selections.contains(.allMCPServers) {
+            servers.append(server)
+        }
+        for server in servers {
+            let offered = try await mcp.tools(of: [server])
+            if selections.contains(.mcpServer(server)) {
+                tools += offered
+                continue
+            }
+            for case .mcpTool(server, let name) in selections {
+                guard let tool = offered.first(where: { ($0 as? MCPTool)?.remoteName == name }) else {
+                    let names = offered.compactMap { ($0 as? MCPTool)?.remoteName }
                     throw TroupeError(
-                        .configuration, "Tool group 'mcp' names no server: configure them under mcp.servers (docs/TOOLS.md).")
+                        .configuration,
+                        "The MCP server '\(server)' has no tool '\(name)' (it has: \(names.isEmpty ? "none" : names.joined(separator: ", ")))."
+                    )
                 }
-                tools += try await mcp.tools()
-            case let group where group.hasPrefix("mcp:"): tools += try await mcp.tools(of: [String(group.dropFirst(4))])
-            default:
-                throw TroupeError(.configuration, "Tool group '\(group)' is not available in this build.")
+                if !tools.contains(where: { $0.name == tool.name }) { tools.append(tool) }
             }
         }
         return try ToolRegistry(tools, policy: settings.toolPolicy).checkedForModels()
+    }
+
+    /// Every tool of a built-in group, jailed to the configuration's workspace.
+    private func builtInTools(_ group: String, _ configuration: RunConfiguration) throws -> [any Tool] {
+        switch group {
+        case "fs": FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
+        case "shell": [ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy)]
+        default: [WebFetchTool(policy: settings.webPolicy)]
+        }
     }
 
     /// The file tools' limits: the settings' protected paths, plus the settings file in use and

@@ -1,0 +1,31 @@
+import Testing
+import Troupe
+
+@Suite struct ToolSelectionTests {
+    @Test func entriesAreGroupsOrSingleTools() throws {
+        #expect(try ToolSelection("fs") == .group("fs"))
+        #expect(try ToolSelection("fs_read") == .tool("fs_read", group: "fs"))
+        #expect(try ToolSelection("shell_run") == .tool("shell_run", group: "shell"))
+        #expect(try ToolSelection("mcp") == .allMCPServers)
+        #expect(try ToolSelection("mcp:time") == .mcpServer("time"))
+        #expect(try ToolSelection("mcp:time/get_current_time") == .mcpTool(server: "time", tool: "get_current_time"))
+        for entry in ["mcp:time/get_current_time", "fs_read", "mcp:x", "web"] {
+            #expect(try ToolSelection(entry).description == entry)
+        }
+        for bad in ["", "teleport", "mcp:", "mcp:/tool", "mcp:server/", "FS", "fs_read "] {
+            #expect(throws: TroupeError.self, "\(bad)") { try ToolSelection(bad) }
+        }
+    }
+
+    @Test func anAllowlistCoversWhatItsGroupsHold() throws {
+        let allowed = try ToolSelection.parse(["fs", "web_fetch", "mcp:time"])
+        for entry in ["fs", "fs_read", "fs_patch", "web_fetch", "mcp:time", "mcp:time/now"] {
+            #expect(try ToolSelection(entry).isAllowed(by: allowed), "\(entry)")
+        }
+        for entry in ["web", "shell", "shell_run", "mcp", "mcp:other", "mcp:other/now"] {
+            #expect(try !ToolSelection(entry).isAllowed(by: allowed), "\(entry)")
+        }
+        #expect(try ToolSelection("mcp:any/tool").isAllowed(by: [.allMCPServers]))
+        #expect(try !ToolSelection("fs_read").isAllowed(by: []))
+    }
+}
