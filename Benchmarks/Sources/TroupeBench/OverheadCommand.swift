@@ -12,7 +12,8 @@ struct OverheadCommand: AsyncParsableCommand {
 
     @OptionGroup var workload: WorkloadOptions
 
-    @Option(help: "Journal store: memory, or sqlite:PATH (a new temporary file if PATH is empty).")
+    @Option(
+        help: "Journal store: memory, sqlite:PATH (a new temporary file if PATH is empty), or PostgreSQL (postgres://USER@HOST:PORT/DB, or postgres:URL).")
     var store = "sqlite:"
 
     @Option(
@@ -62,7 +63,11 @@ struct OverheadCommand: AsyncParsableCommand {
 
     private func openStore() async throws -> any RunStore {
         if store == "memory" { return InMemoryRunStore() }
-        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store is memory or sqlite:PATH.") }
+        if store.hasPrefix("postgres://") || store.hasPrefix("postgres:") {
+            let url = store.hasPrefix("postgres://") ? store : String(store.dropFirst("postgres:".count))
+            return try await PostgresRunStore.open(url: url, logger: Logger(label: "troupe-bench"))
+        }
+        guard store.hasPrefix("sqlite:") else { throw ValidationError("--store is memory, sqlite:PATH, postgres://URL or postgres:URL.") }
         var path = String(store.dropFirst("sqlite:".count))
         if path.isEmpty {
             path = FileManager.default.temporaryDirectory.appendingPathComponent("troupe-bench-\(UUID().uuidString).db").path

@@ -11,6 +11,6 @@ struct TroupeBench: AsyncParsableCommand {
             prints one JSON line: runs, model_calls, wall_s, runs_per_s, cpu_ms_per_model_call, peak_rss_mib, \
             p50_ms, p99_ms.
             """,
-        subcommands: [OverheadCommand.self, BaselineCommand.self, JournalCommand.self]
+        subcommands: [OverheadCommand.self, BaselineCommand.self, JournalCommand.self, FleetCommand.self, APICommand.self]
     )
 }
