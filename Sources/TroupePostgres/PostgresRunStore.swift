@@ -2,6 +2,7 @@ public import Foundation
 public import Logging
 import PostgresNIO
 import _ConnectionPoolModule
+public import ServiceLifecycle
 public import TroupeCore
 public import TroupeStore
 
@@ -22,6 +23,7 @@ public actor PostgresRunStore: RunStore {
     public nonisolated let location: String
     private let client: PostgresClient
     private let runner: Task<Void, Never>
+    private nonisolated let live: PostgresLiveText
     private let logger: Logger
     /// Summaries of runs this process wrote, to avoid re-reading them on every append. Sound
     /// across processes: an append based on one still needs the row's `last_sequence` to match.
@@ -37,6 +39,7 @@ public actor PostgresRunStore: RunStore {
         let client = PostgresClient(configuration: location.clientConfiguration(), backgroundLogger: logger)
         self.client = client
         self.runner = Task { await client.run() }
+        self.live = PostgresLiveText(client: client, logger: logger)
     }
 
     /// Connects to the database at `url`, applies the migrations it lacks (under an advisory
@@ -86,37 +89,24 @@ public actor PostgresRunStore: RunStore {
     }
 
     /// `LISTEN`s on ``notificationChannel`` over a connection of its own, for as long as the
-    /// stream is read. A dropped connection is opened again (after 1 s, doubling up to 10 s
-    /// while connections do not last 30 s); each (re)connection yields once, since notifications
-    /// sent while it was down are gone.
+    /// stream is read (reconnecting as ``PostgresListener`` does); each (re)connection yields
+    /// once, since notifications sent while it was down are gone.
     public nonisolated func announcements() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let listener = Task { [client, logger] in
-            var pause = Duration.seconds(1)
-            while !Task.isCancelled, await !self.closed {
-                let started = ContinuousClock.now
-                do {
-                    try await client.withConnection { connection in
-                        try await connection.listen(on: Self.notificationChannel) { notifications in
-                            continuation.yield()
-                            for try await _ in notifications { continuation.yield() }
-                        }
-                    }
-                } catch {
-                    if Task.isCancelled { break }
-                    logger.debug("LISTEN \(Self.notificationChannel) failed; trying again", metadata: ["error": "\(error)"])
-                }
-                // Only a connection that lasted starts the back-off again: one dropped as soon as
-                // it is made (a pooler, an idle killer) must not wake every worker each second.
-                if ContinuousClock.now - started > .seconds(30) { pause = .seconds(1) }
-                try? await Task.sleep(for: pause)
-                pause = min(pause * 2, .seconds(10))
-            }
-            continuation.finish()
+        let listener = PostgresListener.listening(
+            on: Self.notificationChannel, client: client, logger: logger, while: { await !self.closed }
+        ) { event in
+            if case .ended = event { continuation.finish() } else { continuation.yield() }
         }
         continuation.onTermination = { _ in listener.cancel() }
         return stream
     }
+
+    /// Sends `text` to followers in every process, gathered for 50 ms (`NOTIFY troupe_text`).
+    public nonisolated func publish(_ text: LiveText) { live.publish(text) }
+
+    /// Live text of `run` from any process (`LISTEN troupe_text`, one connection per store).
+    public nonisolated func liveText(of run: RunID) -> AsyncStream<LiveText> { live.stream(of: run) }
 
     /// Closes the connections. Later calls fail with a storage error, and so do writes still
     /// waiting for a commit.
@@ -126,6 +116,7 @@ public actor PostgresRunStore: RunStore {
         let error = TroupeError(.storage, "The PostgreSQL store at \(location) was closed.")
         for write in pending { write.fail(error) }
         pending = []
+        await live.stop()
         runner.cancel()
         await runner.value
     }
@@ -623,5 +614,16 @@ public actor PostgresRunStore: RunStore {
 
     static func date(_ millis: Int) -> Date {
         StoredForm.date(millis: millis)
+    }
+}
+
+/// The store as a ServiceLifecycle service, for a `ServiceGroup` that owns its lifetime: put it
+/// first, so that it is shut down last — after the API and the workers have drained — and its
+/// `PostgresClient` (started when the store opened, since migrations run then) closes once
+/// nothing needs it.
+extension PostgresRunStore: Service {
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
     }
 }

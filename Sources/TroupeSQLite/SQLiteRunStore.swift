@@ -39,6 +39,11 @@ public actor SQLiteRunStore: RunStore {
     private let busyTimeout: Duration
     /// Wakes this process's workers; other processes find new runs by polling.
     private let announcer = RunAnnouncer()
+    private let live = LiveTextHub()
+
+    public nonisolated func publish(_ text: LiveText) { live.deliver(text) }
+
+    public nonisolated func liveText(of run: RunID) -> AsyncStream<LiveText> { live.stream(of: run) }
 
     public nonisolated func announcements() -> AsyncStream<Void> {
         announcer.stream()

@@ -18,6 +18,8 @@ public struct APIDates: DateTranscoder {
         return date
     }
 
-    /// The generated server's and client's configuration.
-    public static let configuration = Configuration(dateTranscoder: APIDates())
+    /// The generated server's and client's configuration: compact JSON with sorted keys, and
+    /// `/` written as it is (not `\/`), as `troupe show --json` writes it.
+    public static let configuration = Configuration(
+        dateTranscoder: APIDates(), jsonEncodingOptions: [.sortedKeys, .withoutEscapingSlashes])
 }

@@ -6,17 +6,24 @@ import TroupeStore
 /// number, `event:` its type, `data:` the record as JSON), from `after` on, live until the run
 /// has ended or needs attention and every event was sent. Idle streams get a comment line every
 /// ``APIServer/keepAliveInterval``; a drain closes them (clients reconnect elsewhere with
-/// `Last-Event-ID`, losing and repeating nothing).
+/// `Last-Event-ID`, losing and repeating nothing). With `tokens`, the text of streaming model
+/// calls comes too as it is published (``RunStore/liveText(of:)``), as `token` events without
+/// an `id:`.
 ///
 /// The stream is pulled: the journal is read only as fast as the client takes the events, so a
-/// client that stops reading holds at most one read's events in memory.
+/// client that stops reading holds at most one read's events in memory (and, with `tokens`, at
+/// most ``LiveTextHub/buffered`` pieces of text).
 struct EventStream {
     let server: APIServer
     let run: RunID
     let after: Int
+    var tokens = false
+
+    /// How often live text is looked for between journal reads.
+    static let tokenInterval = Duration.milliseconds(50)
 
     func bytes() -> AsyncThrowingStream<ArraySlice<UInt8>, any Error> {
-        let cursor = Cursor(server: server, run: run, sequence: after)
+        let cursor = Cursor(server: server, run: run, sequence: after, liveText: tokens ? server.store.liveText(of: run) : nil)
         return AsyncThrowingStream(unfolding: { await cursor.next() })
     }
 
@@ -25,54 +32,101 @@ struct EventStream {
         "id: \(record.sequence)\nevent: \(record.event.type)\ndata: \(try JSONCoding.encodeString(record))\n\n"
     }
 
-    /// Where a stream stands: the last sequence number sent, and frames read but not yet sent.
+    /// A `token` event: live text, not journaled, so without an `id:`.
+    static func frame(_ text: LiveText) throws -> String {
+        "event: token\ndata: \(try JSONCoding.encodeString(text))\n\n"
+    }
+
+    /// Where a stream stands: the last sequence number sent, frames read but not yet sent, and
+    /// live text received but not yet sent.
     private actor Cursor {
         let server: APIServer
         let run: RunID
         var sequence: Int
         var pending: [ArraySlice<UInt8>] = []
+        var text: [LiveText] = []
         var ended = false
         let clock = ContinuousClock()
         var lastWrite: ContinuousClock.Instant
+        var nextRead: ContinuousClock.Instant
+        let followsText: Bool
+        /// The live text to follow until the feeder takes it (on the first ``next()``).
+        var liveText: AsyncStream<LiveText>?
+        var feeder: Task<Void, Never>?
 
-        init(server: APIServer, run: RunID, sequence: Int) {
+        init(server: APIServer, run: RunID, sequence: Int, liveText: AsyncStream<LiveText>?) {
             self.server = server
             self.run = run
             self.sequence = sequence
             self.lastWrite = ContinuousClock.now
+            self.nextRead = ContinuousClock.now
+            self.followsText = liveText != nil
+            self.liveText = liveText
+        }
+
+        deinit { feeder?.cancel() }
+
+        func receive(_ piece: LiveText) {
+            // Consecutive pieces of one call are sent as one event.
+            if let last = text.last, last.activity == piece.activity {
+                text[text.count - 1].text += piece.text
+            } else {
+                text.append(piece)
+            }
         }
 
         /// The next chunk to send, `nil` at the end of the stream.
         func next() async -> ArraySlice<UInt8>? {
+            if let liveText {
+                self.liveText = nil
+                feeder = Task { [weak self] in
+                    for await piece in liveText {
+                        guard let self else { return }
+                        await self.receive(piece)
+                    }
+                }
+            }
             do {
                 while true {
                     if !pending.isEmpty {
                         lastWrite = clock.now
                         return pending.removeFirst()
                     }
-                    if ended || server.drain.isDraining { return nil }
-                    let summary = try await server.store.requireRun(run)
-                    if summary.lastSequence > sequence {
-                        let records = try await server.store.events(of: run, after: sequence)
-                        pending = try records.map { ArraySlice(try EventStream.frame($0).utf8) }
-                        sequence = records.last?.sequence ?? sequence
-                        continue
-                    }
-                    if summary.status.isTerminal || summary.status == .needsAttention {
-                        ended = true
+                    if ended || server.drain.isDraining {
+                        feeder?.cancel()
                         return nil
+                    }
+                    if !text.isEmpty {
+                        lastWrite = clock.now
+                        return ArraySlice(try EventStream.frame(text.removeFirst()).utf8)
+                    }
+                    if clock.now >= nextRead {
+                        nextRead = clock.now + server.pollInterval
+                        let summary = try await server.store.requireRun(run)
+                        if summary.lastSequence > sequence {
+                            let records = try await server.store.events(of: run, after: sequence)
+                            pending = try records.map { ArraySlice(try EventStream.frame($0).utf8) }
+                            sequence = records.last?.sequence ?? sequence
+                            continue
+                        }
+                        if summary.status.isTerminal || summary.status == .needsAttention {
+                            ended = true
+                            continue
+                        }
                     }
                     if clock.now - lastWrite >= server.keepAliveInterval {
                         lastWrite = clock.now
                         return ArraySlice(": keep-alive\n\n".utf8)
                     }
-                    try await Task.sleep(for: server.pollInterval)
+                    try await Task.sleep(for: followsText ? min(EventStream.tokenInterval, server.pollInterval) : server.pollInterval)
                 }
             } catch is CancellationError {
+                feeder?.cancel()
                 return nil
             } catch {
                 // The status line is gone: the stream ends, and the client reconnects with Last-Event-ID.
                 server.logger.warning("event stream ended early", metadata: ["run": "\(run)", "error": "\(error)"])
+                feeder?.cancel()
                 return nil
             }
         }

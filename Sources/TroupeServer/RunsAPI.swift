@@ -234,7 +234,7 @@ struct RunsAPI: APIProtocol {
             }
             after = max(after, sequence)
         }
-        let stream = EventStream(server: server, run: id, after: after)
+        let stream = EventStream(server: server, run: id, after: after, tokens: input.query.tokens ?? false)
         return .ok(.init(body: .textEventStream(HTTPBody(stream.bytes(), length: .unknown, iterationBehavior: .single))))
     }
 

@@ -10,6 +10,11 @@ public actor InMemoryRunStore: RunStore {
     private var tokens: [RunID: Int] = [:]
     private var claims: [RunID: (attempts: Int, claimableAt: Date?)] = [:]
     private let announcer = RunAnnouncer()
+    private let live = LiveTextHub()
+
+    public nonisolated func publish(_ text: LiveText) { live.deliver(text) }
+
+    public nonisolated func liveText(of run: RunID) -> AsyncStream<LiveText> { live.stream(of: run) }
 
     public init() {}
 

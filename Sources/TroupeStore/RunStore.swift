@@ -160,6 +160,16 @@ public protocol RunStore: Sendable {
     /// announcement delays a run, never loses it. The stream ends when its reader is cancelled.
     func announcements() -> AsyncStream<Void>
 
+    /// Publishes a piece of a model's answer as it streams, for whoever follows the run live
+    /// (``liveText(of:)``): in this process, or in any process when the store can tell
+    /// (PostgreSQL's `NOTIFY`). Not journaled, and dropped when no one follows; never blocks and
+    /// never fails.
+    func publish(_ text: LiveText)
+
+    /// The live text of `run` published from now on (a follower that connects late misses what
+    /// came before: the journal has every completed answer). Ends when its reader is cancelled.
+    func liveText(of run: RunID) -> AsyncStream<LiveText>
+
     /// Releases resources (connections, file handles).
     func close() async throws
 }

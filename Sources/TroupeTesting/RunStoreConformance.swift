@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TroupeCore
 public import TroupeStore
 
@@ -31,6 +32,7 @@ public struct RunStoreConformance: Sendable {
         try await check("fencedAppends", fencedAppends)
         try await check("claimNextRun", claimNextRun)
         try await check("claimBackoffAndParking", claimBackoffAndParking)
+        try await check("liveText", liveText)
     }
 
     private func check(_ name: String, _ body: (any RunStore) async throws -> Void) async throws {
@@ -270,5 +272,49 @@ public struct RunStoreConformance: Sendable {
         try await store.releaseLease(lease, outcome: .clean)
         let again = try await store.claimNextRun(owner: "w", until: time.addingTimeInterval(30), maxAttempts: 3, at: time)
         try expect(again?.attempt == 1, "after a clean drive the run is claimable again from attempt 1")
+    }
+
+    /// Live text reaches the followers of its run, whole and in order, and no one else. A store
+    /// may deliver it through another process (PostgreSQL's `NOTIFY`), whose listener starts
+    /// with the first follower: text published before it listens is lost, so the check publishes
+    /// a greeting again until one arrives (within 10 s), then the text it checks.
+    private func liveText(_ store: any RunStore) async throws {
+        let followed = RunID.make()
+        let other = RunID.make()
+        let key = ActivityKey(step: "s1", attempt: 1, callIndex: 0)
+        let received = Received()
+        let stream = store.liveText(of: followed)
+        let collector = Task {
+            for await piece in stream {
+                received.add(piece)
+                if piece.text.hasSuffix("end") { return }
+            }
+        }
+        defer { collector.cancel() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while received.pieces.isEmpty {
+            try expect(ContinuousClock.now < deadline, "no live text arrived in 10 s")
+            store.publish(LiveText(run: other, activity: key, text: "not yours"))
+            store.publish(LiveText(run: followed, activity: key, text: "hello"))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // A long piece (more than a PostgreSQL notification holds) of multi-byte text, then the end.
+        let long = String(repeating: "ü€😀 ", count: 3_000)
+        store.publish(LiveText(run: followed, activity: key, text: long))
+        store.publish(LiveText(run: followed, activity: key, text: "end"))
+        while !received.pieces.contains(where: { $0.text.hasSuffix("end") }) {
+            try expect(ContinuousClock.now < deadline + .seconds(10), "the live text did not all arrive in 10 s")
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let pieces = received.pieces
+        try expect(pieces.allSatisfy { $0.run == followed && $0.activity == key }, "live text of another run was delivered")
+        let text = pieces.map(\.text).joined().replacingOccurrences(of: "hello", with: "")
+        try expect(text == long + "end", "the live text arrived changed (\(text.utf8.count) bytes, not \(long.utf8.count + 3))")
+    }
+
+    private final class Received: Sendable {
+        private let box = Mutex<[LiveText]>([])
+        var pieces: [LiveText] { box.withLock { $0 } }
+        func add(_ piece: LiveText) { box.withLock { $0.append(piece) } }
     }
 }

@@ -140,6 +140,47 @@ struct APITestServer {
         }
     }
 
+    /// `?tokens=true`: the streamed text of each model call comes live as `token` events (no
+    /// `id:`), the same text the journal records when the call completes.
+    @Test func liveTokensComeWithTheJournal() async throws {
+        let model = PlayingModel(steps: 2, holding: true)
+        try await APITestServer.with(model: model) { api in
+            let run = try await api.client.createRun(body: .json(.init(goal: "Echo twice", stream: true))).created.body.json
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: api.baseURL + "/v1/runs/\(run.id)/events?tokens=true"), timeout: .seconds(30))
+            #expect(response.status == .ok)
+            var body = ""
+            var chunks = response.body.makeAsyncIterator()
+            // The first journal event is there: the stream follows the run's live text from here on.
+            while !body.contains("event: runCreated"), let chunk = try await chunks.next() { body += String(buffer: chunk) }
+            try await eventually("an executor call is held") { model.heldCalls >= 1 }
+            model.release()
+            while let chunk = try await chunks.next() { body += String(buffer: chunk) }
+
+            let events = APITestServer.events(body)
+            #expect(events.last?.event == "runSucceeded")
+            let journaled = events.filter { $0.event != "token" }
+            #expect(journaled.map(\.id) == Array(1...journaled.count).map { Optional($0) })
+            let tokens = events.filter { $0.event == "token" }
+            #expect(tokens.count >= 2, "\(body)")
+            #expect(tokens.allSatisfy { $0.id == nil })
+            for token in tokens {
+                let piece = try JSONCoding.decode(LiveText.self, from: Data(token.data.utf8))
+                #expect(piece.run.rawValue == run.id)
+                // The call's completed answer in the journal holds the same text.
+                let answers = try journaled.map { try JSONCoding.decode(RunEventRecord.self, from: Data($0.data.utf8)).event }
+                    .compactMap { event -> String? in
+                        guard case .activityCompleted(piece.activity, .model(let response)) = event else { return nil }
+                        return response.message.content
+                    }
+                #expect(answers == [piece.text], "\(piece)")
+            }
+            // Without tokens=true, none.
+            let plain = try await api.send(.GET, "/v1/runs/\(run.id)/events")
+            #expect(!plain.body.contains("event: token"))
+        }
+    }
+
     @Test func anIdempotencyKeyMakesRetriesSafe() async throws {
         let store = InMemoryRunStore()
         try await APITestServer.with(store: store, worker: false) { api in

@@ -61,7 +61,9 @@ struct FleetCommand: AsyncParsableCommand {
         }
         do {
             try await batch(warmup, of: configuration, in: opened, fleet: fleet)
-            let cpuBefore = (workers: fleet.map(\.cpuSeconds).reduce(0, +), postgres: CPUTime.postgresSeconds(), own: Measurement.cpuSeconds())
+            let cpuBefore = (
+                workers: fleet.map(\.cpuSeconds).reduce(0, +), postgres: CPUTime.postgresSeconds(), own: Measurement.cpuSeconds()
+            )
             let started = ContinuousClock.now
             try await batch(runs, of: configuration, in: opened, fleet: fleet)
             let wall = Measurement.seconds(ContinuousClock.now - started)

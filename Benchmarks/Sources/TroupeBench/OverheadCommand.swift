@@ -13,7 +13,9 @@ struct OverheadCommand: AsyncParsableCommand {
     @OptionGroup var workload: WorkloadOptions
 
     @Option(
-        help: "Journal store: memory, sqlite:PATH (a new temporary file if PATH is empty), or PostgreSQL (postgres://USER@HOST:PORT/DB, or postgres:URL).")
+        help:
+            "Journal store: memory, sqlite:PATH (a new temporary file if PATH is empty), or PostgreSQL (postgres://USER@HOST:PORT/DB, or postgres:URL)."
+    )
     var store = "sqlite:"
 
     @Option(

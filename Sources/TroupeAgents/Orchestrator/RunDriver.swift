@@ -227,7 +227,7 @@ public struct RunDriver: Sendable {
                             // Never act on a lease this driver may have lost while it was paused.
                             do { try await keeper.ensure(margin: keeper.margin) } catch { return .leaseLost(TroupeError.wrap(error)) }
                         }
-                        return .activity(activity.key, await perform(activity))
+                        return .activity(activity.key, await perform(activity, of: id))
                     }
                 }
                 if inFlight.isEmpty {
@@ -382,7 +382,7 @@ public struct RunDriver: Sendable {
     }
 
     /// Runs an activity against its deadline; returns the events that record its outcome.
-    private func perform(_ activity: PreparedActivity) async -> [RunEvent] {
+    private func perform(_ activity: PreparedActivity, of run: RunID) async -> [RunEvent] {
         let key = activity.key
         let remaining = activity.deadline.timeIntervalSince(now())
         let timeout = TroupeError(
@@ -393,7 +393,7 @@ public struct RunDriver: Sendable {
         guard remaining > 0 else { return [.activityFailed(key: key, error: timeout)] }
         do {
             let events = try await withTimeLimit(.milliseconds(Int64(remaining * 1000)), clock: clock) {
-                try await execute(activity)
+                try await execute(activity, of: run)
             }
             return events ?? [.activityFailed(key: key, error: timeout)]
         } catch {
@@ -401,7 +401,7 @@ public struct RunDriver: Sendable {
         }
     }
 
-    private func execute(_ activity: PreparedActivity) async throws -> [RunEvent] {
+    private func execute(_ activity: PreparedActivity, of run: RunID) async throws -> [RunEvent] {
         let key = activity.key
         switch activity.work {
         case .model(let request, let stream, let verdict):
@@ -415,8 +415,12 @@ public struct RunDriver: Sendable {
                         $0.append(.modelCallRetried(key: key, attempt: attempt.number, error: attempt.error, retryDelaySeconds: delay))
                     }
                 }
-                response = try await ModelAttempt.$observer.withValue(observer) {
-                    stream ? try await model.collect(request) : try await model.complete(request)
+                response = try await ModelAttempt.$observer.withValue(observer) { [store] in
+                    guard stream else { return try await model.complete(request) }
+                    // The text as it comes, for live followers (the journal gets the whole answer).
+                    return try await model.collect(request) { event in
+                        if case .textDelta(let text) = event { store.publish(LiveText(run: run, activity: key, text: text)) }
+                    }
                 }
             } catch {
                 try Task.checkCancellation()

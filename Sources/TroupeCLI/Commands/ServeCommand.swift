@@ -69,8 +69,11 @@ struct ServeCommand: AsyncParsableCommand {
                 Signals.drainThenStop(
                     drain, what: "503 to new requests, event streams closed, runs handed back", timeout: settings.worker.drainTimeoutSeconds
                 )
+                // A PostgreSQL store is a service too, first so that it closes last (after the drain).
+                let storeService = (runtime.store as? PostgresRunStore).map { [$0 as any Service] } ?? []
                 let services = ServiceGroup(
-                    configuration: ServiceGroupConfiguration(services: [application], gracefulShutdownSignals: [], logger: logger))
+                    configuration: ServiceGroupConfiguration(
+                        services: storeService + [application], gracefulShutdownSignals: [], logger: logger))
                 let worker = runtime.worker(concurrency: max(workers, 1), logger: logger)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await services.run() }

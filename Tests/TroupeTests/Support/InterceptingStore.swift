@@ -94,6 +94,8 @@ final class InterceptingStore: RunStore, Sendable {
     }
 
     nonisolated func announcements() -> AsyncStream<Void> { inner.announcements() }
+    nonisolated func publish(_ text: LiveText) { inner.publish(text) }
+    nonisolated func liveText(of run: RunID) -> AsyncStream<LiveText> { inner.liveText(of: run) }
     func close() async throws { try await inner.close() }
 }
 
