@@ -4,11 +4,14 @@
 #   - runs/s of 1, 2 and 4 `troupe worker` processes over PostgreSQL (and 1 over SQLite),
 #   - the in-process CPU per model call with a PostgreSQL journal next to SQLite,
 #   - the API's cost: create + follow through `troupe serve`, on SQLite and on PostgreSQL.
-# Prints one JSON line per measurement. Run from anywhere; builds what it needs (release).
+# Prints one JSON line per measurement. Run from anywhere; builds what it needs (release), or
+# uses the `troupe` executable that $TROUPE names.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
-(cd "$root" && swift build -c release --scratch-path .build-release --product troupe >&2) || exit 1
+if [ -z "${TROUPE:-}" ]; then
+    (cd "$root" && swift build -c release --scratch-path .build-release --product troupe >&2) || exit 1
+fi
 (cd "$here" && swift build -c release --product troupe-bench >&2) || exit 1
 troupe="${TROUPE:-$root/.build-release/release/troupe}"
 B="$here/.build/release/troupe-bench"

@@ -192,17 +192,28 @@ public actor PostgresRunStore: RunStore {
                 let configuration: String? = next.configuration == current.configuration ? nil : try Self.encode(next.configuration)
                 let error: String? = try next.error.map { try Self.encode($0) }
                 let token = lease?.token
-                let updated = try await connection.query(
+                // One statement: the row moves on only from the journal end the writer read (and
+                // under its lease), and the events go in only where it did.
+                let sequences = events.indices.map { expectedSequence + $0 + 1 }
+                let types = events.map(\.type)
+                let inserted = try await connection.query(
                     """
-                    UPDATE troupe_runs SET status = \(next.status.rawValue), updated_at = \(now), last_sequence = \(next.lastSequence),
-                        input_tokens = \(next.usage.inputTokens), output_tokens = \(next.usage.outputTokens),
-                        cached_tokens = \(next.usage.cachedTokens), model_calls = \(next.modelCalls), tool_calls = \(next.toolCalls),
-                        answer = \(next.answer), error = \(error), configuration = COALESCE(\(configuration), configuration)
-                    WHERE id = \(run.rawValue) AND last_sequence = \(expectedSequence)
-                        AND (\(token)::bigint IS NULL OR (lease_token = \(token) AND lease_owner IS NOT NULL))
-                    RETURNING id
+                    WITH updated AS (
+                        UPDATE troupe_runs SET status = \(next.status.rawValue), updated_at = \(now),
+                            last_sequence = \(next.lastSequence), input_tokens = \(next.usage.inputTokens),
+                            output_tokens = \(next.usage.outputTokens), cached_tokens = \(next.usage.cachedTokens),
+                            model_calls = \(next.modelCalls), tool_calls = \(next.toolCalls), answer = \(next.answer),
+                            error = \(error), configuration = COALESCE(\(configuration), configuration)
+                        WHERE id = \(run.rawValue) AND last_sequence = \(expectedSequence)
+                            AND (\(token)::bigint IS NULL OR (lease_token = \(token) AND lease_owner IS NOT NULL))
+                        RETURNING id
+                    )
+                    INSERT INTO troupe_events (run_id, sequence, type, schema_version, recorded_at, payload)
+                    SELECT updated.id, e.s, e.t, \(RunEventRecord.currentSchemaVersion), \(now), e.p
+                    FROM updated, unnest(\(sequences)::bigint[], \(types)::text[], \(payloads)::text[]) AS e (s, t, p)
+                    RETURNING sequence
                     """, logger: logger)
-                guard try await updated.collect().count == 1 else {
+                guard try await inserted.collect().count == events.count else {
                     if let lease {
                         let holder = try await Self.currentLease(run, on: connection, logger: logger)
                         if holder?.token != lease.token { throw TroupeError.leaseLost(lease, current: holder) }
@@ -210,8 +221,6 @@ public actor PostgresRunStore: RunStore {
                     let actual = try await Self.loadSummary(run, on: connection, logger: logger).lastSequence
                     throw TroupeError.conflict(run, expected: expectedSequence, actual: actual)
                 }
-                try await Self.insertEvents(
-                    zip(events, payloads).map { ($0.type, $1) }, of: run, after: expectedSequence, at: now, on: connection, logger: logger)
                 return next
             }
             cache[run] = next
@@ -380,8 +389,12 @@ public actor PostgresRunStore: RunStore {
     }
 
     private var pending: [PendingWrite] = []
-    private var flushing = false
+    /// Group commits under way, each on a connection of its own.
+    private var flushers = 0
     static let maxBatch = 50
+    /// Group commits at once: while one waits for its round trips, the next batch is on its way.
+    /// (Writes of one run never race: a driver waits for each append before the next.)
+    package static let maxConcurrentBatches = 4
     /// Transactions the group commit has run (for tests of the batching).
     package private(set) var batches = 0
 
@@ -404,8 +417,8 @@ public actor PostgresRunStore: RunStore {
                         return { continuation.resume(returning: value) }
                     },
                     fail: { continuation.resume(throwing: $0) }))
-            guard !flushing else { return }
-            flushing = true
+            guard flushers < Self.maxConcurrentBatches else { return }
+            flushers += 1
             Task { await self.flush() }
         }
     }
@@ -419,7 +432,7 @@ public actor PostgresRunStore: RunStore {
             let answers = await commit(batch)
             for answer in answers { answer() }
         }
-        flushing = false
+        flushers -= 1
     }
 
     private func commit(_ batch: [PendingWrite]) async -> [@Sendable () -> Void] {
@@ -435,8 +448,18 @@ public actor PostgresRunStore: RunStore {
                 // the server has not dropped yet) must not hold every write of this process for
                 // long: past these limits the batch fails with `storageUnavailable`, which
                 // drivers retry while their lease lasts.
-                try await connection.query("SET LOCAL lock_timeout = '5s'", logger: logger)
-                try await connection.query("SET LOCAL statement_timeout = '20s'", logger: logger)
+                try await connection.query(
+                    "SELECT set_config('lock_timeout', '5s', true), set_config('statement_timeout', '20s', true)", logger: logger)
+                // A batch of one needs no savepoint: its failure is the transaction's.
+                if batch.count == 1, let write = batch.first {
+                    do {
+                        return [try await write.perform(connection, logger)]
+                    } catch let error as TroupeError {
+                        // Refused by the rules (a conflict, a held lease), not by the database: the
+                        // transaction is sound, and commits nothing.
+                        return [{ write.fail(error) }]
+                    }
+                }
                 var answers: [@Sendable () -> Void] = []
                 for write in batch {
                     try await connection.query("SAVEPOINT troupe_write", logger: logger)

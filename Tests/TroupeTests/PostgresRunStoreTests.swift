@@ -228,9 +228,10 @@ struct PostgresRunStoreTests {
             _ = try await first.value
             let results = await others.value
             #expect(results.filter { $0.value }.count == 38 && results[7] == false)
-            // The first batch (in flight while the others queued), then one for all the others.
+            // The first batch was in flight while the others queued: they share the few
+            // transactions the store runs at once beside it.
             let batches = await store.batches - batchesBefore
-            #expect(batches == 1, "\(batches) more transactions for 39 appends: they were not batched")
+            #expect(batches < PostgresRunStore.maxConcurrentBatches, "\(batches) more transactions for 39 appends: they were not batched")
             for (index, id) in ids.enumerated() {
                 #expect(try await store.requireRun(id).lastSequence == (index == 7 ? 1 : 2))
             }
