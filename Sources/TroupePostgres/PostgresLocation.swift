@@ -110,6 +110,11 @@ public struct PostgresLocation: Sendable, CustomStringConvertible {
             host: host, port: port, username: username, password: password, database: database, tls: tls)
         configuration.options.maximumConnections = 16
         configuration.options.connectTimeout = .seconds(10)
+        // A row locked elsewhere (a process that died mid-transaction, whose connection the
+        // server has not dropped yet) must not hold a write for long: past these limits it fails
+        // with `storageUnavailable`, which drivers retry while their lease lasts. Set once per
+        // connection, not per transaction (a round trip saved on every write).
+        configuration.options.additionalStartupParameters = [("lock_timeout", "5s"), ("statement_timeout", "20s")]
         return configuration
     }
 }

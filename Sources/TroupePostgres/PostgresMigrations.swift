@@ -79,6 +79,9 @@ enum PostgresMigrations {
         try check(found)
         guard found < latest else { return }
         try await client.withTransaction(logger: logger) { connection in
+            // Another process's migration is waited for however long it takes (not the store's 5 s lock timeout).
+            try await connection.query(
+                "SELECT set_config('lock_timeout', '0', true), set_config('statement_timeout', '0', true)", logger: logger)
             try await connection.query("SELECT pg_advisory_xact_lock(\(lockKey))", logger: logger)
             try await connection.query(
                 "CREATE TABLE IF NOT EXISTS troupe_schema_migrations (version integer PRIMARY KEY, applied_at bigint NOT NULL)",

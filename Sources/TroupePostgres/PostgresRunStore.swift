@@ -181,7 +181,7 @@ public actor PostgresRunStore: RunStore {
         let cached = cache[run].flatMap { $0.lastSequence == expectedSequence ? $0 : nil }
         let now = Self.millis(time)
         do {
-            let next = try await transaction("appending to run \(run)") { connection, logger -> RunSummary in
+            let next = try await transaction("appending to run \(run)", oneStatement: true) { connection, logger -> RunSummary in
                 let current: RunSummary
                 if let cached {
                     current = cached
@@ -305,12 +305,12 @@ public actor PostgresRunStore: RunStore {
             if let current = try Self.lease(of: run, from: row), current.expiresAt > time, current.token != replacing?.token {
                 throw TroupeError.leaseHeld(current)
             }
-            return try await Self.grant(run, to: owner, until: expiry, claim: false, on: connection, logger: logger)
+            return try await Self.grant(run, to: owner, until: expiry, on: connection, logger: logger)
         }
     }
 
     public func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {
-        try await transaction("renewing the lease on run \(lease.runID)") { connection, logger in
+        try await transaction("renewing the lease on run \(lease.runID)", oneStatement: true) { connection, logger in
             // Renewals never shorten a lease: one sent earlier may arrive after a later one.
             let rows = try await connection.query(
                 """
@@ -358,20 +358,29 @@ public actor PostgresRunStore: RunStore {
 
     public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
         let now = Self.millis(time)
-        return try await transaction("claiming a run") { connection, logger -> LeasedRun? in
-            // Runs other workers are claiming right now are skipped, not waited for.
+        return try await transaction("claiming a run", oneStatement: true) { connection, logger -> LeasedRun? in
+            // One statement: the oldest claimable run (runs other workers are claiming right now
+            // are skipped, not waited for), leased to this worker.
             let rows = try await connection.query(
                 """
-                SELECT \(unescaped: Self.summaryColumns), claim_attempts FROM troupe_runs
-                WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
-                    AND (claimable_at IS NULL OR claimable_at <= \(now)) AND claim_attempts < \(maxAttempts)
-                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+                WITH next AS (
+                    SELECT id AS next_id FROM troupe_runs
+                    WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
+                        AND (claimable_at IS NULL OR claimable_at <= \(now)) AND claim_attempts < \(maxAttempts)
+                    ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+                )
+                UPDATE troupe_runs SET lease_owner = \(owner), lease_expires_at = \(Self.millis(expiry)),
+                    lease_token = lease_token + 1, claim_attempts = claim_attempts + 1, claimable_at = NULL
+                FROM next WHERE id = next.next_id
+                RETURNING \(unescaped: Self.summaryColumns), claim_attempts, lease_token, lease_expires_at
                 """, logger: logger)
             guard let row = try await rows.collect().first else { return nil }
             let summary = try Self.summary(row)
-            let attempts = try row.makeRandomAccess()["claim_attempts"].decode(Int.self)
-            let lease = try await Self.grant(summary.id, to: owner, until: expiry, claim: true, on: connection, logger: logger)
-            return LeasedRun(summary: summary, lease: lease, attempt: attempts + 1)
+            let columns = row.makeRandomAccess()
+            let lease = Lease(
+                runID: summary.id, owner: owner, expiresAt: Self.date(try columns["lease_expires_at"].decode(Int.self)),
+                token: try columns["lease_token"].decode(Int.self))
+            return LeasedRun(summary: summary, lease: lease, attempt: try columns["claim_attempts"].decode(Int.self))
         }
     }
 
@@ -382,6 +391,9 @@ public actor PostgresRunStore: RunStore {
     /// A write waiting for the next commit, and its caller.
     private struct PendingWrite: Sendable {
         var what: String
+        /// Whether the write is one statement (reads aside): alone in a batch, it needs no
+        /// transaction of its own around it (one round trip instead of four).
+        var isOneStatement: Bool
         /// Does the write (inside the batch's transaction) and returns how to tell its caller it
         /// succeeded, once the batch is committed.
         var perform: @Sendable (PostgresConnection, Logger) async throws -> @Sendable () -> Void
@@ -398,20 +410,23 @@ public actor PostgresRunStore: RunStore {
     /// Transactions the group commit has run (for tests of the batching).
     package private(set) var batches = 0
 
-    /// Runs `body` in the next group commit: the writes that arrive while a batch is being
+    /// Runs `body` in the next group commit: the writes that arrive while batches are being
     /// committed share the next transaction (one round of `BEGIN`/`COMMIT` and one WAL flush for
-    /// all of them). Each write runs in a savepoint of its own, so one that fails (a journal
-    /// conflict, a held lease) leaves nothing behind and fails alone; only a failure of the
+    /// all of them; up to ``maxConcurrentBatches`` at once). In a batch of several, each write
+    /// runs in a savepoint of its own, so one that fails (a journal conflict, a held lease, a
+    /// value the database refuses) leaves nothing behind and fails alone; only a failure of the
     /// transaction itself (the connection lost, the commit refused) fails the whole batch, which
-    /// PostgreSQL has then rolled back. The caller hears of success only after the commit.
+    /// PostgreSQL has then rolled back. A write alone in its batch needs no savepoint, and one
+    /// that is a single statement (`oneStatement`) no transaction around it either. The caller
+    /// hears of success only after the commit.
     private func transaction<T: Sendable>(
-        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+        _ what: String, oneStatement: Bool = false, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws -> T {
         guard !closed else { throw TroupeError(.storage, "The PostgreSQL store at \(location) is closed.") }
         return try await withCheckedThrowingContinuation { continuation in
             pending.append(
                 PendingWrite(
-                    what: what,
+                    what: what, isOneStatement: oneStatement,
                     perform: { connection, logger in
                         let value = try await body(connection, logger)
                         return { continuation.resume(returning: value) }
@@ -442,14 +457,20 @@ public actor PostgresRunStore: RunStore {
             return batch.map { write in { write.fail(error) } }
         }
         let location = location
+        if batch.count == 1, let write = batch.first, write.isOneStatement {
+            // One statement is a transaction of its own.
+            do {
+                return [try await client.withConnection { [logger] connection in try await write.perform(connection, logger) }]
+            } catch let error as TroupeError {
+                return [{ write.fail(error) }]
+            } catch {
+                cache = [:]
+                let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
+                return [{ write.fail(failure) }]
+            }
+        }
         do {
             return try await client.withTransaction(logger: logger) { [logger] connection in
-                // A row locked elsewhere (a process that died mid-transaction, whose connection
-                // the server has not dropped yet) must not hold every write of this process for
-                // long: past these limits the batch fails with `storageUnavailable`, which
-                // drivers retry while their lease lasts.
-                try await connection.query(
-                    "SELECT set_config('lock_timeout', '5s', true), set_config('statement_timeout', '20s', true)", logger: logger)
                 // A batch of one needs no savepoint: its failure is the transaction's.
                 if batch.count == 1, let write = batch.first {
                     do {
@@ -558,13 +579,12 @@ public actor PostgresRunStore: RunStore {
     }
 
     private static func grant(
-        _ run: RunID, to owner: String, until expiry: Date, claim: Bool, on connection: PostgresConnection, logger: Logger
+        _ run: RunID, to owner: String, until expiry: Date, on connection: PostgresConnection, logger: Logger
     ) async throws -> Lease {
         let expires = millis(expiry)
         let rows = try await connection.query(
             """
-            UPDATE troupe_runs SET lease_owner = \(owner), lease_expires_at = \(expires), lease_token = lease_token + 1,
-                claim_attempts = claim_attempts + \(claim ? 1 : 0), claimable_at = CASE WHEN \(claim) THEN NULL ELSE claimable_at END
+            UPDATE troupe_runs SET lease_owner = \(owner), lease_expires_at = \(expires), lease_token = lease_token + 1
             WHERE id = \(run.rawValue) RETURNING lease_token
             """, logger: logger)
         guard let token = try await rows.collect().first.map({ try $0.decode(Int.self) }) else {

@@ -119,6 +119,42 @@ struct PostgresRunStoreTests {
     }
 
     /// The password never shows: not in the location, not in the error of a failed connection.
+    /// A value PostgreSQL refuses (text with a NUL character) fails that write alone — whether
+    /// it is alone in its commit or shares one — and the store goes on.
+    @Test func aWriteTheDatabaseRefusesFailsAlone() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { store in
+            let bad = RunID.make()
+            _ = try await store.createRun(id: bad, goal: "g", configuration: RunConfiguration(), at: Date())
+            let error = await #expect(throws: TroupeError.self) {
+                try await store.append([.runSucceeded(answer: "a\u{0}b")], to: bad, expectedSequence: 1, at: Date())
+            }
+            #expect(error?.code == .storage, "\(String(describing: error))")
+            #expect(try await store.append([.stepStarted(stepID: "s", attempt: 1)], to: bad, expectedSequence: 1, at: Date()) == 2)
+
+            var good: [RunID] = []
+            for _ in 0..<20 {
+                let id = RunID.make()
+                _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+                good.append(id)
+            }
+            let results = await withTaskGroup(of: Bool.self) { group in
+                for id in good {
+                    group.addTask {
+                        (try? await store.append([.stepStarted(stepID: "s", attempt: 1)], to: id, expectedSequence: 1, at: Date())) != nil
+                    }
+                }
+                group.addTask {
+                    (try? await store.append([.runSucceeded(answer: "\u{0}")], to: bad, expectedSequence: 2, at: Date())) != nil
+                }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(results.filter { $0 }.count == good.count)
+            for id in good { #expect(try await store.requireRun(id).lastSequence == 2) }
+            #expect(try await store.requireRun(bad).lastSequence == 2)
+        }
+    }
+
     @Test func thePasswordNeverAppears() async throws {
         let location = try PostgresLocation(url: "postgres://app:s3cr3t-pw@127.0.0.1:1/runs?sslmode=disable")
         #expect(location.description == "postgres://app@127.0.0.1:1/runs")
