@@ -412,13 +412,13 @@ public actor PostgresRunStore: RunStore {
 
     /// Runs `body` in the next group commit: the writes that arrive while batches are being
     /// committed share the next transaction (one round of `BEGIN`/`COMMIT` and one WAL flush for
-    /// all of them; up to ``maxConcurrentBatches`` at once). In a batch of several, each write
-    /// runs in a savepoint of its own, so one that fails (a journal conflict, a held lease, a
-    /// value the database refuses) leaves nothing behind and fails alone; only a failure of the
-    /// transaction itself (the connection lost, the commit refused) fails the whole batch, which
-    /// PostgreSQL has then rolled back. A write alone in its batch needs no savepoint, and one
-    /// that is a single statement (`oneStatement`) no transaction around it either. The caller
-    /// hears of success only after the commit.
+    /// all of them; up to ``maxConcurrentBatches`` at once). A write refused by the rules (a
+    /// journal conflict, a held lease) writes nothing and fails alone; a write the database
+    /// refuses (a value it cannot store) aborts the transaction, and the batch's writes are then
+    /// run again one by one, so that it fails alone too. Only a failure of the transaction itself
+    /// (the connection lost, the commit refused) fails the whole batch, which PostgreSQL has then
+    /// rolled back. A single-statement write (`oneStatement`) alone in its batch runs without a
+    /// transaction around it. The caller hears of success only after the commit.
     private func transaction<T: Sendable>(
         _ what: String, oneStatement: Bool = false, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws -> T {
@@ -456,53 +456,52 @@ public actor PostgresRunStore: RunStore {
             let error = TroupeError(.storage, "The PostgreSQL store at \(location) was closed.")
             return batch.map { write in { write.fail(error) } }
         }
-        let location = location
-        if batch.count == 1, let write = batch.first, write.isOneStatement {
-            // One statement is a transaction of its own.
-            do {
-                return [try await client.withConnection { [logger] connection in try await write.perform(connection, logger) }]
-            } catch let error as TroupeError {
-                return [{ write.fail(error) }]
-            } catch {
-                cache = [:]
-                let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
-                return [{ write.fail(failure) }]
-            }
-        }
+        if batch.count == 1, let write = batch.first { return [await alone(write)] }
         do {
             return try await client.withTransaction(logger: logger) { [logger] connection in
-                // A batch of one needs no savepoint: its failure is the transaction's.
-                if batch.count == 1, let write = batch.first {
-                    do {
-                        return [try await write.perform(connection, logger)]
-                    } catch let error as TroupeError {
-                        // Refused by the rules (a conflict, a held lease), not by the database: the
-                        // transaction is sound, and commits nothing.
-                        return [{ write.fail(error) }]
-                    }
-                }
                 var answers: [@Sendable () -> Void] = []
                 for write in batch {
-                    try await connection.query("SAVEPOINT troupe_write", logger: logger)
                     do {
-                        let answer = try await write.perform(connection, logger)
-                        try await connection.query("RELEASE SAVEPOINT troupe_write", logger: logger)
-                        answers.append(answer)
-                    } catch {
-                        // Undoes this write only; a failure here (the connection lost) fails the batch.
-                        try await connection.query("ROLLBACK TO SAVEPOINT troupe_write", logger: logger)
-                        try await connection.query("RELEASE SAVEPOINT troupe_write", logger: logger)
-                        let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
-                        answers.append { write.fail(failure) }
+                        answers.append(try await write.perform(connection, logger))
+                    } catch let error as TroupeError {
+                        // Refused by the rules (a conflict, a held lease) before it wrote anything:
+                        // the transaction is sound, and goes on with the others.
+                        answers.append { write.fail(error) }
                     }
                 }
                 return answers
             }
+        } catch let error as PostgresTransactionError
+            where (error.closureError as? PSQLError)?.code == .server && error.rollbackError == nil && error.commitError == nil
+        {
+            // The database refused a statement of one write (a value it cannot store), and with it
+            // the whole transaction, which it rolled back: each write again on its own, so that
+            // only that one fails.
+            var answers: [@Sendable () -> Void] = []
+            for write in batch { answers.append(await alone(write)) }
+            return answers
         } catch {
             // Nothing of the batch was written: summaries cached for its runs are not true.
             cache = [:]
             let failure = Self.storageError(error, "Failed while committing \(batch.count) write(s)", location: location)
             return batch.map { write in { write.fail(failure) } }
+        }
+    }
+
+    /// Runs one write in a transaction of its own (a single statement is one already).
+    private func alone(_ write: PendingWrite) async -> @Sendable () -> Void {
+        do {
+            if write.isOneStatement {
+                return try await client.withConnection { [logger] connection in try await write.perform(connection, logger) }
+            }
+            return try await client.withTransaction(logger: logger) { [logger] connection in
+                try await write.perform(connection, logger)
+            }
+        } catch {
+            // A refusal by the rules (a conflict, a held lease) comes out as it is.
+            let failure = Self.storageError(error, "Failed while \(write.what)", location: location)
+            if failure.underlying != nil { cache = [:] }
+            return { write.fail(failure) }
         }
     }
 
