@@ -60,16 +60,17 @@ struct FleetCommand: AsyncParsableCommand {
             try? FileManager.default.removeItem(atPath: workspace)
         }
         do {
-            try await batch(warmup, of: configuration, in: opened, fleet: fleet)
+            try await expectSucceeded(try await batch(warmup, of: configuration, in: opened, fleet: fleet), in: opened)
             let cpuBefore = (
                 workers: fleet.map(\.cpuSeconds).reduce(0, +), postgres: CPUTime.postgresSeconds(), own: Measurement.cpuSeconds()
             )
             let started = ContinuousClock.now
-            try await batch(runs, of: configuration, in: opened, fleet: fleet)
+            let ids = try await batch(runs, of: configuration, in: opened, fleet: fleet)
             let wall = Measurement.seconds(ContinuousClock.now - started)
             let workersCPU = fleet.map(\.cpuSeconds).reduce(0, +) - cpuBefore.workers
             let postgresCPU = CPUTime.postgresSeconds() - cpuBefore.postgres
             let ownCPU = Measurement.cpuSeconds() - cpuBefore.own
+            try await expectSucceeded(ids, in: opened)
             let modelCalls = Double(runs * (1 + 2 * steps))
             let report: [(String, String)] = [
                 ("mode", "\"fleet\""), ("store", store.hasPrefix("postgres") ? "\"postgres\"" : "\"sqlite\""),
@@ -88,9 +89,11 @@ struct FleetCommand: AsyncParsableCommand {
         try await opened.close()
     }
 
-    /// Creates `count` runs, 16 at a time, and waits until each one has ended (succeeded, else fails).
-    private func batch(_ count: Int, of configuration: RunConfiguration, in store: any RunStore, fleet: [TroupeProcess]) async throws {
-        guard count > 0 else { return }
+    /// Creates `count` runs, 16 at a time, and waits until none is left to drive; returns their IDs.
+    private func batch(_ count: Int, of configuration: RunConfiguration, in store: any RunStore, fleet: [TroupeProcess]) async throws
+        -> [RunID]
+    {
+        guard count > 0 else { return [] }
         let ids = (0..<count).map { _ in RunID.make() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for lane in 0..<16 {
@@ -102,19 +105,22 @@ struct FleetCommand: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-        var remaining = ids[...]
-        while let id = remaining.first {
+        // Until no run is left to drive (one cheap query a tick, so that watching costs the
+        // database little), then every run of the batch is checked.
+        let unfinished = RunQuery(statuses: [.pending, .running], limit: 1)
+        while try await !store.runs(unfinished).isEmpty {
             if let dead = fleet.first(where: { !$0.process.isRunning }) {
                 throw ValidationError("A worker exited (\(dead.process.terminationStatus)): \(dead.output.suffix(2000))")
             }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return ids
+    }
+
+    private func expectSucceeded(_ ids: [RunID], in store: any RunStore) async throws {
+        for id in ids {
             let status = try await store.requireRun(id).status
-            if status == .succeeded {
-                remaining = remaining.dropFirst()
-            } else if status.isTerminal || status == .needsAttention {
-                throw ValidationError("Run \(id) ended \(status) (expected succeeded).")
-            } else {
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            guard status == .succeeded else { throw ValidationError("Run \(id) ended \(status) (expected succeeded).") }
         }
     }
 }
