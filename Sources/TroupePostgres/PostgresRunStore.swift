@@ -192,28 +192,14 @@ public actor PostgresRunStore: RunStore {
                 let configuration: String? = next.configuration == current.configuration ? nil : try Self.encode(next.configuration)
                 let error: String? = try next.error.map { try Self.encode($0) }
                 let token = lease?.token
-                // One statement: the row moves on only from the journal end the writer read (and
-                // under its lease), and the events go in only where it did.
-                let sequences = events.indices.map { expectedSequence + $0 + 1 }
-                let types = events.map(\.type)
-                let inserted = try await connection.query(
-                    """
-                    WITH updated AS (
-                        UPDATE troupe_runs SET status = \(next.status.rawValue), updated_at = \(now),
-                            last_sequence = \(next.lastSequence), input_tokens = \(next.usage.inputTokens),
-                            output_tokens = \(next.usage.outputTokens), cached_tokens = \(next.usage.cachedTokens),
-                            model_calls = \(next.modelCalls), tool_calls = \(next.toolCalls), answer = \(next.answer),
-                            error = \(error), configuration = COALESCE(\(configuration), configuration)
-                        WHERE id = \(run.rawValue) AND last_sequence = \(expectedSequence)
-                            AND (\(token)::bigint IS NULL OR (lease_token = \(token) AND lease_owner IS NOT NULL))
-                        RETURNING id
-                    )
-                    INSERT INTO troupe_events (run_id, sequence, type, schema_version, recorded_at, payload)
-                    SELECT updated.id, e.s, e.t, \(RunEventRecord.currentSchemaVersion), \(now), e.p
-                    FROM updated, unnest(\(sequences)::bigint[], \(types)::text[], \(payloads)::text[]) AS e (s, t, p)
-                    RETURNING sequence
-                    """, logger: logger)
-                guard try await inserted.collect().count == events.count else {
+                let statement = AppendStatement(
+                    run: run.rawValue, expectedSequence: expectedSequence, token: token, summary: next, at: now,
+                    configuration: configuration, error: error, sequences: events.indices.map { expectedSequence + $0 + 1 },
+                    types: events.map(\.type), payloads: payloads)
+                let inserted = try await connection.execute(statement, logger: logger)
+                var insertedCount = 0
+                for try await _ in inserted { insertedCount += 1 }
+                guard insertedCount == events.count else {
                     if let lease {
                         let holder = try await Self.currentLease(run, on: connection, logger: logger)
                         if holder?.token != lease.token { throw TroupeError.leaseLost(lease, current: holder) }
@@ -668,4 +654,61 @@ extension PostgresRunStore: Service {
         try? await gracefulShutdown()
         await close()
     }
+}
+
+/// An append as one prepared statement (parsed and planned once per connection): the run's row
+/// moves on only from the journal end the writer read (and under its lease), and the events go
+/// in only where it did. Its rows are the sequence numbers inserted.
+struct AppendStatement: PostgresPreparedStatement {
+    static let name = "troupe_append_v1"
+    static let sql = """
+        WITH updated AS (
+            UPDATE troupe_runs SET status = $1::text, updated_at = $2::bigint, last_sequence = $3::bigint,
+                input_tokens = $4::bigint, output_tokens = $5::bigint, cached_tokens = $6::bigint, model_calls = $7::bigint,
+                tool_calls = $8::bigint, answer = $9::text, error = $10::text, configuration = COALESCE($11::text, configuration)
+            WHERE id = $12::text AND last_sequence = $13::bigint
+                AND ($14::bigint IS NULL OR (lease_token = $14::bigint AND lease_owner IS NOT NULL))
+            RETURNING id
+        )
+        INSERT INTO troupe_events (run_id, sequence, type, schema_version, recorded_at, payload)
+        SELECT updated.id, e.s, e.t, $15::bigint, $2::bigint, e.p
+        FROM updated, unnest($16::bigint[], $17::text[], $18::text[]) AS e (s, t, p)
+        RETURNING sequence
+        """
+
+    var run: String
+    var expectedSequence: Int
+    var token: Int?
+    var summary: RunSummary
+    var at: Int
+    var configuration: String?
+    var error: String?
+    var sequences: [Int]
+    var types: [String]
+    var payloads: [String]
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 18)
+        bindings.append(summary.status.rawValue)
+        bindings.append(at)
+        bindings.append(summary.lastSequence)
+        bindings.append(summary.usage.inputTokens)
+        bindings.append(summary.usage.outputTokens)
+        bindings.append(summary.usage.cachedTokens)
+        bindings.append(summary.modelCalls)
+        bindings.append(summary.toolCalls)
+        try bindings.append(summary.answer)
+        try bindings.append(error)
+        try bindings.append(configuration)
+        bindings.append(run)
+        bindings.append(expectedSequence)
+        try bindings.append(token)
+        bindings.append(RunEventRecord.currentSchemaVersion)
+        bindings.append(sequences)
+        bindings.append(types)
+        bindings.append(payloads)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Int { try row.decode(Int.self) }
 }

@@ -115,7 +115,9 @@ struct PostgresRunStoreTests {
             _ = try await PostgresRunStore.open(url: url, logger: PostgresForTests.logger)
         }
         #expect(error?.code == .storage)
-        #expect(error?.message.contains("version 99, newer than this troupe understands (1)") == true, "\(String(describing: error))")
+        #expect(
+            error?.message.contains("version 99, newer than this troupe understands (\(PostgresRunStore.latestSchemaVersion))") == true,
+            "\(String(describing: error))")
     }
 
     /// The password never shows: not in the location, not in the error of a failed connection.
