@@ -108,8 +108,27 @@ final class PostgresLiveText: Sendable {
         }
     }
 
-    /// `text` as notification payloads (JSON), split on character boundaries below the limit.
+    /// The most bytes of one notification's payload (PostgreSQL refuses 8,000 and more).
+    static let maxPayloadBytes = 7_900
+
+    /// `text` as notification payloads (JSON), split on character boundaries so that each one,
+    /// escaped, stays below ``maxPayloadBytes``.
     static func payloads(_ text: LiveText) -> [String] {
+        splitting(text).flatMap { piece -> [String] in
+            guard let payload = try? JSONCoding.encodeString(piece) else { return [] }
+            if payload.utf8.count <= maxPayloadBytes { return [payload] }
+            // Escaping grew it (quotes, backslashes, control characters): halve it and try again.
+            let characters = Array(piece.text)
+            guard characters.count > 1 else { return [] }
+            let half = characters.count / 2
+            return [String(characters[..<half]), String(characters[half...])].flatMap {
+                payloads(LiveText(run: piece.run, activity: piece.activity, text: $0))
+            }
+        }
+    }
+
+    /// `text` in pieces of at most ``maxPieceBytes`` bytes, on character boundaries.
+    private static func splitting(_ text: LiveText) -> [LiveText] {
         var pieces: [String] = []
         var piece = ""
         var bytes = 0
@@ -124,7 +143,7 @@ final class PostgresLiveText: Sendable {
             bytes += size
         }
         if !piece.isEmpty { pieces.append(piece) }
-        return pieces.compactMap { try? JSONCoding.encodeString(LiveText(run: text.run, activity: text.activity, text: $0)) }
+        return pieces.map { LiveText(run: text.run, activity: text.activity, text: $0) }
     }
 }
 

@@ -156,7 +156,7 @@ public actor PostgresRunStore: RunStore {
         let owner = lease?.owner
         let expiry = lease.map { Self.millis($0.expiry) }
         let token = lease == nil ? 0 : 1
-        let inserted = try await transaction("creating run \(id)") { connection, logger in
+        let inserted = try await transaction("creating run \(id)", run: id) { connection, logger in
             let rows = try await connection.query(
                 """
                 INSERT INTO troupe_runs (id, goal, status, created_at, updated_at, last_sequence, configuration,
@@ -181,7 +181,7 @@ public actor PostgresRunStore: RunStore {
         let cached = cache[run].flatMap { $0.lastSequence == expectedSequence ? $0 : nil }
         let now = Self.millis(time)
         do {
-            let next = try await transaction("appending to run \(run)", oneStatement: true) { connection, logger -> RunSummary in
+            let next = try await transaction("appending to run \(run)", run: run, oneStatement: true) { connection, logger -> RunSummary in
                 let current: RunSummary
                 if let cached {
                     current = cached
@@ -196,9 +196,17 @@ public actor PostgresRunStore: RunStore {
                     run: run.rawValue, expectedSequence: expectedSequence, token: token, summary: next, at: now,
                     configuration: configuration, error: error, sequences: events.indices.map { expectedSequence + $0 + 1 },
                     types: events.map(\.type), payloads: payloads)
-                let inserted = try await connection.execute(statement, logger: logger)
                 var insertedCount = 0
-                for try await _ in inserted { insertedCount += 1 }
+                do {
+                    for try await _ in try await connection.execute(statement, logger: logger) { insertedCount += 1 }
+                } catch let error as PSQLError where Self.retiresTheConnection(error) {
+                    // PostgresNIO remembers a failed prepare on its connection and fails every later
+                    // execution there with it: a connection whose append failed for a reason other
+                    // than the values (a lock time-out while preparing) is closed, and the pool
+                    // opens a fresh one.
+                    try? await connection.close()
+                    throw error
+                }
                 guard insertedCount == events.count else {
                     if let lease {
                         let holder = try await Self.currentLease(run, on: connection, logger: logger)
@@ -282,7 +290,7 @@ public actor PostgresRunStore: RunStore {
     // MARK: Leases
 
     public func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws -> Lease {
-        try await transaction("taking the lease on run \(run)") { connection, logger in
+        try await transaction("taking the lease on run \(run)", run: run) { connection, logger in
             // The row is locked until the transaction ends: a concurrent taker waits, then sees this lease.
             let rows = try await connection.query(
                 "SELECT lease_owner, lease_expires_at, lease_token FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE",
@@ -296,7 +304,7 @@ public actor PostgresRunStore: RunStore {
     }
 
     public func renewLease(_ lease: Lease, until expiry: Date) async throws -> Lease {
-        try await transaction("renewing the lease on run \(lease.runID)", oneStatement: true) { connection, logger in
+        try await transaction("renewing the lease on run \(lease.runID)", run: lease.runID, oneStatement: true) { connection, logger in
             // Renewals never shorten a lease: one sent earlier may arrive after a later one.
             let rows = try await connection.query(
                 """
@@ -319,7 +327,7 @@ public actor PostgresRunStore: RunStore {
             case .clean: (true, nil)
             case .failed(let retryAt): (false, Self.millis(retryAt))
             }
-        try await transaction("releasing the lease on run \(lease.runID)") { connection, logger in
+        try await transaction("releasing the lease on run \(lease.runID)", run: lease.runID) { connection, logger in
             let rows = try await connection.query(
                 """
                 UPDATE troupe_runs SET lease_owner = NULL, lease_expires_at = NULL,
@@ -377,6 +385,8 @@ public actor PostgresRunStore: RunStore {
     /// A write waiting for the next commit, and its caller.
     private struct PendingWrite: Sendable {
         var what: String
+        /// The run whose row the write locks (`nil`: a claim, which waits for no lock).
+        var run: String?
         /// Whether the write is one statement (reads aside): alone in a batch, it needs no
         /// transaction of its own around it (one round trip instead of four).
         var isOneStatement: Bool
@@ -391,7 +401,8 @@ public actor PostgresRunStore: RunStore {
     private var flushers = 0
     static let maxBatch = 50
     /// Group commits at once: while one waits for its round trips, the next batch is on its way.
-    /// (Writes of one run never race: a driver waits for each append before the next.)
+    /// (A driver waits for each append before the next, so one run's appends are never
+    /// reordered; its lease renewals may share another batch, which the fence makes harmless.)
     package static let maxConcurrentBatches = 4
     /// Transactions the group commit has run (for tests of the batching).
     package private(set) var batches = 0
@@ -406,13 +417,14 @@ public actor PostgresRunStore: RunStore {
     /// rolled back. A single-statement write (`oneStatement`) alone in its batch runs without a
     /// transaction around it. The caller hears of success only after the commit.
     private func transaction<T: Sendable>(
-        _ what: String, oneStatement: Bool = false, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+        _ what: String, run: RunID? = nil, oneStatement: Bool = false,
+        _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws -> T {
         guard !closed else { throw TroupeError(.storage, "The PostgreSQL store at \(location) is closed.") }
         return try await withCheckedThrowingContinuation { continuation in
             pending.append(
                 PendingWrite(
-                    what: what, isOneStatement: oneStatement,
+                    what: what, run: run?.rawValue, isOneStatement: oneStatement,
                     perform: { connection, logger in
                         let value = try await body(connection, logger)
                         return { continuation.resume(returning: value) }
@@ -443,6 +455,9 @@ public actor PostgresRunStore: RunStore {
             return batch.map { write in { write.fail(error) } }
         }
         if batch.count == 1, let write = batch.first { return [await alone(write)] }
+        // Rows locked in one order in every batch: batches under way at once (a driver renews
+        // its lease while it appends) never wait for each other in a circle.
+        let batch = batch.sorted { ($0.run ?? "\u{10FFFF}") < ($1.run ?? "\u{10FFFF}") }
         do {
             return try await client.withTransaction(logger: logger) { [logger] connection in
                 var answers: [@Sendable () -> Void] = []
@@ -489,6 +504,14 @@ public actor PostgresRunStore: RunStore {
             if failure.underlying != nil { cache = [:] }
             return { write.fail(failure) }
         }
+    }
+
+    /// Whether an error of a prepared statement leaves its connection unusable for it: any server
+    /// error but one about the values bound (classes 22, data, and 23, integrity).
+    static func retiresTheConnection(_ error: PSQLError) -> Bool {
+        guard error.code == .server else { return false }
+        let state = error.serverInfo?[.sqlState] ?? ""
+        return !(state.hasPrefix("22") || state.hasPrefix("23"))
     }
 
     /// Runs `body`, turning a database failure into a `storage` error (`storageUnavailable` when

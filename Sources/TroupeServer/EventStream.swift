@@ -12,7 +12,7 @@ import TroupeStore
 ///
 /// The stream is pulled: the journal is read only as fast as the client takes the events, so a
 /// client that stops reading holds at most one read's events in memory (and, with `tokens`, at
-/// most ``LiveTextHub/buffered`` pieces of text).
+/// most ``maxUnsentTextBytes`` of text).
 struct EventStream {
     let server: APIServer
     let run: RunID
@@ -21,6 +21,8 @@ struct EventStream {
 
     /// How often live text is looked for between journal reads.
     static let tokenInterval = Duration.milliseconds(50)
+    /// Live text a stream holds for a client that does not read; newer text is dropped.
+    static let maxUnsentTextBytes = 1 << 20
 
     func bytes() -> AsyncThrowingStream<ArraySlice<UInt8>, any Error> {
         let cursor = Cursor(server: server, run: run, sequence: after, liveText: tokens ? server.store.liveText(of: run) : nil)
@@ -45,6 +47,7 @@ struct EventStream {
         var sequence: Int
         var pending: [ArraySlice<UInt8>] = []
         var text: [LiveText] = []
+        var textBytes = 0
         var ended = false
         let clock = ContinuousClock()
         var lastWrite: ContinuousClock.Instant
@@ -67,6 +70,9 @@ struct EventStream {
         deinit { feeder?.cancel() }
 
         func receive(_ piece: LiveText) {
+            // A client that does not read loses the newest text beyond the cap (a preview only).
+            guard textBytes + piece.text.utf8.count <= EventStream.maxUnsentTextBytes else { return }
+            textBytes += piece.text.utf8.count
             // Consecutive pieces of one call are sent as one event.
             if let last = text.last, last.activity == piece.activity {
                 text[text.count - 1].text += piece.text
@@ -98,7 +104,9 @@ struct EventStream {
                     }
                     if !text.isEmpty {
                         lastWrite = clock.now
-                        return ArraySlice(try EventStream.frame(text.removeFirst()).utf8)
+                        let piece = text.removeFirst()
+                        textBytes -= piece.text.utf8.count
+                        return ArraySlice(try EventStream.frame(piece).utf8)
                     }
                     if clock.now >= nextRead {
                         nextRead = clock.now + server.pollInterval

@@ -298,8 +298,9 @@ public struct RunStoreConformance: Sendable {
             store.publish(LiveText(run: followed, activity: key, text: "hello"))
             try await Task.sleep(for: .milliseconds(100))
         }
-        // A long piece (more than a PostgreSQL notification holds) of multi-byte text, then the end.
-        let long = String(repeating: "ü€😀 ", count: 3_000)
+        // A long piece (more than a PostgreSQL notification holds) of multi-byte text and of
+        // characters that JSON escapes, then the end.
+        let long = String(repeating: "ü€😀 ", count: 3_000) + String(repeating: "\"\\\n\u{1}", count: 3_000)
         store.publish(LiveText(run: followed, activity: key, text: long))
         store.publish(LiveText(run: followed, activity: key, text: "end"))
         while !received.pieces.contains(where: { $0.text.hasSuffix("end") }) {

@@ -43,10 +43,10 @@ public enum ToolSelection: Sendable, Hashable, CustomStringConvertible {
             if let slash = rest.firstIndex(of: "/") {
                 let server = String(rest[..<slash])
                 let tool = String(rest[rest.index(after: slash)...])
-                guard !server.isEmpty, !tool.isEmpty else { throw Self.unknown(entry) }
+                guard ToolRegistry.isValidName(server), ToolRegistry.isValidName(tool) else { throw Self.unknown(entry) }
                 self = .mcpTool(server: server, tool: tool)
             } else {
-                guard !rest.isEmpty else { throw Self.unknown(entry) }
+                guard ToolRegistry.isValidName(String(rest)) else { throw Self.unknown(entry) }
                 self = .mcpServer(String(rest))
             }
         } else {

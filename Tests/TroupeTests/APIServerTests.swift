@@ -275,6 +275,7 @@ struct APITestServer {
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["shell_run"]}"#, 403, "not allowed"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["mcp:time/now"]}"#, 403, "not allowed"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["fs_delete_everything"]}"#, 400, "Unknown tool"),
+                Refusal(.POST, "/v1/runs", #"{"goal": "x", "tools": ["mcp:../x"]}"#, 400, "Unknown tool"),
                 Refusal(.POST, "/v1/runs", #"{"goal": "x", "maxSteps": 0}"#, 400, "maxSteps"),
                 Refusal(
                     .POST, "/v1/runs", "{\"goal\": \"" + String(repeating: "x", count: APIServer.maxBodyBytes) + "\"}", 413,

@@ -157,6 +157,31 @@ struct PostgresRunStoreTests {
         }
     }
 
+    /// An append whose statement could not be prepared (the table locked by an operator's DDL
+    /// past the lock time-out) leaves no connection behind that fails every later append.
+    @Test func aFailedPrepareDoesNotPoisonTheConnection() async throws {
+        let url = try await PostgresForTests.freshDatabase()
+        try await PostgresRunStore.withStore(url: url, logger: PostgresForTests.logger) { store in
+            var ids: [RunID] = []
+            for _ in 0..<20 {
+                let id = RunID.make()
+                _ = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(), at: Date())
+                ids.append(id)
+            }
+            let other = try RowLock(url: url)
+            defer { other.stop() }
+            try await other.lock("LOCK TABLE troupe_events IN ACCESS EXCLUSIVE MODE")
+            let error = await #expect(throws: TroupeError.self) {
+                try await store.append([.stepStarted(stepID: "s", attempt: 1)], to: ids[0], expectedSequence: 1, at: Date())
+            }
+            #expect(error?.code == .storageUnavailable, "\(String(describing: error))")
+            try await other.unlock()
+            for id in ids {
+                #expect(try await store.append([.stepStarted(stepID: "s", attempt: 1)], to: id, expectedSequence: 1, at: Date()) == 2)
+            }
+        }
+    }
+
     @Test func thePasswordNeverAppears() async throws {
         let location = try PostgresLocation(url: "postgres://app:s3cr3t-pw@127.0.0.1:1/runs?sslmode=disable")
         #expect(location.description == "postgres://app@127.0.0.1:1/runs")
@@ -320,13 +345,17 @@ private final class RowLock: Sendable {
 
     /// Locks `run`'s row; returns once it is locked.
     func lock(_ run: RunID) async throws {
+        try await lock("SELECT 1 FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE")
+    }
+
+    /// Runs `statement` (one that takes a lock) in a transaction kept open until ``unlock()``.
+    func lock(_ statement: PostgresQuery) async throws {
         let (locked, lockedContinuation) = AsyncStream.makeStream(of: Void.self)
         let (client, released) = (client, released)
         holder.withLock {
             $0 = Task {
                 try await client.withTransaction(logger: PostgresForTests.logger) { connection in
-                    try await connection.query(
-                        "SELECT 1 FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE", logger: PostgresForTests.logger)
+                    try await connection.query(statement, logger: PostgresForTests.logger)
                     lockedContinuation.yield()
                     for await _ in released { break }
                 }

@@ -12,7 +12,7 @@ import Troupe
         for entry in ["mcp:time/get_current_time", "fs_read", "mcp:x", "web"] {
             #expect(try ToolSelection(entry).description == entry)
         }
-        for bad in ["", "teleport", "mcp:", "mcp:/tool", "mcp:server/", "FS", "fs_read "] {
+        for bad in ["", "teleport", "mcp:", "mcp:/tool", "mcp:server/", "FS", "fs_read ", "mcp:../x", "mcp:a/b/c", "mcp:a b"] {
             #expect(throws: TroupeError.self, "\(bad)") { try ToolSelection(bad) }
         }
     }

@@ -59,6 +59,20 @@ struct ServeCommand: AsyncParsableCommand {
                     models: settings.server.models, allowedTools: settings.server.allowedTools, workspaceRoot: root, drain: drain,
                     owner: runtime.owner.description, logger: logger,
                     finishConfiguration: { configuration in
+                        // A request may name only MCP servers this server's settings define.
+                        let configured = settings.mcpServers.map(\.name)
+                        for entry in configuration.tools {
+                            let selection = try ToolSelection(entry)
+                            if let server = selection.mcpServer, !configured.contains(server) {
+                                throw TroupeError(
+                                    .invalidInput, "There is no MCP server named '\(server)' on this server.",
+                                    details: ["field": "tools", "tool": entry])
+                            }
+                            if selection == .allMCPServers, configured.isEmpty {
+                                throw TroupeError(
+                                    .invalidInput, "This server has no MCP servers configured.", details: ["field": "tools", "tool": entry])
+                            }
+                        }
                         configuration.toolRules = ToolRules(settings, toolGroups: configuration.tools).jsonValue
                     })
                 let host = host
