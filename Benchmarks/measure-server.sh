@@ -34,5 +34,6 @@ for round in 1 2; do
     bench overhead --base-url $mock_url --runs 1000 --concurrency 50 --store "sqlite:$work/overhead-$round.db"
     bench api --troupe "$troupe" --store "sqlite:$work/api-$round.db" --base-url $mock_url --runs 1000
     bench api --troupe "$troupe" --store "$url" --base-url $mock_url --runs 1000
-    bench api --troupe "$troupe" --store "$url" --base-url $mock_url --runs 2000 --workers 0 --create-only
 done
+# Last: the runs it creates stay pending (no worker), and their workspaces are gone afterwards.
+bench api --troupe "$troupe" --store "$url" --base-url $mock_url --runs 2000 --workers 0 --create-only

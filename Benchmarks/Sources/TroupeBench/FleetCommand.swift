@@ -95,6 +95,7 @@ struct FleetCommand: AsyncParsableCommand {
     {
         guard count > 0 else { return [] }
         let ids = (0..<count).map { _ in RunID.make() }
+        let started = Date()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for lane in 0..<16 {
                 group.addTask {
@@ -107,7 +108,9 @@ struct FleetCommand: AsyncParsableCommand {
         }
         // Until no run is left to drive (one cheap query a tick, so that watching costs the
         // database little), then every run of the batch is checked.
-        let unfinished = RunQuery(statuses: [.pending, .running], limit: 1)
+        // (Only this batch's: runs left pending by something else, say parked after failed
+        // attempts, are not waited for.)
+        let unfinished = RunQuery(statuses: [.pending, .running], createdAfter: started.addingTimeInterval(-1), limit: 1)
         while try await !store.runs(unfinished).isEmpty {
             if let dead = fleet.first(where: { !$0.process.isRunning }) {
                 throw ValidationError("A worker exited (\(dead.process.terminationStatus)): \(dead.output.suffix(2000))")
