@@ -105,6 +105,45 @@ import TroupeTesting
         }
     }
 
+    /// A server whose API cannot start (its port is taken) exits with an error, and hands back
+    /// any run its worker claimed meanwhile instead of leaving it leased.
+    @Test func serveWhoseAPICannotStartLeavesNoRunLeased() async throws {
+        try await withTemporaryDirectory { directory in
+            try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .milliseconds(300))) { mock in
+                let common = [
+                    "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock", "--set",
+                    "server.workspaceRoot=\(directory)/workspaces",
+                ]
+                let first = try CLIProcess(
+                    ["serve", "--port", "0", "--workers", "0", "--store", "sqlite:\(directory)/first.db"] + common, directory: directory,
+                    separateErrors: true)
+                defer { if first.process.isRunning { first.kill(SIGKILL) } }
+                try await first.waitUntil("the first server listens") { first.errorOutput.contains("listening on http://127.0.0.1:") }
+                let log = first.errorOutput
+                let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
+                let port = try #require(Int(log[address.upperBound...].prefix { $0.isNumber }), "\(log)")
+
+                try FileManager.default.createDirectory(atPath: directory + "/ws", withIntermediateDirectories: true)
+                let id = RunID.make()
+                try await SQLiteRunStore.withStore(path: directory + "/second.db") { store in
+                    _ = try await store.createRun(
+                        id: id, goal: "Record two side effects",
+                        configuration: RunConfiguration(model: "mock", baseURL: mock.baseURL, workspace: directory + "/ws"), at: Date())
+                }
+                let second = try CLIProcess(
+                    ["serve", "--port", "\(port)", "--store", "sqlite:\(directory)/second.db"] + common, directory: directory,
+                    separateErrors: true)
+                defer { if second.process.isRunning { second.kill(SIGKILL) } }
+                #expect(await second.wait() == 6, "serve log:\n\(second.errorOutput)")
+                #expect(second.errorOutput.contains("Cannot listen on 127.0.0.1:\(port)"), "serve log:\n\(second.errorOutput)")
+                let lease = try await SQLiteRunStore.withStore(path: directory + "/second.db") { try await $0.lease(of: id) }
+                #expect(lease == nil, "serve log:\n\(second.errorOutput)")
+                first.kill(SIGTERM)
+                #expect(await first.wait() == 0)
+            }
+        }
+    }
+
     @Test func serveDrainsOnSIGTERMWithARunInFlightAndAWorkerFinishesIt() async throws {
         try await withTemporaryDirectory { directory in
             let store = "sqlite:\(directory)/runs.db"

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import Troupe
 import TroupeServer
 import TroupeSettings
@@ -77,33 +78,80 @@ struct ServeCommand: AsyncParsableCommand {
                     })
                 let host = host
                 let location = runtime.opened.location
+                let listening = ListeningFlag()
                 let application = try server.application(host: host, port: port) { port in
+                    listening.set()
                     FileHandle.standardError.write(Data("troupe serve: listening on http://\(host):\(port) (store \(location))\n".utf8))
                 }
                 Signals.drainThenStop(
                     drain, what: "503 to new requests, event streams closed, runs handed back", timeout: settings.worker.drainTimeoutSeconds
                 )
-                // A PostgreSQL store is a service too, first so that it closes last (after the drain).
-                let storeService = (runtime.store as? PostgresRunStore).map { [$0 as any Service] } ?? []
-                let services = ServiceGroup(
-                    configuration: ServiceGroupConfiguration(
-                        services: storeService + [application], gracefulShutdownSignals: [], logger: logger))
-                let worker = runtime.worker(concurrency: max(workers, 1), logger: logger)
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await services.run() }
-                    if workers > 0 { group.addTask { await worker.run(until: drain) } }
-                    group.addTask {
-                        // The server stops once the drain began and the runs in hand were handed back.
-                        await drain.wait()
-                        if workers == 0 { try await Task.sleep(for: .milliseconds(100)) }
+                // Started in this order and shut down in the reverse one: the API stops taking
+                // requests, then the worker hands its runs back, then a PostgreSQL store closes —
+                // also when the API fails (a port in use), so that no run is left leased.
+                var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+                if let store = runtime.store as? PostgresRunStore { services.append(.init(service: store)) }
+                if workers > 0 {
+                    let worker = WorkerService(worker: runtime.worker(concurrency: workers, logger: logger), drain: drain)
+                    services.append(
+                        .init(
+                            service: worker, successTerminationBehavior: .gracefullyShutdownGroup,
+                            failureTerminationBehavior: .gracefullyShutdownGroup))
+                }
+                services.append(
+                    .init(
+                        service: application, successTerminationBehavior: .gracefullyShutdownGroup,
+                        failureTerminationBehavior: .gracefullyShutdownGroup))
+                let group = ServiceGroup(
+                    configuration: ServiceGroupConfiguration(services: services, gracefulShutdownSignals: [], logger: logger))
+                try await withThrowingTaskGroup(of: Bool.self) { tasks in  // true: the group ended
+                    tasks.addTask {
+                        do {
+                            try await group.run()
+                        } catch  where !listening.isSet {
+                            // A bad flag value (a port in use), not a failed run: exit code 6.
+                            throw TroupeError(
+                                .configuration, "Cannot listen on \(host):\(port): \(error). Choose another --port (0: any free one).")
+                        }
+                        return true
                     }
-                    try await group.next()
-                    if workers > 0 { try await group.next() }
-                    await services.triggerGracefulShutdown()
-                    try await group.waitForAll()
+                    if workers == 0 {
+                        tasks.addTask {
+                            // An API-only node stops once the drain began (responses in flight get a moment).
+                            await drain.wait()
+                            guard !Task.isCancelled else { return false }
+                            try await Task.sleep(for: .milliseconds(100))
+                            await group.triggerGracefulShutdown()
+                            return false
+                        }
+                    }
+                    while let groupEnded = try await tasks.next(), !groupEnded {}
+                    tasks.cancelAll()
                 }
                 logger.notice("stopped")
             }
         }
     }
+}
+
+/// The in-process worker as a service of `serve`'s group: a graceful shutdown of the group (the
+/// API failed) drains it, and its end (a drain that began on a signal) shuts the group down.
+private struct WorkerService: Service {
+    let worker: RunWorker
+    let drain: DrainSignal
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await worker.run(until: drain)
+        } onGracefulShutdown: {
+            drain.begin()
+        }
+    }
+}
+
+/// Whether the API is listening yet (an error before it is a bad `--host`/`--port`).
+private final class ListeningFlag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
 }
