@@ -48,11 +48,6 @@ package final class LiveTextHub: Sendable {
         return stream
     }
 
-    /// Whether anyone in this process follows `run`.
-    package func isFollowed(_ run: RunID) -> Bool {
-        followers.withLock { $0.byRun[run] != nil }
-    }
-
     /// Hands `text` to every follower of its run.
     package func deliver(_ text: LiveText) {
         guard let continuations = followers.withLock({ $0.byRun[text.run].map { Array($0.values) } }) else { return }
