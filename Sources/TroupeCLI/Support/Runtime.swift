@@ -61,7 +61,8 @@ struct Runtime {
                 tools += offered
                 continue
             }
-            for case .mcpTool(server, let name) in selections {
+            var chosen = Set<String>()
+            for case .mcpTool(server, let name) in selections where chosen.insert(name).inserted {
                 guard let tool = offered.first(where: { ($0 as? MCPTool)?.remoteName == name }) else {
                     let names = offered.compactMap { ($0 as? MCPTool)?.remoteName }
                     throw TroupeError(
@@ -69,7 +70,8 @@ struct Runtime {
                         "The MCP server '\(server)' has no tool '\(name)' (it has: \(names.isEmpty ? "none" : names.joined(separator: ", ")))."
                     )
                 }
-                if !tools.contains(where: { $0.name == tool.name }) { tools.append(tool) }
+                // Two servers' tools that get one Troupe name (`mcp:a/b_c`, `mcp:a_b/c`) are refused by the registry.
+                tools.append(tool)
             }
         }
         return try ToolRegistry(tools, policy: settings.toolPolicy).checkedForModels()
