@@ -74,7 +74,7 @@ public struct ToolRules: Sendable, Hashable, Codable {
     }
 
     /// The servers `toolGroups` name, of those `configured`, each once.
-    static func servers(named toolGroups: [String], in configured: [String]) -> [String] {
+    public static func servers(named toolGroups: [String], in configured: [String]) -> [String] {
         if toolGroups.contains("mcp") { return configured }
         var seen = Set<String>()
         return namedServers(toolGroups).filter { seen.insert($0).inserted }

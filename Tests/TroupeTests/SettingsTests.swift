@@ -147,12 +147,20 @@ import TroupeSettings
             ("model:\n  name: [a]\n", [], [:], "is a list; it must be text"),
             ("model: {name: \"unclosed\n", [], [:], "is not valid YAML"),
             (nil, [], ["TROUPE_CONFIG": "/nonexistent/troupe.yaml"], "(from TROUPE_CONFIG) does not exist"),
+            (nil, ["run.tools=fs,teleport"], [:], "run.tools from --set"),
+            (nil, ["server.allowedTools=mcp:../x"], [:], "server.allowedTools from --set"),
         ]
         for (yaml, overrides, environment, message) in cases {
             let error = await failure(yaml, overrides: overrides, environment: environment)
             #expect(error?.code == .configuration, "\(message)")
             #expect(error?.message.contains(message) == true, "expected '\(message)' in: \(error?.message ?? "no error")")
         }
+    }
+
+    @Test func toolListsTakeGroupsAndSingleTools() async throws {
+        let settings = try await load("run:\n  tools: [fs_read, web]\nserver:\n  allowedTools: fs, mcp:time/now\n")
+        #expect(settings.runDefaults.tools == ["fs_read", "web"])
+        #expect(settings.server.allowedTools == ["fs", "mcp:time/now"])
     }
 
     @Test func aListMayBeGivenAsOneCommaSeparatedString() async throws {

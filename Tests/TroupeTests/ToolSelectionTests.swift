@@ -28,4 +28,14 @@ import Troupe
         #expect(try ToolSelection("mcp:any/tool").isAllowed(by: [.allMCPServers]))
         #expect(try !ToolSelection("fs_read").isAllowed(by: []))
     }
+
+    /// The catalogue of single built-in tools names what each group really holds.
+    @Test func theCatalogueMatchesTheTools() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            #expect(ToolSelection.builtInGroups["fs"] == FileTools.all(workspace: workspace).map(\.name))
+            #expect(ToolSelection.builtInGroups["shell"] == [ShellTool(workspace: workspace).name])
+            #expect(ToolSelection.builtInGroups["web"] == [WebFetchTool().name])
+        }
+    }
 }

@@ -51,10 +51,8 @@ struct Runtime {
             }
             tools += try await mcp.tools()
         }
-        var servers: [String] = []
-        for server in selections.compactMap(\.mcpServer) where !servers.contains(server) && !selections.contains(.allMCPServers) {
-            servers.append(server)
-        }
+        // Servers named one by one (`mcp:NAME`, `mcp:NAME/TOOL`), each once; `mcp` listed them all.
+        let servers = selections.contains(.allMCPServers) ? [] : ToolRules.servers(named: configuration.tools, in: mcp.names)
         for server in servers {
             let offered = try await mcp.tools(of: [server])
             if selections.contains(.mcpServer(server)) {
