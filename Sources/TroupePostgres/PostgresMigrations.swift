@@ -66,6 +66,40 @@ enum PostgresMigrations {
                 "ALTER TABLE troupe_runs SET (fillfactor = 70)",
             ]
         ),
+        (
+            3,
+            [
+                // Tenants, and their turn in the claims' round-robin (the turn of their last claim).
+                "CREATE TABLE troupe_tenants (id text PRIMARY KEY, created_at bigint NOT NULL, claim_turn bigint NOT NULL DEFAULT 0)",
+                "CREATE SEQUENCE troupe_claim_turns",
+                "CREATE INDEX troupe_tenants_by_turn ON troupe_tenants (claim_turn, id)",
+                """
+                INSERT INTO troupe_tenants (id, created_at) SELECT tenant, MIN(created_at) FROM troupe_runs GROUP BY tenant
+                ON CONFLICT DO NOTHING
+                """,
+                // A tenant's oldest claimable run, and its runs driven now (lease renewals, which
+                // change lease_expires_at only, stay heap-only updates).
+                "CREATE INDEX troupe_runs_claimable_by_tenant ON troupe_runs (tenant, created_at, id) WHERE status IN ('pending', 'running')",
+                "CREATE INDEX troupe_runs_leased_by_tenant ON troupe_runs (tenant) WHERE lease_owner IS NOT NULL",
+                "CREATE INDEX troupe_runs_by_tenant ON troupe_runs (tenant, created_at DESC, id DESC)",
+                // API keys: never the key, only its SHA-256 (hex).
+                """
+                CREATE TABLE troupe_api_keys (
+                    id text PRIMARY KEY,
+                    prefix text NOT NULL,
+                    name text,
+                    tenant text NOT NULL,
+                    role text NOT NULL,
+                    digest text NOT NULL,
+                    created_at bigint NOT NULL,
+                    expires_at bigint,
+                    last_used_at bigint,
+                    revoked_at bigint
+                )
+                """,
+                "CREATE INDEX troupe_api_keys_by_tenant ON troupe_api_keys (tenant, created_at)",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.

@@ -18,7 +18,7 @@ public import TroupeStore
 /// ``notificationChannel`` with `NOTIFY`.
 ///
 /// The store runs its own `PostgresClient` (a connection pool) until ``close()``.
-public actor PostgresRunStore: RunStore {
+public actor PostgresRunStore: RunStore, KeyStore {
     /// Where the store is, without its password.
     public nonisolated let location: String
     private let client: PostgresClient
@@ -156,12 +156,15 @@ public actor PostgresRunStore: RunStore {
         let owner = lease?.owner
         let expiry = lease.map { Self.millis($0.expiry) }
         let token = lease == nil ? 0 : 1
+        let tenant = configuration.owningTenant
         let inserted = try await transaction("creating run \(id)", run: id) { connection, logger in
+            try await connection.query(
+                "INSERT INTO troupe_tenants (id, created_at) VALUES (\(tenant), \(now)) ON CONFLICT DO NOTHING", logger: logger)
             let rows = try await connection.query(
                 """
-                INSERT INTO troupe_runs (id, goal, status, created_at, updated_at, last_sequence, configuration,
+                INSERT INTO troupe_runs (id, tenant, goal, status, created_at, updated_at, last_sequence, configuration,
                     lease_owner, lease_expires_at, lease_token, claim_attempts)
-                VALUES (\(id.rawValue), \(goal), \(summary.status.rawValue), \(now), \(now), 1, \(configurationJSON),
+                VALUES (\(id.rawValue), \(tenant), \(goal), \(summary.status.rawValue), \(now), \(now), 1, \(configurationJSON),
                     \(owner), \(expiry), \(token), \(token))
                 ON CONFLICT (id) DO NOTHING RETURNING id
                 """, logger: logger)
@@ -249,15 +252,25 @@ public actor PostgresRunStore: RunStore {
         }
     }
 
-    public func run(_ id: RunID) async throws -> RunSummary? {
+    public func run(_ id: RunID, tenant: String?) async throws -> RunSummary? {
         try await guarded("reading run \(id)") { [client, logger] in
-            try await client.withConnection { connection in try await Self.fetchSummary(id, on: connection, logger: logger) }
+            guard let tenant else {
+                return try await client.withConnection { connection in try await Self.fetchSummary(id, on: connection, logger: logger) }
+            }
+            let rows = try await client.query(
+                "SELECT \(unescaped: Self.summaryColumns) FROM troupe_runs WHERE id = \(id.rawValue) AND tenant = \(tenant)", logger: logger
+            )
+            return try await rows.collect().first.map(Self.summary)
         }
     }
 
     public func runs(_ query: RunQuery) async throws -> [RunSummary] {
         var sql = "SELECT \(Self.summaryColumns) FROM troupe_runs WHERE TRUE"
         var bindings = PostgresBindings()
+        if let tenant = query.tenant {
+            sql += " AND tenant = $\(bindings.count + 1)"
+            bindings.append(tenant)
+        }
         if !query.statuses.isEmpty {
             let statuses = query.statuses.map(\.rawValue).sorted()
             sql += " AND status = ANY($\(bindings.count + 1))"
@@ -295,7 +308,7 @@ public actor PostgresRunStore: RunStore {
             let rows = try await connection.query(
                 "SELECT lease_owner, lease_expires_at, lease_token FROM troupe_runs WHERE id = \(run.rawValue) FOR UPDATE",
                 logger: logger)
-            guard let row = try await rows.collect().first else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+            guard let row = try await rows.collect().first else { throw TroupeError.noRun(run) }
             if let current = try Self.lease(of: run, from: row), current.expiresAt > time, current.token != replacing?.token {
                 throw TroupeError.leaseHeld(current)
             }
@@ -350,24 +363,70 @@ public actor PostgresRunStore: RunStore {
         }
     }
 
-    public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
+    public func claimNextRun(owner: String, until expiry: Date, rules: ClaimRules, at time: Date) async throws -> LeasedRun? {
         let now = Self.millis(time)
-        return try await transaction("claiming a run", oneStatement: true) { connection, logger -> LeasedRun? in
-            // One statement: the oldest claimable run (runs other workers are claiming right now
-            // are skipped, not waited for), leased to this worker.
-            let rows = try await connection.query(
+        var bindings = PostgresBindings()
+        func bind(_ value: some PostgresNonThrowingEncodable & Sendable) -> String {
+            bindings.append(value)
+            return "$\(bindings.count)"
+        }
+        func bind(_ value: String?) -> String {
+            bindings.append(value)
+            return "$\(bindings.count)::text"
+        }
+        let nowParameter = bind(now)
+        var tenantConditions = ["TRUE"]
+        if let tenant = rules.tenant { tenantConditions.append("id = \(bind(tenant))") }
+        var serialize = ""
+        if rules.limitsTenants {
+            var limit = "NULL::bigint"
+            if !rules.maxConcurrentRuns.isEmpty {
+                limit = "CASE id"
+                for (tenant, value) in rules.maxConcurrentRuns.sorted(by: { $0.key < $1.key }) {
+                    limit += " WHEN \(bind(tenant)) THEN \(bind(value))::bigint"
+                }
+                limit += " ELSE NULL::bigint END"
+            }
+            let fallback = rules.defaultMaxConcurrentRuns.map { bind($0) + "::bigint" } ?? "NULL::bigint"
+            tenantConditions.append(
                 """
-                WITH next AS (
-                    SELECT id AS next_id FROM troupe_runs
-                    WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= \(now))
-                        AND (claimable_at IS NULL OR claimable_at <= \(now)) AND claim_attempts < \(maxAttempts)
+                (SELECT count(*) FROM troupe_runs l WHERE l.tenant = troupe_tenants.id AND l.lease_owner IS NOT NULL
+                    AND l.lease_expires_at > \(nowParameter)) < COALESCE(\(limit), \(fallback), \(Int.max))
+                """)
+            // Limited claims take turns across every worker (until their commit), so that two
+            // claims at once cannot both take a tenant's last free place.
+            serialize = "locked AS (SELECT pg_advisory_xact_lock(\(PostgresMigrations.lockKey + 1))),"
+        }
+        let sql = """
+            WITH \(serialize) next AS (
+                SELECT c.id AS next_id, t.id AS next_tenant
+                FROM (SELECT id, claim_turn FROM troupe_tenants WHERE \(tenantConditions.joined(separator: " AND "))
+                      \(serialize.isEmpty ? "" : "AND (SELECT TRUE FROM locked)")
+                      ORDER BY claim_turn, id) t
+                CROSS JOIN LATERAL (
+                    SELECT id FROM troupe_runs
+                    WHERE tenant = t.id AND status IN ('pending', 'running')
+                        AND (lease_expires_at IS NULL OR lease_expires_at <= \(nowParameter))
+                        AND (claimable_at IS NULL OR claimable_at <= \(nowParameter)) AND claim_attempts < \(bind(rules.maxAttempts))
                     ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
-                )
-                UPDATE troupe_runs SET lease_owner = \(owner), lease_expires_at = \(Self.millis(expiry)),
-                    lease_token = lease_token + 1, claim_attempts = claim_attempts + 1, claimable_at = NULL
-                FROM next WHERE id = next.next_id
-                RETURNING \(unescaped: Self.summaryColumns), claim_attempts, lease_token, lease_expires_at
-                """, logger: logger)
+                ) c
+                LIMIT 1
+            ), turn AS (
+                -- A tenant row another claim is moving on keeps that claim's turn (no waiting).
+                UPDATE troupe_tenants SET claim_turn = nextval('troupe_claim_turns')
+                WHERE id = (SELECT id FROM troupe_tenants WHERE id = (SELECT next_tenant FROM next) FOR UPDATE SKIP LOCKED)
+            )
+            UPDATE troupe_runs SET lease_owner = \(bind(owner)), lease_expires_at = \(bind(Self.millis(expiry))),
+                lease_token = lease_token + 1, claim_attempts = claim_attempts + 1, claimable_at = NULL
+            FROM next WHERE id = next.next_id
+            RETURNING \(Self.summaryColumns(of: "troupe_runs")), claim_attempts, lease_token, lease_expires_at
+            """
+        let statement = PostgresQuery(unsafeSQL: sql, binds: bindings)
+        return try await transaction("claiming a run", oneStatement: true) { connection, logger -> LeasedRun? in
+            // One statement: the tenant whose turn is oldest among those with a claimable run
+            // (runs other workers are claiming right now are skipped, not waited for), and its
+            // oldest claimable run, leased to this worker.
+            let rows = try await connection.query(statement, logger: logger)
             guard let row = try await rows.collect().first else { return nil }
             let summary = try Self.summary(row)
             let columns = row.makeRandomAccess()
@@ -376,6 +435,82 @@ public actor PostgresRunStore: RunStore {
                 token: try columns["lease_token"].decode(Int.self))
             return LeasedRun(summary: summary, lease: lease, attempt: try columns["claim_attempts"].decode(Int.self))
         }
+    }
+
+    // MARK: Keys
+
+    public func createKey(_ record: APIKeyRecord) async throws {
+        let created = Self.millis(record.createdAt)
+        let expires = record.expiresAt.map(Self.millis)
+        let inserted = try await transaction("creating key \(record.id)") { connection, logger in
+            try await connection.query(
+                "INSERT INTO troupe_tenants (id, created_at) VALUES (\(record.tenant), \(created)) ON CONFLICT DO NOTHING", logger: logger)
+            let rows = try await connection.query(
+                """
+                INSERT INTO troupe_api_keys (id, prefix, name, tenant, role, digest, created_at, expires_at)
+                VALUES (\(record.id), \(record.prefix), \(record.name), \(record.tenant), \(record.role.rawValue), \(record.digest),
+                    \(created), \(expires))
+                ON CONFLICT (id) DO NOTHING RETURNING id
+                """, logger: logger)
+            return try await rows.collect().count == 1
+        }
+        guard inserted else { throw TroupeError(.invalidInput, "A key with the ID \(record.id) already exists.") }
+    }
+
+    public func key(id: String) async throws -> APIKeyRecord? {
+        try await keyRecords("reading key \(id)", "SELECT \(unescaped: Self.keyColumns) FROM troupe_api_keys WHERE id = \(id)").first
+    }
+
+    public func keys(tenant: String?) async throws -> [APIKeyRecord] {
+        try await keyRecords(
+            "listing keys",
+            """
+            SELECT \(unescaped: Self.keyColumns) FROM troupe_api_keys WHERE \(tenant)::text IS NULL OR tenant = \(tenant)
+            ORDER BY created_at DESC, id DESC
+            """)
+    }
+
+    public func revokeKey(id: String, tenant: String?, at time: Date) async throws -> APIKeyRecord? {
+        let now = Self.millis(time)
+        return try await transaction("revoking key \(id)", oneStatement: true) { connection, logger in
+            let rows = try await connection.query(
+                """
+                UPDATE troupe_api_keys SET revoked_at = COALESCE(revoked_at, \(now))
+                WHERE id = \(id) AND (\(tenant)::text IS NULL OR tenant = \(tenant))
+                RETURNING \(unescaped: Self.keyColumns)
+                """, logger: logger)
+            return try await rows.collect().first.map(Self.keyRecord)
+        }
+    }
+
+    public func recordKeyUse(_ uses: [String: Date]) async throws {
+        guard !uses.isEmpty else { return }
+        let sorted = uses.sorted { $0.key < $1.key }
+        let ids = sorted.map(\.key)
+        let times = sorted.map { Self.millis($0.value) }
+        _ = try await transaction("recording the use of keys", oneStatement: true) { connection, logger in
+            try await connection.query(
+                """
+                UPDATE troupe_api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.at)
+                FROM unnest(\(ids)::text[], \(times)::bigint[]) AS u(id, at) WHERE k.id = u.id
+                """, logger: logger)
+        }
+    }
+
+    private func keyRecords(_ what: String, _ query: PostgresQuery) async throws -> [APIKeyRecord] {
+        try await guarded(what) { [client, logger] in
+            try await client.query(query, logger: logger).collect().map(Self.keyRecord)
+        }
+    }
+
+    static let keyColumns = "id, prefix, name, tenant, role, digest, created_at, expires_at, last_used_at, revoked_at"
+
+    private static func keyRecord(_ row: PostgresRow) throws -> APIKeyRecord {
+        let (id, prefix, name, tenant, role, digest, created, expires, used, revoked) = try row.decode(
+            (String, String, String?, String, String, String, Int, Int?, Int?, Int?).self)
+        return APIKeyRecord(
+            id: id, prefix: prefix, name: name, tenant: tenant, role: Role(rawValue: role) ?? .viewer, createdAt: date(created),
+            expiresAt: expires.map(date), lastUsedAt: used.map(date), revokedAt: revoked.map(date), digest: digest)
     }
 
     // MARK: Helpers
@@ -620,16 +755,13 @@ public actor PostgresRunStore: RunStore {
     }
 
     private static func loadSummary(_ run: RunID, on connection: PostgresConnection, logger: Logger) async throws -> RunSummary {
-        guard let summary = try await fetchSummary(run, on: connection, logger: logger) else {
-            throw TroupeError(.notFound, "No run '\(run)' in this store.")
-        }
+        guard let summary = try await fetchSummary(run, on: connection, logger: logger) else { throw TroupeError.noRun(run) }
         return summary
     }
 
-    static let summaryColumns = """
-        id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
-        cached_tokens, model_calls, tool_calls, answer, error
-        """
+    static let summaryColumns = StoredForm.summaryColumns
+
+    static func summaryColumns(of table: String) -> String { StoredForm.summaryColumns(of: table) }
 
     private static func summary(_ row: PostgresRow) throws -> RunSummary {
         let columns = row.makeRandomAccess()

@@ -54,6 +54,34 @@ enum SQLiteMigrations {
                 "ALTER TABLE runs ADD COLUMN claimable_at INTEGER",
             ]
         ),
+        (
+            3,
+            [
+                // Tenants, and their turn in the claims' round-robin (the turn of their last claim).
+                "CREATE TABLE tenants (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, claim_turn INTEGER NOT NULL DEFAULT 0)",
+                "INSERT OR IGNORE INTO tenants (id, created_at) SELECT tenant, MIN(created_at) FROM runs GROUP BY tenant",
+                // A tenant's oldest claimable run, and its runs driven now.
+                "CREATE INDEX runs_claimable_by_tenant ON runs (tenant, created_at, id) WHERE status IN ('pending', 'running')",
+                "CREATE INDEX runs_leased_by_tenant ON runs (tenant) WHERE lease_owner IS NOT NULL",
+                "CREATE INDEX runs_by_tenant ON runs (tenant, created_at)",
+                // API keys: never the key, only its SHA-256 (hex).
+                """
+                CREATE TABLE api_keys (
+                    id TEXT PRIMARY KEY,
+                    prefix TEXT NOT NULL,
+                    name TEXT,
+                    tenant TEXT NOT NULL,
+                    role TEXT NOT NULL,
+                    digest TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    expires_at INTEGER,
+                    last_used_at INTEGER,
+                    revoked_at INTEGER
+                )
+                """,
+                "CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at)",
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.

@@ -17,7 +17,7 @@ public import TroupeStore
 /// another process's write lock (the stores of one process do wait for each other then). Writes
 /// from concurrent runs are group-committed: every write waiting when the store's thread gets to
 /// it is one transaction. JSON is encoded and decoded by the callers, off the store's thread.
-public actor SQLiteRunStore: RunStore {
+public actor SQLiteRunStore: RunStore, KeyStore {
     /// Where the database lives.
     public nonisolated let path: String
     private let loop: any EventLoop
@@ -175,14 +175,16 @@ public actor SQLiteRunStore: RunStore {
             guard try database.query("SELECT 1 FROM runs WHERE id = ?", [.text(id.rawValue)]).isEmpty else {
                 throw TroupeError(.invalidInput, "Run \(id) already exists.")
             }
+            let tenant = configuration.owningTenant
+            try database.query("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", [.text(tenant), Self.millis(time)])
             try database.query(
                 """
-                INSERT INTO runs (id, goal, status, created_at, updated_at, last_sequence, configuration,
+                INSERT INTO runs (id, tenant, goal, status, created_at, updated_at, last_sequence, configuration,
                     lease_owner, lease_expires_at, lease_token, claim_attempts)
-                VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
                 """,
                 [
-                    .text(id.rawValue), .text(goal), .text(summary.status.rawValue), Self.millis(time), Self.millis(time),
+                    .text(id.rawValue), .text(tenant), .text(goal), .text(summary.status.rawValue), Self.millis(time), Self.millis(time),
                     .text(configurationJSON), lease.map { .text($0.owner) } ?? .null, lease.map { Self.millis($0.expiry) } ?? .null,
                     .integer(lease == nil ? 0 : 1), .integer(lease == nil ? 0 : 1),
                 ]
@@ -392,13 +394,19 @@ public actor SQLiteRunStore: RunStore {
         }
     }
 
-    public func run(_ id: RunID) throws -> RunSummary? {
-        try fetchSummary(id, in: try db())
+    public func run(_ id: RunID, tenant: String?) throws -> RunSummary? {
+        guard let tenant else { return try fetchSummary(id, in: try db()) }
+        return try db().query("SELECT \(Self.summaryColumns) FROM runs WHERE id = ? AND tenant = ?", [.text(id.rawValue), .text(tenant)])
+            .first.map(Self.summary)
     }
 
     public func runs(_ query: RunQuery) throws -> [RunSummary] {
         var sql = "SELECT \(Self.summaryColumns) FROM runs WHERE 1 = 1"
         var binds: [SQLiteValue] = []
+        if let tenant = query.tenant {
+            sql += " AND tenant = ?"
+            binds.append(.text(tenant))
+        }
         if !query.statuses.isEmpty {
             sql += " AND status IN (" + query.statuses.map { _ in "?" }.joined(separator: ", ") + ")"
             binds += query.statuses.sorted { $0.rawValue < $1.rawValue }.map { .text($0.rawValue) }
@@ -427,7 +435,7 @@ public actor SQLiteRunStore: RunStore {
     {
         try await inNextCommit { store, database in
             guard try database.query("SELECT 1 FROM runs WHERE id = ?", [.text(run.rawValue)]).first != nil else {
-                throw TroupeError(.notFound, "No run '\(run)' in this store.")
+                throw TroupeError.noRun(run)
             }
             if let current = try store.currentLease(run, in: database), current.expiresAt > time, current.token != replacing?.token {
                 throw TroupeError.leaseHeld(current)
@@ -446,7 +454,7 @@ public actor SQLiteRunStore: RunStore {
             """,
             [.text(owner), Self.millis(expiry), .integer(claim ? 1 : 0), .integer(claim ? 1 : 0), .text(run.rawValue)]
         )
-        guard let token = rows.first?["lease_token"].integer else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+        guard let token = rows.first?["lease_token"].integer else { throw TroupeError.noRun(run) }
         return Lease(runID: run, owner: owner, expiresAt: expiry, token: token)
     }
 
@@ -499,21 +507,118 @@ public actor SQLiteRunStore: RunStore {
         return Lease(runID: run, owner: owner, expiresAt: Self.date(row["lease_expires_at"]), token: row["lease_token"].integer ?? 0)
     }
 
-    public nonisolated func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
-        try await inNextCommit { store, database in
-            let rows = try database.query(
-                """
-                SELECT \(Self.summaryColumns), claim_attempts FROM runs
-                WHERE status IN ('pending', 'running') AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-                    AND (claimable_at IS NULL OR claimable_at <= ?) AND claim_attempts < ?
-                ORDER BY created_at, id LIMIT 1
-                """,
-                [Self.millis(time), Self.millis(time), .integer(maxAttempts)]
-            )
-            guard let row = rows.first, let id = row["id"].string else { return nil }
+    public nonisolated func claimNextRun(owner: String, until expiry: Date, rules: ClaimRules, at time: Date) async throws -> LeasedRun? {
+        // The tenant whose turn is oldest among those with a claimable run (and below their limit
+        // of runs driven at once), and that tenant's oldest claimable run.
+        var sql = """
+            SELECT \(Self.summaryColumns(of: "r")), r.claim_attempts, t.id AS claimed_tenant FROM tenants t
+            JOIN runs r ON r.id = (
+                SELECT id FROM runs WHERE tenant = t.id AND status IN ('pending', 'running')
+                    AND (lease_expires_at IS NULL OR lease_expires_at <= ?) AND (claimable_at IS NULL OR claimable_at <= ?)
+                    AND claim_attempts < ?
+                ORDER BY created_at, id LIMIT 1)
+            """
+        let now = Self.millis(time)
+        var binds: [SQLiteValue] = [now, now, .integer(rules.maxAttempts)]
+        var conditions: [String] = []
+        if let tenant = rules.tenant {
+            conditions.append("t.id = ?")
+            binds.append(.text(tenant))
+        }
+        if rules.limitsTenants {
+            let (limit, limitBinds) = Self.tenantLimit(rules)
+            conditions.append(
+                "(SELECT COUNT(*) FROM runs WHERE tenant = t.id AND lease_owner IS NOT NULL AND lease_expires_at > ?) < \(limit)")
+            binds += [now] + limitBinds
+        }
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY t.claim_turn, t.id LIMIT 1"
+        return try await inNextCommit { [sql, binds] store, database in
+            guard let row = try database.query(sql, binds).first, let id = row["id"].string, let tenant = row["claimed_tenant"].string
+            else { return nil }
+            try database.query(
+                "UPDATE tenants SET claim_turn = (SELECT MAX(claim_turn) FROM tenants) + 1 WHERE id = ?", [.text(tenant)])
             let lease = try store.grant(RunID(id), to: owner, until: expiry, claim: true, in: database)
             return LeasedRun(summary: try Self.summary(row), lease: lease, attempt: (row["claim_attempts"].integer ?? 0) + 1)
         }
+    }
+
+    /// The SQL of a tenant's (`t.id`) limit of runs driven at once, and its values.
+    private static func tenantLimit(_ rules: ClaimRules) -> (String, [SQLiteValue]) {
+        var choice = "?"
+        var binds: [SQLiteValue] = []
+        if !rules.maxConcurrentRuns.isEmpty {
+            choice = "CASE t.id"
+            for (tenant, limit) in rules.maxConcurrentRuns.sorted(by: { $0.key < $1.key }) {
+                choice += " WHEN ? THEN ?"
+                binds += [.text(tenant), .integer(limit)]
+            }
+            choice += " ELSE ? END"
+        }
+        binds.append(rules.defaultMaxConcurrentRuns.map { .integer($0) } ?? .null)
+        return ("COALESCE(\(choice), \(Int.max))", binds)
+    }
+
+    // MARK: Keys
+
+    public nonisolated func createKey(_ record: APIKeyRecord) async throws {
+        _ = try await inNextCommit { _, database in
+            guard try database.query("SELECT 1 FROM api_keys WHERE id = ?", [.text(record.id)]).isEmpty else {
+                throw TroupeError(.invalidInput, "A key with the ID \(record.id) already exists.")
+            }
+            try database.query(
+                "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)", [.text(record.tenant), Self.millis(record.createdAt)])
+            try database.query(
+                """
+                INSERT INTO api_keys (id, prefix, name, tenant, role, digest, created_at, expires_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    .text(record.id), .text(record.prefix), record.name.map { .text($0) } ?? .null, .text(record.tenant),
+                    .text(record.role.rawValue), .text(record.digest), Self.millis(record.createdAt),
+                    record.expiresAt.map(Self.millis) ?? .null,
+                ])
+        }
+    }
+
+    public func key(id: String) throws -> APIKeyRecord? {
+        try db().query("SELECT * FROM api_keys WHERE id = ?", [.text(id)]).first.map(Self.keyRecord)
+    }
+
+    public func keys(tenant: String?) throws -> [APIKeyRecord] {
+        try db().query(
+            "SELECT * FROM api_keys WHERE ? IS NULL OR tenant = ? ORDER BY created_at DESC, id DESC",
+            [tenant.map { .text($0) } ?? .null, tenant.map { .text($0) } ?? .null]
+        ).map(Self.keyRecord)
+    }
+
+    public nonisolated func revokeKey(id: String, tenant: String?, at time: Date) async throws -> APIKeyRecord? {
+        try await inNextCommit { _, database in
+            try database.query(
+                """
+                UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND (? IS NULL OR tenant = ?) RETURNING *
+                """, [Self.millis(time), .text(id), tenant.map { .text($0) } ?? .null, tenant.map { .text($0) } ?? .null]
+            ).first.map(Self.keyRecord)
+        }
+    }
+
+    public nonisolated func recordKeyUse(_ uses: [String: Date]) async throws {
+        guard !uses.isEmpty else { return }
+        _ = try await inNextCommit { _, database in
+            for (id, time) in uses.sorted(by: { $0.key < $1.key }) {
+                try database.query(
+                    "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?", [Self.millis(time), .text(id)])
+            }
+        }
+    }
+
+    private static func keyRecord(_ row: SQLiteRow) -> APIKeyRecord {
+        func date(_ column: String) -> Date? { row[column] == .null ? nil : Self.date(row[column]) }
+        return APIKeyRecord(
+            id: row["id"].string ?? "", prefix: row["prefix"].string ?? "", name: row["name"].string, tenant: row["tenant"].string ?? "",
+            role: Role(rawValue: row["role"].string ?? "") ?? .viewer, createdAt: Self.date(row["created_at"]),
+            expiresAt: date("expires_at"), lastUsedAt: date("last_used_at"), revokedAt: date("revoked_at"),
+            digest: row["digest"].string ?? "")
     }
 
     // MARK: Helpers
@@ -523,14 +628,13 @@ public actor SQLiteRunStore: RunStore {
     }
 
     private func loadSummary(_ run: RunID, in database: SQLiteDatabase) throws -> RunSummary {
-        guard let summary = try fetchSummary(run, in: database) else { throw TroupeError(.notFound, "No run '\(run)' in this store.") }
+        guard let summary = try fetchSummary(run, in: database) else { throw TroupeError.noRun(run) }
         return summary
     }
 
-    static let summaryColumns = """
-        id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
-        cached_tokens, model_calls, tool_calls, answer, error
-        """
+    static let summaryColumns = StoredForm.summaryColumns
+
+    static func summaryColumns(of table: String) -> String { StoredForm.summaryColumns(of: table) }
 
     private static func summary(_ row: SQLiteRow) throws -> RunSummary {
         func decode<T: Decodable>(_ type: T.Type, _ column: String) throws -> T? {

@@ -12,12 +12,25 @@ public struct APIFailure: Error, Sendable {
     public var code: String
     public var message: String
     public var details: [String: String]
+    /// Headers of the answer besides its content type (`WWW-Authenticate`, `Retry-After`, `Allow`).
+    public var headers: [String: String]
 
-    public init(status: Int, code: String, _ message: String, details: [String: String] = [:]) {
+    public init(status: Int, code: String, _ message: String, details: [String: String] = [:], headers: [String: String] = [:]) {
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
+    }
+
+    /// The fields of the answer: its content type and ``headers``.
+    var headerFields: HTTPFields {
+        var fields = HTTPFields()
+        fields[.contentType] = "application/json; charset=utf-8"
+        for (name, value) in headers.sorted(by: { $0.key < $1.key }) {
+            if let name = HTTPField.Name(name) { fields[name] = value }
+        }
+        return fields
     }
 
     /// The HTTP status for each of Troupe's error codes.
@@ -63,10 +76,7 @@ public struct APIFailure: Error, Sendable {
     }
 
     var response: Response {
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json; charset=utf-8"
-        return Response(
-            status: HTTPResponse.Status(code: status), headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(data: body)))
+        Response(status: HTTPResponse.Status(code: status), headers: headerFields, body: ResponseBody(byteBuffer: ByteBuffer(data: body)))
     }
 }
 
@@ -95,9 +105,7 @@ struct ErrorMiddleware: ServerMiddleware {
             if failure.status >= 500 {
                 logger.error("request failed", metadata: ["operation": "\(operationID)", "error": "\(error.underlyingError)"])
             }
-            var headers = HTTPFields()
-            headers[.contentType] = "application/json; charset=utf-8"
-            return (HTTPResponse(status: .init(code: failure.status), headerFields: headers), HTTPBody(failure.body))
+            return (HTTPResponse(status: .init(code: failure.status), headerFields: failure.headerFields), HTTPBody(failure.body))
         }
     }
 

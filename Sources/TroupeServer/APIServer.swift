@@ -12,7 +12,12 @@ public struct APIServer: Sendable {
     /// Metadata limits: entries per run, bytes per key, bytes per value.
     public static let metadataLimits = (entries: 32, keyBytes: 64, valueBytes: 512)
 
+    /// Every tenant's runs; each request reaches them through a ``ScopedRunStore`` of its caller's scope.
     public var store: any RunStore
+    /// How callers are known: by the keys of a store, or not at all (`--insecure-no-auth`).
+    public var access: APIAccess
+    /// When keys were last used, written to the key store in batches (``KeyUseLog/flush(to:)``).
+    public let keyUses = KeyUseLog()
     /// The configuration of every new run before the request's fields: the model, endpoint,
     /// limits and tool groups of the server's settings.
     public var runDefaults: RunConfiguration
@@ -39,6 +44,7 @@ public struct APIServer: Sendable {
 
     public init(
         store: any RunStore,
+        access: APIAccess,
         runDefaults: RunConfiguration,
         models: [String],
         allowedTools: [String],
@@ -49,6 +55,7 @@ public struct APIServer: Sendable {
         finishConfiguration: @escaping @Sendable (inout RunConfiguration) throws -> Void = { _ in }
     ) {
         self.store = store
+        self.access = access
         self.runDefaults = runDefaults
         self.models = Array(Set(models + [runDefaults.model])).sorted()
         self.allowedTools = allowedTools

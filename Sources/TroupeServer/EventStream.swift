@@ -15,6 +15,8 @@ import TroupeStore
 /// most ``maxUnsentTextBytes`` of text).
 struct EventStream {
     let server: APIServer
+    /// The store as the caller reaches it (its tenant's runs only).
+    let store: any RunStore
     let run: RunID
     let after: Int
     var tokens = false
@@ -25,7 +27,7 @@ struct EventStream {
     static let maxUnsentTextBytes = 1 << 20
 
     func bytes() -> AsyncThrowingStream<ArraySlice<UInt8>, any Error> {
-        let cursor = Cursor(server: server, run: run, sequence: after, liveText: tokens ? server.store.liveText(of: run) : nil)
+        let cursor = Cursor(server: server, store: store, run: run, sequence: after, liveText: tokens ? store.liveText(of: run) : nil)
         return AsyncThrowingStream(unfolding: { await cursor.next() })
     }
 
@@ -43,6 +45,7 @@ struct EventStream {
     /// live text received but not yet sent.
     private actor Cursor {
         let server: APIServer
+        let store: any RunStore
         let run: RunID
         var sequence: Int
         var pending: [ArraySlice<UInt8>] = []
@@ -57,7 +60,8 @@ struct EventStream {
         var liveText: AsyncStream<LiveText>?
         var feeder: Task<Void, Never>?
 
-        init(server: APIServer, run: RunID, sequence: Int, liveText: AsyncStream<LiveText>?) {
+        init(server: APIServer, store: any RunStore, run: RunID, sequence: Int, liveText: AsyncStream<LiveText>?) {
+            self.store = store
             self.server = server
             self.run = run
             self.sequence = sequence
@@ -110,9 +114,9 @@ struct EventStream {
                     }
                     if clock.now >= nextRead {
                         nextRead = clock.now + server.pollInterval
-                        let summary = try await server.store.requireRun(run)
+                        let summary = try await store.requireRun(run)
                         if summary.lastSequence > sequence {
-                            let records = try await server.store.events(of: run, after: sequence)
+                            let records = try await store.events(of: run, after: sequence)
                             pending = try records.map { ArraySlice(try EventStream.frame($0).utf8) }
                             sequence = records.last?.sequence ?? sequence
                             continue

@@ -10,13 +10,16 @@ import Yams
 
 extension APIServer {
     /// The router: the generated API's routes over ``RunsAPI``, `/openapi.yaml` and
-    /// `/openapi.json`, behind the guard that answers every refusal as JSON.
-    public func router() throws -> Router<BasicRequestContext> {
-        let router = Router()
+    /// `/openapi.json`, behind the guard that answers every refusal as JSON, the key
+    /// authenticator, and the role each operation needs.
+    public func router() throws -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
         router.add(middleware: GuardMiddleware(server: self))
+        router.add(middleware: KeyAuthenticator(server: self))
+        router.add(middleware: CallerMiddleware())
         try RunsAPI(server: self).registerHandlers(
             on: router, serverURL: URL(string: "/")!, configuration: APIDates.configuration,
-            middlewares: [ErrorMiddleware(logger: logger)])
+            middlewares: [ErrorMiddleware(logger: logger), RoleMiddleware(logger: logger)])
         let yaml = OpenAPIDocument.yaml
         let json = try Self.json(fromYAML: yaml)
         router.get("openapi.yaml") { _, _ in Self.document(yaml, type: "application/yaml") }
@@ -54,7 +57,7 @@ extension APIServer {
 /// server answers 503 (but `/healthz` and `/readyz`), a path with the wrong method is a 405,
 /// and every refusal — the router's too — is `{"error": {…}}`.
 struct GuardMiddleware: RouterMiddleware {
-    typealias Context = BasicRequestContext
+    typealias Context = APIRequestContext
     let server: APIServer
 
     /// The routes and their methods, for telling 405 from 404.
@@ -64,6 +67,8 @@ struct GuardMiddleware: RouterMiddleware {
         (["v1", "runs", "*", "events"], [.get]),
         (["v1", "runs", "*", "cancel"], [.post]),
         (["v1", "runs", "*", "resume"], [.post]),
+        (["v1", "keys"], [.get, .post]),
+        (["v1", "keys", "*", "revoke"], [.post]),
         (["healthz"], [.get]),
         (["readyz"], [.get]),
         (["openapi.yaml"], [.get]),
@@ -91,12 +96,11 @@ struct GuardMiddleware: RouterMiddleware {
             return response
         } catch let error as HTTPError where error.status == .notFound {
             if let allowed = Self.methods(for: request.uri.path), !allowed.contains(request.method) {
-                var response = APIFailure(
+                return APIFailure(
                     status: 405, code: "methodNotAllowed",
                     "\(request.method.rawValue) is not allowed on \(request.uri.path); use \(allowed.map(\.rawValue).joined(separator: " or ")).",
+                    headers: ["Allow": allowed.map(\.rawValue).joined(separator: ", ")]
                 ).response
-                response.headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
-                return response
             }
             return APIFailure(error).response
         } catch {

@@ -13,7 +13,22 @@ import TroupeTools
 struct RunsAPI: APIProtocol {
     let server: APIServer
 
-    private var store: any RunStore { server.store }
+    /// The store as this request's caller reaches it: its tenant's runs only (every tenant's
+    /// for an admin). Routes never touch ``APIServer/store`` itself.
+    private var store: any RunStore {
+        get throws {
+            guard let caller = Caller.current else { throw APIFailure.unauthorized(keySent: false) }
+            return ScopedRunStore(server.store, scope: caller.scope)
+        }
+    }
+
+    /// The tenant of this request's caller.
+    private var tenant: String {
+        get throws {
+            guard let caller = Caller.current else { throw APIFailure.unauthorized(keySent: false) }
+            return caller.tenant
+        }
+    }
 
     // MARK: Runs
 
@@ -29,7 +44,10 @@ struct RunsAPI: APIProtocol {
                     .invalidInput, "Idempotency-Key must be 1 to 200 visible ASCII characters.", details: ["field": "Idempotency-Key"])
             }
             // The key names the run: a retry finds it, and two racing requests create it once.
-            id = RunID("run-" + Self.sha256("troupe idempotency key\u{0}" + key).prefix(32))
+            // Keys are the tenant's own: another tenant's same key names another run.
+            let tenant = try tenant
+            let scoped = tenant == RunConfiguration.defaultTenant ? key : tenant + "\u{0}" + key
+            id = RunID("run-" + Self.sha256("troupe idempotency key\u{0}" + scoped).prefix(32))
             configuration.requestDigest = Self.sha256(String(decoding: try JSONCoding.encoder().encode(body), as: UTF8.self))
             if let replay = try await replay(id, digest: configuration.requestDigest) { return replay }
         } else {
@@ -46,7 +64,8 @@ struct RunsAPI: APIProtocol {
             // Another request with the same key created it first: answer as a retry would be
             // (a 409 if its body was another). The workspace is then that run's: it stays.
             if configuration.requestDigest != nil, let replay = try await replay(id, digest: configuration.requestDigest) { return replay }
-            if (try? await store.run(id)) == .some(nil) { try? FileManager.default.removeItem(atPath: configuration.workspace) }
+            // The workspace goes only when no run of any tenant has this ID.
+            if (try? await server.store.run(id)) == .some(nil) { try? FileManager.default.removeItem(atPath: configuration.workspace) }
             throw error
         }
     }
@@ -172,7 +191,7 @@ struct RunsAPI: APIProtocol {
             let batch = try await store.runs(
                 RunQuery(
                     statuses: statuses, createdAfter: query.createdAfter, createdBefore: query.createdBefore, after: position,
-                    limit: wanted))
+                    limit: wanted, tenant: query.tenant))
             exhausted = batch.count < wanted
             scanned += batch.count
             page += batch.filter { summary in filters.allSatisfy { summary.configuration.metadata?[$0.0] == $0.1 } }
@@ -234,8 +253,59 @@ struct RunsAPI: APIProtocol {
             }
             after = max(after, sequence)
         }
-        let stream = EventStream(server: server, run: id, after: after, tokens: input.query.tokens ?? false)
+        let stream = EventStream(server: server, store: try store, run: id, after: after, tokens: input.query.tokens ?? false)
         return .ok(.init(body: .textEventStream(HTTPBody(stream.bytes(), length: .unknown, iterationBehavior: .single))))
+    }
+
+    // MARK: Keys
+
+    func listKeys(_ input: Operations.ListKeys.Input) async throws -> Operations.ListKeys.Output {
+        let records = try await keyStore().keys(tenant: input.query.tenant)
+        return .ok(.init(body: .json(.init(keys: records.map { Self.convert($0, at: server.now()) }))))
+    }
+
+    func createKey(_ input: Operations.CreateKey.Input) async throws -> Operations.CreateKey.Output {
+        try refuseWhileDraining()
+        guard case .json(let body) = input.body else { throw APIFailure(status: 415, code: "invalidInput", "Send a JSON body.") }
+        let now = server.now()
+        let expiresAt = try body.expiresIn.map { now.addingTimeInterval(try APIKeys.lifetime($0)) }
+        let made = try APIKeys.make(
+            tenant: body.tenant, role: Role(rawValue: body.role.rawValue) ?? .viewer, name: body.name, expiresAt: expiresAt, at: now)
+        try await keyStore().createKey(made.record)
+        server.logger.notice(
+            "API key created",
+            metadata: [
+                "key": "\(made.record.id)", "tenant": "\(made.record.tenant)", "role": "\(made.record.role.rawValue)",
+                "by": "\(Caller.current?.keyID ?? "-")",
+            ])
+        return .created(.init(body: .json(.init(key: made.key, apiKey: Self.convert(made.record, at: now)))))
+    }
+
+    func revokeKey(_ input: Operations.RevokeKey.Input) async throws -> Operations.RevokeKey.Output {
+        try refuseWhileDraining()
+        let now = server.now()
+        guard let record = try await keyStore().revokeKey(id: input.path.keyId, tenant: nil, at: now) else {
+            throw TroupeError(.notFound, "No key '\(input.path.keyId.prefix(80))'. List keys with GET /v1/keys.")
+        }
+        server.logger.notice("API key revoked", metadata: ["key": "\(record.id)", "by": "\(Caller.current?.keyID ?? "-")"])
+        return .ok(.init(body: .json(Self.convert(record, at: now))))
+    }
+
+    /// The key store; a server without keys (`--insecure-no-auth`) has none to manage.
+    private func keyStore() throws -> any KeyStore {
+        guard case .keys(let store) = server.access else {
+            throw APIFailure(
+                status: 409, code: TroupeError.Code.invalidInput.rawValue,
+                "This server runs without keys (--insecure-no-auth); make keys with `troupe keys create` and restart it without that flag.")
+        }
+        return store
+    }
+
+    static func convert(_ record: APIKeyRecord, at time: Date) -> Components.Schemas.ApiKey {
+        .init(
+            id: record.id, prefix: record.prefix, name: record.name, tenant: record.tenant,
+            role: Components.Schemas.Role(rawValue: record.role.rawValue) ?? .viewer, createdAt: record.createdAt,
+            expiresAt: record.expiresAt, lastUsedAt: record.lastUsedAt, revokedAt: record.revokedAt, active: record.isActive(at: time))
     }
 
     // MARK: Health
@@ -249,7 +319,7 @@ struct RunsAPI: APIProtocol {
             return .serviceUnavailable(.init(body: .json(.init(status: .draining, detail: "The server is shutting down."))))
         }
         do {
-            _ = try await store.runs(RunQuery(limit: 1))
+            _ = try await server.store.runs(RunQuery(limit: 1))
             return .ok(.init(body: .json(.init(status: .ok))))
         } catch {
             // The reason goes to the log: callers are not told where the store is.

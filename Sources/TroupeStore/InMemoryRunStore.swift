@@ -2,7 +2,7 @@ public import Foundation
 public import TroupeCore
 
 /// A ``RunStore`` in memory: for tests and benchmarks. Same semantics as the durable stores, no durability.
-public actor InMemoryRunStore: RunStore {
+public actor InMemoryRunStore: RunStore, KeyStore {
     private var summaries: [RunID: RunSummary] = [:]
     private var journals: [RunID: [RunEventRecord]] = [:]
     private var leases: [RunID: Lease] = [:]
@@ -11,6 +11,10 @@ public actor InMemoryRunStore: RunStore {
     private var claims: [RunID: (attempts: Int, claimableAt: Date?)] = [:]
     private let announcer = RunAnnouncer()
     private let live = LiveTextHub()
+    /// Each tenant's turn in the claims' round-robin: the claim count when it was last claimed.
+    private var turns: [String: Int] = [:]
+    private var claimCount = 0
+    private var apiKeys: [String: APIKeyRecord] = [:]
 
     public nonisolated func publish(_ text: LiveText) { live.deliver(text) }
 
@@ -30,6 +34,7 @@ public actor InMemoryRunStore: RunStore {
 
     private func insertRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) throws -> RunSummary {
         guard summaries[id] == nil else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
+        if turns[configuration.owningTenant] == nil { turns[configuration.owningTenant] = 0 }
         let event = RunEvent.runCreated(goal: goal, configuration: configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         summaries[id] = summary
@@ -46,7 +51,7 @@ public actor InMemoryRunStore: RunStore {
     }
 
     public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) throws -> Int {
-        guard let summary = summaries[run] else { throw TroupeError(.notFound, "No run '\(run)'.") }
+        guard let summary = summaries[run] else { throw TroupeError.noRun(run) }
         if let lease, leases[run]?.token != lease.token {
             throw TroupeError.leaseLost(lease, current: leases[run])
         }
@@ -67,11 +72,14 @@ public actor InMemoryRunStore: RunStore {
         return sequence <= 0 ? journal : Array(journal.dropFirst(sequence))
     }
 
-    public func run(_ id: RunID) -> RunSummary? { summaries[id] }
+    public func run(_ id: RunID, tenant: String?) -> RunSummary? {
+        summaries[id].flatMap { summary in tenant.map { summary.configuration.owningTenant == $0 } ?? true ? summary : nil }
+    }
 
     public func runs(_ query: RunQuery) -> [RunSummary] {
         let matching = summaries.values.filter { summary in
             (query.statuses.isEmpty || query.statuses.contains(summary.status))
+                && (query.tenant.map { summary.configuration.owningTenant == $0 } ?? true)
                 && (query.createdAfter.map { summary.createdAt > $0 } ?? true)
                 && (query.createdBefore.map { summary.createdAt < $0 } ?? true)
                 && (query.after.map { (StoredForm.millis(summary.createdAt), summary.id) < ($0.createdAtMillis, $0.id) } ?? true)
@@ -81,7 +89,7 @@ public actor InMemoryRunStore: RunStore {
     }
 
     public func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) throws -> Lease {
-        guard summaries[run] != nil else { throw TroupeError(.notFound, "No run '\(run)'.") }
+        guard summaries[run] != nil else { throw TroupeError.noRun(run) }
         if let current = leases[run], current.expiresAt > time, current.token != replacing?.token {
             throw TroupeError.leaseHeld(current)
         }
@@ -118,19 +126,55 @@ public actor InMemoryRunStore: RunStore {
 
     public func lease(of run: RunID) -> Lease? { leases[run] }
 
-    public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) -> LeasedRun? {
+    public func claimNextRun(owner: String, until expiry: Date, rules: ClaimRules, at time: Date) -> LeasedRun? {
         let candidates = summaries.values
             .filter { $0.status == .pending || $0.status == .running }
+            .filter { rules.tenant.map($0.configuration.owningTenant.elementsEqual) ?? true }
             .filter { summary in leases[summary.id].map { $0.expiresAt <= time } ?? true }
             .filter { summary in
                 let claim = claims[summary.id] ?? (0, nil)
-                return claim.attempts < maxAttempts && (claim.claimableAt.map { $0 <= time } ?? true)
+                return claim.attempts < rules.maxAttempts && (claim.claimableAt.map { $0 <= time } ?? true)
             }
-            .sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
-        guard let next = candidates.first else { return nil }
+        let byTenant = Dictionary(grouping: candidates, by: \.configuration.owningTenant).filter { tenant, _ in
+            guard let limit = rules.maxConcurrentRuns(of: tenant) else { return true }
+            let live = leases.values.filter { $0.expiresAt > time && summaries[$0.runID]?.configuration.owningTenant == tenant }.count
+            return live < limit
+        }
+        guard let tenant = byTenant.keys.min(by: { ((turns[$0] ?? 0), $0) < ((turns[$1] ?? 0), $1) }),
+            let next = byTenant[tenant]?.min(by: { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) })
+        else { return nil }
+        claimCount += 1
+        turns[tenant] = claimCount
         let attempt = (claims[next.id]?.attempts ?? 0) + 1
         claims[next.id] = (attempt, nil)
         return LeasedRun(summary: next, lease: grant(next.id, to: owner, until: expiry), attempt: attempt)
+    }
+
+    // MARK: Keys
+
+    public func createKey(_ record: APIKeyRecord) throws {
+        guard apiKeys[record.id] == nil else { throw TroupeError(.invalidInput, "A key with the ID \(record.id) already exists.") }
+        apiKeys[record.id] = record
+        if turns[record.tenant] == nil { turns[record.tenant] = 0 }
+    }
+
+    public func key(id: String) -> APIKeyRecord? { apiKeys[id] }
+
+    public func keys(tenant: String?) -> [APIKeyRecord] {
+        apiKeys.values.filter { tenant.map($0.tenant.elementsEqual) ?? true }.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+    }
+
+    public func revokeKey(id: String, tenant: String?, at time: Date) -> APIKeyRecord? {
+        guard var record = apiKeys[id], tenant.map(record.tenant.elementsEqual) ?? true else { return nil }
+        if record.revokedAt == nil { record.revokedAt = time }
+        apiKeys[id] = record
+        return record
+    }
+
+    public func recordKeyUse(_ uses: [String: Date]) {
+        for (id, time) in uses where apiKeys[id] != nil {
+            apiKeys[id]?.lastUsedAt = max(time, apiKeys[id]?.lastUsedAt ?? time)
+        }
     }
 
     public func close() {}

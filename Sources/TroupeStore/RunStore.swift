@@ -10,10 +10,14 @@ public struct RunQuery: Sendable, Hashable {
     /// which neither skips nor repeats a run when runs are created between pages).
     public var after: RunPosition?
     public var limit: Int
+    /// Only this tenant's runs (`nil`: every tenant's).
+    public var tenant: String?
 
     public init(
-        statuses: Set<RunStatus> = [], createdAfter: Date? = nil, createdBefore: Date? = nil, after: RunPosition? = nil, limit: Int = 100
+        statuses: Set<RunStatus> = [], createdAfter: Date? = nil, createdBefore: Date? = nil, after: RunPosition? = nil, limit: Int = 100,
+        tenant: String? = nil
     ) {
+        self.tenant = tenant
         self.statuses = statuses
         self.createdAfter = createdAfter
         self.createdBefore = createdBefore
@@ -89,6 +93,32 @@ public enum DriveOutcome: Sendable, Hashable {
     case failed(retryAt: Date)
 }
 
+/// What a worker's claim may take.
+public struct ClaimRules: Sendable, Hashable {
+    /// Claims in a row without a clean end after which a run is parked for an operator.
+    public var maxAttempts: Int
+    /// Only this tenant's runs (`nil`: every tenant's).
+    public var tenant: String?
+    /// Runs of a tenant driven at once, across every worker of the store: a tenant with this many
+    /// live leases gets no more claims until one ends. Tenants not named here take
+    /// ``defaultMaxConcurrentRuns`` (no limit when that is `nil`).
+    public var maxConcurrentRuns: [String: Int]
+    public var defaultMaxConcurrentRuns: Int?
+
+    public init(maxAttempts: Int, tenant: String? = nil, maxConcurrentRuns: [String: Int] = [:], defaultMaxConcurrentRuns: Int? = nil) {
+        self.maxAttempts = maxAttempts
+        self.tenant = tenant
+        self.maxConcurrentRuns = maxConcurrentRuns
+        self.defaultMaxConcurrentRuns = defaultMaxConcurrentRuns
+    }
+
+    /// Whether any tenant's concurrent runs are limited.
+    public var limitsTenants: Bool { defaultMaxConcurrentRuns != nil || !maxConcurrentRuns.isEmpty }
+
+    /// The limit of `tenant`, if any.
+    public func maxConcurrentRuns(of tenant: String) -> Int? { maxConcurrentRuns[tenant] ?? defaultMaxConcurrentRuns }
+}
+
 /// The wait before a failed run may be claimed again: doubling from 5 s, at most 10 minutes.
 public enum ClaimBackoff {
     /// When a run may be claimed again after its `attempt`-th failed claim in a row.
@@ -125,8 +155,9 @@ public protocol RunStore: Sendable {
     /// The run's events with a sequence number greater than `sequence`, in order.
     func events(of run: RunID, after sequence: Int) async throws -> [RunEventRecord]
 
-    /// The run's summary, or `nil` if there is no such run.
-    func run(_ id: RunID) async throws -> RunSummary?
+    /// The run's summary, or `nil` if there is no such run — or if it is not `tenant`'s (when
+    /// `tenant` is given): the filter is part of the store's own query.
+    func run(_ id: RunID, tenant: String?) async throws -> RunSummary?
 
     /// Runs matching `query`, newest first.
     func runs(_ query: RunQuery) async throws -> [RunSummary]
@@ -149,10 +180,15 @@ public protocol RunStore: Sendable {
     /// The current lease of the run, if any (expired or not).
     func lease(of run: RunID) async throws -> Lease?
 
-    /// Claims the oldest run that is `pending` or `running`, has no live lease, is not waiting out
-    /// a failed drive's back-off, and was claimed fewer than `maxAttempts` times in a row without
-    /// a clean end (the others are parked: left for an operator's `resume`). What a worker calls.
-    func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun?
+    /// Claims a run that is `pending` or `running`, has no live lease, is not waiting out a failed
+    /// drive's back-off, and was claimed fewer than `rules.maxAttempts` times in a row without a
+    /// clean end (the others are parked: left for an operator's `resume`). What a worker calls.
+    ///
+    /// Tenants take turns: the claim goes to the tenant with claimable runs whose last claim is
+    /// the oldest (round-robin), skipping tenants at their concurrent-run limit, and takes that
+    /// tenant's oldest claimable run. One tenant's thousands of queued runs never hold another's
+    /// back by more than one claim per tenant.
+    func claimNextRun(owner: String, until expiry: Date, rules: ClaimRules, at time: Date) async throws -> LeasedRun?
 
     /// Wake-ups for workers: an element whenever a run may have become claimable (created
     /// without a lease, or its lease released clean) — in this process, or in any process when the
@@ -179,6 +215,17 @@ extension RunStore {
     /// cancellation); only the expected sequence number is checked.
     public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, at time: Date) async throws -> Int {
         try await append(events, to: run, expectedSequence: expectedSequence, lease: nil, at: time)
+    }
+
+    /// The run's summary, or `nil` if there is no such run.
+    public func run(_ id: RunID) async throws -> RunSummary? {
+        try await run(id, tenant: nil)
+    }
+
+    /// Claims the next run of any tenant, without limits on tenants (see
+    /// ``claimNextRun(owner:until:rules:at:)``).
+    public func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
+        try await claimNextRun(owner: owner, until: expiry, rules: ClaimRules(maxAttempts: maxAttempts), at: time)
     }
 
     /// The whole journal of a run.

@@ -5,6 +5,18 @@ package import TroupeCore
 /// whole milliseconds since 1970. One place, so that the SQLite and PostgreSQL stores read each
 /// other's conventions the same way and fail the same way on a damaged row.
 package enum StoredForm {
+    /// The `runs` columns a summary is read from, in both SQL stores.
+    package static let summaryColumns = """
+        id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
+        cached_tokens, model_calls, tool_calls, answer, error
+        """
+
+    /// The summary's columns of the table (or alias) `table`.
+    package static func summaryColumns(of table: String) -> String {
+        summaryColumns.split(separator: ",").map { "\(table).\($0.trimmingCharacters(in: .whitespacesAndNewlines))" }
+            .joined(separator: ", ")
+    }
+
     /// `value` as JSON text; a value that cannot be encoded is a bug (`internal`).
     package static func json<T: Encodable>(_ value: T) throws(TroupeError) -> String {
         do {

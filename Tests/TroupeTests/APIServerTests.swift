@@ -21,12 +21,12 @@ struct APITestServer {
     var baseURL: String { "http://127.0.0.1:\(port)" }
 
     static func with<T: Sendable>(
-        store: any RunStore = InMemoryRunStore(), model: PlayingModel = PlayingModel(), worker: Bool = true,
+        store: any RunStore = InMemoryRunStore(), access: APIAccess = .open, model: PlayingModel = PlayingModel(), worker: Bool = true,
         keepAlive: Duration = .seconds(15), _ body: (APITestServer) async throws -> T
     ) async throws -> T {
         try await withTemporaryDirectory { root in
             var configured = APIServer(
-                store: store, runDefaults: RunConfiguration(model: "mock", tools: ["fs"]), models: ["mock", "other"],
+                store: store, access: access, runDefaults: RunConfiguration(model: "mock", tools: ["fs"]), models: ["mock", "other"],
                 allowedTools: ["fs"], workspaceRoot: root, owner: "api-test", logger: quietLogger)
             configured.pollInterval = .milliseconds(20)
             configured.keepAliveInterval = keepAlive

@@ -360,7 +360,7 @@ import TroupeTesting
         store.afterCreate.withLock {
             $0 = { _ in
                 if let run = await inner.claimNextRun(
-                    owner: "worker", until: fixedDate.addingTimeInterval(30), maxAttempts: 5, at: fixedDate)
+                    owner: "worker", until: fixedDate.addingTimeInterval(30), rules: ClaimRules(maxAttempts: 5), at: fixedDate)
                 {
                     claimed.withLock { $0.append(run.summary.id) }
                 }
@@ -404,9 +404,11 @@ import TroupeTesting
         }
         let id = try #require(await inner.runs(RunQuery()).first?.id)
         #expect(await inner.lease(of: id) == nil)
-        #expect(await inner.claimNextRun(owner: "w", until: fixedDate.addingTimeInterval(60), maxAttempts: 5, at: fixedDate) == nil)
+        #expect(
+            await inner.claimNextRun(owner: "w", until: fixedDate.addingTimeInterval(60), rules: ClaimRules(maxAttempts: 5), at: fixedDate)
+                == nil)
         let later = await inner.claimNextRun(
-            owner: "w", until: fixedDate.addingTimeInterval(60), maxAttempts: 5, at: fixedDate.addingTimeInterval(5))
+            owner: "w", until: fixedDate.addingTimeInterval(60), rules: ClaimRules(maxAttempts: 5), at: fixedDate.addingTimeInterval(5))
         #expect(later?.summary.id == id)
         #expect(later?.attempt == 2)
     }

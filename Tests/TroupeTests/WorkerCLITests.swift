@@ -115,7 +115,8 @@ import TroupeTesting
                     "server.workspaceRoot=\(directory)/workspaces",
                 ]
                 let first = try CLIProcess(
-                    ["serve", "--port", "0", "--workers", "0", "--store", "sqlite:\(directory)/first.db"] + common, directory: directory,
+                    ["serve", "--port", "0", "--workers", "0", "--insecure-no-auth", "--store", "sqlite:\(directory)/first.db"] + common,
+                    directory: directory,
                     separateErrors: true)
                 defer { if first.process.isRunning { first.kill(SIGKILL) } }
                 try await first.waitUntil("the first server listens") { first.errorOutput.contains("listening on http://127.0.0.1:") }
@@ -131,7 +132,8 @@ import TroupeTesting
                         configuration: RunConfiguration(model: "mock", baseURL: mock.baseURL, workspace: directory + "/ws"), at: Date())
                 }
                 let second = try CLIProcess(
-                    ["serve", "--port", "\(port)", "--store", "sqlite:\(directory)/second.db"] + common, directory: directory,
+                    ["serve", "--port", "\(port)", "--insecure-no-auth", "--store", "sqlite:\(directory)/second.db"] + common,
+                    directory: directory,
                     separateErrors: true)
                 defer { if second.process.isRunning { second.kill(SIGKILL) } }
                 #expect(await second.wait() == 6, "serve log:\n\(second.errorOutput)")
@@ -152,7 +154,8 @@ import TroupeTesting
                     "--store", store, "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock", "--set",
                     "server.workspaceRoot=\(directory)/workspaces", "--set", "worker.pollInterval=0.1",
                 ]
-                let serve = try CLIProcess(["serve", "--port", "0"] + settings, directory: directory, separateErrors: true)
+                let serve = try CLIProcess(
+                    ["serve", "--port", "0", "--insecure-no-auth"] + settings, directory: directory, separateErrors: true)
                 defer { if serve.process.isRunning { serve.kill(SIGKILL) } }
                 try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
                 let log = serve.errorOutput
@@ -193,47 +196,73 @@ import TroupeTesting
         try await withTemporaryDirectory { directory in
             let store = "sqlite:\(directory)/runs.db"
             try await MockOpenAIServer.withServer(configuration: CrashResumeTests.mockConfiguration(latency: .zero)) { mock in
-                let serve = try CLIProcess(
-                    [
-                        "serve", "--port", "0", "--store", store, "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock",
-                        "--set", "server.workspaceRoot=\(directory)/workspaces",
-                    ], directory: directory, separateErrors: true)
+                let serving = [
+                    "serve", "--port", "0", "--store", store, "--set", "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock",
+                    "--set", "server.workspaceRoot=\(directory)/workspaces",
+                ]
+                // No key in the store yet: the server refuses to start, and says how to make one.
+                let keyless = try await CLIProcess.runApart(serving, directory: directory)
+                #expect(keyless.status == 6, "\(keyless.errors)")
+                #expect(keyless.errors.contains("troupe keys create --tenant NAME --role admin --store sqlite:"), "\(keyless.errors)")
+                let made = try await CLIProcess.runApart(
+                    ["keys", "create", "--tenant", "acme", "--role", "operator", "--name", "cli", "--store", store], directory: directory)
+                #expect(made.status == 0, "\(made.errors)")
+                let key = try #require(made.output.split(separator: "\n").last.map(String.init))
+                #expect(key.hasPrefix("trp_") && key.count == 56)
+
+                let serve = try CLIProcess(serving, directory: directory, separateErrors: true)
                 defer { if serve.process.isRunning { serve.kill(SIGKILL) } }
                 try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
                 let log = serve.errorOutput
                 let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
                 let server = "http://127.0.0.1:" + log[address.upperBound...].prefix { $0.isNumber }
+                let withKey = ["TROUPE_API_KEY": key]
 
+                let anonymous = try await CLIProcess.runApart(["runs", "--server", server], directory: directory)
+                #expect(anonymous.status != 0 && anonymous.errors.contains("Set TROUPE_API_KEY"), "\(anonymous.errors)")
                 let submitted = try await CLIProcess.runApart(
-                    ["submit", "Record two side effects", "--follow", "--server", server], directory: directory)
+                    ["submit", "Record two side effects", "--follow", "--server", server], directory: directory, environment: withKey)
                 #expect(submitted.status == 0, "\(submitted.output)\(submitted.errors)")
                 #expect(submitted.output.contains("▸ plan: 3 steps"))
                 #expect(submitted.output.contains("Answer:"))
 
                 let listed = try await CLIProcess.runApart(
-                    ["runs", "--json"], directory: directory, environment: ["TROUPE_SERVER": server])
+                    ["runs", "--json"], directory: directory, environment: ["TROUPE_SERVER": server, "TROUPE_API_KEY": key])
                 let runs = try JSONValue.parse(listed.output).arrayValue ?? []
                 #expect(runs.count == 1 && runs.first?["status"] == "succeeded", "\(listed.output)\(listed.errors)")
+                #expect(runs.first?["tenant"] == "acme")
                 let id = try #require(runs.first?["id"]?.stringValue)
                 let local = try await CLIProcess.runApart(["show", id, "--json", "--store", store], directory: directory)
-                let remote = try await CLIProcess.runApart(["show", id, "--json", "--server", server], directory: directory)
+                let remote = try await CLIProcess.runApart(
+                    ["show", id, "--json", "--server", server], directory: directory, environment: withKey)
                 #expect(remote.status == 0)
                 #expect(remote.output == local.output)
-                let human = try await CLIProcess.runApart(["show", id, "--server", server], directory: directory)
+                let human = try await CLIProcess.runApart(["show", id, "--server", server], directory: directory, environment: withKey)
                 #expect(human.output == (try await CLIProcess.runApart(["show", id, "--store", store], directory: directory)).output)
 
-                let missing = try await CLIProcess.runApart(["show", "nope", "--server", server], directory: directory)
+                let missing = try await CLIProcess.runApart(
+                    ["show", "nope", "--server", server], directory: directory, environment: withKey)
                 #expect(missing.status == 5, "\(missing.errors)")
-                let cancelled = try await CLIProcess.runApart(["cancel", id, "--server", server], directory: directory)
+                let cancelled = try await CLIProcess.runApart(
+                    ["cancel", id, "--server", server], directory: directory, environment: withKey)
                 #expect(cancelled.output.contains("already succeeded"))
-                let resumed = try await CLIProcess.runApart(["resume", id, "--server", server], directory: directory)
+                let resumed = try await CLIProcess.runApart(["resume", id, "--server", server], directory: directory, environment: withKey)
                 #expect(resumed.status == 0, "\(resumed.output)\(resumed.errors)")
                 #expect(resumed.output.contains("already succeeded"))
-                let moved = try await CLIProcess.runApart(["resume", id, "--workspace", "/tmp", "--server", server], directory: directory)
+                let moved = try await CLIProcess.runApart(
+                    ["resume", id, "--workspace", "/tmp", "--server", server], directory: directory, environment: withKey)
                 #expect(moved.status == 6)
                 let refused = try await CLIProcess.runApart(
-                    ["submit", "x", "--workspace", "/etc", "--server", server], directory: directory)
+                    ["submit", "x", "--workspace", "/etc", "--server", server], directory: directory, environment: withKey)
                 #expect(refused.status == 6)
+
+                // Revoked, the key opens nothing more; the listing shows it revoked and never shows the key.
+                let keyID = try #require(made.output.range(of: "key_").map { String(made.output[$0.lowerBound...].prefix(16)) })
+                #expect(try await CLIProcess.runApart(["keys", "revoke", keyID, "--store", store], directory: directory).status == 0)
+                let after = try await CLIProcess.runApart(["runs", "--server", server], directory: directory, environment: withKey)
+                #expect(after.status != 0 && after.errors.contains("not valid"), "\(after.errors)")
+                let keys = try await CLIProcess.runApart(["keys", "list", "--json", "--store", store], directory: directory)
+                #expect(!keys.output.contains(key) && keys.output.contains("\"active\" : false"), "\(keys.output)")
                 serve.kill(SIGTERM)
                 #expect(await serve.wait() == 0)
                 let unreachable = try await CLIProcess.runApart(["runs", "--server", server], directory: directory)

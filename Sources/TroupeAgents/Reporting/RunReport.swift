@@ -4,7 +4,7 @@ public import TroupeCore
 /// A run as one JSON document: what `troupe show --json` prints and the API answers (a public
 /// contract); decodable, so that the CLI reads a remote server's runs into the same type.
 ///
-/// Fields: `id`, `status`, `goal`, `createdAt`, `updatedAt`, `usage`, `modelCalls`, `toolCalls`,
+/// Fields: `id`, `tenant`, `status`, `goal`, `createdAt`, `updatedAt`, `usage`, `modelCalls`, `toolCalls`,
 /// `answer`, `error`, `configuration`, and `steps` — each with its tool calls, arguments and
 /// results inline.
 public struct RunReport: Sendable, Codable {
@@ -65,6 +65,8 @@ public struct RunReport: Sendable, Codable {
     }
 
     public var id: String
+    /// The tenant the run belongs to (absent in documents of servers before tenants).
+    public var tenant: String?
     public var status: String
     public var goal: String
     public var createdAt: Date
@@ -91,6 +93,7 @@ public struct RunReport: Sendable, Codable {
     /// The whole report of a run from its summary and its folded journal.
     public init(summary: RunSummary, machine: RunStateMachine?) {
         id = summary.id.rawValue
+        tenant = summary.configuration.owningTenant
         status = summary.status.rawValue
         goal = summary.goal
         createdAt = summary.createdAt

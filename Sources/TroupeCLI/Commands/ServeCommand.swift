@@ -21,6 +21,8 @@ struct ServeCommand: AsyncParsableCommand {
             PostgreSQL store. Callers choose among what the settings allow: models (model.name, server.models), tool \
             groups and tools (server.allowedTools); each run gets its own workspace under server.workspaceRoot.
 
+            Every route but /healthz, /readyz and /openapi.* needs an API key (`Authorization: Bearer trp_…`; make             them with `troupe keys create`): the server refuses to start with no key in its store, unless             --insecure-no-auth (loopback addresses only), which makes every caller an admin of the default tenant.
+
             SIGTERM or SIGINT drains: /readyz answers 503, new requests get 503, event streams close (clients \
             reconnect with Last-Event-ID), the runs in hand are handed back (worker.drainTimeout), then the server \
             exits 0. A second signal stops at once. Settings come from --config or $TROUPE_CONFIG only.
@@ -36,9 +38,19 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Runs driven in this process at once; 0 for an API-only node (default: 8).")
     var workers = 8
 
+    @Flag(
+        name: .long,
+        help:
+            "Serve without API keys: every caller is an admin of the default tenant. Only with a loopback --host (127.0.0.1, ::1, localhost)."
+    )
+    var insecureNoAuth = false
+
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
+        if insecureNoAuth, !Self.isLoopback(host) {
+            throw ValidationError("--insecure-no-auth serves only a loopback --host (127.0.0.1, ::1, localhost), not \(host).")
+        }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535 (got \(port)).") }
         guard (0...1000).contains(workers) else { throw ValidationError("--workers must be between 0 and 1000 (got \(workers)).") }
     }
@@ -55,8 +67,25 @@ struct ServeCommand: AsyncParsableCommand {
                 let drain = DrainSignal()
                 let root = settings.server.workspaceRoot ?? TroupeSettings.homeDirectory() + "/.troupe/workspaces"
                 try PrivateFiles.createDirectories(root, for: "the runs' workspaces")
+                let access: APIAccess
+                if insecureNoAuth {
+                    access = .open
+                    logger.warning("--insecure-no-auth: no API key is checked; every caller is an admin of the default tenant")
+                    FileHandle.standardError.write(
+                        Data("troupe serve: WARNING: --insecure-no-auth: no API key is checked; every caller is an admin.\n".utf8))
+                } else {
+                    let keys = runtime.opened.keys
+                    guard try await keys.keys(tenant: nil).contains(where: { $0.isActive(at: Date()) }) else {
+                        throw TroupeError(
+                            .configuration,
+                            "No API key in the store \(runtime.opened.location) works: make one with "
+                                + "`troupe keys create --tenant NAME --role admin\(runtime.opened.flag)`, "
+                                + "or serve a loopback address without keys with --insecure-no-auth.")
+                    }
+                    access = .keys(keys)
+                }
                 let server = APIServer(
-                    store: runtime.store, runDefaults: settings.runDefaults,
+                    store: runtime.store, access: access, runDefaults: settings.runDefaults,
                     models: settings.server.models, allowedTools: settings.server.allowedTools, workspaceRoot: root, drain: drain,
                     owner: runtime.owner.description, logger: logger,
                     finishConfiguration: { configuration in
@@ -91,6 +120,9 @@ struct ServeCommand: AsyncParsableCommand {
                 // also when the API fails (a port in use), so that no run is left leased.
                 var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
                 if let store = runtime.store as? PostgresRunStore { services.append(.init(service: store)) }
+                if case .keys(let keys) = access {
+                    services.append(.init(service: KeyUseFlusher(log: server.keyUses, store: keys, logger: logger)))
+                }
                 if workers > 0 {
                     let worker = WorkerService(worker: runtime.worker(concurrency: workers, logger: logger), drain: drain)
                     services.append(
@@ -145,6 +177,37 @@ private struct WorkerService: Service {
             await worker.run(until: drain)
         } onGracefulShutdown: {
             drain.begin()
+        }
+    }
+}
+
+extension ServeCommand {
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+}
+
+/// Writes when keys were last used every 30 seconds, and a last time at shutdown.
+private struct KeyUseFlusher: Service {
+    let log: KeyUseLog
+    let store: any KeyStore
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(30))
+                await flush()
+            }
+        }
+        await flush()
+    }
+
+    private func flush() async {
+        do {
+            try await log.flush(to: store)
+        } catch {
+            logger.warning("cannot record when keys were last used", metadata: ["error": "\(TroupeError.wrap(error).message)"])
         }
     }
 }

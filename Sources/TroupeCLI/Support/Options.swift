@@ -175,6 +175,8 @@ enum StoreLocation {
 /// to the user.
 struct OpenedStore: Sendable {
     let store: any RunStore
+    /// The same store's API keys.
+    let keys: any KeyStore
     /// The SQLite file, which the file tools protect (`nil` for PostgreSQL).
     let file: String?
     /// For people: the file's path, or the URL without its password.
@@ -186,13 +188,13 @@ struct OpenedStore: Sendable {
     static func open(_ url: String, logger: Logger) async throws -> OpenedStore {
         if StoreLocation.isPostgres(url) {
             let store = try await PostgresRunStore.open(url: url, logger: logger)
-            return OpenedStore(store: store, file: nil, location: store.location, flag: " --store \(store.location)")
+            return OpenedStore(store: store, keys: store, file: nil, location: store.location, flag: " --store \(store.location)")
         }
         let path = try StoreLocation.sqlitePath(url)
         let isDefault = path == StoreLocation.defaultPath
         if isDefault { StoreLocation.restrictDefaultStore() }
         let store = try await SQLiteRunStore.open(path: path, logger: logger)
-        return OpenedStore(store: store, file: path, location: path, flag: isDefault ? "" : " --store sqlite:\(path)")
+        return OpenedStore(store: store, keys: store, file: path, location: path, flag: isDefault ? "" : " --store sqlite:\(path)")
     }
 }
 

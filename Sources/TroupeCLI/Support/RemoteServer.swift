@@ -15,7 +15,8 @@ struct RemoteServer {
     let url: String
     let client: Client
 
-    init(_ url: String) throws {
+    /// - Parameter apiKey: the key sent with every request (`Authorization: Bearer …`).
+    init(_ url: String, apiKey: String? = nil) throws {
         guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
             throw TroupeError(.configuration, "The server URL '\(url.prefix(200))' is not an http(s) URL (e.g. http://127.0.0.1:8080).")
         }
@@ -25,13 +26,29 @@ struct RemoteServer {
             // after 10 s rather than a minute. Event streams are not bounded by it once they answered.
             serverURL: parsed, configuration: APIDates.configuration,
             transport: AsyncHTTPClientTransport(configuration: .init(timeout: .seconds(10))),
-            middlewares: [RefusalsAsErrors()])
+            middlewares: [RefusalsAsErrors(), BearerKey(key: apiKey)])
     }
 
-    /// `--server`, else `$TROUPE_SERVER`; `nil` to use a store.
+    /// `--server`, else `$TROUPE_SERVER`; `nil` to use a store. The API key comes from
+    /// `$TROUPE_API_KEY` (never a flag: command lines are visible to every user of the machine).
     static func chosen(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RemoteServer? {
         guard let url = flag ?? environment["TROUPE_SERVER"], !url.isEmpty else { return nil }
-        return try RemoteServer(url)
+        let key = environment["TROUPE_API_KEY"].flatMap { $0.isEmpty ? nil : $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        return try RemoteServer(url, apiKey: key)
+    }
+
+    /// Sends the API key with every request.
+    private struct BearerKey: ClientMiddleware {
+        let key: String?
+
+        func intercept(
+            _ request: HTTPRequest, body: HTTPBody?, baseURL: URL, operationID: String,
+            next: @Sendable (HTTPRequest, HTTPBody?, URL) async throws -> (HTTPResponse, HTTPBody?)
+        ) async throws -> (HTTPResponse, HTTPBody?) {
+            var request = request
+            if let key { request.headerFields[.authorization] = "Bearer \(key)" }
+            return try await next(request, body, baseURL)
+        }
     }
 
     /// Runs one call, with what went wrong on the way said as a ``TroupeError``.
@@ -75,9 +92,12 @@ struct RemoteServer {
                 switch refusal.error.code {
                 case "unavailable": .storageUnavailable
                 case "payloadTooLarge", "methodNotAllowed": .invalidInput
+                case "unauthorized": .accessDenied
                 default: TroupeError.Code(rawValue: refusal.error.code)
                 }
-            throw TroupeError(code, refusal.error.message, details: refusal.error.details?.additionalProperties ?? [:])
+            var message = refusal.error.message
+            if refusal.error.code == "unauthorized" { message += " Set TROUPE_API_KEY to a key of this server." }
+            throw TroupeError(code, message, details: refusal.error.details?.additionalProperties ?? [:])
         }
     }
 }

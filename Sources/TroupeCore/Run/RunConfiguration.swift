@@ -39,6 +39,17 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     /// that created it, so that a retry with the same key and body gets this run back and one
     /// with another body is refused.
     public var requestDigest: String?
+    /// The tenant the run belongs to (`nil`: ``RunConfiguration/defaultTenant``, the CLI's local
+    /// runs). Set by the store handle of the caller who created it; stores keep it in a column
+    /// by which every tenant-scoped read and claim filters.
+    public var tenant: String?
+
+    /// The tenant of runs made without one: the CLI's local runs, and every run of a server
+    /// without keys.
+    public static let defaultTenant = "default"
+
+    /// The tenant the run belongs to.
+    public var owningTenant: String { tenant ?? Self.defaultTenant }
 
     public init(
         model: String = "gpt-4o-mini",
@@ -114,5 +125,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         toolRules = try c.decodeIfPresent(JSONValue.self, forKey: .toolRules)
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
         requestDigest = try c.decodeIfPresent(String.self, forKey: .requestDigest)
+        tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
     }
 }

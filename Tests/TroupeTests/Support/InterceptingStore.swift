@@ -72,7 +72,7 @@ final class InterceptingStore: RunStore, Sendable {
         try await recording { try await inner.events(of: run, after: sequence) }
     }
 
-    func run(_ id: RunID) async throws -> RunSummary? { try await recording { try await inner.run(id) } }
+    func run(_ id: RunID, tenant: String?) async throws -> RunSummary? { try await recording { try await inner.run(id, tenant: tenant) } }
     func runs(_ query: RunQuery) async throws -> [RunSummary] { try await recording { try await inner.runs(query) } }
 
     func acquireLease(on run: RunID, owner: String, until expiry: Date, replacing: Lease?, at time: Date) async throws -> Lease {
@@ -89,8 +89,8 @@ final class InterceptingStore: RunStore, Sendable {
 
     func lease(of run: RunID) async throws -> Lease? { try await recording { try await inner.lease(of: run) } }
 
-    func claimNextRun(owner: String, until expiry: Date, maxAttempts: Int, at time: Date) async throws -> LeasedRun? {
-        try await recording { try await inner.claimNextRun(owner: owner, until: expiry, maxAttempts: maxAttempts, at: time) }
+    func claimNextRun(owner: String, until expiry: Date, rules: ClaimRules, at time: Date) async throws -> LeasedRun? {
+        try await recording { try await inner.claimNextRun(owner: owner, until: expiry, rules: rules, at: time) }
     }
 
     nonisolated func announcements() -> AsyncStream<Void> { inner.announcements() }

@@ -1,0 +1,177 @@
+public import Foundation
+import HTTPTypes
+public import Hummingbird
+import HummingbirdAuth
+import Logging
+import OpenAPIRuntime
+import Synchronization
+public import TroupeCore
+public import TroupeStore
+
+/// Who is calling the API: the tenant and role of the key it presented.
+public struct Caller: Sendable, Hashable {
+    public var tenant: String
+    public var role: Role
+    /// The key's ID (`nil` on a server without keys).
+    public var keyID: String?
+
+    public init(tenant: String, role: Role, keyID: String?) {
+        self.tenant = tenant
+        self.role = role
+        self.keyID = keyID
+    }
+
+    /// The runs this caller reaches: an admin's every tenant's, others their own tenant's.
+    public var scope: TenantScope { role == .admin ? .all : .tenant(tenant) }
+
+    /// The caller of the request being handled, set by ``CallerMiddleware``.
+    @TaskLocal static var current: Caller?
+}
+
+/// How the API knows its callers.
+public enum APIAccess: Sendable {
+    /// Every route but `/healthz`, `/readyz` and `/openapi.*` needs a key of this store.
+    case keys(any KeyStore)
+    /// No keys (`troupe serve --insecure-no-auth`, loopback only): every caller is an admin of
+    /// the default tenant.
+    case open
+}
+
+/// The request context of the API's router: Hummingbird's, with the caller a key identified.
+public struct APIRequestContext: AuthRequestContext, RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public var identity: Caller?
+
+    public init(source: Source) {
+        coreContext = .init(source: source)
+        identity = nil
+    }
+}
+
+/// The routes anyone may call, without a key.
+enum PublicRoutes {
+    static let paths: Set<String> = ["/healthz", "/readyz", "/openapi.yaml", "/openapi.json"]
+}
+
+/// Reads the bearer key of a request (hummingbird-auth's authenticator middleware): a key of the
+/// store, not revoked and not expired, identifies its caller. A key that is malformed, unknown,
+/// expired or revoked is a 401 at once, with the same words for each (no oracle); a request
+/// without a key goes on unidentified, and ``CallerMiddleware`` refuses it unless its route is
+/// public.
+struct KeyAuthenticator: AuthenticatorMiddleware {
+    typealias Context = APIRequestContext
+    let server: APIServer
+
+    func authenticate(request: Request, context: Context) async throws -> Caller? {
+        switch server.access {
+        case .open:
+            return Caller(tenant: RunConfiguration.defaultTenant, role: .admin, keyID: nil)
+        case .keys(let store):
+            guard !PublicRoutes.paths.contains(request.uri.path), request.headers[.authorization] != nil else { return nil }
+            guard let token = request.headers.bearer?.token, let id = APIKeys.id(of: token) else {
+                throw APIFailure.unauthorized(keySent: true)
+            }
+            let now = server.now()
+            guard let record = try await store.key(id: id), APIKeys.matches(token, record), record.isActive(at: now) else {
+                throw APIFailure.unauthorized(keySent: true)
+            }
+            server.keyUses.note(id, at: now)
+            return Caller(tenant: record.tenant, role: record.role, keyID: record.id)
+        }
+    }
+}
+
+/// Refuses unidentified requests to every route but the public ones (401), and makes the
+/// caller known to the handlers of the request (``Caller/current``).
+struct CallerMiddleware: RouterMiddleware {
+    typealias Context = APIRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let caller = context.identity else {
+            if PublicRoutes.paths.contains(request.uri.path) { return try await next(request, context) }
+            throw APIFailure.unauthorized(keySent: false)
+        }
+        return try await Caller.$current.withValue(caller) { try await next(request, context) }
+    }
+}
+
+/// The role each operation of the API needs (`nil`: public), checked before its handler runs.
+/// An operation not listed here is refused to everyone: a route added to the document without a
+/// decision here is closed, not open (and a test compares this table with the document).
+struct RoleMiddleware: ServerMiddleware {
+    static let required: [String: Role?] = [
+        "createRun": .operator,
+        "listRuns": .viewer,
+        "getRun": .viewer,
+        "streamRunEvents": .viewer,
+        "cancelRun": .operator,
+        "resumeRun": .operator,
+        "listKeys": .admin,
+        "createKey": .admin,
+        "revokeKey": .admin,
+        "health": .none,
+        "readiness": .none,
+    ]
+
+    let logger: Logger
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        guard let entry = Self.required[operationID] else {
+            logger.error("an operation without a role was refused", metadata: ["operation": "\(operationID)"])
+            throw APIFailure(status: 403, code: TroupeError.Code.accessDenied.rawValue, "This operation is not open to any key.")
+        }
+        guard let role = entry else { return try await next(request, body, metadata) }
+        guard let caller = Caller.current else { throw APIFailure.unauthorized(keySent: false) }
+        guard caller.role.includes(role) else {
+            throw APIFailure(
+                status: 403, code: TroupeError.Code.accessDenied.rawValue,
+                "This key's role (\(caller.role.rawValue)) may not do this; it needs the \(role.rawValue) role.",
+                details: ["role": caller.role.rawValue, "required": role.rawValue])
+        }
+        return try await next(request, body, metadata)
+    }
+}
+
+extension APIFailure {
+    /// A 401 with its `WWW-Authenticate` challenge (RFC 6750): `invalid_token` when a key was sent.
+    static func unauthorized(keySent: Bool) -> APIFailure {
+        APIFailure(
+            status: 401, code: "unauthorized",
+            keySent
+                ? "The API key is not valid: it is malformed, unknown, expired or revoked."
+                : "This route needs an API key: send `Authorization: Bearer trp_…` (make one with `troupe keys create`).",
+            headers: ["WWW-Authenticate": keySent ? #"Bearer realm="troupe", error="invalid_token""# : #"Bearer realm="troupe""#])
+    }
+}
+
+/// When keys were last used, gathered in memory and written in one batch now and then (not one
+/// write per request).
+public final class KeyUseLog: Sendable {
+    private let uses = Mutex<[String: Date]>([:])
+
+    public init() {}
+
+    /// Notes that key `id` was used at `time`.
+    public func note(_ id: String, at time: Date) {
+        uses.withLock { $0[id] = max(time, $0[id] ?? time) }
+    }
+
+    /// Writes what was noted since the last flush to `store`; what cannot be written is kept for
+    /// the next flush.
+    public func flush(to store: any KeyStore) async throws {
+        let batch = uses.withLock { uses in
+            defer { uses = [:] }
+            return uses
+        }
+        guard !batch.isEmpty else { return }
+        do {
+            try await store.recordKeyUse(batch)
+        } catch {
+            uses.withLock { uses in uses.merge(batch) { max($0, $1) } }
+            throw error
+        }
+    }
+}
