@@ -54,6 +54,8 @@ struct RunsAPI: APIProtocol {
             id = RunID.make()
         }
         configuration.workspace = (server.workspaceRoot as NSString).appendingPathComponent(id.rawValue)
+        // The caller's tenant's (an admin's too: its store handle reaches every tenant).
+        configuration.tenant = try tenant
         try server.finishConfiguration(&configuration)
         configuration = try configuration.validated()
         try Self.createWorkspace(configuration.workspace)

@@ -172,8 +172,10 @@ public actor InMemoryRunStore: RunStore, KeyStore {
     }
 
     public func recordKeyUse(_ uses: [String: Date]) {
-        for (id, time) in uses where apiKeys[id] != nil {
-            apiKeys[id]?.lastUsedAt = max(time, apiKeys[id]?.lastUsedAt ?? time)
+        for (id, time) in uses {
+            guard var record = apiKeys[id] else { continue }
+            record.lastUsedAt = max(time, record.lastUsedAt ?? time)
+            apiKeys[id] = record
         }
     }
 

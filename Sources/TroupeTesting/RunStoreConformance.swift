@@ -33,6 +33,10 @@ public struct RunStoreConformance: Sendable {
         try await check("claimNextRun", claimNextRun)
         try await check("claimBackoffAndParking", claimBackoffAndParking)
         try await check("liveText", liveText)
+        try await check("tenantScopes", tenantScopes)
+        try await check("fairClaimsAcrossTenants", fairClaimsAcrossTenants)
+        try await check("tenantConcurrencyLimits", tenantConcurrencyLimits)
+        try await check("keys", keys)
     }
 
     private func check(_ name: String, _ body: (any RunStore) async throws -> Void) async throws {
@@ -318,4 +322,135 @@ public struct RunStoreConformance: Sendable {
         var pieces: [LiveText] { box.withLock { $0 } }
         func add(_ piece: LiveText) { box.withLock { $0.append(piece) } }
     }
+
+    private func tenantScopes(_ store: any RunStore) async throws {
+        func configuration(_ tenant: String?) -> RunConfiguration {
+            var configuration = RunConfiguration()
+            configuration.tenant = tenant
+            return configuration
+        }
+        let mine = try await store.createRun(id: RunID.make(), goal: "a", configuration: configuration("acme"), at: Self.start)
+        let theirs = try await store.createRun(id: RunID.make(), goal: "b", configuration: configuration("globex"), at: Self.start)
+        let local = try await store.createRun(id: RunID.make(), goal: "c", configuration: configuration(nil), at: Self.start)
+        try expect(try await store.run(mine.id, tenant: "acme") != nil, "a tenant's run is found in its tenant")
+        try expect(try await store.run(mine.id, tenant: "globex") == nil, "a tenant's run is not found in another")
+        try expect(try await store.run(local.id, tenant: RunConfiguration.defaultTenant) != nil, "runs without a tenant are the default's")
+        let listed = try await store.runs(RunQuery(tenant: "acme")).map(\.id)
+        try expect(listed == [mine.id], "a listing by tenant holds that tenant's runs only (got \(listed))")
+
+        let scoped = ScopedRunStore(store, scope: .tenant("acme"))
+        try expect(try await scoped.runs(RunQuery()).map(\.id) == [mine.id], "a scoped handle lists its tenant's runs only")
+        try expect(try await scoped.runs(RunQuery(tenant: "globex")).isEmpty, "a scoped handle lists nothing of another tenant")
+        try expect(try await scoped.run(theirs.id) == nil, "a scoped handle does not find another tenant's run")
+        for (name, attempt) in [
+            ("events", { _ = try await scoped.events(of: theirs.id) }),
+            ("append", { _ = try await scoped.append([.runCancelled(reason: "x")], to: theirs.id, expectedSequence: 1, at: Self.start) }),
+            (
+                "lease",
+                { _ = try await scoped.acquireLease(on: theirs.id, owner: "x", until: Self.start + 60, replacing: nil, at: Self.start) }
+            ),
+        ] as [(String, () async throws -> Void)] {
+            do {
+                try await attempt()
+                try expect(false, "a scoped handle's \(name) on another tenant's run was refused")
+            } catch let error as TroupeError {
+                try expect(
+                    error.code == .notFound && error.message == TroupeError.noRun(theirs.id).message,
+                    "another tenant's run is refused as missing by \(name), in the same words (got \(error))")
+            }
+        }
+        try expect(try await store.events(of: theirs.id).count == 1, "nothing was written to another tenant's run")
+        let created = try await scoped.createRun(id: RunID.make(), goal: "d", configuration: configuration("globex"), at: Self.start)
+        try expect(created.configuration.tenant == "acme", "a run created through a scoped handle is the handle's tenant's")
+        try expect(try await store.run(created.id, tenant: "acme") != nil, "the store keeps the scoped handle's tenant")
+        let claimed = try await scoped.claimNextRun(owner: "w", until: Self.start + 60, maxAttempts: 5, at: Self.start)
+        try expect(claimed?.summary.configuration.owningTenant == "acme", "a scoped handle claims its tenant's runs only")
+    }
+
+    private func fairClaimsAcrossTenants(_ store: any RunStore) async throws {
+        var configuration = RunConfiguration()
+        configuration.tenant = "busy"
+        for offset in 0..<200 {
+            _ = try await store.createRun(id: RunID.make(), goal: "busy", configuration: configuration, at: Self.start + Double(offset))
+        }
+        configuration.tenant = "quiet"
+        let quiet = try await store.createRun(id: RunID.make(), goal: "quiet", configuration: configuration, at: Self.start + 500)
+        var claimed: [RunID] = []
+        for _ in 0..<3 {
+            if let run = try await store.claimNextRun(owner: "w", until: Self.start + 3600, maxAttempts: 5, at: Self.start + 600) {
+                claimed.append(run.summary.id)
+            }
+        }
+        try expect(
+            claimed.prefix(2).contains(quiet.id),
+            "a tenant with one queued run gets one of the first two claims beside another tenant's 200 (claimed \(claimed))")
+        let only = try await store.claimNextRun(
+            owner: "w", until: Self.start + 3600, rules: ClaimRules(maxAttempts: 5, tenant: "quiet"), at: Self.start + 600)
+        try expect(only == nil, "a claim limited to a tenant takes none of another's runs")
+    }
+
+    private func tenantConcurrencyLimits(_ store: any RunStore) async throws {
+        var configuration = RunConfiguration()
+        configuration.tenant = "limited"
+        for offset in 0..<4 {
+            _ = try await store.createRun(id: RunID.make(), goal: "l", configuration: configuration, at: Self.start + Double(offset))
+        }
+        configuration.tenant = "free"
+        for offset in 0..<2 {
+            _ = try await store.createRun(id: RunID.make(), goal: "f", configuration: configuration, at: Self.start + Double(offset))
+        }
+        let rules = ClaimRules(maxAttempts: 5, maxConcurrentRuns: ["limited": 2])
+        var byTenant: [String: [LeasedRun]] = [:]
+        while let run = try await store.claimNextRun(owner: "w", until: Self.start + 60, rules: rules, at: Self.start + 10) {
+            byTenant[run.summary.configuration.owningTenant, default: []].append(run)
+        }
+        try expect(
+            byTenant["limited"]?.count == 2, "a tenant's runs driven at once stop at its limit (got \(byTenant["limited"]?.count ?? 0))")
+        try expect(byTenant["free"]?.count == 2, "a tenant without a limit is not held back")
+        if let first = byTenant["limited"]?.first { try await store.releaseLease(first.lease, outcome: .clean) }
+        let next = try await store.claimNextRun(owner: "w", until: Self.start + 60, rules: rules, at: Self.start + 11)
+        try expect(next?.summary.configuration.owningTenant == "limited", "a place freed by a drive's end is taken again")
+        let expired = try await store.claimNextRun(owner: "w", until: Self.start + 200, rules: rules, at: Self.start + 100)
+        try expect(expired != nil, "expired leases do not count against the limit")
+        let none = try await store.claimNextRun(
+            owner: "w", until: Self.start + 200, rules: ClaimRules(maxAttempts: 5, defaultMaxConcurrentRuns: 0), at: Self.start + 100)
+        try expect(none == nil, "a default limit applies to tenants not named")
+    }
+
+    private func keys(_ store: any RunStore) async throws {
+        guard let keys = store as? any KeyStore else { return }
+        let first = try APIKeys.make(tenant: "acme", role: .operator, name: "ci", expiresAt: Self.start + 3600, at: Self.start)
+        let second = try APIKeys.make(tenant: "globex", role: .viewer, name: nil, expiresAt: nil, at: Self.start + 1)
+        try await keys.createKey(first.record)
+        try await keys.createKey(second.record)
+        do {
+            try await keys.createKey(first.record)
+            try expect(false, "a key ID is stored once")
+        } catch let error as TroupeError {
+            try expect(error.code == .invalidInput, "a second key with the same ID is refused (got \(error))")
+        }
+        let read = try await keys.key(id: first.record.id)
+        try expect(read == first.record, "a key's record reads back as stored (got \(String(describing: read)))")
+        try expect(APIKeys.matches(first.key, requireRecord(read)), "the stored digest matches the key")
+        try expect(!APIKeys.matches(second.key, requireRecord(read)), "another key does not match")
+        try expect(try await keys.keys(tenant: nil).map(\.id) == [second.record.id, first.record.id], "keys are listed newest first")
+        try expect(try await keys.keys(tenant: "acme").map(\.id) == [first.record.id], "keys are listed by tenant")
+        try expect(
+            try await keys.revokeKey(id: first.record.id, tenant: "globex", at: Self.start) == nil, "another tenant cannot revoke a key")
+        let revoked = try await keys.revokeKey(id: first.record.id, tenant: "acme", at: Self.start + 5)
+        try expect(revoked?.revokedAt == Self.start + 5 && revoked?.isActive(at: Self.start + 6) == false, "a revoked key is inactive")
+        let again = try await keys.revokeKey(id: first.record.id, tenant: nil, at: Self.start + 50)
+        try expect(again?.revokedAt == Self.start + 5, "revoking again keeps the first time")
+        try await keys.recordKeyUse([second.record.id: Self.start + 20, "key_unknown": Self.start])
+        try await keys.recordKeyUse([second.record.id: Self.start + 10])
+        try expect(try await keys.key(id: second.record.id)?.lastUsedAt == Self.start + 20, "the last use never goes back in time")
+        try expect(second.record.isActive(at: Self.start + 1e9), "a key without expiry does not expire")
+        try expect(!first.record.isActive(at: Self.start + 3600), "a key expires at its expiry")
+    }
+}
+
+/// The record, or a failure saying it is missing.
+private func requireRecord(_ record: APIKeyRecord?) throws -> APIKeyRecord {
+    guard let record else { throw RunStoreConformance.Failure(check: "", message: "the key's record is missing") }
+    return record
 }
