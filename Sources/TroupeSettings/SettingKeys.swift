@@ -72,10 +72,14 @@ public enum SettingKeys {
         key("worker.pollInterval", .double),
         key("worker.maxAttempts", .int),
         key("worker.leaseDuration", .double),
+        key("worker.maxConcurrentRunsPerTenant", .int),
         key("server.workspaceRoot", .string),
         key("server.allowedTools", .stringArray),
         key("server.models", .stringArray),
     ]
+
+    /// A tenant's settings under `tenants.NAME.`.
+    public static let tenantFields: [String: Kind] = ["maxConcurrentRuns": .int]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.
     public static let toolLimitFields: [String: Kind] = ["maxCallsPerRun": .int, "timeout": .double]
@@ -115,6 +119,9 @@ public enum SettingKeys {
             return key(name, kind)
         }
         if parts.count == 4, parts[0] == "tools", parts[1] == "limits", !parts[2].isEmpty, let kind = toolLimitFields[String(parts[3])] {
+            return key(name, kind)
+        }
+        if parts.count == 3, parts[0] == "tenants", !parts[1].isEmpty, let kind = tenantFields[String(parts[2])] {
             return key(name, kind)
         }
         if parts.count >= 4, parts[0] == "mcp", parts[1] == "servers", !parts[2].isEmpty {

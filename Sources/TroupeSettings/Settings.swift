@@ -286,6 +286,11 @@ public struct WorkerSettings: Sendable, Hashable {
     /// Seconds a run's lease lasts without renewal (renewed every third of it): how long a run
     /// waits after its worker died or froze before another takes it over (`worker.leaseDuration`).
     public var leaseDurationSeconds = 30.0
+    /// Runs of one tenant driven at once across every worker of the store, by tenant
+    /// (`tenants.NAME.maxConcurrentRuns`; 0 holds a tenant's runs back).
+    public var maxConcurrentRuns: [String: Int] = [:]
+    /// The same for tenants not named there (`worker.maxConcurrentRunsPerTenant`; none by default).
+    public var maxConcurrentRunsPerTenant: Int?
 
     public init() {}
 }

@@ -61,7 +61,7 @@ struct SettingsReader {
     /// an MCP server is a program to start and a tool's limits are per name, which an inherited
     /// variable should not change behind the file's back.
     static func isFileOnly(_ name: String) -> Bool {
-        ["mcp.servers.", "tools.limits."].contains { name.hasPrefix($0) }
+        ["mcp.servers.", "tools.limits.", "tenants."].contains { name.hasPrefix($0) }
     }
 
     /// Where `name` is set — `--set`, the variable's name, or the file — or `nil` if nowhere.
@@ -199,6 +199,15 @@ struct SettingsReader {
         if let value = try double("worker.pollInterval", in: 0.05...3600) { worker.pollIntervalSeconds = value }
         if let value = try int("worker.maxAttempts", in: 1...100) { worker.maxAttempts = value }
         if let value = try double("worker.leaseDuration", in: 1...3600) { worker.leaseDurationSeconds = value }
+        if let value = try int("worker.maxConcurrentRunsPerTenant", in: 1...100_000) { worker.maxConcurrentRunsPerTenant = value }
+        for name in names(under: "tenants.") {
+            do throws(TroupeError) {
+                _ = try TenantName.validated(name)
+            } catch {
+                throw TroupeError(.configuration, "tenants.\(name): \(error.message)")
+            }
+            if let value = try int("tenants.\(name).maxConcurrentRuns", in: 0...100_000) { worker.maxConcurrentRuns[name] = value }
+        }
         return worker
     }
 

@@ -31,6 +31,21 @@ import TroupeSettings
         }
     }
 
+    /// `tenants.NAME.maxConcurrentRuns` from the file or `--set`, with a default for the others.
+    @Test func tenantLimitsAreRead() async throws {
+        let settings = try await load(
+            "tenants:\n  acme:\n    maxConcurrentRuns: 3\nworker:\n  maxConcurrentRunsPerTenant: 10\n",
+            overrides: ["tenants.globex.maxConcurrentRuns=0"])
+        #expect(settings.worker.maxConcurrentRuns == ["acme": 3, "globex": 0])
+        #expect(settings.worker.maxConcurrentRunsPerTenant == 10)
+        let badName = await failure("tenants:\n  Acme!:\n    maxConcurrentRuns: 3\n")
+        #expect(badName?.message.contains("tenants.Acme!") == true, "\(String(describing: badName))")
+        let badValue = await failure(overrides: ["tenants.acme.maxConcurrentRuns=-1"])
+        #expect(badValue?.message.contains("tenants.acme.maxConcurrentRuns") == true, "\(String(describing: badValue))")
+        let unknown = await failure(overrides: ["tenants.acme.budget=3"])
+        #expect(unknown != nil)
+    }
+
     @Test func flagsBeatTheEnvironmentWhichBeatsTheFileWhichBeatsTheDefaults() async throws {
         let yaml = "model:\n  retry:\n    maxAttempts: 2\n"
         let environment = ["TROUPE_MODEL_RETRY_MAX_ATTEMPTS": "4"]

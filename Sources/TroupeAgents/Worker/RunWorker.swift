@@ -45,6 +45,10 @@ public struct RunWorker: Sendable {
     public var pollInterval: Duration
     /// Failed claims in a row after which a run is left for an operator.
     public var maxAttempts: Int
+    /// Runs of a tenant driven at once across every worker of the store, by tenant; tenants not
+    /// named take ``defaultMaxConcurrentRuns`` (no limit when `nil`). See ``ClaimRules``.
+    public var maxConcurrentRuns: [String: Int] = [:]
+    public var defaultMaxConcurrentRuns: Int?
     /// How long a drain waits for the drives in hand to reach a point where nothing is in flight.
     public var drainTimeout: Duration
     public var clock: any Clock<Duration>
@@ -180,7 +184,10 @@ public struct RunWorker: Sendable {
     private func claim() async -> LeasedRun? {
         do {
             return try await store.claimNextRun(
-                owner: owner, until: now().addingTimeInterval(leaseDuration.seconds), maxAttempts: maxAttempts, at: now())
+                owner: owner, until: now().addingTimeInterval(leaseDuration.seconds),
+                rules: ClaimRules(
+                    maxAttempts: maxAttempts, maxConcurrentRuns: maxConcurrentRuns, defaultMaxConcurrentRuns: defaultMaxConcurrentRuns),
+                at: now())
         } catch {
             logger.warning("cannot claim runs for now", metadata: ["error": "\(TroupeError.wrap(error).message)"])
             return nil

@@ -130,11 +130,14 @@ struct Runtime {
     /// each run it claims with ``equipment(for:)``.
     func worker(concurrency: Int, logger: Logger) -> RunWorker {
         let worker = settings.worker
-        return RunWorker(
+        var runWorker = RunWorker(
             store: store, owner: owner.description, concurrency: concurrency, leaseDuration: .seconds(worker.leaseDurationSeconds),
             pollInterval: .seconds(worker.pollIntervalSeconds), maxAttempts: worker.maxAttempts,
             drainTimeout: .seconds(worker.drainTimeoutSeconds), logger: logger,
             equip: { summary in try await equipment(for: summary.configuration) })
+        runWorker.maxConcurrentRuns = worker.maxConcurrentRuns
+        runWorker.defaultMaxConcurrentRuns = worker.maxConcurrentRunsPerTenant
+        return runWorker
     }
 
     func driver(
