@@ -377,7 +377,6 @@ public actor PostgresRunStore: RunStore, KeyStore {
         let nowParameter = bind(now)
         var tenantConditions = ["TRUE"]
         if let tenant = rules.tenant { tenantConditions.append("id = \(bind(tenant))") }
-        var serialize = ""
         if rules.limitsTenants {
             var limit = "NULL::bigint"
             if !rules.maxConcurrentRuns.isEmpty {
@@ -393,15 +392,11 @@ public actor PostgresRunStore: RunStore, KeyStore {
                 (SELECT count(*) FROM troupe_runs l WHERE l.tenant = troupe_tenants.id AND l.lease_owner IS NOT NULL
                     AND l.lease_expires_at > \(nowParameter)) < COALESCE(\(limit), \(fallback), \(Int.max))
                 """)
-            // Limited claims take turns across every worker (until their commit), so that two
-            // claims at once cannot both take a tenant's last free place.
-            serialize = "locked AS (SELECT pg_advisory_xact_lock(\(PostgresMigrations.lockKey + 1))),"
         }
         let sql = """
-            WITH \(serialize) next AS (
+            WITH next AS (
                 SELECT c.id AS next_id, t.id AS next_tenant
                 FROM (SELECT id, claim_turn FROM troupe_tenants WHERE \(tenantConditions.joined(separator: " AND "))
-                      \(serialize.isEmpty ? "" : "AND (SELECT TRUE FROM locked)")
                       ORDER BY claim_turn, id) t
                 CROSS JOIN LATERAL (
                     SELECT id FROM troupe_runs
@@ -410,7 +405,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
                         AND (claimable_at IS NULL OR claimable_at <= \(nowParameter)) AND claim_attempts < \(bind(rules.maxAttempts))
                     ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
                 ) c
-                LIMIT 1
+                ORDER BY t.claim_turn, t.id LIMIT 1
             ), turn AS (
                 -- A tenant row another claim is moving on keeps that claim's turn (no waiting).
                 UPDATE troupe_tenants SET claim_turn = nextval('troupe_claim_turns')
@@ -422,7 +417,15 @@ public actor PostgresRunStore: RunStore, KeyStore {
             RETURNING \(Self.summaryColumns(of: "troupe_runs")), claim_attempts, lease_token, lease_expires_at
             """
         let statement = PostgresQuery(unsafeSQL: sql, binds: bindings)
-        return try await transaction("claiming a run", oneStatement: true) { connection, logger -> LeasedRun? in
+        let limited = rules.limitsTenants
+        return try await transaction("claiming a run", oneStatement: !limited, claim: true) { connection, logger -> LeasedRun? in
+            if limited {
+                // Limited claims take turns across every worker, until their commit: two claims
+                // at once cannot both take a tenant's last free place. The lock is its own
+                // statement, so that the claim's snapshot is taken after the lock is held and
+                // sees the leases of the claims committed meanwhile.
+                try await connection.query("SELECT pg_advisory_xact_lock(\(PostgresMigrations.lockKey + 1))", logger: logger)
+            }
             // One statement: the tenant whose turn is oldest among those with a claimable run
             // (runs other workers are claiming right now are skipped, not waited for), and its
             // oldest claimable run, leased to this worker.
@@ -520,8 +523,12 @@ public actor PostgresRunStore: RunStore, KeyStore {
     /// A write waiting for the next commit, and its caller.
     private struct PendingWrite: Sendable {
         var what: String
-        /// The run whose row the write locks (`nil`: a claim, which waits for no lock).
+        /// The run whose row the write locks (`nil`: a claim, which waits for no lock, or a write of
+        /// other tables).
         var run: String?
+        /// A claim: last in its batch, after every write that may wait for a lock, so that a
+        /// batch holding the claims' advisory lock never waits for another batch.
+        var isClaim = false
         /// Whether the write is one statement (reads aside): alone in a batch, it needs no
         /// transaction of its own around it (one round trip instead of four).
         var isOneStatement: Bool
@@ -552,14 +559,14 @@ public actor PostgresRunStore: RunStore, KeyStore {
     /// rolled back. A single-statement write (`oneStatement`) alone in its batch runs without a
     /// transaction around it. The caller hears of success only after the commit.
     private func transaction<T: Sendable>(
-        _ what: String, run: RunID? = nil, oneStatement: Bool = false,
+        _ what: String, run: RunID? = nil, oneStatement: Bool = false, claim: Bool = false,
         _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws -> T {
         guard !closed else { throw TroupeError(.storage, "The PostgreSQL store at \(location) is closed.") }
         return try await withCheckedThrowingContinuation { continuation in
             pending.append(
                 PendingWrite(
-                    what: what, run: run?.rawValue, isOneStatement: oneStatement,
+                    what: what, run: run?.rawValue, isClaim: claim, isOneStatement: oneStatement,
                     perform: { connection, logger in
                         let value = try await body(connection, logger)
                         return { continuation.resume(returning: value) }
@@ -592,7 +599,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
         if batch.count == 1, let write = batch.first { return [await alone(write)] }
         // Rows locked in one order in every batch: batches under way at once (a driver renews
         // its lease while it appends) never wait for each other in a circle.
-        let batch = batch.sorted { ($0.run ?? "\u{10FFFF}") < ($1.run ?? "\u{10FFFF}") }
+        let batch = batch.sorted { ($0.isClaim ? 1 : 0, $0.run ?? "\u{10FFFF}") < ($1.isClaim ? 1 : 0, $1.run ?? "\u{10FFFF}") }
         do {
             return try await client.withTransaction(logger: logger) { [logger] connection in
                 var answers: [@Sendable () -> Void] = []

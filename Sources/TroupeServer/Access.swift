@@ -65,19 +65,63 @@ struct KeyAuthenticator: AuthenticatorMiddleware {
     func authenticate(request: Request, context: Context) async throws -> Caller? {
         switch server.access {
         case .open:
+            // Without keys, only pages of this machine may call: a web page whose host name a
+            // rebinding DNS points at 127.0.0.1 still names its own host.
+            guard let host = request.head.authority.map(Self.hostName), Loopback.isLoopback(host) else {
+                throw APIFailure(
+                    status: 403, code: TroupeError.Code.accessDenied.rawValue,
+                    "This server runs without keys (--insecure-no-auth) and answers only requests addressed to a loopback host.")
+            }
             return Caller(tenant: RunConfiguration.defaultTenant, role: .admin, keyID: nil)
         case .keys(let store):
-            guard !PublicRoutes.paths.contains(request.uri.path), request.headers[.authorization] != nil else { return nil }
-            guard let token = request.headers.bearer?.token, let id = APIKeys.id(of: token) else {
+            guard !PublicRoutes.paths.contains(request.uri.path), let header = request.headers[.authorization] else { return nil }
+            guard let token = Self.bearerToken(header), let id = APIKeys.id(of: token) else {
                 throw APIFailure.unauthorized(keySent: true)
             }
             let now = server.now()
-            guard let record = try await store.key(id: id), APIKeys.matches(token, record), record.isActive(at: now) else {
+            guard let record = try await store.key(id: id) else {
+                // The same work as for a known key: the time taken does not tell which IDs exist.
+                _ = APIKeys.matches(token, Self.decoy)
+                throw APIFailure.unauthorized(keySent: true)
+            }
+            guard APIKeys.matches(token, record), record.isActive(at: now) else {
                 throw APIFailure.unauthorized(keySent: true)
             }
             server.keyUses.note(id, at: now)
             return Caller(tenant: record.tenant, role: record.role, keyID: record.id)
         }
+    }
+
+    /// The token of an `Authorization: Bearer TOKEN` header: the scheme in any case (RFC 7235),
+    /// spaces or tabs around the token.
+    static func bearerToken(_ header: String) -> String? {
+        let parts = header.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
+        return String(parts[1])
+    }
+
+    /// The host of an authority (`host:port`, `[::1]:port`).
+    static func hostName(_ authority: String) -> String {
+        if authority.hasPrefix("["), let end = authority.firstIndex(of: "]") {
+            return String(authority[authority.index(after: authority.startIndex)..<end])
+        }
+        return String(authority.split(separator: ":", maxSplits: 1).first ?? "")
+    }
+
+    private static let decoy = APIKeyRecord(
+        id: "key_", prefix: "", name: nil, tenant: "", role: .viewer, createdAt: Date(timeIntervalSince1970: 0), expiresAt: nil,
+        digest: String(repeating: "0", count: 64))
+}
+
+/// Loopback addresses, for the servers that run without keys.
+public enum Loopback {
+    /// `localhost`, `::1`, or an IPv4 literal in 127.0.0.0/8 (never a name that merely starts with `127.`).
+    public static func isLoopback(_ host: String) -> Bool {
+        let host = host.lowercased()
+        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        let octets = host.split(separator: ".", omittingEmptySubsequences: false)
+        return octets.count == 4 && octets.first == "127"
+            && octets.allSatisfy { octet in !octet.isEmpty && octet.count <= 3 && octet.allSatisfy(\.isASCII) && UInt8(octet) != nil }
     }
 }
 

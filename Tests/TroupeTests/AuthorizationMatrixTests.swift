@@ -209,7 +209,8 @@ import TroupeServer
             #expect(used.status == 200)
             #expect(try await store.key(id: id)?.lastUsedAt == nil, "uses are not written one request at a time")
             try await api.server.keyUses.flush(to: store)
-            #expect(try await store.key(id: id)?.lastUsedAt != nil, "a flush records the last use")
+            let lastUse = try await store.key(id: id)?.lastUsedAt
+            #expect(lastUse != nil, "a flush records the last use")
 
             for (body, field) in [
                 (#"{"tenant": "Acme!", "role": "viewer"}"#, "tenant"),
@@ -237,6 +238,36 @@ import TroupeServer
             let text = String(decoding: bytes, as: UTF8.self)
             #expect(!text.contains(made.key) && !text.contains(made.key.dropFirst(16)), "the key itself is not stored")
             #expect(text.contains(made.record.digest), "its SHA-256 is")
+        }
+    }
+
+    /// The bearer scheme in any case, with spaces or tabs; loopback means addresses, not names.
+    @Test func headersAndHostsAreReadStrictly() async throws {
+        let store = InMemoryRunStore()
+        let made = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: Date())
+        try await store.createKey(made.record)
+        try await APITestServer.with(store: store, access: .keys(store), worker: false) { api in
+            for header in ["Bearer \(made.key)", "bearer \(made.key)", "BEARER  \(made.key)", "Bearer\t\(made.key)"] {
+                let status = try await api.send(.GET, "/v1/runs", headers: [("Authorization", header)]).status
+                #expect(status == 200, "\(header)")
+            }
+            for header in ["Basic \(made.key)", "Bearer", "Bearer \(made.key) extra", made.key] {
+                let status = try await api.send(.GET, "/v1/runs", headers: [("Authorization", header)]).status
+                #expect(status == 401, "\(header)")
+            }
+            // Public routes stay open whatever key is sent.
+            #expect(try await api.send(.GET, "/healthz", headers: [("Authorization", "Bearer nonsense")]).status == 200)
+        }
+        #expect(Loopback.isLoopback("127.0.0.1") && Loopback.isLoopback("127.1.2.3") && Loopback.isLoopback("::1"))
+        #expect(Loopback.isLoopback("localhost") && Loopback.isLoopback("[::1]"))
+        for host in ["127.evil.example", "127.0.0.1.nip.io", "0.0.0.0", "10.0.0.1", "127.0.0.256", "evil.example", ""] {
+            #expect(!Loopback.isLoopback(host), "\(host)")
+        }
+        // Without keys, a request addressed to another host (DNS rebinding) is refused.
+        try await APITestServer.with(worker: false) { api in
+            #expect(try await api.send(.GET, "/v1/runs").status == 200)
+            let rebound = try await api.send(.GET, "/v1/runs", headers: [("Host", "evil.example:\(api.port)")])
+            #expect(rebound.status == 403, "\(rebound.body)")
         }
     }
 }

@@ -35,6 +35,34 @@ struct PostgresRunStoreTests {
 
     /// Twenty appends at the same point of one journal from two stores (two machines): one wins,
     /// the others conflict, and the journal has no fork and no gap.
+    /// Claims at once from two processes' pools never drive more of a tenant's runs than its
+    /// limit, and another tenant's runs are claimed beside them.
+    @Test func tenantLimitsHoldAcrossConcurrentClaimers() async throws {
+        try await withStores(2) { stores in
+            let now = Date()
+            for (tenant, count) in [("limited", 12), ("other", 4)] {
+                var configuration = RunConfiguration()
+                configuration.tenant = tenant
+                for offset in 0..<count {
+                    _ = try await stores[0].createRun(
+                        id: RunID.make(), goal: tenant, configuration: configuration, at: now.addingTimeInterval(Double(offset) / 1000))
+                }
+            }
+            let rules = ClaimRules(maxAttempts: 5, maxConcurrentRuns: ["limited": 1])
+            let claimed = try await withThrowingTaskGroup(of: String?.self) { group in
+                for index in 0..<16 {
+                    group.addTask {
+                        try await stores[index % 2].claimNextRun(owner: "w\(index)", until: now + 60, rules: rules, at: now + 1)?
+                            .summary.configuration.owningTenant
+                    }
+                }
+                return try await group.reduce(into: [String]()) { if let tenant = $1 { $0.append(tenant) } }
+            }
+            #expect(claimed.filter { $0 == "limited" }.count == 1, "\(claimed)")
+            #expect(claimed.filter { $0 == "other" }.count == 4, "\(claimed)")
+        }
+    }
+
     @Test func writersOnTwoConnectionsNeverForkAJournal() async throws {
         try await withStores(2) { stores in
             let id = RunID.make()

@@ -48,7 +48,7 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func validate() throws {
-        if insecureNoAuth, !Self.isLoopback(host) {
+        if insecureNoAuth, !Loopback.isLoopback(host) {
             throw ValidationError("--insecure-no-auth serves only a loopback --host (127.0.0.1, ::1, localhost), not \(host).")
         }
         guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535 (got \(port)).") }
@@ -178,12 +178,6 @@ private struct WorkerService: Service {
         } onGracefulShutdown: {
             drain.begin()
         }
-    }
-}
-
-extension ServeCommand {
-    static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
     }
 }
 
