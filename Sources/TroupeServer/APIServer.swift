@@ -37,6 +37,9 @@ public struct APIServer: Sendable {
     public var owner: String
     /// A comment line on idle event streams, so that proxies keep them open.
     public var keepAliveInterval: Duration = .seconds(15)
+    /// How often an open event stream checks that its key still works (it ends once the key is
+    /// revoked or expired).
+    public var keyCheckInterval: Duration = .seconds(5)
     /// How often an event stream reads the journal for events written by other processes.
     public var pollInterval: Duration = .milliseconds(250)
     public var now: @Sendable () -> Date = { Date() }

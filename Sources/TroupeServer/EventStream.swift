@@ -20,6 +20,9 @@ struct EventStream {
     let run: RunID
     let after: Int
     var tokens = false
+    /// The key the stream was opened with, checked again every ``APIServer/keyCheckInterval``: a
+    /// stream ends once its key is revoked or expired (`nil` on a server without keys).
+    var keyID: String?
 
     /// How often live text is looked for between journal reads.
     static let tokenInterval = Duration.milliseconds(50)
@@ -27,7 +30,8 @@ struct EventStream {
     static let maxUnsentTextBytes = 1 << 20
 
     func bytes() -> AsyncThrowingStream<ArraySlice<UInt8>, any Error> {
-        let cursor = Cursor(server: server, store: store, run: run, sequence: after, liveText: tokens ? store.liveText(of: run) : nil)
+        let cursor = Cursor(
+            server: server, store: store, run: run, sequence: after, liveText: tokens ? store.liveText(of: run) : nil, keyID: keyID)
         return AsyncThrowingStream(unfolding: { await cursor.next() })
     }
 
@@ -60,8 +64,13 @@ struct EventStream {
         var liveText: AsyncStream<LiveText>?
         var feeder: Task<Void, Never>?
 
-        init(server: APIServer, store: any RunStore, run: RunID, sequence: Int, liveText: AsyncStream<LiveText>?) {
+        let keyID: String?
+        var nextKeyCheck: ContinuousClock.Instant
+
+        init(server: APIServer, store: any RunStore, run: RunID, sequence: Int, liveText: AsyncStream<LiveText>?, keyID: String?) {
             self.store = store
+            self.keyID = keyID
+            self.nextKeyCheck = ContinuousClock.now + server.keyCheckInterval
             self.server = server
             self.run = run
             self.sequence = sequence
@@ -105,6 +114,13 @@ struct EventStream {
                     if ended || server.drain.isDraining {
                         feeder?.cancel()
                         return nil
+                    }
+                    if clock.now >= nextKeyCheck, let keyID, case .keys(let keys) = server.access {
+                        nextKeyCheck = clock.now + server.keyCheckInterval
+                        guard let record = try await keys.key(id: keyID), record.isActive(at: server.now()) else {
+                            ended = true
+                            continue
+                        }
                     }
                     if !text.isEmpty {
                         lastWrite = clock.now

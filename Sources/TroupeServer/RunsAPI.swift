@@ -255,7 +255,8 @@ struct RunsAPI: APIProtocol {
             }
             after = max(after, sequence)
         }
-        let stream = EventStream(server: server, store: try store, run: id, after: after, tokens: input.query.tokens ?? false)
+        let stream = EventStream(
+            server: server, store: try store, run: id, after: after, tokens: input.query.tokens ?? false, keyID: Caller.current?.keyID)
         return .ok(.init(body: .textEventStream(HTTPBody(stream.bytes(), length: .unknown, iterationBehavior: .single))))
     }
 

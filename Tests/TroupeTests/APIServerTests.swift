@@ -29,6 +29,7 @@ struct APITestServer {
                 store: store, access: access, runDefaults: RunConfiguration(model: "mock", tools: ["fs"]), models: ["mock", "other"],
                 allowedTools: ["fs"], workspaceRoot: root, owner: "api-test", logger: quietLogger)
             configured.pollInterval = .milliseconds(20)
+            configured.keyCheckInterval = .milliseconds(50)
             configured.keepAliveInterval = keepAlive
             let server = configured
             let (ports, portSink) = AsyncStream.makeStream(of: Int.self)

@@ -270,4 +270,23 @@ import TroupeServer
             #expect(rebound.status == 403, "\(rebound.body)")
         }
     }
+
+    /// An event stream opened with a key ends once the key is revoked.
+    @Test func anEventStreamEndsWhenItsKeyIsRevoked() async throws {
+        let store = InMemoryRunStore()
+        let made = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: Date())
+        try await store.createKey(made.record)
+        var configuration = RunConfiguration(model: "mock")
+        configuration.tenant = "acme"
+        let id = RunID.make()
+        _ = try await store.createRun(id: id, goal: "waits", configuration: configuration, at: Date())
+        try await APITestServer.with(store: store, access: .keys(store), worker: false) { api in
+            async let stream = api.send(.GET, "/v1/runs/\(id)/events", headers: [("Authorization", "Bearer \(made.key)")])
+            try await Task.sleep(for: .milliseconds(200))
+            _ = try await store.revokeKey(id: made.record.id, tenant: nil, at: Date())
+            let answer = try await stream
+            #expect(answer.status == 200)
+            #expect(APITestServer.events(answer.body).map(\.event) == ["runCreated"])
+        }
+    }
 }
