@@ -141,7 +141,8 @@ struct CallerMiddleware: RouterMiddleware {
 
 /// The role each operation of the API needs (`nil`: public), checked before its handler runs.
 /// An operation not listed here is refused to everyone: a route added to the document without a
-/// decision here is closed, not open (and a test compares this table with the document).
+/// decision here is closed, not open (and the authorization matrix test, which reads the routes
+/// from the served document, fails for it).
 struct RoleMiddleware: ServerMiddleware {
     static let required: [String: Role?] = [
         "createRun": .operator,

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import OpenAPIRuntime
 import TroupeAPI
@@ -16,17 +15,14 @@ struct RunsAPI: APIProtocol {
     /// The store as this request's caller reaches it: its tenant's runs only (every tenant's
     /// for an admin). Routes never touch ``APIServer/store`` itself.
     private var store: any RunStore {
-        get throws {
-            guard let caller = Caller.current else { throw APIFailure.unauthorized(keySent: false) }
-            return ScopedRunStore(server.store, scope: caller.scope)
-        }
+        get throws { ScopedRunStore(server.store, scope: try caller.scope) }
     }
 
-    /// The tenant of this request's caller.
-    private var tenant: String {
+    /// The caller of this request (set by ``CallerMiddleware`` before any handler runs).
+    private var caller: Caller {
         get throws {
             guard let caller = Caller.current else { throw APIFailure.unauthorized(keySent: false) }
-            return caller.tenant
+            return caller
         }
     }
 
@@ -45,17 +41,17 @@ struct RunsAPI: APIProtocol {
             }
             // The key names the run: a retry finds it, and two racing requests create it once.
             // Keys are the tenant's own: another tenant's same key names another run.
-            let tenant = try tenant
+            let tenant = try caller.tenant
             let scoped = tenant == RunConfiguration.defaultTenant ? key : tenant + "\u{0}" + key
-            id = RunID("run-" + Self.sha256("troupe idempotency key\u{0}" + scoped).prefix(32))
-            configuration.requestDigest = Self.sha256(String(decoding: try JSONCoding.encoder().encode(body), as: UTF8.self))
+            id = RunID("run-" + TextDigest.sha256Hex("troupe idempotency key\u{0}" + scoped).prefix(32))
+            configuration.requestDigest = TextDigest.sha256Hex(String(decoding: try JSONCoding.encoder().encode(body), as: UTF8.self))
             if let replay = try await replay(id, digest: configuration.requestDigest) { return replay }
         } else {
             id = RunID.make()
         }
         configuration.workspace = (server.workspaceRoot as NSString).appendingPathComponent(id.rawValue)
         // The caller's tenant's (an admin's too: its store handle reaches every tenant).
-        configuration.tenant = try tenant
+        configuration.tenant = try caller.tenant
         try server.finishConfiguration(&configuration)
         configuration = try configuration.validated()
         try Self.createWorkspace(configuration.workspace)
@@ -83,10 +79,6 @@ struct RunsAPI: APIProtocol {
                 details: ["run": id.rawValue])
         }
         return .ok(.init(body: .json(try await document(id, summary: existing))))
-    }
-
-    static func sha256(_ text: String) -> String {
-        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 
     /// The server's defaults with the request's choices, each checked against what the

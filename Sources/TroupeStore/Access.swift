@@ -120,7 +120,7 @@ public enum APIKeys {
         let key = keyPrefix + String(characters)
         let record = APIKeyRecord(
             id: "key_" + id, prefix: keyPrefix + id, name: name, tenant: tenant, role: role, createdAt: time, expiresAt: expiresAt,
-            digest: hexDigest(of: key))
+            digest: TextDigest.sha256Hex(key))
         return (key, record)
     }
 
@@ -153,9 +153,13 @@ public enum APIKeys {
         guard let stored = Data(hex: record.digest) else { return false }
         return SHA256.hash(data: Data(key.utf8)) == stored
     }
+}
 
-    static func hexDigest(of key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+/// SHA-256 of text as lowercase hex: the digests of keys, and of the API's idempotency keys and
+/// request bodies.
+package enum TextDigest {
+    package static func sha256Hex(_ text: String) -> String {
+        SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
     }
 }
 
