@@ -100,6 +100,13 @@ enum PostgresMigrations {
                 "CREATE INDEX troupe_api_keys_by_tenant ON troupe_api_keys (tenant, created_at)",
             ]
         ),
+        (
+            4,
+            [
+                // Tool calls waiting for a person's decision: while any wait, the run waits (not claimable).
+                "ALTER TABLE troupe_runs ADD COLUMN pending_approvals bigint NOT NULL DEFAULT 0"
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.

@@ -789,6 +789,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
             cachedTokens: try column("cached_tokens", Int.self))
         summary.modelCalls = try column("model_calls", Int.self)
         summary.toolCalls = try column("tool_calls", Int.self)
+        summary.pendingApprovals = try column("pending_approvals", Int.self)
         summary.answer = try column("answer", String?.self)
         summary.error = try decode(TroupeError.self, try column("error", String?.self), "error")
         return summary
@@ -822,12 +823,13 @@ extension PostgresRunStore: Service {
 /// moves on only from the journal end the writer read (and under its lease), and the events go
 /// in only where it did. Its rows are the sequence numbers inserted.
 struct AppendStatement: PostgresPreparedStatement {
-    static let name = "troupe_append_v1"
+    static let name = "troupe_append_v2"
     static let sql = """
         WITH updated AS (
             UPDATE troupe_runs SET status = $1::text, updated_at = $2::bigint, last_sequence = $3::bigint,
                 input_tokens = $4::bigint, output_tokens = $5::bigint, cached_tokens = $6::bigint, model_calls = $7::bigint,
-                tool_calls = $8::bigint, answer = $9::text, error = $10::text, configuration = COALESCE($11::text, configuration)
+                tool_calls = $8::bigint, answer = $9::text, error = $10::text, configuration = COALESCE($11::text, configuration),
+                pending_approvals = $19::bigint
             WHERE id = $12::text AND last_sequence = $13::bigint
                 AND ($14::bigint IS NULL OR (lease_token = $14::bigint AND lease_owner IS NOT NULL))
             RETURNING id
@@ -850,7 +852,7 @@ struct AppendStatement: PostgresPreparedStatement {
     var payloads: [String]
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 18)
+        var bindings = PostgresBindings(capacity: 19)
         bindings.append(summary.status.rawValue)
         bindings.append(at)
         bindings.append(summary.lastSequence)
@@ -869,6 +871,7 @@ struct AppendStatement: PostgresPreparedStatement {
         bindings.append(sequences)
         bindings.append(types)
         bindings.append(payloads)
+        bindings.append(summary.pendingApprovals)
         return bindings
     }
 

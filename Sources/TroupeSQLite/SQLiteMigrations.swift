@@ -82,6 +82,13 @@ enum SQLiteMigrations {
                 "CREATE INDEX api_keys_by_tenant ON api_keys (tenant, created_at)",
             ]
         ),
+        (
+            4,
+            [
+                // Tool calls waiting for a person's decision: while any wait, the run waits (not claimable).
+                "ALTER TABLE runs ADD COLUMN pending_approvals INTEGER NOT NULL DEFAULT 0"
+            ]
+        ),
     ]
 
     /// The newest schema version this build knows.

@@ -296,14 +296,14 @@ public actor SQLiteRunStore: RunStore, KeyStore {
             """
             UPDATE runs SET status = ?, updated_at = ?, last_sequence = ?, input_tokens = ?, output_tokens = ?,
                 cached_tokens = ?, model_calls = ?, tool_calls = ?, answer = ?, error = ?,
-                configuration = COALESCE(?, configuration)
+                configuration = COALESCE(?, configuration), pending_approvals = ?
             WHERE id = ? AND last_sequence = ? AND (? IS NULL OR (lease_token = ? AND lease_owner IS NOT NULL)) RETURNING id
             """,
             [
                 .text(next.status.rawValue), Self.millis(time), .integer(next.lastSequence), .integer(next.usage.inputTokens),
                 .integer(next.usage.outputTokens), .integer(next.usage.cachedTokens), .integer(next.modelCalls),
                 .integer(next.toolCalls), next.answer.map(SQLiteValue.text) ?? .null, error, configuration,
-                .text(run.rawValue), .integer(expectedSequence), lease.map { .integer($0.token) } ?? .null,
+                .integer(next.pendingApprovals), .text(run.rawValue), .integer(expectedSequence), lease.map { .integer($0.token) } ?? .null,
                 lease.map { .integer($0.token) } ?? .null,
             ]
         )
@@ -656,6 +656,7 @@ public actor SQLiteRunStore: RunStore, KeyStore {
         )
         summary.modelCalls = row["model_calls"].integer ?? 0
         summary.toolCalls = row["tool_calls"].integer ?? 0
+        summary.pendingApprovals = row["pending_approvals"].integer ?? 0
         summary.answer = row["answer"].string
         summary.error = try decode(TroupeError.self, "error")
         return summary

@@ -82,7 +82,9 @@ public enum SettingKeys {
     public static let tenantFields: [String: Kind] = ["maxConcurrentRuns": .int]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.
-    public static let toolLimitFields: [String: Kind] = ["maxCallsPerRun": .int, "timeout": .double]
+    public static let toolLimitFields: [String: Kind] = [
+        "maxCallsPerRun": .int, "timeout": .double, "approvalTimeout": .double, "approvalTimeoutDecision": .string,
+    ]
 
     /// The settings of an MCP server under `mcp.servers.NAME.`; besides them, `env.VARIABLE` and
     /// `headers.HEADER` (text).

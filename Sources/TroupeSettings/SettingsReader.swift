@@ -321,9 +321,18 @@ struct SettingsReader {
             requireApproval: try strings("tools.requireApproval") ?? [])
         for name in names(under: "tools.limits.") {
             let prefix = "tools.limits.\(name)."
+            var decision: ApprovalVerdict?
+            if let text = try string(prefix + "approvalTimeoutDecision") {
+                guard let verdict = ApprovalVerdict(rawValue: text), verdict != .edit else {
+                    throw TroupeError(.configuration, "\(prefix)approvalTimeoutDecision must be approve or deny, not '\(text)'.")
+                }
+                decision = verdict
+            }
             policy.limits[name] = ToolLimits(
                 maxCallsPerRun: try int(prefix + "maxCallsPerRun", in: 0...1_000_000),
-                timeoutSeconds: try double(prefix + "timeout", in: 0...86_400, openBelow: true))
+                timeoutSeconds: try double(prefix + "timeout", in: 0...86_400, openBelow: true),
+                approvalTimeoutSeconds: try double(prefix + "approvalTimeout", in: 0...(366 * 86_400), openBelow: true),
+                approvalTimeoutDecision: decision)
         }
         return policy
     }

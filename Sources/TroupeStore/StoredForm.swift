@@ -8,7 +8,7 @@ package enum StoredForm {
     /// The `runs` columns a summary is read from, in both SQL stores.
     package static let summaryColumns = """
         id, goal, status, created_at, updated_at, last_sequence, configuration, input_tokens, output_tokens,
-        cached_tokens, model_calls, tool_calls, answer, error
+        cached_tokens, model_calls, tool_calls, answer, error, pending_approvals
         """
 
     /// The summary's columns of the table (or alias) `table`.

@@ -9,16 +9,6 @@ import TroupeTesting
     let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: "/tmp", logger: .init(label: "t"))
     static let echo = ToolCall(id: "c1", name: "echo", arguments: #"{"text":"hi"}"#)
 
-    struct Approver: ToolApprover {
-        var decision: ToolApproval
-        let seen = Recorder<String>()
-
-        func review(_ call: ToolCall, arguments: JSONValue, context: ToolContext) async -> ToolApproval {
-            seen.add(call.name + " " + arguments.jsonString)
-            return decision
-        }
-    }
-
     /// A tool that waits until cancelled.
     struct Sleeper: Tool {
         let name = "sleeper"
@@ -46,29 +36,6 @@ import TroupeTesting
         #expect(policy.limits(for: "fs_list") == ToolLimits(maxCallsPerRun: 50), "the longest pattern wins")
         #expect(policy.limits(for: "web_fetch") == ToolLimits(maxCallsPerRun: 500))
         #expect(ToolPolicy().limits(for: "x") == ToolLimits())
-    }
-
-    @Test func callsThatNeedApprovalWaitForADecision() async throws {
-        let executor = ExecutorAgent()
-        let tool = CountingTool()
-        let policy = ToolPolicy(requireApproval: ["echo"])
-
-        let none = try ToolRegistry([tool], policy: policy)
-        let refused = await executor.run(Self.echo, allowed: [], tools: none, context: context)
-        #expect(refused.isError && refused.content.contains("no approver is configured"))
-
-        let no = Approver(decision: .denied(reason: "not on a Friday"))
-        let denied = await executor.run(
-            Self.echo, allowed: [], tools: try ToolRegistry([tool], policy: policy, approver: no), context: context)
-        #expect(denied.isError && denied.content.contains("A person denied this call of echo: not on a Friday"))
-        #expect(no.seen.all == [#"echo {"text":"hi"}"#])
-        #expect(tool.count == 0)
-
-        let yes = Approver(decision: .approved)
-        let approved = await executor.run(
-            Self.echo, allowed: [], tools: try ToolRegistry([tool], policy: policy, approver: yes), context: context)
-        #expect(approved.content == "echo: hi")
-        #expect(tool.count == 1)
     }
 
     @Test func aToolsCallsPerRunAndTimeAreLimited() async throws {

@@ -58,9 +58,10 @@ public struct ExecutorAgent: Sendable {
     }
 
     /// Runs one tool call under the registry's ``ToolPolicy``. Unknown tools, arguments that are
-    /// not JSON or break the schema, calls over the tool's limit per run, calls a person denied
-    /// (or that need an approver when there is none), calls over the tool's time limit, and tool
-    /// errors all come back as an error output for the model.
+    /// not JSON or break the schema, calls over the tool's limit per run, calls over the tool's
+    /// time limit, and tool errors all come back as an error output for the model. (Calls that
+    /// need a person's approval reach it only once approved: the driver journals the request and
+    /// the decision first.)
     ///
     /// - Parameters:
     ///   - truncated: the model's answer was cut off at its token limit (`finish_reason`
@@ -99,15 +100,6 @@ public struct ExecutorAgent: Sendable {
         let limits = tools.policy.limits(for: call.name)
         if let most = limits.maxCallsPerRun, earlierCalls >= most {
             return .error("\(call.name) may be called at most \(most) times in a run, and that many calls were made. Do without it.")
-        }
-        if tools.policy.needsApproval(call.name) {
-            guard let approver = tools.approver else {
-                return .error(
-                    "\(call.name) needs a person's approval for each call, and no approver is configured for this run. Do without it.")
-            }
-            if case .denied(let reason) = await approver.review(call, arguments: arguments, context: context) {
-                return .error("A person denied this call of \(call.name): \(reason)")
-            }
         }
         do {
             let output: ToolOutput

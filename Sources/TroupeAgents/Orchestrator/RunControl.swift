@@ -62,3 +62,139 @@ extension RunStore {
         throw TroupeError(.journalConflict, "Run \(id) kept changing while it was being resumed; try again.")
     }
 }
+
+/// Decisions on tool calls that wait for a person: what the API, `troupe approve` and the
+/// workers' timeout sweep share.
+extension RunStore {
+    /// Journals `decision` on the call `key` of run `id` that waits for approval (the run's only
+    /// waiting call when `key` is `nil`), then hands the run to the workers if nothing else
+    /// waits. Appends at the journal's tail like ``cancelRun(_:reason:at:)``: a driver at work
+    /// on the run's other steps folds it in and goes on. Returns the run's state afterwards.
+    ///
+    /// An `edit` must carry a JSON object; with `tools`, it must also satisfy the tool's schema.
+    ///
+    /// - Throws: `notFound` when there is no such run or no such waiting call (listing the ones
+    ///   there are); `invalidTransition` when the call was decided already (naming by whom) or the
+    ///   run ended; `invalidInput` for a decision that is not well formed.
+    public func decideApproval(
+        _ id: RunID,
+        key: ActivityKey?,
+        decision: ApprovalDecision,
+        tools: ToolRegistry? = nil,
+        owner: String,
+        at time: @Sendable () -> Date = { Date() }
+    ) async throws -> RunStateMachine {
+        for _ in 0..<20 {
+            let summary = try await requireRun(id)
+            let machine = try RunStateMachine(runID: id, replaying: try await events(of: id))
+            if machine.status.isTerminal {
+                throw TroupeError(.invalidTransition, "Run \(id) already \(machine.status.rawValue); there is nothing to decide.")
+            }
+            let approval = try Self.approval(key, of: machine)
+            var decision = decision
+            if decision.verdict == .edit {
+                decision.arguments = try Self.editedArguments(decision.arguments, of: approval.request.call, tools: tools)
+            } else {
+                decision.arguments = nil
+            }
+            if decision.verdict == .deny {
+                let reason = decision.reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                decision.reason = reason.isEmpty ? nil : String(reason.prefix(2_000))
+            } else {
+                decision.reason = nil
+            }
+            do {
+                _ = try await append(
+                    [.approvalDecided(key: approval.key, decision: decision)], to: id, expectedSequence: summary.lastSequence, at: time())
+            } catch let error as TroupeError where error.code == .journalConflict {
+                continue
+            }
+            let after = try await requireRun(id)
+            if after.status == .running || after.status == .pending {
+                _ = try await queueForWorkers(id, resolution: nil, owner: owner, at: time)
+            }
+            return try RunStateMachine(runID: id, replaying: try await events(of: id))
+        }
+        throw TroupeError(.journalConflict, "Run \(id) kept changing while the decision was being recorded; try again.")
+    }
+
+    /// The waiting call `key` of the run (its only one for `nil`).
+    private static func approval(_ key: ActivityKey?, of machine: RunStateMachine) throws(TroupeError) -> ApprovalState {
+        let pending = machine.pendingApprovals
+        let listed = pending.map { "\($0.key) (\($0.request.call.name))" }.joined(separator: ", ")
+        guard let key else {
+            guard pending.count == 1, let only = pending.first else {
+                throw TroupeError(
+                    pending.isEmpty ? .notFound : .invalidInput,
+                    pending.isEmpty
+                        ? "Run \(machine.runID) has no call waiting for approval."
+                        : "Run \(machine.runID) has \(pending.count) calls waiting for approval: \(listed). Say which (--call KEY).")
+            }
+            return only
+        }
+        guard let approval = machine.approvals[key] else {
+            throw TroupeError(
+                .notFound,
+                "Run \(machine.runID) has no call \(key) that needs approval"
+                    + (pending.isEmpty ? "." : "; waiting: \(listed)."))
+        }
+        if let decided = approval.decision {
+            throw TroupeError(
+                .invalidTransition,
+                "Call \(key) of run \(machine.runID) was already decided (\(decided.verdict.rawValue) by \(decided.decidedBy)).")
+        }
+        return approval
+    }
+
+    /// Edited arguments as compact JSON, once checked: a JSON object that satisfies the tool's schema (when `tools` has it).
+    private static func editedArguments(_ text: String?, of call: ToolCall, tools: ToolRegistry?) throws(TroupeError) -> String {
+        guard let text, !text.isEmpty else { throw TroupeError(.invalidInput, "An edit needs the new arguments (a JSON object).") }
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(text)
+        } catch {
+            throw TroupeError(.invalidInput, "The edited arguments are not valid JSON: \(error.message)")
+        }
+        guard case .object = value else { throw TroupeError(.invalidInput, "The edited arguments must be a JSON object.") }
+        if let tool = tools?.tool(named: call.name) {
+            let violations = tool.parameters.validate(value)
+            guard violations.isEmpty else {
+                throw TroupeError(
+                    .invalidInput,
+                    "The edited arguments do not match the schema of \(call.name): "
+                        + violations.prefix(10).map { "\($0)" }.joined(separator: "; "),
+                    details: ["reason": "schemaViolation"])
+            }
+        }
+        return value.jsonString
+    }
+}
+
+extension RunStore {
+    /// Applies the default decision to every call whose wait for approval ran out, in runs that
+    /// wait (no driver holds them: a driver applies its own run's timeouts). What workers do
+    /// from time to time. Returns the runs decided on.
+    public func applyApprovalTimeouts(owner: String, limit: Int = 200, at time: @Sendable () -> Date = { Date() }) async throws -> [RunID] {
+        var decided: [RunID] = []
+        var after: RunPosition?
+        while true {
+            let page = try await runs(RunQuery(statuses: [.waitingForApproval], after: after, limit: limit))
+            for summary in page {
+                let machine = try RunStateMachine(runID: summary.id, replaying: try await events(of: summary.id))
+                let now = time()
+                for approval in machine.pendingApprovals {
+                    guard let expiry = approval.request.expiresAt, expiry <= now else { continue }
+                    do {
+                        _ = try await decideApproval(
+                            summary.id, key: approval.key, decision: .timedOut(approval.request), owner: owner, at: time)
+                        decided.append(summary.id)
+                    } catch let error as TroupeError where error.code == .invalidTransition || error.code == .notFound {
+                        // Decided (or ended) meanwhile by someone else.
+                    }
+                }
+            }
+            guard page.count == limit, let last = page.last else { return decided }
+            after = RunPosition(last)
+        }
+    }
+}

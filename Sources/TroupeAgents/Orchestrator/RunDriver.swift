@@ -158,6 +158,8 @@ public struct RunDriver: Sendable {
 
     private enum Message: Sendable {
         case activity(ActivityKey, [RunEvent])
+        /// The in-process approver's answer on a call waiting for approval.
+        case decision(ActivityKey, ToolApproval)
         case heartbeat
         /// The lease could not be kept before a side effect: the driver stops.
         case leaseLost(TroupeError)
@@ -183,12 +185,23 @@ public struct RunDriver: Sendable {
         }
         guard try journal.stageOpening(owner: owner, configuration: configuration, resolution: resolution) else { return journal.machine }
         try await journal.flush()
+        guard journal.machine.configuration.readOnly == true else { return try await loop(journal, keeper: keeper) }
+        // A read-only run is offered (and may call) only the tools that only read.
+        var restricted = self
+        restricted.tools = tools.readOnly()
+        return try await restricted.loop(journal, keeper: keeper)
+    }
 
+    private func loop(_ journal: Journal, keeper: LeaseKeeper) async throws -> RunStateMachine {
+        let id = journal.id
         // Async functions keep their locals in per-task memory for as long as they run; the
         // decisions and preparations are synchronous calls so that a run waiting on its model
         // holds only this loop's few variables (which matters with thousands of runs in flight).
         return try await withThrowingTaskGroup(of: Message.self) { group in
             var inFlight: Set<ActivityKey> = []
+            // Calls this driver put to its in-process approver: once each, and those it still weighs.
+            var asked: Set<ActivityKey> = []
+            var asking = 0
             group.addTask { [clock, leaseDuration] in
                 try await clock.sleep(for: leaseDuration / 3)
                 return .heartbeat
@@ -202,7 +215,9 @@ public struct RunDriver: Sendable {
             }
             while true {
                 // While draining, no decision is staged either: a decision may start an activity.
-                let launches = draining ? [] : try journal.stageDecisions(excluding: inFlight, kind: kind(of:))
+                if !draining { try journal.stageExpiredApprovals(at: now()) }
+                let launches =
+                    draining ? [] : try journal.stageDecisions(excluding: inFlight, kind: kind(of:), approval: approvalRequest(for:in:))
                 do {
                     try await journal.flush()
                 } catch let error as TroupeError where error.code == .journalConflict {
@@ -230,7 +245,20 @@ public struct RunDriver: Sendable {
                         return .activity(activity.key, await perform(activity, of: id))
                     }
                 }
-                if inFlight.isEmpty {
+                if !draining, let approver = tools.approver {
+                    for approval in journal.machine.pendingApprovals where !asked.contains(approval.key) {
+                        asked.insert(approval.key)
+                        asking += 1
+                        let context = toolContext(for: approval.key, in: journal.machine)
+                        group.addTask { .decision(approval.key, await approver.review(approval.request.call, context: context)) }
+                    }
+                }
+                if inFlight.isEmpty && asking == 0 {
+                    if journal.status == .waitingForApproval {
+                        // Only calls a person must decide on are left: hand the run back until they do.
+                        group.cancelAll()
+                        return journal.machine
+                    }
                     // Nothing under way and nothing to do: only a bug in the machine gets here.
                     throw TroupeError(.internal, "Run \(id) is \(journal.status.rawValue) with nothing left to do.")
                 }
@@ -242,6 +270,13 @@ public struct RunDriver: Sendable {
                     // call from its start alone (a side effect parks the run, never repeats).
                     try Task.checkCancellation()
                     try journal.stageOutcome(events)
+                case .decision(let key, let answer):
+                    asking -= 1
+                    if let decision = answer.decision(by: tools.approver?.identity ?? "approver"),
+                        journal.machine.approvals[key]?.decision == nil
+                    {
+                        try journal.stageOutcome([.approvalDecided(key: key, decision: decision)])
+                    }
                 case .leaseLost(let error):
                     throw error
                 case .drain:
@@ -266,6 +301,18 @@ public struct RunDriver: Sendable {
         }
     }
 
+    /// The approval request for a call the model asked for, if its tool needs a person's decision
+    /// (and the call could run at all: a tool the step may not use just gets its error).
+    private func approvalRequest(for call: ToolCall, in step: StepState?) -> ApprovalRequest? {
+        guard tools.policy.needsApproval(call.name), let tool = tools.tool(named: call.name) else { return nil }
+        if let allowed = step?.step.tools, !allowed.isEmpty, !allowed.contains(call.name) { return nil }
+        let limits = tools.policy.limits(for: call.name)
+        guard let seconds = limits.approvalTimeoutSeconds else { return ApprovalRequest(call: call, effect: tool.effect) }
+        return ApprovalRequest(
+            call: call, effect: tool.effect, expiresAt: now().addingTimeInterval(seconds),
+            onTimeout: limits.approvalTimeoutDecision ?? .deny)
+    }
+
     private func kind(of action: RunAction) -> ActivityKind {
         switch action {
         case .callModel(_, let purpose, _): return .model(purpose: purpose)
@@ -281,9 +328,13 @@ public struct RunDriver: Sendable {
     private func deadline(for action: RunAction, in machine: RunStateMachine) -> Date {
         let timeout = machine.configuration.stepTimeoutSeconds
         switch action {
-        case .callModel(_, _, .some(let stepID)), .callTool(_, let stepID, _):
+        case .callModel(_, _, .some(let stepID)):
             let started = [machine.step(stepID)?.startedAt, machine.drivenSince].compactMap { $0 }.max() ?? now()
             return started.addingTimeInterval(timeout)
+        case .callTool(let key, let stepID, _):
+            // Nor is the time a person took to approve the call.
+            let started = [machine.step(stepID)?.startedAt, machine.drivenSince, machine.approvals[key]?.decidedAt].compactMap { $0 }.max()
+            return (started ?? now()).addingTimeInterval(timeout)
         default:
             return now().addingTimeInterval(timeout)
         }
@@ -296,7 +347,8 @@ public struct RunDriver: Sendable {
     private struct PreparedActivity: Sendable {
         enum Work: Sendable {
             case model(ChatRequest, stream: Bool, verdict: VerdictContext?)
-            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool, earlierCalls: Int)
+            /// `note`: what the model is told before the output (a person edited the arguments).
+            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool, earlierCalls: Int, note: String?)
         }
 
         var key: ActivityKey
@@ -345,13 +397,7 @@ public struct RunDriver: Sendable {
             )
             work = .model(planner.request(for: machine, tools: tools.specs()), stream: machine.configuration.stream, verdict: verdict)
         case .callTool(let key, let stepID, let call):
-            let context = ToolContext(
-                runID: machine.runID,
-                stepID: stepID,
-                idempotencyKey: key.qualified(by: machine.runID),
-                workspace: machine.configuration.workspace,
-                logger: logger
-            )
+            let context = toolContext(for: key, in: machine)
             let state = machine.step(stepID)
             // Was the answer that asked for this call cut off at the token limit?
             let truncated = state?.transcript.contains { item in
@@ -365,7 +411,12 @@ public struct RunDriver: Sendable {
             let earlier = machine.activities.values.count { record in
                 if case .tool(let name, _, _) = record.kind { name == call.name && record.key != key } else { false }
             }
-            work = .tool(call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier)
+            var note: String?
+            if let decision = machine.approvals[key]?.decision, decision.verdict == .edit {
+                note = "\(decision.decidedBy) changed the arguments of this call before approving it; it ran with \(call.arguments)."
+            }
+            work = .tool(
+                call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier, note: note)
         case .record:
             return nil
         }
@@ -379,6 +430,12 @@ public struct RunDriver: Sendable {
             timeoutSeconds: machine.configuration.stepTimeoutSeconds,
             changesTheWorld: changesTheWorld
         )
+    }
+
+    private func toolContext(for key: ActivityKey, in machine: RunStateMachine) -> ToolContext {
+        ToolContext(
+            runID: machine.runID, stepID: key.step, idempotencyKey: key.qualified(by: machine.runID),
+            workspace: machine.configuration.workspace, logger: logger)
     }
 
     /// Runs an activity against its deadline; returns the events that record its outcome.
@@ -430,10 +487,11 @@ public struct RunDriver: Sendable {
             guard let verdict else { return retries + [.activityCompleted(key: key, result: .model(response))] }
             return retries + [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
-        case .tool(let call, let allowed, let context, let truncated, let earlierCalls):
-            let output = await executor.run(
+        case .tool(let call, let allowed, let context, let truncated, let earlierCalls, let note):
+            var output = await executor.run(
                 call, allowed: allowed, tools: tools, context: context, truncated: truncated, earlierCalls: earlierCalls)
             try Task.checkCancellation()
+            if let note { output.content = note + "\n\n" + output.content }
             return [.activityCompleted(key: key, result: .tool(output))]
         }
     }
@@ -526,15 +584,25 @@ private final class Journal {
         return true
     }
 
-    /// Stages every decision that needs no I/O, then the starts of the activities that do, and
-    /// returns those activities' actions (except the ones already in flight).
-    func stageDecisions(excluding inFlight: Set<ActivityKey>, kind: (RunAction) -> ActivityKind) throws -> [RunAction] {
+    /// Stages every decision that needs no I/O (including the approval requests of calls that
+    /// need a person's decision: `approval` says which), then the starts of the activities that
+    /// do, and returns those activities' actions (except the ones already in flight).
+    func stageDecisions(
+        excluding inFlight: Set<ActivityKey>,
+        kind: (RunAction) -> ActivityKind,
+        approval: (ToolCall, StepState?) -> ApprovalRequest?
+    ) throws -> [RunAction] {
         while true {
             let actions = machine.nextActions().filter { action in
                 action.activityKey.map { !inFlight.contains($0) } ?? true
             }
             let decisions = actions.compactMap { action -> RunEvent? in
-                if case .record(let event) = action { event } else { nil }
+                switch action {
+                case .record(let event): return event
+                case .callTool(let key, let stepID, let call) where machine.approvals[key] == nil:
+                    return approval(call, machine.step(stepID)).map { .approvalRequested(key: key, request: $0) }
+                default: return nil
+                }
             }
             guard decisions.isEmpty else {
                 try stage(decisions)
@@ -545,6 +613,14 @@ private final class Journal {
                 try stage(.activityStarted(key: key, kind: kind(action)))
             }
             return actions
+        }
+    }
+
+    /// Stages the default decision of each approval request whose time ran out.
+    func stageExpiredApprovals(at time: Date) throws {
+        for approval in machine.pendingApprovals {
+            guard let expiry = approval.request.expiresAt, expiry <= time else { continue }
+            try stageOutcome([.approvalDecided(key: approval.key, decision: .timedOut(approval.request))])
         }
     }
 

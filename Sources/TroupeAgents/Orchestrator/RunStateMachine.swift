@@ -30,6 +30,13 @@ public struct RunStateMachine: Sendable {
     public private(set) var error: TroupeError?
     /// The orphaned side-effecting activity that parked the run, if any.
     public private(set) var attentionKey: ActivityKey?
+    /// Tool calls that needed a person's decision, by key: requested, and decided or not.
+    public private(set) var approvals: [ActivityKey: ApprovalState] = [:]
+
+    /// The approval requests no one has decided on yet, in key order.
+    public var pendingApprovals: [ApprovalState] {
+        approvals.values.filter { $0.decision == nil }.sorted { $0.key < $1.key }
+    }
 
     /// Activities started by a driver that has since been replaced without finishing them, not yet settled.
     private var orphans: Set<ActivityKey> = []
@@ -161,9 +168,31 @@ public struct RunStateMachine: Sendable {
             status = .needsAttention
             attentionKey = key
 
+        case .approvalRequested(let key, let request):
+            guard approvals[key] == nil else { throw invalid("approval for \(key) was already requested") }
+            guard activities[key] == nil else { throw invalid("activity \(key) started before its approval was requested") }
+            approvals[key] = ApprovalState(key: key, request: request, requestedAt: time)
+            reserve(key, kind: .tool(name: request.call.name, callID: request.call.id, effect: request.effect))
+            if status == .pending || status == .running { status = .waitingForApproval }
+
+        case .approvalDecided(let key, let decision):
+            guard let state = approvals[key] else { throw invalid("no approval request \(key) to decide") }
+            guard state.decision == nil else { throw invalid("approval \(key) was already decided") }
+            approvals[key]?.decision = decision
+            approvals[key]?.decidedAt = time
+            if status == .waitingForApproval && pendingApprovals.isEmpty { status = .running }
+            if decision.verdict == .deny {
+                // The call never runs: the model reads the denial as its result.
+                let call = state.request.call
+                activities[key] = ActivityRecord(
+                    key: key, kind: .tool(name: call.name, callID: call.id, effect: state.request.effect), status: .started, startedAt: time
+                )
+                try complete(key, with: .tool(decision.denialOutput(of: call)), at: time)
+            }
+
         case .attentionResolved(let key, let resolution):
             guard activities[key] != nil else { throw invalid("no activity \(key) to resolve") }
-            status = .running
+            status = pendingApprovals.isEmpty ? .running : .waitingForApproval
             attentionKey = nil
             switch resolution {
             case .retry:
@@ -338,7 +367,8 @@ extension RunStateMachine {
     /// What to do next, derived from the state alone. Empty when the run is finished, parked, or
     /// waiting for activities that are under way.
     public func nextActions() -> [RunAction] {
-        guard status == .pending || status == .running else { return [] }
+        // A run waiting for a person's decision still does whatever does not depend on it.
+        guard status == .pending || status == .running || status == .waitingForApproval else { return [] }
         if let orphan = orphanedSideEffect() {
             let reason =
                 "Tool '\(orphan.name)' (\(orphan.key)) was running when the process driving the run stopped; "
@@ -424,13 +454,22 @@ extension RunStateMachine {
                 if case .toolResult(let key, _, _) = item { key } else { nil }
             })
         var actions: [RunAction] = []
+        var undecided = false
         for (offset, call) in calls.enumerated() {
             let key = ActivityKey(step: id, attempt: modelKey.attempt, callIndex: modelKey.callIndex + 1 + offset)
-            if !answered.contains(key) {
+            guard !answered.contains(key) else { continue }
+            if let approval = approvals[key] {
+                // Requested: runs once decided, as decided (a denial is already its answer).
+                if let approved = approval.approvedCall {
+                    actions.append(.callTool(key: key, stepID: id, call: approved))
+                } else {
+                    undecided = true
+                }
+            } else {
                 actions.append(.callTool(key: key, stepID: id, call: call))
             }
         }
-        if !actions.isEmpty { return actions }
+        if !actions.isEmpty || undecided { return actions }
         if state.iterations > configuration.maxIterations {
             // The tool-free final call still asked for tools: take what text it gave.
             return [.record(.stepCompleted(stepID: id, output: response.message.content ?? ""))]

@@ -51,6 +51,9 @@ public struct RunWorker: Sendable {
     public var defaultMaxConcurrentRuns: Int?
     /// How long a drain waits for the drives in hand to reach a point where nothing is in flight.
     public var drainTimeout: Duration
+    /// How often the worker applies the default decision of approval requests whose time ran out
+    /// (``RunStore/applyApprovalTimeouts(owner:limit:at:)``); `nil`: never.
+    public var approvalTimeoutSweep: Duration? = .seconds(15)
     public var clock: any Clock<Duration>
     public var now: @Sendable () -> Date
     public var logger: Logger
@@ -91,7 +94,7 @@ public struct RunWorker: Sendable {
     public struct Tally: Sendable, Hashable {
         /// Runs claimed.
         public var claimed = 0
-        /// Drives that ended with the run ended or parked for an operator.
+        /// Drives that ended with the run ended, parked for an operator, or waiting for a person's approval.
         public var finished = 0
         /// Drives that handed their run back on a drain.
         public var handedBack = 0
@@ -124,6 +127,22 @@ public struct RunWorker: Sendable {
             }
             helpers.addTask { [clock, pollInterval] in
                 while (try? await clock.sleep(for: pollInterval)) != nil { wake.yield(.look) }
+            }
+            if let sweep = approvalTimeoutSweep {
+                helpers.addTask { [clock, store, owner, now, logger] in
+                    while (try? await clock.sleep(for: sweep)) != nil, !drain.isDraining {
+                        do {
+                            let decided = try await store.applyApprovalTimeouts(owner: owner, at: now)
+                            if !decided.isEmpty {
+                                logger.info("approval requests timed out: their default decisions apply", metadata: ["runs": "\(decided)"])
+                                wake.yield(.look)
+                            }
+                        } catch {
+                            logger.warning(
+                                "cannot apply approval timeouts for now", metadata: ["error": "\(TroupeError.wrap(error).message)"])
+                        }
+                    }
+                }
             }
             helpers.addTask { [clock, drainTimeout] in
                 await drain.wait()
@@ -243,7 +262,7 @@ public struct RunWorker: Sendable {
         logger.info("driving", metadata: ["attempt": "\(claimed.attempt)"])
         do {
             let machine = try await driver.drive(claimed, configuration: equipment.configuration)
-            if machine.status.isTerminal || machine.status == .needsAttention {
+            if machine.status.isTerminal || machine.status == .needsAttention || machine.status == .waitingForApproval {
                 logger.info("run \(machine.status.rawValue)")
                 return .finished
             }

@@ -43,6 +43,9 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     /// runs). Set by the store handle of the caller who created it; stores keep it in a column
     /// by which every tenant-scoped read and claim filters.
     public var tenant: String?
+    /// Offer the run's agents only the tools that only read (`true`; `nil` or `false`: every
+    /// tool the policy permits). The API's `readOnly` and the CLI's `--read-only`.
+    public var readOnly: Bool?
 
     /// The tenant of runs made without one: the CLI's local runs, and every run of a server
     /// without keys.
@@ -126,5 +129,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         metadata = try c.decodeIfPresent([String: String].self, forKey: .metadata)
         requestDigest = try c.decodeIfPresent(String.self, forKey: .requestDigest)
         tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
+        readOnly = try c.decodeIfPresent(Bool.self, forKey: .readOnly)
     }
 }

@@ -61,6 +61,12 @@ public enum RunEvent: Sendable, Hashable {
     case stepFailed(stepID: String, error: TroupeError)
     case replanned(round: Int, plan: Plan, reason: String)
     case runNeedsAttention(key: ActivityKey, reason: String)
+    /// A tool call that needs a person's decision (``ToolPolicy/requireApproval``) was asked for:
+    /// it does not run until `approvalDecided`; the run waits (`waitingForApproval`) once nothing else is left to do.
+    case approvalRequested(key: ActivityKey, request: ApprovalRequest)
+    /// A person (or the request's timeout) decided on the call: it then runs (approved, or with
+    /// edited arguments) or gets the denial as its result.
+    case approvalDecided(key: ActivityKey, decision: ApprovalDecision)
     case attentionResolved(key: ActivityKey, resolution: AttentionResolution)
     case runCancelled(reason: String)
     case runSucceeded(answer: String)
@@ -83,6 +89,8 @@ public enum RunEvent: Sendable, Hashable {
         case .stepFailed: "stepFailed"
         case .replanned: "replanned"
         case .runNeedsAttention: "runNeedsAttention"
+        case .approvalRequested: "approvalRequested"
+        case .approvalDecided: "approvalDecided"
         case .attentionResolved: "attentionResolved"
         case .runCancelled: "runCancelled"
         case .runSucceeded: "runSucceeded"
@@ -91,11 +99,11 @@ public enum RunEvent: Sendable, Hashable {
     }
 
     /// The status this event moves the run to, if it changes it. (`leaseAcquired` also moves a
-    /// `pending` run to `running`.)
+    /// `pending` run to `running`; approvals move it in and out of `waitingForApproval` by the
+    /// count of undecided requests, see ``RunSummary/applying(_:at:)``.)
     public var resultingStatus: RunStatus? {
         switch self {
         case .runCreated: .pending
-        case .attentionResolved: .running
         case .runNeedsAttention: .needsAttention
         case .runCancelled: .cancelled
         case .runSucceeded: .succeeded
@@ -108,7 +116,7 @@ public enum RunEvent: Sendable, Hashable {
 extension RunEvent: Codable {
     private enum CodingKeys: String, CodingKey {
         case type, goal, configuration, owner, key, kind, result, error, round, plan, attempt, problems
-        case stepID, output, reason, resolution, answer, retryDelaySeconds
+        case stepID, output, reason, resolution, answer, retryDelaySeconds, request, decision
     }
 
     public init(from decoder: any Decoder) throws {
@@ -158,6 +166,12 @@ extension RunEvent: Codable {
             )
         case "runNeedsAttention":
             self = .runNeedsAttention(key: try c.decode(ActivityKey.self, forKey: .key), reason: try c.decode(String.self, forKey: .reason))
+        case "approvalRequested":
+            self = .approvalRequested(
+                key: try c.decode(ActivityKey.self, forKey: .key), request: try c.decode(ApprovalRequest.self, forKey: .request))
+        case "approvalDecided":
+            self = .approvalDecided(
+                key: try c.decode(ActivityKey.self, forKey: .key), decision: try c.decode(ApprovalDecision.self, forKey: .decision))
         case "attentionResolved":
             self = .attentionResolved(
                 key: try c.decode(ActivityKey.self, forKey: .key),
@@ -226,6 +240,12 @@ extension RunEvent: Codable {
         case .runNeedsAttention(let key, let reason):
             try c.encode(key, forKey: .key)
             try c.encode(reason, forKey: .reason)
+        case .approvalRequested(let key, let request):
+            try c.encode(key, forKey: .key)
+            try c.encode(request, forKey: .request)
+        case .approvalDecided(let key, let decision):
+            try c.encode(key, forKey: .key)
+            try c.encode(decision, forKey: .decision)
         case .attentionResolved(let key, let resolution):
             try c.encode(key, forKey: .key)
             try c.encode(resolution, forKey: .resolution)

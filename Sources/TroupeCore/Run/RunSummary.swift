@@ -18,6 +18,9 @@ public struct RunSummary: Sendable, Hashable, Codable {
     public var error: TroupeError?
     /// The sequence number of the journal's last event.
     public var lastSequence: Int
+    /// Tool calls asked for and not yet decided on by a person (`approvalRequested` without its
+    /// `approvalDecided`): while there are any, the run is `waitingForApproval` and no worker claims it.
+    public var pendingApprovals: Int
 
     public init(id: RunID, goal: String, configuration: RunConfiguration, createdAt: Date) {
         self.id = id
@@ -30,6 +33,7 @@ public struct RunSummary: Sendable, Hashable, Codable {
         self.modelCalls = 0
         self.toolCalls = 0
         self.lastSequence = 0
+        self.pendingApprovals = 0
     }
 
     /// The summary after `events` were appended at `time`.
@@ -58,7 +62,14 @@ public struct RunSummary: Sendable, Hashable, Codable {
             case .runCancelled(let reason):
                 next.error = TroupeError(.cancelled, reason)
             case .attentionResolved:
+                next.status = next.pendingApprovals > 0 ? .waitingForApproval : .running
                 next.error = nil
+            case .approvalRequested:
+                next.pendingApprovals += 1
+                if next.status == .pending || next.status == .running { next.status = .waitingForApproval }
+            case .approvalDecided:
+                next.pendingApprovals = max(0, next.pendingApprovals - 1)
+                if next.pendingApprovals == 0, next.status == .waitingForApproval { next.status = .running }
             default:
                 break
             }

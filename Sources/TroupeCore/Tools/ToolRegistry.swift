@@ -56,23 +56,41 @@ public struct ToolLimits: Sendable, Hashable, Codable {
     public var maxCallsPerRun: Int?
     /// The longest one call may take; it is then abandoned and the model told.
     public var timeoutSeconds: Double?
+    /// For a tool that needs approval: how long a call waits for a person before
+    /// ``approvalTimeoutDecision`` applies (`nil`: it waits until someone decides).
+    public var approvalTimeoutSeconds: Double?
+    /// What a call's wait ending without a decision means: `approve` or `deny` (the default).
+    public var approvalTimeoutDecision: ApprovalVerdict?
 
-    public init(maxCallsPerRun: Int? = nil, timeoutSeconds: Double? = nil) {
+    public init(
+        maxCallsPerRun: Int? = nil, timeoutSeconds: Double? = nil, approvalTimeoutSeconds: Double? = nil,
+        approvalTimeoutDecision: ApprovalVerdict? = nil
+    ) {
         self.maxCallsPerRun = maxCallsPerRun
         self.timeoutSeconds = timeoutSeconds
+        self.approvalTimeoutSeconds = approvalTimeoutSeconds
+        self.approvalTimeoutDecision = approvalTimeoutDecision
     }
 }
 
-/// A person's decision on one tool call.
+/// What an in-process ``ToolApprover`` answers about one tool call.
 public enum ToolApproval: Sendable, Hashable {
     case approved
+    /// Run the call with these arguments instead (a JSON object, as text).
+    case edited(arguments: String)
     case denied(reason: String)
+    /// No decision here: the run waits, durably, for one through the API or `troupe approve`.
+    case deferred
 }
 
-/// Decides calls of tools that ``ToolPolicy/requireApproval`` names — by asking a person (the
-/// API server's approval gates) or by rules of its own.
+/// Decides, in the driving process, calls of tools that ``ToolPolicy/requireApproval`` names —
+/// by asking a person at the terminal (`troupe run`) or by rules of its own. The decision is
+/// journaled (`approvalDecided`, with ``identity`` as the decider) exactly like one made through
+/// the API; a `deferred` answer leaves the call waiting for those.
 public protocol ToolApprover: Sendable {
-    func review(_ call: ToolCall, arguments: JSONValue, context: ToolContext) async -> ToolApproval
+    /// Who decides, as journaled (`cli:USER@HOST`, `policy:NAME`).
+    var identity: String { get }
+    func review(_ call: ToolCall, context: ToolContext) async -> ToolApproval
 }
 
 /// The tools available to a run, by name, filtered by a ``ToolPolicy``.
@@ -81,7 +99,8 @@ public struct ToolRegistry: Sendable {
     /// Registration order, so that specs are offered to the model in a stable order.
     public private(set) var names: [String] = []
     public var policy: ToolPolicy
-    /// Decides calls that need approval; without one they are refused.
+    /// Decides calls that need approval in the driving process; without one (or when it
+    /// defers) they wait for a decision through the API or `troupe approve`.
     public var approver: (any ToolApprover)?
 
     public init(_ tools: [any Tool] = [], policy: ToolPolicy = ToolPolicy(), approver: (any ToolApprover)? = nil) throws(TroupeError) {
@@ -110,6 +129,14 @@ public struct ToolRegistry: Sendable {
 
     /// Names of the permitted tools, in registration order.
     public var availableNames: [String] { names.filter(policy.permits) }
+
+    /// This registry with only its read-only tools: what a run with ``RunConfiguration/readOnly`` gets.
+    public func readOnly() -> ToolRegistry {
+        var copy = self
+        copy.names = names.filter { tools[$0]?.effect == .readOnly }
+        copy.tools = tools.filter { $0.value.effect == .readOnly }
+        return copy
+    }
 
     /// Specs of the permitted tools named in `subset` (all permitted tools when `subset` is empty).
     public func specs(_ subset: [String] = []) -> [ToolSpec] {

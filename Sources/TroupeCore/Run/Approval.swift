@@ -1,0 +1,101 @@
+public import Foundation
+
+/// What a person (or a timeout's default) decided about a tool call that needed approval.
+public enum ApprovalVerdict: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Run the call as the model asked.
+    case approve
+    /// Run the call with other arguments (``ApprovalDecision/arguments``).
+    case edit
+    /// Do not run it; the model reads the reason as the call's result.
+    case deny
+}
+
+/// A tool call that waits for a person's decision, as journaled in `approvalRequested`.
+public struct ApprovalRequest: Sendable, Hashable, Codable {
+    /// The call exactly as the model asked for it.
+    public var call: ToolCall
+    /// The tool's effect (what the call would be recorded as once it runs).
+    public var effect: ToolEffect
+    /// When the request's default applies if no one decides; `nil`: it waits for ever.
+    public var expiresAt: Date?
+    /// The decision taken at ``expiresAt`` (`approve` or `deny`).
+    public var onTimeout: ApprovalVerdict?
+
+    public init(call: ToolCall, effect: ToolEffect, expiresAt: Date? = nil, onTimeout: ApprovalVerdict? = nil) {
+        self.call = call
+        self.effect = effect
+        self.expiresAt = expiresAt
+        self.onTimeout = onTimeout
+    }
+}
+
+/// A decision on an ``ApprovalRequest``, as journaled in `approvalDecided`.
+public struct ApprovalDecision: Sendable, Hashable, Codable {
+    public var verdict: ApprovalVerdict
+    /// For `edit`: the arguments the call runs with instead (a JSON object, as text).
+    public var arguments: String?
+    /// For `deny`: why, as the model will read it.
+    public var reason: String?
+    /// Who decided: an API key's ID, `cli:USER@HOST`, or ``ApprovalDecision/timeoutDecider``.
+    public var decidedBy: String
+
+    /// The decider recorded when a request's time ran out and its default applied.
+    public static let timeoutDecider = "timeout"
+
+    public init(verdict: ApprovalVerdict, arguments: String? = nil, reason: String? = nil, decidedBy: String) {
+        self.verdict = verdict
+        self.arguments = arguments
+        self.reason = reason
+        self.decidedBy = decidedBy
+    }
+
+    /// The decision a request's timeout makes: its `onTimeout` verdict (deny when none is set;
+    /// `edit` is no default and counts as deny).
+    public static func timedOut(_ request: ApprovalRequest) -> ApprovalDecision {
+        let verdict: ApprovalVerdict = request.onTimeout == .approve ? .approve : .deny
+        return ApprovalDecision(
+            verdict: verdict, reason: verdict == .deny ? "No one decided on this call in time; it was denied by default." : nil,
+            decidedBy: timeoutDecider)
+    }
+
+    /// The tool result the model reads for a denied call.
+    public func denialOutput(of call: ToolCall) -> ToolOutput {
+        let who = decidedBy == Self.timeoutDecider ? "No one approved" : "A person denied"
+        return .error("\(who) this call of \(call.name), so it did not run: \(reason ?? "no reason was given").")
+    }
+}
+
+/// One approval request of a run and, once made, its decision.
+public struct ApprovalState: Sendable, Hashable {
+    public var key: ActivityKey
+    public var request: ApprovalRequest
+    public var requestedAt: Date
+    public var decision: ApprovalDecision?
+    public var decidedAt: Date?
+
+    public init(key: ActivityKey, request: ApprovalRequest, requestedAt: Date) {
+        self.key = key
+        self.request = request
+        self.requestedAt = requestedAt
+    }
+
+    /// The call as it runs once approved: with the edited arguments, if any.
+    public var approvedCall: ToolCall? {
+        guard let decision, decision.verdict != .deny else { return nil }
+        var call = request.call
+        if decision.verdict == .edit, let arguments = decision.arguments { call.arguments = arguments }
+        return call
+    }
+}
+
+extension ToolApproval {
+    /// The decision to journal for this answer, made by `decider`; `nil` for `deferred`.
+    public func decision(by decider: String) -> ApprovalDecision? {
+        switch self {
+        case .approved: ApprovalDecision(verdict: .approve, decidedBy: decider)
+        case .edited(let arguments): ApprovalDecision(verdict: .edit, arguments: arguments, decidedBy: decider)
+        case .denied(let reason): ApprovalDecision(verdict: .deny, reason: reason, decidedBy: decider)
+        case .deferred: nil
+        }
+    }
+}
