@@ -151,6 +151,8 @@ struct RoleMiddleware: ServerMiddleware {
         "streamRunEvents": .viewer,
         "cancelRun": .operator,
         "resumeRun": .operator,
+        "listApprovals": .viewer,
+        "decideApproval": .operator,
         "listKeys": .admin,
         "createKey": .admin,
         "revokeKey": .admin,

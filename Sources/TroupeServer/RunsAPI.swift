@@ -130,6 +130,7 @@ struct RunsAPI: APIProtocol {
         if let value = try limit(body.maxIterations, "maxIterations", 1...100) { configuration.maxIterations = value }
         if let value = try limit(body.stepTimeout, "stepTimeout", 0...86_400, openBelow: true) { configuration.stepTimeoutSeconds = value }
         if let value = body.stream { configuration.stream = value }
+        if body.readOnly == true { configuration.readOnly = true }
         if let metadata = body.metadata?.additionalProperties {
             let limits = APIServer.metadataLimits
             guard metadata.count <= limits.entries else {
@@ -234,6 +235,54 @@ struct RunsAPI: APIProtocol {
         return .ok(.init(body: .json(try await document(id, summary: summary))))
     }
 
+    // MARK: Approvals
+
+    func listApprovals(_ input: Operations.ListApprovals.Input) async throws -> Operations.ListApprovals.Output {
+        let waiting = try await store.runs(
+            RunQuery(statuses: [.waitingForApproval], limit: input.query.limit ?? 100, tenant: input.query.tenant))
+        var approvals: [RunReport.ApprovalReport] = []
+        for summary in waiting {
+            let machine = try RunStateMachine(runID: summary.id, replaying: try await store.events(of: summary.id))
+            approvals += machine.pendingApprovals.map { RunReport.ApprovalReport($0, of: machine) }
+        }
+        approvals.sort { ($0.requestedAt, $0.runId, $0.callKey) < ($1.requestedAt, $1.runId, $1.callKey) }
+        let list = try JSONCoding.decoder().decode(
+            Components.Schemas.ApprovalList.self, from: JSONCoding.encoder().encode(["approvals": approvals]))
+        return .ok(.init(body: .json(list)))
+    }
+
+    func decideApproval(_ input: Operations.DecideApproval.Input) async throws -> Operations.DecideApproval.Output {
+        try refuseWhileDraining()
+        let id = RunID(input.path.id)
+        guard case .json(let body) = input.body else { throw APIFailure(status: 415, code: "invalidInput", "Send a JSON body.") }
+        guard let key = ActivityKey(parsing: input.path.callKey) else {
+            throw TroupeError(
+                .invalidInput,
+                "'\(input.path.callKey.prefix(100))' is not a call key: use the callKey an approval is listed with (s1:1:2).",
+                details: ["field": "callKey"])
+        }
+        let verdict: ApprovalVerdict =
+            switch body.decision {
+            case .approve: .approve
+            case .edit: .edit
+            case .deny: .deny
+            }
+        var arguments: String?
+        if let given = body.arguments {
+            guard verdict == .edit else {
+                throw TroupeError(.invalidInput, "Only an edit takes arguments.", details: ["field": "arguments"])
+            }
+            arguments = String(decoding: try JSONCoding.encoder().encode(given), as: UTF8.self)
+        }
+        if body.reason != nil, verdict != .deny {
+            throw TroupeError(.invalidInput, "Only a denial takes a reason.", details: ["field": "reason"])
+        }
+        let caller = try caller
+        let decision = ApprovalDecision(verdict: verdict, arguments: arguments, reason: body.reason, decidedBy: caller.keyID ?? "api")
+        let machine = try await store.decideApproval(id, key: key, decision: decision, owner: server.owner, at: server.now)
+        return .ok(.init(body: .json(try await document(id, summary: nil, machine: machine))))
+    }
+
     // MARK: Events
 
     func streamRunEvents(_ input: Operations.StreamRunEvents.Input) async throws -> Operations.StreamRunEvents.Output {
@@ -332,12 +381,15 @@ struct RunsAPI: APIProtocol {
     }
 
     /// The run document, as `troupe show --json` prints it.
-    private func document(_ id: RunID, summary: RunSummary?) async throws -> Components.Schemas.Run {
+    private func document(_ id: RunID, summary: RunSummary?, machine: RunStateMachine? = nil) async throws -> Components.Schemas.Run {
         let summary = try await { () async throws -> RunSummary in
             if let summary { return summary }
             return try await store.requireRun(id)
         }()
-        let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        let machine = try await { () async throws -> RunStateMachine in
+            if let machine, machine.sequence >= summary.lastSequence { return machine }
+            return try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        }()
         return try Self.convert(RunReport(summary: summary, machine: machine))
     }
 

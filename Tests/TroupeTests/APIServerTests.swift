@@ -22,7 +22,7 @@ struct APITestServer {
 
     static func with<T: Sendable>(
         store: any RunStore = InMemoryRunStore(), access: APIAccess = .open, model: PlayingModel = PlayingModel(), worker: Bool = true,
-        keepAlive: Duration = .seconds(15), _ body: (APITestServer) async throws -> T
+        tools: ToolRegistry? = nil, keepAlive: Duration = .seconds(15), _ body: (APITestServer) async throws -> T
     ) async throws -> T {
         try await withTemporaryDirectory { root in
             var configured = APIServer(
@@ -36,7 +36,7 @@ struct APITestServer {
             let application = try server.application(host: "127.0.0.1", port: 0) { port in portSink.yield(port) }
             let services = ServiceGroup(
                 configuration: ServiceGroupConfiguration(services: [application], gracefulShutdownSignals: [], logger: quietLogger))
-            let tools = try ToolRegistry([CountingTool()])
+            let tools = try tools ?? ToolRegistry([CountingTool()])
             let runWorker = RunWorker(
                 store: store, owner: "api-worker", pollInterval: .seconds(3600), logger: quietLogger,
                 equip: { _ in RunEquipment(model: model, tools: tools) })

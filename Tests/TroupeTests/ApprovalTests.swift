@@ -101,21 +101,20 @@ import TroupeTesting
         let store = InMemoryRunStore()
         let send = CountingTool(name: "send", effect: .sideEffecting)
         let model = Self.script()
-        let tools = try ToolRegistry([send], policy: ToolPolicy(requireApproval: ["send"]))
         let waiting = try await Self.driver(store, model: model, tools: [send]).run(goal: "Send it", configuration: .init(model: "m"))
 
         // Edits that are not a JSON object or break the schema are refused, and nothing is journaled.
         for bad in ["not json", "[1]", #"{"text": 5}"#, ""] {
             await #expect(throws: TroupeError.self) {
                 _ = try await store.decideApproval(
-                    waiting.runID, key: nil, decision: .init(verdict: .edit, arguments: bad, decidedBy: "k"), tools: tools, owner: "api")
+                    waiting.runID, key: nil, decision: .init(verdict: .edit, arguments: bad, decidedBy: "k"), owner: "api")
             }
         }
         #expect(try await store.requireRun(waiting.runID).pendingApprovals == 1)
 
         _ = try await store.decideApproval(
             waiting.runID, key: nil, decision: .init(verdict: .edit, arguments: #"{ "text" : "bye" }"#, decidedBy: "key_carol"),
-            tools: tools, owner: "api")
+            owner: "api")
         let final = try await Self.driver(store, model: model, tools: [send]).drive(waiting.runID)
         #expect(final.status == .succeeded)
         #expect(send.count == 1)
@@ -263,13 +262,14 @@ import TroupeTesting
             .approvalRequested(
                 key: Self.gatedKey,
                 request: ApprovalRequest(
-                    call: ToolCall(id: "c", name: "send", arguments: "{}"), effect: .sideEffecting, expiresAt: fixedDate,
+                    call: ToolCall(id: "c", name: "send", arguments: "{}"), effect: .sideEffecting,
+                    parameters: .object([.init("text", .string("What to echo."))]), expiresAt: fixedDate,
                     onTimeout: .approve)),
             .approvalDecided(key: Self.gatedKey, decision: ApprovalDecision(verdict: .edit, arguments: #"{"a":1}"#, decidedBy: "key_x")),
         ]
         for event in events {
             let data = try JSONCoding.encode(event)
-            #expect(try JSONCoding.decode(RunEvent.self, from: data) == event)
+            #expect(try JSONCoding.decode(RunEvent.self, from: data) == event, "\(String(decoding: data, as: UTF8.self))")
         }
     }
 }

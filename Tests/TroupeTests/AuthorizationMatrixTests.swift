@@ -25,6 +25,9 @@ import TroupeServer
         "streamRunEvents": Operation(role: .viewer, success: 200, body: nil, namesRun: true),
         "cancelRun": Operation(role: .operator, success: 200, body: nil, namesRun: true),
         "resumeRun": Operation(role: .operator, success: 200, body: nil, namesRun: true),
+        "listApprovals": Operation(role: .viewer, success: 200, body: nil, namesRun: false),
+        // The sample runs have ended: a decision reaches the run and is refused as too late.
+        "decideApproval": Operation(role: .operator, success: 409, body: #"{"decision": "approve"}"#, namesRun: true),
         "listKeys": Operation(role: .admin, success: 200, body: nil, namesRun: false),
         "createKey": Operation(role: .admin, success: 201, body: #"{"tenant": "acme", "role": "viewer"}"#, namesRun: false),
         "revokeKey": Operation(role: .admin, success: 200, body: nil, namesRun: false),
@@ -95,6 +98,7 @@ import TroupeServer
                     for tenant in ["acme", "globex"] {
                         let path = template.replacingOccurrences(of: "{id}", with: runs[tenant]!.rawValue)
                             .replacingOccurrences(of: "{keyId}", with: throwaway.record.id)
+                            .replacingOccurrences(of: "{callKey}", with: "s1:1:1")
                         #expect(!path.contains("{"), "\(id): a sample value for each path parameter of \(template)")
                         for credential in Credential.allCases {
                             var headers: [(String, String)] = []

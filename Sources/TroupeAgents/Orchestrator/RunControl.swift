@@ -71,7 +71,8 @@ extension RunStore {
     /// waits. Appends at the journal's tail like ``cancelRun(_:reason:at:)``: a driver at work
     /// on the run's other steps folds it in and goes on. Returns the run's state afterwards.
     ///
-    /// An `edit` must carry a JSON object; with `tools`, it must also satisfy the tool's schema.
+    /// An `edit` must carry a JSON object that satisfies the tool's parameters as they were when
+    /// the call was asked for (journaled with the request).
     ///
     /// - Throws: `notFound` when there is no such run or no such waiting call (listing the ones
     ///   there are); `invalidTransition` when the call was decided already (naming by whom) or the
@@ -80,7 +81,6 @@ extension RunStore {
         _ id: RunID,
         key: ActivityKey?,
         decision: ApprovalDecision,
-        tools: ToolRegistry? = nil,
         owner: String,
         at time: @Sendable () -> Date = { Date() }
     ) async throws -> RunStateMachine {
@@ -93,7 +93,7 @@ extension RunStore {
             let approval = try Self.approval(key, of: machine)
             var decision = decision
             if decision.verdict == .edit {
-                decision.arguments = try Self.editedArguments(decision.arguments, of: approval.request.call, tools: tools)
+                decision.arguments = try Self.editedArguments(decision.arguments, of: approval.request)
             } else {
                 decision.arguments = nil
             }
@@ -146,8 +146,8 @@ extension RunStore {
         return approval
     }
 
-    /// Edited arguments as compact JSON, once checked: a JSON object that satisfies the tool's schema (when `tools` has it).
-    private static func editedArguments(_ text: String?, of call: ToolCall, tools: ToolRegistry?) throws(TroupeError) -> String {
+    /// Edited arguments as compact JSON, once checked: a JSON object that satisfies the tool's parameters.
+    private static func editedArguments(_ text: String?, of request: ApprovalRequest) throws(TroupeError) -> String {
         guard let text, !text.isEmpty else { throw TroupeError(.invalidInput, "An edit needs the new arguments (a JSON object).") }
         let value: JSONValue
         do {
@@ -156,12 +156,12 @@ extension RunStore {
             throw TroupeError(.invalidInput, "The edited arguments are not valid JSON: \(error.message)")
         }
         guard case .object = value else { throw TroupeError(.invalidInput, "The edited arguments must be a JSON object.") }
-        if let tool = tools?.tool(named: call.name) {
-            let violations = tool.parameters.validate(value)
+        if let parameters = request.parameters {
+            let violations = parameters.validate(value)
             guard violations.isEmpty else {
                 throw TroupeError(
                     .invalidInput,
-                    "The edited arguments do not match the schema of \(call.name): "
+                    "The edited arguments do not match the schema of \(request.call.name): "
                         + violations.prefix(10).map { "\($0)" }.joined(separator: "; "),
                     details: ["reason": "schemaViolation"])
             }

@@ -307,9 +307,11 @@ public struct RunDriver: Sendable {
         guard tools.policy.needsApproval(call.name), let tool = tools.tool(named: call.name) else { return nil }
         if let allowed = step?.step.tools, !allowed.isEmpty, !allowed.contains(call.name) { return nil }
         let limits = tools.policy.limits(for: call.name)
-        guard let seconds = limits.approvalTimeoutSeconds else { return ApprovalRequest(call: call, effect: tool.effect) }
+        guard let seconds = limits.approvalTimeoutSeconds else {
+            return ApprovalRequest(call: call, effect: tool.effect, parameters: tool.parameters)
+        }
         return ApprovalRequest(
-            call: call, effect: tool.effect, expiresAt: now().addingTimeInterval(seconds),
+            call: call, effect: tool.effect, parameters: tool.parameters, expiresAt: now().addingTimeInterval(seconds),
             onTimeout: limits.approvalTimeoutDecision ?? .deny)
     }
 

@@ -42,6 +42,63 @@ public struct RunReport: Sendable, Codable {
         public var status: String
     }
 
+    /// A tool call that needed a person's decision: the request and, once made, the decision.
+    /// Also the entries of `GET /v1/approvals` and `troupe approvals --json`.
+    public struct ApprovalReport: Sendable, Codable {
+        public var runId: String
+        public var tenant: String
+        /// The run's goal, so that a person sees what the call serves.
+        public var goal: String
+        /// The call's key as `POST /v1/runs/{id}/approvals/{callKey}` and `troupe approve --call` take it (`s1:1:2`).
+        public var callKey: String
+        public var step: String
+        public var tool: String
+        public var callId: String
+        /// The arguments as the model sent them: JSON when valid, else the raw text.
+        public var arguments: JSONValue
+        /// `readOnly`, `idempotent` or `sideEffecting`.
+        public var effect: String
+        /// `pending`, `approved`, `edited` or `denied`.
+        public var status: String
+        public var requestedAt: Date
+        /// When the default decision (`onTimeout`) applies if no one decides.
+        public var expiresAt: Date?
+        public var onTimeout: String?
+        /// Who decided: an API key's ID, `cli:USER@HOST`, or `timeout`.
+        public var decidedBy: String?
+        public var decidedAt: Date?
+        /// For an edit: the arguments the call ran with.
+        public var editedArguments: JSONValue?
+        /// For a denial: the reason the model was given.
+        public var reason: String?
+
+        public init(_ state: ApprovalState, of machine: RunStateMachine) {
+            runId = machine.runID.rawValue
+            tenant = machine.configuration.owningTenant
+            goal = machine.goal
+            callKey = state.key.callKey
+            step = state.key.step
+            tool = state.request.call.name
+            callId = state.request.call.id
+            arguments = RunReport.arguments(state.request.call.arguments)
+            effect = state.request.effect.rawValue
+            status =
+                switch state.decision?.verdict {
+                case nil: "pending"
+                case .approve: "approved"
+                case .edit: "edited"
+                case .deny: "denied"
+                }
+            requestedAt = state.requestedAt
+            expiresAt = state.request.expiresAt
+            onTimeout = state.request.onTimeout?.rawValue
+            decidedBy = state.decision?.decidedBy
+            decidedAt = state.decidedAt
+            editedArguments = state.decision?.arguments.map(RunReport.arguments)
+            reason = state.decision?.reason
+        }
+    }
+
     /// One step of the plan, with its outcome and its tool calls.
     public struct StepReport: Sendable, Codable {
         public var id: String
@@ -84,10 +141,18 @@ public struct RunReport: Sendable, Codable {
     public var planningRetries: [String]
     public var events: Int
     public var steps: [StepReport]
+    /// The run's tool calls that needed a person's decision, in key order (absent in documents
+    /// of servers before approvals, and in listings).
+    public var approvals: [ApprovalReport]?
 
     /// A list entry: the summary fields only (`troupe runs --json`).
     public static func summary(_ summary: RunSummary) -> RunReport {
         RunReport(summary: summary, machine: nil)
+    }
+
+    /// Arguments as JSON when they are valid JSON, else as the raw text.
+    static func arguments(_ text: String) -> JSONValue {
+        (try? JSONValue.parse(text)) ?? .string(text)
     }
 
     /// The whole report of a run from its summary and its folded journal.
@@ -112,6 +177,9 @@ public struct RunReport: Sendable, Codable {
         planningRetries = Self.retries(of: activities.filter(\.kind.isPlannerCall))
         events = summary.lastSequence
         steps = machine.map(Self.steps) ?? []
+        approvals = machine.map { machine in
+            machine.approvals.values.sorted { $0.key < $1.key }.map { ApprovalReport($0, of: machine) }
+        }
     }
 
     /// "key: attempt N: code: message; retried after S s" for each retried attempt of the calls,
@@ -164,7 +232,7 @@ public struct RunReport: Sendable, Codable {
                         key: record.key.description,
                         id: call.id,
                         name: call.name,
-                        arguments: (try? JSONValue.parse(call.arguments)) ?? .string(call.arguments),
+                        arguments: arguments(call.arguments),
                         result: result,
                         isError: isError,
                         status: record.status.rawValue

@@ -16,14 +16,19 @@ public struct ApprovalRequest: Sendable, Hashable, Codable {
     public var call: ToolCall
     /// The tool's effect (what the call would be recorded as once it runs).
     public var effect: ToolEffect
+    /// The tool's parameters when the call was asked for: what edited arguments must satisfy.
+    public var parameters: JSONSchema?
     /// When the request's default applies if no one decides; `nil`: it waits for ever.
     public var expiresAt: Date?
     /// The decision taken at ``expiresAt`` (`approve` or `deny`).
     public var onTimeout: ApprovalVerdict?
 
-    public init(call: ToolCall, effect: ToolEffect, expiresAt: Date? = nil, onTimeout: ApprovalVerdict? = nil) {
+    public init(
+        call: ToolCall, effect: ToolEffect, parameters: JSONSchema? = nil, expiresAt: Date? = nil, onTimeout: ApprovalVerdict? = nil
+    ) {
         self.call = call
         self.effect = effect
+        self.parameters = parameters
         self.expiresAt = expiresAt
         self.onTimeout = onTimeout
     }

@@ -37,6 +37,20 @@ public struct ActivityKey: Sendable, Hashable, Codable, CustomStringConvertible,
 
     public var description: String { "\(step)/\(attempt)/\(callIndex)" }
 
+    /// The key as URLs and `troupe approve --call` take it: `step:attempt:callIndex` (a step ID
+    /// never contains `:` or `/`).
+    public var callKey: String { "\(step):\(attempt):\(callIndex)" }
+
+    /// A key written as ``callKey`` (`s1:1:2`) or as ``description`` (`s1/1/2`); `nil` for anything else.
+    public init?(parsing text: String) {
+        let separator: Character = text.contains(":") ? ":" : "/"
+        let parts = text.split(separator: separator, omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].count <= 64, let attempt = Int(parts[1]), let index = Int(parts[2]),
+            attempt >= 0, index >= 0
+        else { return nil }
+        self.init(step: String(parts[0]), attempt: attempt, callIndex: index)
+    }
+
     /// The full key, unique across runs: usable as an idempotency key outside Troupe.
     public func qualified(by run: RunID) -> String { "\(run.rawValue)/\(description)" }
 
