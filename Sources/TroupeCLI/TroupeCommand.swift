@@ -33,7 +33,8 @@ struct TroupeCommand: AsyncParsableCommand {
             """,
         subcommands: [
             DemoCommand.self, RunCommand.self, ResumeCommand.self, RunsCommand.self, ShowCommand.self,
-            SubmitCommand.self, CancelCommand.self, WorkerCommand.self, ServeCommand.self, KeysCommand.self, MigrateCommand.self,
+            SubmitCommand.self, CancelCommand.self, ApproveCommand.self, ApprovalsCommand.self, WorkerCommand.self, ServeCommand.self,
+            KeysCommand.self, MigrateCommand.self,
             MockServerCommand.self,
         ]
     )

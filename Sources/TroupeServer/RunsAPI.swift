@@ -238,14 +238,7 @@ struct RunsAPI: APIProtocol {
     // MARK: Approvals
 
     func listApprovals(_ input: Operations.ListApprovals.Input) async throws -> Operations.ListApprovals.Output {
-        let waiting = try await store.runs(
-            RunQuery(statuses: [.waitingForApproval], limit: input.query.limit ?? 100, tenant: input.query.tenant))
-        var approvals: [RunReport.ApprovalReport] = []
-        for summary in waiting {
-            let machine = try RunStateMachine(runID: summary.id, replaying: try await store.events(of: summary.id))
-            approvals += machine.pendingApprovals.map { RunReport.ApprovalReport($0, of: machine) }
-        }
-        approvals.sort { ($0.requestedAt, $0.runId, $0.callKey) < ($1.requestedAt, $1.runId, $1.callKey) }
+        let approvals = try await store.waitingApprovals(tenant: input.query.tenant, limit: input.query.limit ?? 100)
         let list = try JSONCoding.decoder().decode(
             Components.Schemas.ApprovalList.self, from: JSONCoding.encoder().encode(["approvals": approvals]))
         return .ok(.init(body: .json(list)))

@@ -171,6 +171,17 @@ extension RunStore {
 }
 
 extension RunStore {
+    /// The calls waiting for a person's decision in the `limit` most recent waiting runs (of
+    /// `tenant`, or of every tenant), oldest request first: `GET /v1/approvals` and `troupe approvals`.
+    public func waitingApprovals(tenant: String? = nil, limit: Int = 100) async throws -> [RunReport.ApprovalReport] {
+        var approvals: [RunReport.ApprovalReport] = []
+        for summary in try await runs(RunQuery(statuses: [.waitingForApproval], limit: limit, tenant: tenant)) {
+            let machine = try RunStateMachine(runID: summary.id, replaying: try await events(of: summary.id))
+            approvals += machine.pendingApprovals.map { RunReport.ApprovalReport($0, of: machine) }
+        }
+        return approvals.sorted { ($0.requestedAt, $0.runId, $0.callKey) < ($1.requestedAt, $1.runId, $1.callKey) }
+    }
+
     /// Applies the default decision to every call whose wait for approval ran out, in runs that
     /// wait (no driver holds them: a driver applies its own run's timeouts). What workers do
     /// from time to time. Returns the runs decided on.

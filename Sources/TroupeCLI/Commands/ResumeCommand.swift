@@ -78,7 +78,7 @@ struct ResumeCommand: AsyncParsableCommand {
                 try await refuseWorkspaceChange(from: summary.configuration, to: configuration, store: store)
                 let runtime = try toolRuntime(runtime, configuration: &configuration)
                 let model = try runtime.model(for: configuration)
-                let tools: ToolRegistry
+                var tools: ToolRegistry
                 do {
                     tools = try await runtime.tools(for: configuration)
                 } catch let error as TroupeError where error.details["reason"] == "tooManyTools" && !useCurrentToolSettings {
@@ -87,6 +87,7 @@ struct ResumeCommand: AsyncParsableCommand {
                         error.code, error.message + " For this run, change them and resume with --use-current-tool-settings.",
                         details: error.details)
                 }
+                if !json && TerminalApprover.isAvailable { tools.approver = TerminalApprover() }
                 let printer = ProgressPrinter(enabled: !json)
                 let driver = runtime.driver(model: model, tools: tools, observer: printer.observer)
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: runtime.opened.flag)

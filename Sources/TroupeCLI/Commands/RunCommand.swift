@@ -31,7 +31,9 @@ struct RunCommand: AsyncParsableCommand {
             try await global.withRuntime(workspace: { try options.newRunConfiguration($0).workspace }) { runtime in
                 let configuration = try options.newRunConfiguration(runtime.settings)
                 let model = try runtime.model(for: configuration)
-                let tools = try await runtime.tools(for: configuration)
+                var tools = try await runtime.tools(for: configuration)
+                // A person at the terminal decides calls that need approval as they come.
+                if !json && TerminalApprover.isAvailable { tools.approver = TerminalApprover() }
                 let id = RunID.make()
                 Signals.exitWithResumeHint(runID: id.rawValue, storeHint: runtime.opened.flag)
                 let printer = ProgressPrinter(enabled: !json)

@@ -86,6 +86,19 @@ struct ShowCommand: AsyncParsableCommand {
                 )
             }
         }
+        if let approvals = report.approvals, !approvals.isEmpty {
+            lines.append("\nApprovals:")
+            for approval in approvals {
+                var line = "  [\(approval.status)] \(approval.callKey) \(approval.tool)(\(approval.arguments.jsonString))"
+                if let by = approval.decidedBy { line += " by \(by)" }
+                if let edited = approval.editedArguments { line += " → \(edited.jsonString)" }
+                if let reason = approval.reason { line += ": \(reason)" }
+                if approval.status == "pending", let expiry = approval.expiresAt {
+                    line += " · until \(JSONCoding.formatDate(expiry)), then \(approval.onTimeout ?? "deny")"
+                }
+                lines.append(line)
+            }
+        }
         if let answer = report.answer { lines.append("\nAnswer:\n\(answer)") }
         if let error = report.error {
             lines.append("\n\(report.status): \(error.code): \(error.message)")

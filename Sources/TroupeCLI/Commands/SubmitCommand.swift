@@ -70,7 +70,7 @@ extension SubmitCommand {
         let request = Components.Schemas.CreateRunRequest(
             goal: goal, model: options.model, tools: try options.tools.map(RunOptions.toolGroups), maxSteps: options.maxSteps,
             maxConcurrency: options.maxConcurrency, maxIterations: options.maxIterations, stepTimeout: options.stepTimeout,
-            stream: options.stream)
+            stream: options.stream, readOnly: options.readOnly)
         let created = try RemoteServer.report(try await server.call { try await $0.createRun(body: .json(request)).created.body.json })
         let id = RunID(created.id)
         if !follow {
@@ -88,8 +88,8 @@ extension SubmitCommand {
     }
 }
 
-/// Follows a run in a store as its driver journals it — a worker elsewhere — until it ends or
-/// needs attention, handing each event to `observer` as a driver's observer would get it.
+/// Follows a run in a store as its driver journals it — a worker elsewhere — until it ends,
+/// needs attention or waits for a person's approval, handing each event to `observer` as a driver's observer would get it.
 struct RunFollower {
     let store: any RunStore
     /// How often the journal is read.
@@ -102,7 +102,7 @@ struct RunFollower {
                 try machine.apply(record.event, at: record.recordedAt)
                 observer(record.event, machine)
             }
-            if machine.status.isTerminal || machine.status == .needsAttention { return machine }
+            if machine.status.isTerminal || machine.status == .needsAttention || machine.status == .waitingForApproval { return machine }
             try await Task.sleep(for: interval)
         }
     }

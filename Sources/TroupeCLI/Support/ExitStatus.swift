@@ -28,7 +28,7 @@ enum ExitStatus {
         switch error.code {
         case .leaseHeld, .journalConflict: leaseHeld
         case .notFound: notFound
-        case .invalidInput, .configuration, .invalidJSON, .schemaViolation, .authentication:
+        case .invalidInput, .configuration, .invalidJSON, .schemaViolation, .authentication, .invalidTransition:
             invalidInput
         case .storage, .storageUnavailable: storage
         case .cancelled: cancelled

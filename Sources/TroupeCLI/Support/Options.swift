@@ -241,9 +241,16 @@ struct RunOptions: ParsableArguments {
     @Flag(name: .long, inversion: .prefixedNo, help: "Stream model answers over SSE (default: off).")
     var stream: Bool?
 
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help: "Offer the run only the tools that only read: no writes, no commands, no MCP tools that change anything (default: off).")
+    var readOnly: Bool?
+
     /// Whether no run option was given.
     var isEmpty: Bool {
-        let given: [Any?] = [model, baseURL, workspace, tools, maxSteps, maxConcurrency, maxIterations, stepTimeout, maxTokens, stream]
+        let given: [Any?] = [
+            model, baseURL, workspace, tools, maxSteps, maxConcurrency, maxIterations, stepTimeout, maxTokens, stream, readOnly,
+        ]
         return given.allSatisfy { $0 == nil }
     }
 
@@ -262,6 +269,7 @@ struct RunOptions: ParsableArguments {
         if let stepTimeout { configuration.stepTimeoutSeconds = stepTimeout }
         if let maxTokens { configuration.maxTokens = maxTokens }
         if let stream { configuration.stream = stream }
+        if let readOnly { configuration.readOnly = readOnly ? true : nil }
         return try configuration.validated()
     }
 

@@ -63,6 +63,15 @@ final class ProgressPrinter: Sendable {
             say("   ✓ \(id) done: \(Self.oneLine(output).clipped(to: 120))")
         case .stepFailed(let id, let error):
             say("   ✗ \(id) failed: \(error.message)")
+        case .approvalRequested(let key, let request):
+            let expiry =
+                request.expiresAt.map { " (until \(JSONCoding.formatDate($0)), then \(request.onTimeout?.rawValue ?? "deny"))" } ?? ""
+            say("   ⏸ \(request.call.name) \(request.call.arguments.clipped(to: 80)) waits for approval: call \(key.callKey)\(expiry)")
+        case .approvalDecided(let key, let decision):
+            let name = machine.approvals[key]?.request.call.name ?? key.callKey
+            let verdict =
+                ["approve": "approved", "edit": "approved with edited arguments", "deny": "denied"][decision.verdict.rawValue] ?? ""
+            say("   ⏵ \(name) (\(key.callKey)) \(verdict) by \(decision.decidedBy)")
         case .runSucceeded, .runFailed, .runCancelled, .runNeedsAttention:
             let elapsed = started.withLock { $0.map { Date().timeIntervalSince($0) } } ?? 0
             let usage = machine.usage

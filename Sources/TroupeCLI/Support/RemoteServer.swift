@@ -118,7 +118,7 @@ struct ServerOption: ParsableArguments {
 }
 
 extension RemoteServer {
-    /// Follows a run over its event stream until it ends or needs attention, handing each event to
+    /// Follows a run over its event stream until it ends, needs attention or waits for approval, handing each event to
     /// `observer` as a driver's observer would get it; reconnects after a dropped stream (or a
     /// draining server) from the last event seen.
     func follow(_ id: RunID, observer: @Sendable (RunEvent, RunStateMachine) -> Void) async throws -> RunReport {
@@ -142,7 +142,7 @@ extension RemoteServer {
             } catch let error as TroupeError where error.code == .storageUnavailable && failures < 10 {
                 failures += 1
             }
-            if machine.status.isTerminal || machine.status == .needsAttention {
+            if machine.status.isTerminal || machine.status == .needsAttention || machine.status == .waitingForApproval {
                 return try Self.report(try await call { try await $0.getRun(path: .init(id: id.rawValue)).ok.body.json })
             }
             try await Task.sleep(for: .milliseconds(200 * (failures + 1)))
@@ -156,6 +156,9 @@ extension RemoteServer {
             print(try report.json())
         } else {
             sayEnding(status, answer: report.answer, error: report.error?.message)
+            if status == .waitingForApproval {
+                sayWaiting(report.approvals?.filter { $0.status == "pending" } ?? [], run: RunID(report.id), flag: " --server \(url)")
+            }
             say("Server: \(url) · inspect with `troupe show \(report.id) --server \(url)`")
         }
         try exit(with: status)
