@@ -68,7 +68,7 @@ public struct RunStoreConformance: Sendable {
         if case .runCreated(let goal, _) = events.first?.event {
             try expect(goal == "goal", "runCreated keeps the goal")
         } else {
-            try expect(false, "the first event is runCreated")
+            try expect(false, "the first event is runCreated, got \(String(describing: events.first))")
         }
         do {
             _ = try await store.createRun(id: id, goal: "again", configuration: RunConfiguration(), at: Self.start)

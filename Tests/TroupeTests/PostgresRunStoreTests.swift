@@ -63,6 +63,78 @@ struct PostgresRunStoreTests {
         }
     }
 
+    /// A tool that records the text of each call.
+    final class RecordingTool: Tool, Sendable {
+        let name = "echo"
+        let description = "Send the text."
+        let effect = ToolEffect.sideEffecting
+        let parameters: JSONSchema = .object([.init("text", .string("What to send."))])
+        let texts = Mutex<[String]>([])
+
+        func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+            let text = arguments["text"]?.stringValue ?? ""
+            texts.withLock { $0.append(text) }
+            return ToolOutput("sent \(text)")
+        }
+    }
+
+    /// Two workers on two connections (two machines) drive runs whose tool needs approval: each
+    /// waits with no worker holding it, and once decided through either connection runs exactly
+    /// once if approved (with the edited arguments if edited), never if denied; a timeout applies
+    /// its default (approve here) through the workers' sweep.
+    @Test func approvalsAcrossTwoWorkers() async throws {
+        try await withStores(2) { stores in
+            let tool = RecordingTool()
+            let policy = ToolPolicy(
+                requireApproval: ["echo"], limits: ["echo": ToolLimits(approvalTimeoutSeconds: 3_600, approvalTimeoutDecision: .approve)])
+            let tools = try ToolRegistry([tool], policy: policy)
+            let clock = Mutex(Date())
+            let now: @Sendable () -> Date = { clock.withLock { $0 } }
+            let drain = DrainSignal()
+            let workers = stores.enumerated().map { index, store in
+                var worker = RunWorker(
+                    store: store, owner: "worker-\(index)", pollInterval: .milliseconds(50), now: now, logger: PostgresForTests.logger,
+                    equip: { _ in RunEquipment(model: PlayingModel(steps: 1), tools: tools) })
+                worker.approvalTimeoutSweep = .milliseconds(50)
+                return worker
+            }
+            let working = Task {
+                await withTaskGroup(of: Void.self) { group in
+                    for worker in workers { group.addTask { await worker.run(until: drain) } }
+                }
+            }
+            var runs: [RunID] = []
+            for index in 0..<4 {
+                let id = RunID.make()
+                _ = try await stores[index % 2].createRun(
+                    id: id, goal: "run \(index)", configuration: RunConfiguration(model: "m"), at: now())
+                runs.append(id)
+            }
+            for id in runs {
+                try await eventually("run \(id) waits") { try await stores[0].requireRun(id).status == .waitingForApproval }
+            }
+            #expect(tool.texts.withLock { $0 }.isEmpty)
+            let key = ActivityKey(step: "s1", attempt: 1, callIndex: 1)
+            _ = try await stores[0].decideApproval(
+                runs[0], key: key, decision: .init(verdict: .approve, decidedBy: "alice"), owner: "api-0")
+            _ = try await stores[1].decideApproval(
+                runs[1], key: key, decision: .init(verdict: .deny, reason: "no", decidedBy: "bob"), owner: "api-1")
+            _ = try await stores[1].decideApproval(
+                runs[2], key: key, decision: .init(verdict: .edit, arguments: #"{"text":"edited"}"#, decidedBy: "carol"), owner: "api-1")
+            for id in runs.prefix(3) {
+                try await eventually("run \(id) succeeds") { try await stores[1].requireRun(id).status == .succeeded }
+            }
+            #expect(try await stores[0].requireRun(runs[3]).status == .waitingForApproval)
+            clock.withLock { $0 += 3_601 }
+            try await eventually("the timeout's default applies") { try await stores[0].requireRun(runs[3]).status == .succeeded }
+            drain.begin()
+            await working.value
+            #expect(tool.texts.withLock { $0 }.sorted() == ["edited", "hello", "hello"], "approved, edited, timed out; denied never")
+            let timedOut = try RunStateMachine(runID: runs[3], replaying: try await stores[0].events(of: runs[3]))
+            #expect(timedOut.approvals[key]?.decision?.decidedBy == ApprovalDecision.timeoutDecider)
+        }
+    }
+
     @Test func writersOnTwoConnectionsNeverForkAJournal() async throws {
         try await withStores(2) { stores in
             let id = RunID.make()
@@ -270,7 +342,7 @@ struct PostgresRunStoreTests {
                 dry.output.contains("-- migration 1") && dry.output.contains("CREATE TABLE troupe_runs")
                     && dry.output.contains("-- migration 2"))
             let pending = try await PostgresRunStore.pendingMigrations(url: url, logger: PostgresForTests.logger)
-            #expect(pending.map(\.version) == [1, 2, 3], "a dry run changes nothing")
+            #expect(pending.map(\.version) == [1, 2, 3, 4], "a dry run changes nothing")
             let applied = try await CLIProcess.run(["migrate", "--store", url], directory: directory)
             #expect(applied.status == 0 && applied.output.contains("applied migrations 1, 2, 3, 4"), "output:\n\(applied.output)")
             let again = try await CLIProcess.run(["migrate", "--store", url], directory: directory)
