@@ -148,8 +148,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
     private func create(
         id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
     ) async throws -> (summary: RunSummary, lease: Lease?) {
-        let event = RunEvent.runCreated(goal: goal, configuration: configuration)
-        let payload = try Self.encode(event)
+        let (event, payload, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
         let configurationJSON = try Self.encode(configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         let now = Self.millis(time)
@@ -180,7 +179,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
 
     public func append(_ events: [RunEvent], to run: RunID, expectedSequence: Int, lease: Lease?, at time: Date) async throws -> Int {
         guard !events.isEmpty else { return expectedSequence }
-        let payloads = try events.map(Self.encode)
+        let (events, payloads) = try StoredForm.masked(events)
         let cached = cache[run].flatMap { $0.lastSequence == expectedSequence ? $0 : nil }
         let now = Self.millis(time)
         do {

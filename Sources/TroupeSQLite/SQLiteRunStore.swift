@@ -167,8 +167,7 @@ public actor SQLiteRunStore: RunStore, KeyStore {
     private nonisolated func create(
         id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
     ) async throws -> (summary: RunSummary, lease: Lease?) {
-        let event = RunEvent.runCreated(goal: goal, configuration: configuration)
-        let payload = try Self.encode(event)
+        let (event, payload, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
         let configurationJSON = try Self.encode(configuration)
         return try await inNextCommit { store, database in
             let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
@@ -199,7 +198,7 @@ public actor SQLiteRunStore: RunStore, KeyStore {
         -> Int
     {
         guard !events.isEmpty else { return expectedSequence }
-        let payloads = try events.map(Self.encode)
+        let (events, payloads) = try StoredForm.masked(events)
         return try await inNextCommit { store, database in
             try store.write(events, payloads: payloads, to: run, expectedSequence: expectedSequence, lease: lease, at: time, in: database)
         }

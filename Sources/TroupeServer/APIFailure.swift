@@ -55,8 +55,8 @@ public struct APIFailure: Error, Sendable {
             let status = Self.status(for: error.code)
             self.init(
                 status: status, code: error.code.rawValue,
-                status == 500 ? "The server failed to handle the request; it was logged." : error.message,
-                details: status == 500 ? [:] : error.details)
+                status == 500 ? "The server failed to handle the request; it was logged." : Redactor.shared.redact(error.message),
+                details: status == 500 ? [:] : Redactor.shared.redact(error).details)
         case let error as HTTPError:
             switch error.status {
             case .notFound: self.init(status: 404, code: TroupeError.Code.notFound.rawValue, "There is no such route.")

@@ -126,7 +126,29 @@ public struct TroupeSettings: Sendable {
             directory: directory)
         var settings = try reader.settings()
         settings.file = path
+        for secret in settings.secrets { Redactor.shared.register(secret) }
         return settings
+    }
+
+    /// The secrets these settings hold, which the ``Redactor`` masks wherever text leaves the
+    /// process: model API keys, the store's password, and MCP servers' headers and variables
+    /// whose values came from `${NAME}`.
+    public var secrets: [String] {
+        var found = [apiKey].compactMap { $0 } + fallbacks.compactMap(\.apiKey)
+        if let store, let password = URLComponents(string: store)?.password { found.append(password) }
+        for server in mcpServers {
+            let values: [(String, String)]
+            switch server.transport {
+            case .stdio(_, _, let environment, _): values = environment.map { ("env.\($0.key)", $0.value) }
+            case .http(_, let headers): values = headers.map { ("headers.\($0.key)", $0.value) }
+            }
+            for (name, value) in values where server.templates[name].map({ $0 != value }) ?? false {
+                found.append(value)
+                // A header's token without its scheme (`Bearer …`), as it may appear alone.
+                if let space = value.firstIndex(of: " ") { found.append(String(value[value.index(after: space)...])) }
+            }
+        }
+        return found
     }
 
     /// `troupe.yaml` in `directory` when no settings file is named (`file`, `TROUPE_CONFIG`) and

@@ -35,7 +35,7 @@ public actor InMemoryRunStore: RunStore, KeyStore {
     private func insertRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) throws -> RunSummary {
         guard summaries[id] == nil else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
         if turns[configuration.owningTenant] == nil { turns[configuration.owningTenant] = 0 }
-        let event = RunEvent.runCreated(goal: goal, configuration: configuration)
+        let (event, _, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         summaries[id] = summary
         journals[id] = [RunEventRecord(sequence: 1, recordedAt: time, event: event)]
@@ -58,6 +58,7 @@ public actor InMemoryRunStore: RunStore, KeyStore {
         guard summary.lastSequence == expectedSequence else {
             throw TroupeError.conflict(run, expected: expectedSequence, actual: summary.lastSequence)
         }
+        let events = try StoredForm.masked(events).events
         var sequence = expectedSequence
         for event in events {
             sequence += 1

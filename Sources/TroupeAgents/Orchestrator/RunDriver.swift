@@ -478,7 +478,7 @@ public struct RunDriver: Sendable {
                     guard stream else { return try await model.complete(request) }
                     // The text as it comes, for live followers (the journal gets the whole answer).
                     return try await model.collect(request) { event in
-                        if case .textDelta(let text) = event { store.publish(LiveText(run: run, activity: key, text: text)) }
+                        if case .textDelta(let text) = event { store.publish(LiveText(run: run, activity: key, text: Redactor.shared.redact(text))) }
                     }
                 }
             } catch {

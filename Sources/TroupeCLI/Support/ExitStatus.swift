@@ -44,6 +44,7 @@ func reportingErrors(verbose: Bool, _ body: () async throws -> Void) async throw
     } catch let exit as ExitCode {
         throw exit
     } catch let error as TroupeError {
+        let error = Redactor.shared.redact(error)
         var line = "error: \(error.message)"
         if verbose {
             line += "\n  code: \(error.code)"

@@ -84,6 +84,11 @@ final class ProgressPrinter: Sendable {
         }
     }
 
+    /// A progress line, masked as the journal is: the driver's events are the raw ones it keeps in memory.
+    private func say(_ line: String) {
+        TroupeCLI.say(Redactor.shared.redact(line))
+    }
+
     static func oneLine(_ text: String) -> String {
         text.split(whereSeparator: \.isNewline).joined(separator: " ⏎ ")
     }

@@ -34,6 +34,7 @@ struct RemoteServer {
     static func chosen(_ flag: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> RemoteServer? {
         guard let url = flag ?? environment["TROUPE_SERVER"], !url.isEmpty else { return nil }
         let key = environment["TROUPE_API_KEY"].flatMap { $0.isEmpty ? nil : $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        if let key { Redactor.shared.register(key) }
         return try RemoteServer(url, apiKey: key)
     }
 

@@ -25,12 +25,12 @@ public struct RewritingLogHandler: LogHandler {
 
     public var metadata: Logger.Metadata {
         get { base.metadata }
-        set { base.metadata = newValue }
+        set { base.metadata = newValue.mapValues { .string(rewrite($0.description)) } }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { base[metadataKey: key] }
-        set { base[metadataKey: key] = newValue }
+        set { base[metadataKey: key] = newValue.map { .string(rewrite($0.description)) } }
     }
 
     public func log(event: LogEvent) {
