@@ -12,7 +12,8 @@ struct TroupeCommand: AsyncParsableCommand {
         // Log lines quote what servers and models sent (an MCP server's stderr, say): they reach
         // the terminal through the same filter as everything else.
         LoggingSystem.bootstrap { label in
-            RewritingLogHandler(base: StreamLogHandler.standardError(label: label), rewrite: { TerminalText.safe(Redactor.shared.redact($0)) })
+            RewritingLogHandler(
+                base: StreamLogHandler.standardError(label: label), rewrite: { TerminalText.safe(Redactor.shared.redact($0)) })
         }
         await Self.main(nil)
     }

@@ -44,6 +44,19 @@ public struct APIServer: Sendable {
     public var pollInterval: Duration = .milliseconds(250)
     public var now: @Sendable () -> Date = { Date() }
     public var logger: Logger
+    /// Requests a second per key and per tenant (429 with `Retry-After` above them).
+    public var rates = RequestRates()
+    /// Event streams one key may hold open at once (429 above).
+    public var maxStreamsPerKey = 16
+    /// Limits of the runs each tenant creates, by tenant.
+    public var tenantLimits: [String: TenantRunLimits] = [:]
+    let buckets = TokenBuckets()
+    let streams = StreamCounter()
+
+    /// Event streams open now with the key `keyID` (`nil`: on a server without keys).
+    public func openStreams(keyID: String?) -> Int {
+        streams.count(of: "key:\(keyID ?? "open")")
+    }
 
     public init(
         store: any RunStore,

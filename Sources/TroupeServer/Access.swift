@@ -182,7 +182,44 @@ struct RoleMiddleware: ServerMiddleware {
     }
 }
 
+/// After the role check: each caller's requests against its key's and its tenant's token
+/// buckets (``APIServer/rates``). Public routes are not limited.
+struct RateMiddleware: ServerMiddleware {
+    let server: APIServer
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        guard RoleMiddleware.required[operationID] != .some(.none), let caller = Caller.current else {
+            return try await next(request, body, metadata)
+        }
+        let rates = server.rates
+        let now = server.now()
+        let checks: [(String, Double, Int, String)] = [
+            ("key:\(caller.keyID ?? "open")", rates.perKey, rates.perKeyBurst, "this key"),
+            ("tenant:\(caller.tenant)", rates.perTenant, rates.perTenantBurst, "this tenant"),
+        ]
+        for (name, rate, burst, whose) in checks {
+            if let wait = server.buckets.take(name, rate: rate, burst: burst, at: now) {
+                throw APIFailure.tooManyRequests(
+                    "Too many requests from \(whose) (at most \(String(format: "%g", rate)) a second, \(burst) at once); retry later.",
+                    retryAfter: wait)
+            }
+        }
+        return try await next(request, body, metadata)
+    }
+}
+
 extension APIFailure {
+    /// A 429 with `Retry-After` in whole seconds (at least 1).
+    static func tooManyRequests(_ message: String, retryAfter seconds: Double) -> APIFailure {
+        let whole = max(1, Int(seconds.rounded(.up)))
+        return APIFailure(
+            status: 429, code: TroupeError.Code.rateLimited.rawValue, message, details: ["retryAfter": "\(whole)"],
+            headers: ["Retry-After": "\(whole)"])
+    }
+
     /// A 401 with its `WWW-Authenticate` challenge (RFC 6750): `invalid_token` when a key was sent.
     static func unauthorized(keySent: Bool) -> APIFailure {
         APIFailure(

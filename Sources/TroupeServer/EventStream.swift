@@ -23,6 +23,8 @@ struct EventStream {
     /// The key the stream was opened with, checked again every ``APIServer/keyCheckInterval``: a
     /// stream ends once its key is revoked or expired (`nil` on a server without keys).
     var keyID: String?
+    /// The stream's place among its key's open streams, given back once the stream is gone.
+    var slot: StreamCounter.Slot?
 
     /// How often live text is looked for between journal reads.
     static let tokenInterval = Duration.milliseconds(50)
@@ -32,7 +34,10 @@ struct EventStream {
     func bytes() -> AsyncThrowingStream<ArraySlice<UInt8>, any Error> {
         let cursor = Cursor(
             server: server, store: store, run: run, sequence: after, liveText: tokens ? store.liveText(of: run) : nil, keyID: keyID)
-        return AsyncThrowingStream(unfolding: { await cursor.next() })
+        return AsyncThrowingStream(unfolding: { [slot] in
+            withExtendedLifetime(slot) {}
+            return await cursor.next()
+        })
     }
 
     /// One SSE event. The JSON is on one line: the encoder escapes newlines in strings.

@@ -19,7 +19,7 @@ extension APIServer {
         router.add(middleware: CallerMiddleware())
         try RunsAPI(server: self).registerHandlers(
             on: router, serverURL: URL(string: "/")!, configuration: APIDates.configuration,
-            middlewares: [ErrorMiddleware(logger: logger), RoleMiddleware(logger: logger)])
+            middlewares: [ErrorMiddleware(logger: logger), RoleMiddleware(logger: logger), RateMiddleware(server: self)])
         let yaml = OpenAPIDocument.yaml
         let json = try Self.json(fromYAML: yaml)
         router.get("openapi.yaml") { _, _ in Self.document(yaml, type: "application/yaml") }

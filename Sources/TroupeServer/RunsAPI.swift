@@ -147,6 +147,18 @@ struct RunsAPI: APIProtocol {
             }
             configuration.metadata = metadata.isEmpty ? nil : metadata
         }
+        if let limits = server.tenantLimits[try caller.tenant] {
+            if let most = limits.maxSteps {
+                if let asked = body.maxSteps, asked > most {
+                    throw TroupeError(
+                        .invalidInput, "maxSteps may be at most \(most) for this tenant (got \(asked)).", details: ["field": "maxSteps"])
+                }
+                configuration.maxSteps = min(configuration.maxSteps, most)
+            }
+            if let most = limits.maxToolOutputCharacters {
+                configuration.maxToolOutputCharacters = min(configuration.maxToolOutputCharacters ?? most, most)
+            }
+        }
         return configuration
     }
 
@@ -289,8 +301,14 @@ struct RunsAPI: APIProtocol {
             }
             after = max(after, sequence)
         }
+        let holder = "key:\(Caller.current?.keyID ?? "open")"
+        guard let slot = server.streams.slot(for: holder, limit: server.maxStreamsPerKey) else {
+            throw APIFailure.tooManyRequests(
+                "This key has \(server.maxStreamsPerKey) event streams open, the most it may; close one first.", retryAfter: 5)
+        }
         let stream = EventStream(
-            server: server, store: try store, run: id, after: after, tokens: input.query.tokens ?? false, keyID: Caller.current?.keyID)
+            server: server, store: try store, run: id, after: after, tokens: input.query.tokens ?? false, keyID: Caller.current?.keyID,
+            slot: slot)
         return .ok(.init(body: .textEventStream(HTTPBody(stream.bytes(), length: .unknown, iterationBehavior: .single))))
     }
 

@@ -76,10 +76,15 @@ public enum SettingKeys {
         key("server.workspaceRoot", .string),
         key("server.allowedTools", .stringArray),
         key("server.models", .stringArray),
+        key("server.rateLimit.perKey", .double),
+        key("server.rateLimit.perKeyBurst", .int),
+        key("server.rateLimit.perTenant", .double),
+        key("server.rateLimit.perTenantBurst", .int),
+        key("server.maxStreamsPerKey", .int),
     ]
 
     /// A tenant's settings under `tenants.NAME.`.
-    public static let tenantFields: [String: Kind] = ["maxConcurrentRuns": .int]
+    public static let tenantFields: [String: Kind] = ["maxConcurrentRuns": .int, "maxSteps": .int, "maxToolOutputCharacters": .int]
 
     /// The limits of a tool (or tool pattern) under `tools.limits.NAME.`.
     public static let toolLimitFields: [String: Kind] = [

@@ -327,6 +327,18 @@ public struct ServerSettings: Sendable, Hashable {
     public var allowedTools = ["fs"]
     /// The models a request may name besides the default (`server.models`).
     public var models: [String] = []
+    /// Requests a second one key may send (`server.rateLimit.perKey`; 0: no limit), and at once (`perKeyBurst`).
+    public var requestsPerKey = 20.0
+    public var requestBurstPerKey = 40
+    /// Requests a second all of a tenant's keys may send (`server.rateLimit.perTenant`; 0: no limit), and at once.
+    public var requestsPerTenant = 50.0
+    public var requestBurstPerTenant = 100
+    /// Event streams one key may hold open at once (`server.maxStreamsPerKey`).
+    public var maxStreamsPerKey = 16
+    /// The most steps a plan of a tenant's runs may have (`tenants.NAME.maxSteps`), by tenant.
+    public var maxStepsByTenant: [String: Int] = [:]
+    /// The longest tool output a tenant's runs send their model (`tenants.NAME.maxToolOutputCharacters`), by tenant.
+    public var maxToolOutputCharactersByTenant: [String: Int] = [:]
 
     public init() {}
 }

@@ -189,6 +189,17 @@ struct SettingsReader {
             server.allowedTools = entries
         }
         if let models = try strings("server.models") { server.models = models }
+        if let value = try double("server.rateLimit.perKey", in: 0...100_000) { server.requestsPerKey = value }
+        if let value = try int("server.rateLimit.perKeyBurst", in: 1...1_000_000) { server.requestBurstPerKey = value }
+        if let value = try double("server.rateLimit.perTenant", in: 0...100_000) { server.requestsPerTenant = value }
+        if let value = try int("server.rateLimit.perTenantBurst", in: 1...1_000_000) { server.requestBurstPerTenant = value }
+        if let value = try int("server.maxStreamsPerKey", in: 1...100_000) { server.maxStreamsPerKey = value }
+        for name in names(under: "tenants.") {
+            if let value = try int("tenants.\(name).maxSteps", in: 1...100) { server.maxStepsByTenant[name] = value }
+            if let value = try int("tenants.\(name).maxToolOutputCharacters", in: 100...100_000_000) {
+                server.maxToolOutputCharactersByTenant[name] = value
+            }
+        }
         return server
     }
 

@@ -22,7 +22,8 @@ struct APITestServer {
 
     static func with<T: Sendable>(
         store: any RunStore = InMemoryRunStore(), access: APIAccess = .open, model: PlayingModel = PlayingModel(), worker: Bool = true,
-        tools: ToolRegistry? = nil, keepAlive: Duration = .seconds(15), _ body: (APITestServer) async throws -> T
+        tools: ToolRegistry? = nil, keepAlive: Duration = .seconds(15), configure: (inout APIServer) -> Void = { _ in },
+        _ body: (APITestServer) async throws -> T
     ) async throws -> T {
         try await withTemporaryDirectory { root in
             var configured = APIServer(
@@ -31,6 +32,8 @@ struct APITestServer {
             configured.pollInterval = .milliseconds(20)
             configured.keyCheckInterval = .milliseconds(50)
             configured.keepAliveInterval = keepAlive
+            configured.rates = .unlimited
+            configure(&configured)
             let server = configured
             let (ports, portSink) = AsyncStream.makeStream(of: Int.self)
             let application = try server.application(host: "127.0.0.1", port: 0) { port in portSink.yield(port) }

@@ -286,7 +286,7 @@ import TroupeServer
         _ = try await store.createRun(id: id, goal: "waits", configuration: configuration, at: Date())
         try await APITestServer.with(store: store, access: .keys(store), worker: false) { api in
             async let stream = api.send(.GET, "/v1/runs/\(id)/events", headers: [("Authorization", "Bearer \(made.key)")])
-            try await Task.sleep(for: .milliseconds(200))
+            try await eventually("the stream is open") { api.server.openStreams(keyID: made.record.id) == 1 }
             _ = try await store.revokeKey(id: made.record.id, tenant: nil, at: Date())
             let answer = try await stream
             #expect(answer.status == 200)

@@ -56,7 +56,8 @@ import TroupeTesting
         #expect(redactor.redact("x pa\"ss\\word-0123 y") == "x \(Redactor.mask) y")
         // In an event's JSON the secret is escaped: it is masked there too, and the JSON stays valid.
         let event = RunEvent.activityCompleted(
-            key: ActivityKey(step: "s1", attempt: 1, callIndex: 1), result: .tool(ToolOutput("token: pa\"ss\\word-0123 and \(Self.shapes[0])")))
+            key: ActivityKey(step: "s1", attempt: 1, callIndex: 1),
+            result: .tool(ToolOutput("token: pa\"ss\\word-0123 and \(Self.shapes[0])")))
         let masked = try redactor.redact(event)
         guard case .activityCompleted(_, .tool(let output)) = masked.event else {
             Issue.record("the event kept its kind")

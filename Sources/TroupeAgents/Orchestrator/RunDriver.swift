@@ -185,10 +185,16 @@ public struct RunDriver: Sendable {
         }
         guard try journal.stageOpening(owner: owner, configuration: configuration, resolution: resolution) else { return journal.machine }
         try await journal.flush()
-        guard journal.machine.configuration.readOnly == true else { return try await loop(journal, keeper: keeper) }
-        // A read-only run is offered (and may call) only the tools that only read.
+        let configured = journal.machine.configuration
+        guard configured.readOnly == true || configured.maxToolOutputCharacters != nil else {
+            return try await loop(journal, keeper: keeper)
+        }
         var restricted = self
-        restricted.tools = tools.readOnly()
+        // A read-only run is offered (and may call) only the tools that only read.
+        if configured.readOnly == true { restricted.tools = tools.readOnly() }
+        if let most = configured.maxToolOutputCharacters {
+            restricted.executor.maxToolOutputCharacters = min(executor.maxToolOutputCharacters, most)
+        }
         return try await restricted.loop(journal, keeper: keeper)
     }
 
@@ -478,7 +484,9 @@ public struct RunDriver: Sendable {
                     guard stream else { return try await model.complete(request) }
                     // The text as it comes, for live followers (the journal gets the whole answer).
                     return try await model.collect(request) { event in
-                        if case .textDelta(let text) = event { store.publish(LiveText(run: run, activity: key, text: Redactor.shared.redact(text))) }
+                        if case .textDelta(let text) = event {
+                            store.publish(LiveText(run: run, activity: key, text: Redactor.shared.redact(text)))
+                        }
                     }
                 }
             } catch {

@@ -84,7 +84,7 @@ struct ServeCommand: AsyncParsableCommand {
                     }
                     access = .keys(keys)
                 }
-                let server = APIServer(
+                var server = APIServer(
                     store: runtime.store, access: access, runDefaults: settings.runDefaults,
                     models: settings.server.models, allowedTools: settings.server.allowedTools, workspaceRoot: root, drain: drain,
                     owner: runtime.owner.description, logger: logger,
@@ -105,6 +105,15 @@ struct ServeCommand: AsyncParsableCommand {
                         }
                         configuration.toolRules = ToolRules(settings, toolGroups: configuration.tools).jsonValue
                     })
+                server.rates = RequestRates(
+                    perKey: settings.server.requestsPerKey, perKeyBurst: settings.server.requestBurstPerKey,
+                    perTenant: settings.server.requestsPerTenant, perTenantBurst: settings.server.requestBurstPerTenant)
+                server.maxStreamsPerKey = settings.server.maxStreamsPerKey
+                for tenant in Set(settings.server.maxStepsByTenant.keys).union(settings.server.maxToolOutputCharactersByTenant.keys) {
+                    server.tenantLimits[tenant] = TenantRunLimits(
+                        maxSteps: settings.server.maxStepsByTenant[tenant],
+                        maxToolOutputCharacters: settings.server.maxToolOutputCharactersByTenant[tenant])
+                }
                 let host = host
                 let location = runtime.opened.location
                 let listening = ListeningFlag()

@@ -46,6 +46,9 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
     /// Offer the run's agents only the tools that only read (`true`; `nil` or `false`: every
     /// tool the policy permits). The API's `readOnly` and the CLI's `--read-only`.
     public var readOnly: Bool?
+    /// The longest tool output the run's model is sent, in characters (`nil`: the executor's
+    /// default, 64,000); what a tenant's `maxToolOutputCharacters` sets.
+    public var maxToolOutputCharacters: Int?
 
     /// The tenant of runs made without one: the CLI's local runs, and every run of a server
     /// without keys.
@@ -104,6 +107,9 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         try require((0...10).contains(maxModelCallFailures), "max model call failures must be between 0 and 10.")
         try require(stepTimeoutSeconds > 0 && stepTimeoutSeconds <= 86_400, "The step timeout must be between 0 and 86400 seconds.")
         try require(maxTokens.map { (1...10_000_000).contains($0) } ?? true, "max tokens must be between 1 and 10000000.")
+        try require(
+            maxToolOutputCharacters.map { (100...100_000_000).contains($0) } ?? true,
+            "max tool output characters must be between 100 and 100000000.")
         return self
     }
 
@@ -130,5 +136,6 @@ public struct RunConfiguration: Sendable, Hashable, Codable {
         requestDigest = try c.decodeIfPresent(String.self, forKey: .requestDigest)
         tenant = try c.decodeIfPresent(String.self, forKey: .tenant)
         readOnly = try c.decodeIfPresent(Bool.self, forKey: .readOnly)
+        maxToolOutputCharacters = try c.decodeIfPresent(Int.self, forKey: .maxToolOutputCharacters)
     }
 }
