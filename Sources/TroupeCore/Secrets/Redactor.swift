@@ -130,7 +130,8 @@ public final class Redactor: Sendable {
                 return literal.withUTF8Buffer { literal in
                     for position in 0..<length {
                         var byte = bytes[offset + position]
-                        if byte >= 0x41 && byte <= 0x5A && literal[position] >= 0x61 { byte += 0x20 }  // case-insensitive for lowercase literals
+                        // A lowercase letter of the literal matches either case.
+                        if byte >= 0x41 && byte <= 0x5A && literal[position] >= 0x61 { byte += 0x20 }
                         if byte != literal[position] { return false }
                     }
                     return true
