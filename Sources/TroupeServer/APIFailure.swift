@@ -92,7 +92,18 @@ struct ErrorMiddleware: ServerMiddleware {
     ) async throws -> (HTTPResponse, HTTPBody?) {
         do {
             // A POST without a body (cancel, resume) has no JSON to decode.
-            return try await next(request, body?.length == .known(0) ? nil : body, metadata)
+            guard let body, body.length != .known(0) else { return try await next(request, nil, metadata) }
+            // The document has no nullable field: `null` is refused, not read as absent.
+            let bytes = try await Data(collecting: body, upTo: APIServer.maxBodyBytes)
+            if case .object(let members) = try? JSONValue.parse(String(decoding: bytes, as: UTF8.self)),
+                let field = members.keys.sorted().first(where: { members[$0] == .null })
+            {
+                let failure = APIFailure(
+                    status: 400, code: TroupeError.Code.invalidInput.rawValue, "The field '\(field)' may not be null: leave it out.",
+                    details: ["field": field])
+                return (HTTPResponse(status: .init(code: failure.status), headerFields: failure.headerFields), HTTPBody(failure.body))
+            }
+            return try await next(request, bytes.isEmpty ? nil : HTTPBody(bytes), metadata)
         } catch let error as ServerError {
             let failure: APIFailure
             if error.underlyingError is APIFailure || error.underlyingError is TroupeError {

@@ -198,7 +198,7 @@ struct RunsAPI: APIProtocol {
             let batch = try await store.runs(
                 RunQuery(
                     statuses: statuses, createdAfter: query.createdAfter, createdBefore: query.createdBefore, after: position,
-                    limit: wanted, tenant: query.tenant))
+                    limit: wanted, tenant: try Self.tenantFilter(query.tenant)))
             exhausted = batch.count < wanted
             scanned += batch.count
             page += batch.filter { summary in filters.allSatisfy { summary.configuration.metadata?[$0.0] == $0.1 } }
@@ -250,7 +250,11 @@ struct RunsAPI: APIProtocol {
     // MARK: Approvals
 
     func listApprovals(_ input: Operations.ListApprovals.Input) async throws -> Operations.ListApprovals.Output {
-        let approvals = try await store.waitingApprovals(tenant: input.query.tenant, limit: input.query.limit ?? 100)
+        let limit = input.query.limit ?? 100
+        guard (1...500).contains(limit) else {
+            throw TroupeError(.invalidInput, "limit must be between 1 and 500 (got \(limit)).", details: ["field": "limit"])
+        }
+        let approvals = try await store.waitingApprovals(tenant: try Self.tenantFilter(input.query.tenant), limit: limit)
         let list = try JSONCoding.decoder().decode(
             Components.Schemas.ApprovalList.self, from: JSONCoding.encoder().encode(["approvals": approvals]))
         return .ok(.init(body: .json(list)))
@@ -295,6 +299,9 @@ struct RunsAPI: APIProtocol {
         let id = RunID(input.path.id)
         _ = try await store.requireRun(id)
         var after = input.query.after ?? 0
+        guard after >= 0 else {
+            throw TroupeError(.invalidInput, "after must be 0 or more (got \(after)).", details: ["field": "after"])
+        }
         if let last = input.headers.lastEventID {
             guard let sequence = Int(last.trimmingCharacters(in: .whitespaces)), sequence >= 0 else {
                 throw TroupeError(.invalidInput, "Last-Event-ID must be an event's sequence number (got '\(last.prefix(40))').")
@@ -315,7 +322,7 @@ struct RunsAPI: APIProtocol {
     // MARK: Keys
 
     func listKeys(_ input: Operations.ListKeys.Input) async throws -> Operations.ListKeys.Output {
-        let records = try await keyStore().keys(tenant: input.query.tenant)
+        let records = try await keyStore().keys(tenant: try Self.tenantFilter(input.query.tenant))
         return .ok(.init(body: .json(.init(keys: records.map { Self.convert($0, at: server.now()) }))))
     }
 
@@ -407,6 +414,12 @@ struct RunsAPI: APIProtocol {
     /// A report as the generated type: through its JSON, which is the contract both describe.
     static func convert(_ report: RunReport) throws -> Components.Schemas.Run {
         try JSONCoding.decoder().decode(Components.Schemas.Run.self, from: JSONCoding.encoder().encode(report))
+    }
+
+    /// A `tenant` query parameter, checked as a tenant name (an empty or malformed one is a 400).
+    static func tenantFilter(_ tenant: String?) throws -> String? {
+        guard let tenant else { return nil }
+        return try TenantName.validated(tenant)
     }
 
     /// Cursors are opaque to callers: the last run's position, base64url.
