@@ -148,7 +148,7 @@ public actor PostgresRunStore: RunStore, KeyStore {
     private func create(
         id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
     ) async throws -> (summary: RunSummary, lease: Lease?) {
-        let (event, payload, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
+        let (event, payload, goal) = try StoredForm.created(goal: goal, configuration: configuration)
         let configurationJSON = try Self.encode(configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         let now = Self.millis(time)

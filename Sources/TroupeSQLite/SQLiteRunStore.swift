@@ -167,7 +167,7 @@ public actor SQLiteRunStore: RunStore, KeyStore {
     private nonisolated func create(
         id: RunID, goal: String, configuration: RunConfiguration, lease: (owner: String, expiry: Date)?, at time: Date
     ) async throws -> (summary: RunSummary, lease: Lease?) {
-        let (event, payload, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
+        let (event, payload, goal) = try StoredForm.created(goal: goal, configuration: configuration)
         let configurationJSON = try Self.encode(configuration)
         return try await inNextCommit { store, database in
             let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)

@@ -196,16 +196,16 @@ struct RateMiddleware: ServerMiddleware {
         }
         let rates = server.rates
         let now = server.now()
-        let checks: [(String, Double, Int, String)] = [
-            ("key:\(caller.keyID ?? "open")", rates.perKey, rates.perKeyBurst, "this key"),
-            ("tenant:\(caller.tenant)", rates.perTenant, rates.perTenantBurst, "this tenant"),
-        ]
-        for (name, rate, burst, whose) in checks {
-            if let wait = server.buckets.take(name, rate: rate, burst: burst, at: now) {
-                throw APIFailure.tooManyRequests(
-                    "Too many requests from \(whose) (at most \(String(format: "%g", rate)) a second, \(burst) at once); retry later.",
-                    retryAfter: wait)
-            }
+        var rules = [TokenBuckets.Rule(name: "tenant:\(caller.tenant)", rate: rates.perTenant, burst: rates.perTenantBurst)]
+        // A server without keys has no key to count by: its tenant's bucket alone.
+        if let keyID = caller.keyID {
+            rules.insert(TokenBuckets.Rule(name: "key:\(keyID)", rate: rates.perKey, burst: rates.perKeyBurst), at: 0)
+        }
+        if let (rule, wait) = server.buckets.take(rules, at: now) {
+            let whose = rule.name.hasPrefix("key:") ? "this key" : "this tenant"
+            throw APIFailure.tooManyRequests(
+                "Too many requests from \(whose) (at most \(String(format: "%g", rule.rate)) a second, \(rule.burst) at once); retry later.",
+                retryAfter: wait)
         }
         return try await next(request, body, metadata)
     }

@@ -37,32 +37,53 @@ public struct TenantRunLimits: Sendable, Hashable {
 /// Token buckets by name (`key:ID`, `tenant:NAME`), in memory: each node of a fleet limits what
 /// it serves.
 final class TokenBuckets: Sendable {
+    /// One bucket to take from: its name, its rate (tokens a second; 0: no limit) and how many it holds.
+    struct Rule: Sendable {
+        var name: String
+        var rate: Double
+        var burst: Int
+        var capacity: Double { Double(max(burst, 1)) }
+    }
+
     private struct Bucket {
         var tokens: Double
         var at: Date
+        var rate: Double
+        var capacity: Double
+
+        /// The bucket as it stands at `now`.
+        func refilled(at now: Date) -> Bucket {
+            var bucket = self
+            bucket.tokens = min(capacity, tokens + max(0, now.timeIntervalSince(at)) * rate)
+            bucket.at = now
+            return bucket
+        }
     }
 
     private let buckets = Mutex<[String: Bucket]>([:])
-    /// Buckets kept before full, idle ones are dropped.
+    /// Buckets kept before full ones (which a new bucket would equal) are dropped.
     static let pruneAbove = 10_000
 
-    /// Takes a token from `name`'s bucket; `nil` when there was one, else the seconds until there is.
-    func take(_ name: String, rate: Double, burst: Int, at now: Date) -> Double? {
-        guard rate > 0 else { return nil }
-        let capacity = Double(max(burst, 1))
+    /// Takes a token from each bucket of `rules` if every one has a token (and from none
+    /// otherwise); `nil` then, else the rule that refused and the seconds until it has a token.
+    func take(_ rules: [Rule], at now: Date) -> (rule: Rule, wait: Double)? {
+        let rules = rules.filter { $0.rate > 0 }
+        guard !rules.isEmpty else { return nil }
         return buckets.withLock { buckets in
-            var bucket = buckets[name] ?? Bucket(tokens: capacity, at: now)
-            let elapsed = max(0, now.timeIntervalSince(bucket.at))
-            bucket.tokens = min(capacity, bucket.tokens + elapsed * rate)
-            bucket.at = now
-            defer {
-                buckets[name] = bucket
-                if buckets.count > Self.pruneAbove {
-                    buckets = buckets.filter { $0.value.tokens + now.timeIntervalSince($0.value.at) * rate < capacity }
-                }
+            var taken: [(String, Bucket)] = []
+            for rule in rules {
+                var bucket = (buckets[rule.name] ?? Bucket(tokens: rule.capacity, at: now, rate: rule.rate, capacity: rule.capacity))
+                bucket.rate = rule.rate
+                bucket.capacity = rule.capacity
+                bucket = bucket.refilled(at: now)
+                guard bucket.tokens >= 1 else { return (rule, (1 - bucket.tokens) / rule.rate) }
+                bucket.tokens -= 1
+                taken.append((rule.name, bucket))
             }
-            guard bucket.tokens >= 1 else { return (1 - bucket.tokens) / rate }
-            bucket.tokens -= 1
+            for (name, bucket) in taken { buckets[name] = bucket }
+            if buckets.count > Self.pruneAbove {
+                buckets = buckets.filter { $0.value.refilled(at: now).tokens < $0.value.capacity }
+            }
             return nil
         }
     }

@@ -132,14 +132,18 @@ public struct TroupeSettings: Sendable {
 
     /// The secrets these settings hold, which the ``Redactor`` masks wherever text leaves the
     /// process: model API keys, the store's password, and MCP servers' headers and variables
-    /// whose values came from `${NAME}`.
+    /// whose values came from `${NAME}` (variables only when their name says they hold one:
+    /// `KEY`, `TOKEN`, `SECRET`, `PASSWORD`, `PASS`, `AUTH`, `CREDENTIAL`).
     public var secrets: [String] {
         var found = [apiKey].compactMap { $0 } + fallbacks.compactMap(\.apiKey)
         if let store, let password = URLComponents(string: store)?.password { found.append(password) }
         for server in mcpServers {
             let values: [(String, String)]
             switch server.transport {
-            case .stdio(_, _, let environment, _): values = environment.map { ("env.\($0.key)", $0.value) }
+            case .stdio(_, _, let environment, _):
+                let secretNames = ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASS", "AUTH", "CREDENTIAL"]
+                values = environment.filter { variable in secretNames.contains { variable.key.uppercased().contains($0) } }
+                    .map { ("env.\($0.key)", $0.value) }
             case .http(_, let headers): values = headers.map { ("headers.\($0.key)", $0.value) }
             }
             for (name, value) in values where server.templates[name].map({ $0 != value }) ?? false {

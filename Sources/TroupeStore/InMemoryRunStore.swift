@@ -35,7 +35,7 @@ public actor InMemoryRunStore: RunStore, KeyStore {
     private func insertRun(id: RunID, goal: String, configuration: RunConfiguration, at time: Date) throws -> RunSummary {
         guard summaries[id] == nil else { throw TroupeError(.invalidInput, "Run \(id) already exists.") }
         if turns[configuration.owningTenant] == nil { turns[configuration.owningTenant] = 0 }
-        let (event, _, goal, configuration) = try StoredForm.created(goal: goal, configuration: configuration)
+        let (event, _, goal) = try StoredForm.created(goal: goal, configuration: configuration)
         let summary = RunSummary(id: id, goal: goal, configuration: configuration, createdAt: time).applying([event], at: time)
         summaries[id] = summary
         journals[id] = [RunEventRecord(sequence: 1, recordedAt: time, event: event)]

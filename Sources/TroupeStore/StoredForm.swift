@@ -18,34 +18,20 @@ package enum StoredForm {
     }
 
     /// Events as a store writes them: masked by the ``Redactor`` (configured secrets, credential
-    /// shapes), with their JSON text. The summary is computed from these, so that no column
-    /// holds what the journal does not.
+    /// shapes in their texts), with their JSON. The summary is computed from these, so that no
+    /// column holds what the journal does not.
     package static func masked(_ events: [RunEvent]) throws(TroupeError) -> (events: [RunEvent], payloads: [String]) {
-        var masked: [RunEvent] = []
-        var payloads: [String] = []
-        masked.reserveCapacity(events.count)
-        payloads.reserveCapacity(events.count)
-        for event in events {
-            do {
-                let written = try Redactor.shared.redact(event)
-                masked.append(written.event)
-                payloads.append(written.json)
-            } catch {
-                throw TroupeError(.internal, "Cannot encode a \(event.type) event: \(error)", underlying: error)
-            }
-        }
-        return (masked, payloads)
+        let masked = events.map(Redactor.shared.redact)
+        return (masked, try masked.map { event throws(TroupeError) in try json(event) })
     }
 
-    /// A new run's first event as a store writes it (masked), with the goal and configuration it carries.
+    /// A new run's first event as a store writes it (masked), with the goal it carries.
     package static func created(goal: String, configuration: RunConfiguration) throws(TroupeError) -> (
-        event: RunEvent, payload: String, goal: String, configuration: RunConfiguration
+        event: RunEvent, payload: String, goal: String
     ) {
-        let written = try masked([.runCreated(goal: goal, configuration: configuration)])
-        guard case .runCreated(let goal, let configuration) = written.events[0] else {
-            throw TroupeError(.internal, "Masking changed the kind of an event.")
-        }
-        return (written.events[0], written.payloads[0], goal, configuration)
+        let goal = Redactor.shared.redact(goal)
+        let event = RunEvent.runCreated(goal: goal, configuration: configuration)
+        return (event, try json(event), goal)
     }
 
     /// `value` as JSON text; a value that cannot be encoded is a bug (`internal`).

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import Troupe
 import TroupeTesting
@@ -15,8 +16,8 @@ import TroupeTesting
         var answer: ToolApproval
         let seen = Recorder<String>()
 
-        func review(_ call: ToolCall, context: ToolContext) async -> ToolApproval {
-            seen.add("\(call.name) \(call.arguments) \(context.stepID)")
+        func review(_ request: ApprovalRequest, context: ToolContext) async -> ToolApproval {
+            seen.add("\(request.call.name) \(request.call.arguments) \(context.stepID)")
             return answer
         }
     }
@@ -270,6 +271,89 @@ import TroupeTesting
         for event in events {
             let data = try JSONCoding.encode(event)
             #expect(try JSONCoding.decode(RunEvent.self, from: data) == event, "\(String(decoding: data, as: UTF8.self))")
+        }
+    }
+
+    /// A tool that takes longer than any test's step timeout.
+    struct Slow: Tool {
+        let name = "slow"
+        let description = "Takes its time."
+        let effect = ToolEffect.readOnly
+        let parameters: JSONSchema = .object([])
+        func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+            try await Task.sleep(for: .seconds(30))
+            return ToolOutput("late")
+        }
+    }
+
+    @Test func aCallWhoseStepEndedIsSettledSoTheRunNoLongerWaits() async throws {
+        let store = InMemoryRunStore()
+        let send = CountingTool(name: "send", effect: .sideEffecting)
+        let model = Self.script([("send", #"{"text":"a"}"#), ("slow", "{}")])
+        let configuration = RunConfiguration(model: "m", maxReplans: 0, stepTimeoutSeconds: 0.2)
+        let final = try await Self.driver(store, model: model, tools: [send, Slow()]).run(goal: "Go", configuration: configuration)
+        #expect(final.status == .failed)
+        let settled = try #require(final.approvals[Self.gatedKey]?.decision)
+        #expect(settled.verdict == .deny && settled.decidedBy == ApprovalDecision.systemDecider)
+        #expect(send.count == 0)
+        let summary = try await store.requireRun(final.runID)
+        #expect(summary.status == .failed && summary.pendingApprovals == 0)
+    }
+
+    @Test func aCallStartedBeforeItsToolNeededApprovalIsNotAskedAboutAndDoesNotRunUnapproved() async throws {
+        // A read-only call in flight when its driver died; on resume the tool needs approval.
+        let (store, id) = try await crashedJournal(
+            replies: [
+                .response(.plan(plan([("s1", ["append_line"], [])]))), .response(.toolCall("append_line", #"{"text":"x"}"#)),
+                .response(.text("done")),
+            ],
+            tool: CountingTool(name: "append_line", effect: .readOnly), goal: "Look")
+        let tool = CountingTool(name: "append_line", effect: .readOnly)
+        let model = ScriptedModel([.response(.text("done"))])
+        let final = try await Self.driver(
+            store, model: model, tools: [tool], policy: ToolPolicy(requireApproval: ["append_line"])
+        ).drive(id)
+        #expect(final.status == .succeeded)
+        #expect(tool.count == 0)
+        #expect(model.requests.last?.messages.last?.content?.contains("needs a person's approval") == true)
+    }
+
+    /// An approver that takes its time: the clock moves on while it decides.
+    final class Clock: Sendable {
+        let time = Mutex(fixedDate)
+        var now: Date { time.withLock { $0 } }
+    }
+
+    struct SlowApprover: ToolApprover {
+        let identity = "slow-person"
+        let clock: Clock
+        func review(_ request: ApprovalRequest, context: ToolContext) async -> ToolApproval {
+            clock.time.withLock { $0 += 600 }  // twice the step timeout
+            return .approved
+        }
+    }
+
+    @Test func theTimeAPersonTakesIsNotHeldAgainstTheStep() async throws {
+        let store = InMemoryRunStore()
+        let send = CountingTool(name: "send", effect: .sideEffecting)
+        let clock = Clock()
+        let driver = try Self.driver(store, model: Self.script(), tools: [send], approver: SlowApprover(clock: clock), now: { clock.now })
+        let final = try await driver.run(goal: "Send it", configuration: RunConfiguration(model: "m"))
+        #expect(final.status == .succeeded, "\(String(describing: final.error))")
+        #expect(send.count == 1)
+    }
+
+    @Test func theSameDecisionAgainIsARetryNotAConflict() async throws {
+        let store = InMemoryRunStore()
+        let send = CountingTool(name: "send", effect: .sideEffecting)
+        let waiting = try await Self.driver(store, model: Self.script(), tools: [send]).run(goal: "Go", configuration: .init(model: "m"))
+        let deny = ApprovalDecision(verdict: .deny, reason: " no ", decidedBy: "key_a")
+        let first = try await store.decideApproval(waiting.runID, key: Self.gatedKey, decision: deny, owner: "api")
+        let again = try await store.decideApproval(waiting.runID, key: Self.gatedKey, decision: deny, owner: "api")
+        #expect(first.sequence == again.sequence, "nothing more was journaled")
+        await #expect(throws: TroupeError.self) {
+            _ = try await store.decideApproval(
+                waiting.runID, key: Self.gatedKey, decision: ApprovalDecision(verdict: .approve, decidedBy: "key_a"), owner: "api")
         }
     }
 }

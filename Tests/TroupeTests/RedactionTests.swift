@@ -48,23 +48,45 @@ import TroupeTesting
         }
     }
 
-    @Test func configuredSecretsAreMaskedAlsoInsideJSON() throws {
+    @Test func configuredSecretsAreMaskedInEveryTextOfAnEvent() throws {
         let redactor = Redactor()
         redactor.register("short")  // too short to be masked: it would mask ordinary words
-        redactor.register("  pa\"ss\\word-0123  ")
+        redactor.register("  n\"ss\\word-0123  ")
         #expect(redactor.redact("a short word") == "a short word")
-        #expect(redactor.redact("x pa\"ss\\word-0123 y") == "x \(Redactor.mask) y")
-        // In an event's JSON the secret is escaped: it is masked there too, and the JSON stays valid.
+        #expect(redactor.redact("x n\"ss\\word-0123 y") == "x \(Redactor.mask) y")
+        let key = ActivityKey(step: "s1", attempt: 1, callIndex: 1)
         let event = RunEvent.activityCompleted(
-            key: ActivityKey(step: "s1", attempt: 1, callIndex: 1),
-            result: .tool(ToolOutput("token: pa\"ss\\word-0123 and \(Self.shapes[0])")))
-        let masked = try redactor.redact(event)
-        guard case .activityCompleted(_, .tool(let output)) = masked.event else {
+            key: key, result: .tool(ToolOutput("token:\nn\"ss\\word-0123\nAKIAIOSFODNN7EXAMPLE\nid.\(Self.shapes[8])\tpassword=hunter22")))
+        guard case .activityCompleted(_, .tool(let output)) = redactor.redact(event) else {
             Issue.record("the event kept its kind")
             return
         }
-        #expect(output.content == "token: \(Redactor.mask) and \(Redactor.mask)")
-        #expect(try JSONCoding.decode(RunEvent.self, from: Data(masked.json.utf8)) == masked.event)
+        let m = Redactor.mask
+        #expect(output.content == "token:\n\(m)\n\(m)\nid.\(m)\tpassword=\(m)")
+        // What replay executes is kept: a call's arguments and an edit's.
+        let call = ToolCall(id: "c", name: "shell", arguments: #"{"url":"https://u:n\"ss@h","auth":"Bearer abcdefghijkl"}"#)
+        let response = ChatResponse(
+            message: .assistant("Bearer abcdefghijkl", toolCalls: [call]), finishReason: .toolCalls, usage: .zero, model: "m")
+        guard case .activityCompleted(_, .model(let kept)) = redactor.redact(.activityCompleted(key: key, result: .model(response))) else {
+            Issue.record("the event kept its kind")
+            return
+        }
+        #expect(kept.message.toolCalls == [call] && kept.message.content == "Bearer \(m)")
+    }
+
+    @Test func aPrivateKeyCutOffIsMaskedToTheEndAndHostileTextStaysLinear() {
+        let redactor = Redactor()
+        let clipped = "out:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n…[output truncated: 99 more characters]"
+        #expect(redactor.redact(clipped) == "out:\n\(Redactor.mask)")
+        // Inputs that would make a backtracking matcher quadratic: answered at once, sensibly.
+        for hostile in [
+            String(repeating: "-----BEGIN PRIVATE KEY-----", count: 2_400), String(repeating: "eyJ-", count: 16_000),
+            String(repeating: "bearer ", count: 9_000), String(repeating: "a://", count: 16_000), String(repeating: "sk-", count: 20_000),
+            String(repeating: "password=", count: 7_000),
+        ] {
+            let masked = redactor.redact(hostile)
+            #expect(masked.utf8.count <= hostile.utf8.count + 10 * Redactor.mask.count)
+        }
     }
 
     /// A tool whose output and error carry secrets.

@@ -67,13 +67,16 @@ public struct ExecutorAgent: Sendable {
     ///   - truncated: the model's answer was cut off at its token limit (`finish_reason`
     ///     `length`), so broken arguments are most likely cut short; the error says so.
     ///   - earlierCalls: how many calls of this tool the run made before this one.
+    ///   - approved: a person approved this call (journaled); a call of a tool that needs
+    ///     approval is refused without it.
     public func run(
         _ call: ToolCall,
         allowed: [String],
         tools: ToolRegistry,
         context: ToolContext,
         truncated: Bool = false,
-        earlierCalls: Int = 0
+        earlierCalls: Int = 0,
+        approved: Bool = false
     ) async -> ToolOutput {
         let permitted = allowed.isEmpty || allowed.contains(call.name)
         guard permitted, let tool = tools.tool(named: call.name) else {
@@ -96,6 +99,9 @@ public struct ExecutorAgent: Sendable {
                 "The arguments for \(call.name) do not match its schema:\n"
                     + violations.prefix(10).map { "- \($0)" }.joined(separator: "\n")
             )
+        }
+        if tools.policy.needsApproval(call.name) && !approved {
+            return .error("\(call.name) needs a person's approval for each call, and this call has none; it was not run.")
         }
         let limits = tools.policy.limits(for: call.name)
         if let most = limits.maxCallsPerRun, earlierCalls >= most {

@@ -90,10 +90,19 @@ extension RunStore {
             if machine.status.isTerminal {
                 throw TroupeError(.invalidTransition, "Run \(id) already \(machine.status.rawValue); there is nothing to decide.")
             }
+            if let key, let state = machine.approvals[key], let existing = state.decision, existing.decidedBy == decision.decidedBy,
+                existing.verdict == decision.verdict,
+                existing.arguments == decision.arguments.flatMap({ try? state.request.checkedArguments($0) }),
+                existing.reason
+                    == decision.reason.map({ String($0.trimmingCharacters(in: .whitespacesAndNewlines).prefix(2_000)) })
+                    .flatMap({ $0.isEmpty ? nil : $0 })
+            {
+                return machine  // the same decision again (a retry after a lost answer): done already
+            }
             let approval = try Self.approval(key, of: machine)
             var decision = decision
             if decision.verdict == .edit {
-                decision.arguments = try Self.editedArguments(decision.arguments, of: approval.request)
+                decision.arguments = try approval.request.checkedArguments(decision.arguments)
             } else {
                 decision.arguments = nil
             }
@@ -144,29 +153,6 @@ extension RunStore {
                 "Call \(key) of run \(machine.runID) was already decided (\(decided.verdict.rawValue) by \(decided.decidedBy)).")
         }
         return approval
-    }
-
-    /// Edited arguments as compact JSON, once checked: a JSON object that satisfies the tool's parameters.
-    private static func editedArguments(_ text: String?, of request: ApprovalRequest) throws(TroupeError) -> String {
-        guard let text, !text.isEmpty else { throw TroupeError(.invalidInput, "An edit needs the new arguments (a JSON object).") }
-        let value: JSONValue
-        do {
-            value = try JSONValue.parse(text)
-        } catch {
-            throw TroupeError(.invalidInput, "The edited arguments are not valid JSON: \(error.message)")
-        }
-        guard case .object = value else { throw TroupeError(.invalidInput, "The edited arguments must be a JSON object.") }
-        if let parameters = request.parameters {
-            let violations = parameters.validate(value)
-            guard violations.isEmpty else {
-                throw TroupeError(
-                    .invalidInput,
-                    "The edited arguments do not match the schema of \(request.call.name): "
-                        + violations.prefix(10).map { "\($0)" }.joined(separator: "; "),
-                    details: ["reason": "schemaViolation"])
-            }
-        }
-        return value.jsonString
     }
 }
 

@@ -256,7 +256,7 @@ public struct RunDriver: Sendable {
                         asked.insert(approval.key)
                         asking += 1
                         let context = toolContext(for: approval.key, in: journal.machine)
-                        group.addTask { .decision(approval.key, await approver.review(approval.request.call, context: context)) }
+                        group.addTask { .decision(approval.key, await approver.review(approval.request, context: context)) }
                     }
                 }
                 if inFlight.isEmpty && asking == 0 {
@@ -278,10 +278,16 @@ public struct RunDriver: Sendable {
                     try journal.stageOutcome(events)
                 case .decision(let key, let answer):
                     asking -= 1
-                    if let decision = answer.decision(by: tools.approver?.identity ?? "approver"),
-                        journal.machine.approvals[key]?.decision == nil
+                    if var decision = answer.decision(by: tools.approver?.identity ?? "approver"),
+                        let state = journal.machine.approvals[key], state.decision == nil
                     {
-                        try journal.stageOutcome([.approvalDecided(key: key, decision: decision)])
+                        do {
+                            if decision.verdict == .edit { decision.arguments = try state.request.checkedArguments(decision.arguments) }
+                            try journal.stageOutcome([.approvalDecided(key: key, decision: decision)])
+                        } catch let error as TroupeError where error.code == .invalidInput {
+                            logger.warning(
+                                "the approver's edit was refused; the call keeps waiting", metadata: ["error": "\(error.message)"])
+                        }
                     }
                 case .leaseLost(let error):
                     throw error
@@ -337,7 +343,9 @@ public struct RunDriver: Sendable {
         let timeout = machine.configuration.stepTimeoutSeconds
         switch action {
         case .callModel(_, _, .some(let stepID)):
-            let started = [machine.step(stepID)?.startedAt, machine.drivenSince].compactMap { $0 }.max() ?? now()
+            // Nor is the time a person took to decide on the step's calls.
+            let decided = machine.approvals.values.filter { $0.key.step == stepID }.compactMap(\.decidedAt).max()
+            let started = [machine.step(stepID)?.startedAt, machine.drivenSince, decided].compactMap { $0 }.max() ?? now()
             return started.addingTimeInterval(timeout)
         case .callTool(let key, let stepID, _):
             // Nor is the time a person took to approve the call.
@@ -356,7 +364,7 @@ public struct RunDriver: Sendable {
         enum Work: Sendable {
             case model(ChatRequest, stream: Bool, verdict: VerdictContext?)
             /// `note`: what the model is told before the output (a person edited the arguments).
-            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool, earlierCalls: Int, note: String?)
+            case tool(ToolCall, allowed: [String], context: ToolContext, truncated: Bool, earlierCalls: Int, note: String?, approved: Bool)
         }
 
         var key: ActivityKey
@@ -417,14 +425,16 @@ public struct RunDriver: Sendable {
             }
             // Calls of the same tool this run made before this one (journaled, so replay agrees).
             let earlier = machine.activities.values.count { record in
-                if case .tool(let name, _, _) = record.kind { name == call.name && record.key != key } else { false }
+                guard case .tool(let name, _, _) = record.kind, name == call.name, record.key != key else { return false }
+                return machine.approvals[record.key]?.decision?.verdict != .deny  // a denied call did not run
             }
             var note: String?
             if let decision = machine.approvals[key]?.decision, decision.verdict == .edit {
                 note = "\(decision.decidedBy) changed the arguments of this call before approving it; it ran with \(call.arguments)."
             }
             work = .tool(
-                call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier, note: note)
+                call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier, note: note,
+                approved: machine.approvals[key]?.approvedCall != nil)
         case .record:
             return nil
         }
@@ -497,9 +507,10 @@ public struct RunDriver: Sendable {
             guard let verdict else { return retries + [.activityCompleted(key: key, result: .model(response))] }
             return retries + [.activityCompleted(key: key, result: .model(response)), judge(response, key: key, verdict)]
 
-        case .tool(let call, let allowed, let context, let truncated, let earlierCalls, let note):
+        case .tool(let call, let allowed, let context, let truncated, let earlierCalls, let note, let approved):
             var output = await executor.run(
-                call, allowed: allowed, tools: tools, context: context, truncated: truncated, earlierCalls: earlierCalls)
+                call, allowed: allowed, tools: tools, context: context, truncated: truncated, earlierCalls: earlierCalls, approved: approved
+            )
             try Task.checkCancellation()
             if let note { output.content = note + "\n\n" + output.content }
             return [.activityCompleted(key: key, result: .tool(output))]
@@ -609,7 +620,9 @@ private final class Journal {
             let decisions = actions.compactMap { action -> RunEvent? in
                 switch action {
                 case .record(let event): return event
-                case .callTool(let key, let stepID, let call) where machine.approvals[key] == nil:
+                // A call already started (orphaned, or retried by an operator) is not asked about
+                // again, even if its tool needs approval by now.
+                case .callTool(let key, let stepID, let call) where machine.approvals[key] == nil && machine.activities[key] == nil:
                     return approval(call, machine.step(stepID)).map { .approvalRequested(key: key, request: $0) }
                 default: return nil
                 }

@@ -376,6 +376,22 @@ extension RunStateMachine {
                 + "`troupe resume \(runID) --retry` or `--skip`."
             return [.record(.runNeedsAttention(key: orphan.key, reason: reason))]
         }
+        // A call that waits for a decision whose step ended meanwhile (failed, timed out, replaced
+        // by a replan) will never run: it is settled, so the run no longer waits on it.
+        let stale = pendingApprovals.filter { approval in
+            guard let step = steps.last(where: { $0.step.id == approval.key.step }) else { return true }
+            return !(step.status == .running && step.attempt == approval.key.attempt)
+        }
+        if !stale.isEmpty {
+            return stale.map { approval in
+                .record(
+                    .approvalDecided(
+                        key: approval.key,
+                        decision: ApprovalDecision(
+                            verdict: .deny, reason: "Its step ended before anyone decided, so it was not run.",
+                            decidedBy: ApprovalDecision.systemDecider)))
+            }
+        }
         if !planAccepted || (replanReason != nil && !steps.contains { $0.status == .running }) {
             return planningActions()
         }

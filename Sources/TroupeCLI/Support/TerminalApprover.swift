@@ -14,12 +14,12 @@ final class TerminalApprover: ToolApprover, Sendable {
     /// Whether a person can be asked here.
     static var isAvailable: Bool { isatty(STDIN_FILENO) == 1 && isatty(STDOUT_FILENO) == 1 }
 
-    func review(_ call: ToolCall, context: ToolContext) async -> ToolApproval {
+    func review(_ request: ApprovalRequest, context: ToolContext) async -> ToolApproval {
         let (turn, previous) = tail.withLock { tail -> (Task<ToolApproval, Never>, Task<Void, Never>?) in
             let previous = tail
             let turn = Task<ToolApproval, Never> {
                 await previous?.value
-                return await Self.ask(call, context: context)
+                return await Self.ask(request, context: context)
             }
             tail = Task { _ = await turn.value }
             return (turn, previous)
@@ -32,8 +32,9 @@ final class TerminalApprover: ToolApprover, Sendable {
         }
     }
 
-    private static func ask(_ call: ToolCall, context: ToolContext) async -> ToolApproval {
+    private static func ask(_ request: ApprovalRequest, context: ToolContext) async -> ToolApproval {
         guard !Task.isCancelled else { return .deferred }
+        let call = request.call
         say("\n⏸ \(call.name) needs your approval (step \(context.stepID)): \(call.arguments.clipped(to: 400))")
         while true {
             guard let answer = await line("  [a]pprove, [d]eny, [e]dit the arguments, or [w]ait (decide later with `troupe approve`)? ")
@@ -42,12 +43,15 @@ final class TerminalApprover: ToolApprover, Sendable {
             case "a", "approve", "y", "yes":
                 return .approved
             case "d", "deny", "n", "no":
-                let reason = await line("  reason (the model reads it): ") ?? ""
+                let reason = String((await line("  reason (the model reads it): ") ?? "").prefix(2_000))
                 return .denied(reason: reason.isEmpty ? "The person at the terminal denied it." : reason)
             case "e", "edit":
                 guard let text = await line("  arguments (one line of JSON): ") else { return .deferred }
-                if case .object? = try? JSONValue.parse(text) { return .edited(arguments: text) }
-                say("  that is not a JSON object; try again")
+                do {
+                    return .edited(arguments: try request.checkedArguments(text))
+                } catch {
+                    say("  \(error.message) Try again.")
+                }
             case "w", "wait", "":
                 return .deferred
             default:

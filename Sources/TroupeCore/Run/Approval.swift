@@ -34,6 +34,33 @@ public struct ApprovalRequest: Sendable, Hashable, Codable {
     }
 }
 
+extension ApprovalRequest {
+    /// Edited arguments as compact JSON, once checked: a JSON object of at most 1 MiB that
+    /// satisfies the tool's parameters (as journaled with the request).
+    public func checkedArguments(_ text: String?) throws(TroupeError) -> String {
+        guard let text, !text.isEmpty else { throw TroupeError(.invalidInput, "An edit needs the new arguments (a JSON object).") }
+        guard text.utf8.count <= 1 << 20 else { throw TroupeError(.invalidInput, "The edited arguments are larger than 1 MiB.") }
+        let value: JSONValue
+        do {
+            value = try JSONValue.parse(text)
+        } catch {
+            throw TroupeError(.invalidInput, "The edited arguments are not valid JSON: \(error.message)")
+        }
+        guard case .object = value else { throw TroupeError(.invalidInput, "The edited arguments must be a JSON object.") }
+        if let parameters {
+            let violations = parameters.validate(value)
+            guard violations.isEmpty else {
+                throw TroupeError(
+                    .invalidInput,
+                    "The edited arguments do not match the schema of \(call.name): "
+                        + violations.prefix(10).map { "\($0)" }.joined(separator: "; "),
+                    details: ["reason": "schemaViolation"])
+            }
+        }
+        return value.jsonString
+    }
+}
+
 /// A decision on an ``ApprovalRequest``, as journaled in `approvalDecided`.
 public struct ApprovalDecision: Sendable, Hashable, Codable {
     public var verdict: ApprovalVerdict
@@ -46,6 +73,8 @@ public struct ApprovalDecision: Sendable, Hashable, Codable {
 
     /// The decider recorded when a request's time ran out and its default applied.
     public static let timeoutDecider = "timeout"
+    /// The decider recorded when Troupe settled a request itself (its step ended first).
+    public static let systemDecider = "troupe"
 
     public init(verdict: ApprovalVerdict, arguments: String? = nil, reason: String? = nil, decidedBy: String) {
         self.verdict = verdict
@@ -65,7 +94,7 @@ public struct ApprovalDecision: Sendable, Hashable, Codable {
 
     /// The tool result the model reads for a denied call.
     public func denialOutput(of call: ToolCall) -> ToolOutput {
-        let who = decidedBy == Self.timeoutDecider ? "No one approved" : "A person denied"
+        let who = decidedBy == Self.timeoutDecider || decidedBy == Self.systemDecider ? "No one approved" : "A person denied"
         return .error("\(who) this call of \(call.name), so it did not run: \(reason ?? "no reason was given").")
     }
 }

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Synchronization
 
 /// Masks secrets in text that leaves the process or is kept: log lines, error messages, the
@@ -6,16 +6,14 @@ import Synchronization
 ///
 /// Two kinds are masked with ``mask``:
 /// - the **configured secrets** the settings hold (model API keys, MCP tokens and secret
-///   variables, the store's password, `TROUPE_API_KEY`), registered with ``register(_:)`` — each
-///   also in its JSON-escaped form, so that it is found inside a stored event;
+///   variables, the store's password, `TROUPE_API_KEY`), registered with ``register(_:)``;
 /// - **common credential shapes**: API keys of the major providers (OpenAI and Anthropic `sk-…`,
 ///   Stripe, GitHub, Slack, Google), Troupe's own `trp_…` keys, `Bearer …` tokens, JWTs, PEM
 ///   private keys, AWS access key IDs, the password in `scheme://user:password@host` and
 ///   `password=…` pairs.
 ///
-/// Every pattern stops at `"` and `\`, so masking the JSON text of an event leaves valid JSON.
-/// Text that holds none of the patterns' markers is returned as it is after one scan of its
-/// bytes (the common case costs no regular expression).
+/// The shapes are found by one linear scan of the text's bytes (no regular expression, so no
+/// input can make it slow), and text without a marker of any shape is returned as it is.
 public final class Redactor: Sendable {
     /// The process's redactor: the settings register their secrets in it, and the stores, the
     /// logs and the API mask with it.
@@ -32,18 +30,13 @@ public final class Redactor: Sendable {
 
     public init() {}
 
-    /// Masks `secret` from now on (and its JSON-escaped form); values shorter than
-    /// ``minimumSecretLength`` are ignored.
+    /// Masks `secret` from now on; values shorter than ``minimumSecretLength`` are ignored.
     public func register(_ secret: String) {
         let secret = secret.trimmingCharacters(in: .whitespacesAndNewlines)
         guard secret.count >= Self.minimumSecretLength else { return }
-        var forms = [secret]
-        if let escaped = try? JSONCoding.encodeString(secret), escaped.count > 2 {
-            let inner = String(escaped.dropFirst().dropLast())
-            if inner != secret { forms.append(inner) }
-        }
         secrets.withLock { list in
-            for form in forms where !list.contains(form) { list.append(form) }
+            guard !list.contains(secret) else { return }
+            list.append(secret)
             // Longest first: a secret that contains another is masked whole.
             list.sort { $0.count > $1.count }
         }
@@ -55,11 +48,11 @@ public final class Redactor: Sendable {
         for secret in secrets.withLock({ $0 }) where result.contains(secret) {
             result = result.replacingOccurrences(of: secret, with: Self.mask)
         }
-        guard Self.mayHoldCredential(result) else { return result }
-        for pattern in Self.patterns {
-            result = result.replacing(pattern.regex) { match in pattern.replacement(match) }
-        }
-        return result
+        var bytes = Array(result.utf8)
+        let ranges = CredentialScanner(bytes).ranges()
+        guard !ranges.isEmpty else { return result }
+        for range in ranges.reversed() { bytes.replaceSubrange(range, with: Self.mask.utf8) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// `error` with its message and details masked.
@@ -70,92 +63,245 @@ public final class Redactor: Sendable {
         return masked
     }
 
-    /// `event` with every text in it masked: through its JSON form, decoded again only when
-    /// something was masked. Returns the event and its JSON text (what a store writes).
-    public func redact(_ event: RunEvent) throws -> (event: RunEvent, json: String) {
-        let json = try JSONCoding.encodeString(event)
-        let masked = redact(json)
-        guard masked != json else { return (event, json) }
-        return (try JSONCoding.decode(RunEvent.self, from: Data(masked.utf8)), masked)
-    }
-
-    // MARK: Patterns
-
-    private struct Pattern: @unchecked Sendable {
-        // Safety: a compiled regex is never mutated; matching only reads it.
-        let regex: Regex<AnyRegexOutput>
-        let replacement: @Sendable (Regex<AnyRegexOutput>.Match) -> String
-    }
-
-    private static func pattern(_ source: String, keeping group: Int? = nil, suffix: String = "") -> Pattern {
-        // The sources are constants of this file: one that does not compile is a bug caught by the tests.
-        let regex = try! Regex(source)
-        return Pattern(regex: regex) { match in
-            guard let group, let kept = match.output[group].substring else { return mask + suffix }
-            return String(kept) + mask + suffix
+    /// `event` as a store keeps it: its texts masked — the goal, tool outputs, model answers,
+    /// plans, errors and reasons. What replay executes is kept as it is: tool calls' arguments
+    /// (the model's and edited ones), the tools' parameters, the configuration, keys and IDs.
+    public func redact(_ event: RunEvent) -> RunEvent {
+        switch event {
+        case .runCreated(let goal, let configuration):
+            return .runCreated(goal: redact(goal), configuration: configuration)
+        case .activityCompleted(let key, .tool(var output)):
+            output.content = redact(output.content)
+            return .activityCompleted(key: key, result: .tool(output))
+        case .activityCompleted(let key, .model(var response)):
+            response.message.content = response.message.content.map(redact)
+            return .activityCompleted(key: key, result: .model(response))
+        case .activityFailed(let key, let error):
+            return .activityFailed(key: key, error: redact(error))
+        case .modelCallRetried(let key, let attempt, let error, let delay):
+            return .modelCallRetried(key: key, attempt: attempt, error: redact(error), retryDelaySeconds: delay)
+        case .planProposed(let round, let plan):
+            return .planProposed(round: round, plan: redact(plan))
+        case .replanned(let round, let plan, let reason):
+            return .replanned(round: round, plan: redact(plan), reason: redact(reason))
+        case .planRejected(let round, let attempt, let problems):
+            return .planRejected(round: round, attempt: attempt, problems: problems.map(redact))
+        case .stepCompleted(let stepID, let output):
+            return .stepCompleted(stepID: stepID, output: redact(output))
+        case .stepFailed(let stepID, let error):
+            return .stepFailed(stepID: stepID, error: redact(error))
+        case .runNeedsAttention(let key, let reason):
+            return .runNeedsAttention(key: key, reason: redact(reason))
+        case .approvalDecided(let key, var decision):
+            decision.reason = decision.reason.map(redact)
+            return .approvalDecided(key: key, decision: decision)
+        case .runCancelled(let reason):
+            return .runCancelled(reason: redact(reason))
+        case .runSucceeded(let answer):
+            return .runSucceeded(answer: redact(answer))
+        case .runFailed(let error):
+            return .runFailed(error: redact(error))
+        case .leaseAcquired, .configurationUpdated, .activityStarted, .attentionResolved, .approvalRequested, .activityCompleted,
+            .stepStarted:
+            return event
         }
     }
 
-    private static let patterns: [Pattern] = [
-        // PEM private keys, whole (or to the end of the text when cut off).
-        pattern(#"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----[^"]*?(?:-----END [A-Z ]{0,40}PRIVATE KEY-----|$)"#),
-        // Provider API keys.
-        pattern(#"\bsk-[A-Za-z0-9_\-]{20,}"#),
-        pattern(#"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"#),
-        pattern(#"\bgh[pousr]_[A-Za-z0-9]{30,}"#),
-        pattern(#"\bgithub_pat_[A-Za-z0-9_]{20,}"#),
-        pattern(#"\bxox[abprs]-[A-Za-z0-9\-]{10,}"#),
-        pattern(#"\bAIza[0-9A-Za-z_\-]{35}"#),
-        pattern(#"\btrp_[A-Za-z0-9]{52}\b"#),
-        pattern(#"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"#),
-        // JWTs: header, payload and signature, base64url.
-        pattern(#"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"#),
-        // Bearer tokens, whatever their shape.
-        pattern(#"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=\-]{8,}"#, keeping: 1),
-        // The password in a URL's user information.
-        pattern(#"(\b[A-Za-z][A-Za-z0-9+.\-]{0,20}://[^\s"\\:@/]{1,100}:)[^\s"\\@/]{1,200}@"#, keeping: 1, suffix: "@"),
-        // password=… (connection strings, environment dumps).
-        pattern(#"(?i)(\b(?:password|passwd|pwd)\s{0,3}[=:]\s{0,3})[^\s"\\&;,']{3,}"#, keeping: 1),
-    ]
+    private func redact(_ plan: Plan) -> Plan {
+        var plan = plan
+        for index in plan.steps.indices {
+            plan.steps[index].title = redact(plan.steps[index].title)
+            plan.steps[index].instruction = redact(plan.steps[index].instruction)
+        }
+        return plan
+    }
+}
 
-    /// Whether `text` holds a marker of any pattern: one pass over its bytes, no regular expression.
-    static func mayHoldCredential(_ text: String) -> Bool {
-        var text = text
-        return text.withUTF8 { bytes in
-            let count = bytes.count
-            var index = 0
-            func at(_ offset: Int, _ literal: StaticString) -> Bool {
-                let length = literal.utf8CodeUnitCount
-                guard offset + length <= count else { return false }
-                return literal.withUTF8Buffer { literal in
-                    for position in 0..<length {
-                        var byte = bytes[offset + position]
-                        // A lowercase letter of the literal matches either case.
-                        if byte >= 0x41 && byte <= 0x5A && literal[position] >= 0x61 { byte += 0x20 }
-                        if byte != literal[position] { return false }
-                    }
-                    return true
-                }
-            }
-            while index < count {
-                switch bytes[index] {
-                case UInt8(ascii: "-"): if at(index, "-----BEGIN") { return true }
-                case UInt8(ascii: "s"), UInt8(ascii: "S"): if at(index, "sk-") || at(index, "sk_") { return true }
-                case UInt8(ascii: "r"), UInt8(ascii: "R"): if at(index, "rk_") { return true }
-                case UInt8(ascii: "p"), UInt8(ascii: "P"):
-                    if at(index, "pk_") || at(index, "password") || at(index, "passwd") || at(index, "pwd") { return true }
-                case UInt8(ascii: "g"), UInt8(ascii: "G"): if at(index, "gh") || at(index, "github_pat_") { return true }
-                case UInt8(ascii: "x"), UInt8(ascii: "X"): if at(index, "xox") { return true }
-                case UInt8(ascii: "A"): if at(index, "AIza") || at(index, "AKIA") || at(index, "ASIA") { return true }
-                case UInt8(ascii: "t"), UInt8(ascii: "T"): if at(index, "trp_") { return true }
-                case UInt8(ascii: "e"), UInt8(ascii: "E"): if at(index, "eyJ") { return true }
-                case UInt8(ascii: "b"), UInt8(ascii: "B"): if at(index, "bearer") { return true }
-                case UInt8(ascii: ":"): if at(index, "://") { return true }
-                default: break
-                }
+/// Finds credential shapes in UTF-8 bytes in one pass. Every marker and delimiter is ASCII, so
+/// byte offsets never split a multi-byte character.
+struct CredentialScanner {
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    /// The byte ranges to mask, in order, not overlapping.
+    func ranges() -> [Range<Int>] {
+        var found: [Range<Int>] = []
+        var index = 0
+        while index < bytes.count {
+            if let range = match(at: index) {
+                found.append(range)
+                index = max(range.upperBound, index + 1)
+            } else {
                 index += 1
             }
-            return false
         }
+        return found
+    }
+
+    private func match(at index: Int) -> Range<Int>? {
+        let byte = bytes[index]
+        switch byte {
+        case UInt8(ascii: "-"): return privateKey(at: index)
+        case UInt8(ascii: ":"): return urlPassword(at: index)
+        case UInt8(ascii: "b"), UInt8(ascii: "B"): return startsWord(index) ? bearer(at: index) : nil
+        case UInt8(ascii: "p"), UInt8(ascii: "P"):
+            if startsWord(index), let range = passwordPair(at: index) { return range }
+            return startsWord(index) ? token(at: index) : nil
+        default:
+            return startsWord(index) && Self.isTokenByte(byte) ? token(at: index) : nil
+        }
+    }
+
+    // MARK: Tokens: provider keys, AWS key IDs, JWTs
+
+    /// A run of token characters starting at `index` that has a credential's shape.
+    private func token(at index: Int) -> Range<Int>? {
+        var end = index
+        while end < bytes.count, Self.isTokenByte(bytes[end]) || bytes[end] == UInt8(ascii: ".") { end += 1 }
+        let word = bytes[index..<end]
+        if isJWT(word) { return index..<end }
+        // Other shapes have no dot: the segment before the first one.
+        let segmentEnd = word.firstIndex(of: UInt8(ascii: ".")) ?? end
+        let segment = bytes[index..<segmentEnd]
+        return Self.isKey(segment) ? index..<segmentEnd : nil
+    }
+
+    private static let prefixes: [(prefix: [UInt8], minimumRest: Int)] = [
+        ("sk-", 20), ("sk_live_", 16), ("sk_test_", 16), ("rk_live_", 16), ("rk_test_", 16), ("pk_live_", 16),
+        ("ghp_", 30), ("gho_", 30), ("ghu_", 30), ("ghs_", 30), ("ghr_", 30), ("github_pat_", 20),
+        ("xoxb-", 10), ("xoxa-", 10), ("xoxp-", 10), ("xoxr-", 10), ("xoxs-", 10), ("AIza", 35), ("trp_", 52),
+    ].map { (Array($0.0.utf8), $0.1) }
+
+    private static func isKey(_ segment: ArraySlice<UInt8>) -> Bool {
+        for (prefix, rest) in prefixes where segment.count >= prefix.count + rest && segment.starts(with: prefix) {
+            return true
+        }
+        // AWS access key IDs: AKIA or ASIA and 16 upper-case letters or digits, exactly.
+        if segment.count == 20, segment.starts(with: Array("AKIA".utf8)) || segment.starts(with: Array("ASIA".utf8)) {
+            return segment.dropFirst(4).allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) }
+        }
+        return false
+    }
+
+    /// `eyJ…` in three base64url parts of 8 or more characters.
+    private func isJWT(_ word: ArraySlice<UInt8>) -> Bool {
+        guard word.starts(with: Array("eyJ".utf8)) else { return false }
+        let parts = word.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        return parts.count == 3 && parts.allSatisfy { $0.count >= 8 }
+    }
+
+    // MARK: Bearer tokens, passwords
+
+    /// `bearer` (any case), blanks, and a token of 8 or more characters: the token.
+    private func bearer(at index: Int) -> Range<Int>? {
+        guard matchesIgnoringCase("bearer", at: index) else { return nil }
+        var start = index + 6
+        guard start < bytes.count, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") else { return nil }
+        while start < bytes.count, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") { start += 1 }
+        var end = start
+        while end < bytes.count, Self.isTokenByte(bytes[end]) || "._~+/=".utf8.contains(bytes[end]) { end += 1 }
+        return end - start >= 8 ? start..<end : nil
+    }
+
+    /// `password`, `passwd` or `pwd` (any case), then `=` or `:`, then the value: the value.
+    private func passwordPair(at index: Int) -> Range<Int>? {
+        var after: Int?
+        for word in ["password", "passwd", "pwd"] where matchesIgnoringCase(word, at: index) {
+            after = index + word.utf8.count
+            break
+        }
+        guard var position = after else { return nil }
+        func skipBlanks() {
+            var skipped = 0
+            while position < bytes.count, bytes[position] == UInt8(ascii: " "), skipped < 3 {
+                position += 1
+                skipped += 1
+            }
+        }
+        skipBlanks()
+        guard position < bytes.count, bytes[position] == UInt8(ascii: "=") || bytes[position] == UInt8(ascii: ":") else { return nil }
+        position += 1
+        skipBlanks()
+        var end = position
+        while end < bytes.count, !Self.endsValue(bytes[end]) { end += 1 }
+        return end - position >= 3 ? position..<end : nil
+    }
+
+    /// At the `:` of `scheme://`: the password of `user:password@` after it.
+    private func urlPassword(at index: Int) -> Range<Int>? {
+        guard index + 2 < bytes.count, bytes[index + 1] == UInt8(ascii: "/"), bytes[index + 2] == UInt8(ascii: "/") else { return nil }
+        var position = index + 3
+        let userStart = position
+        while position < bytes.count, position - userStart <= 100, !Self.endsUserInfo(bytes[position]), bytes[position] != UInt8(ascii: ":")
+        {
+            position += 1
+        }
+        guard position > userStart, position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
+        let passwordStart = position + 1
+        var end = passwordStart
+        while end < bytes.count, end - passwordStart <= 200, !Self.endsUserInfo(bytes[end]) { end += 1 }
+        guard end > passwordStart, end < bytes.count, bytes[end] == UInt8(ascii: "@") else { return nil }
+        return passwordStart..<end
+    }
+
+    // MARK: PEM private keys
+
+    /// `-----BEGIN … PRIVATE KEY-----` to its END line, or to the end of the text when cut off.
+    private func privateKey(at index: Int) -> Range<Int>? {
+        let begin = Array("-----BEGIN ".utf8)
+        guard bytes[index...].starts(with: begin) else { return nil }
+        let marker = Array("PRIVATE KEY-----".utf8)
+        var position = index + begin.count
+        let limit = min(bytes.count, position + 40)
+        while position < limit, bytes[position] != UInt8(ascii: "\n") {
+            if bytes[position...].starts(with: marker) {
+                let end = Array("-----END ".utf8)
+                var search = position + marker.count
+                while search < bytes.count {
+                    if bytes[search...].starts(with: end) {
+                        // Through the END line's closing dashes.
+                        var close = search + end.count
+                        while close < bytes.count, close - search < 60, !bytes[close...].starts(with: Array("-----".utf8)) { close += 1 }
+                        return index..<min(bytes.count, close + 5)
+                    }
+                    search += 1
+                }
+                return index..<bytes.count
+            }
+            position += 1
+        }
+        return nil
+    }
+
+    // MARK: Bytes
+
+    /// Whether a word starts at `index`: a dot ends a word too (`id.AKIA…`), and a JWT is
+    /// found from its first part.
+    private func startsWord(_ index: Int) -> Bool {
+        index == 0 || !Self.isTokenByte(bytes[index - 1])
+    }
+
+    private func matchesIgnoringCase(_ word: String, at index: Int) -> Bool {
+        let literal = Array(word.utf8)
+        guard index + literal.count <= bytes.count else { return false }
+        for (offset, expected) in literal.enumerated() {
+            var byte = bytes[index + offset]
+            if byte >= 0x41 && byte <= 0x5A { byte += 0x20 }
+            if byte != expected { return false }
+        }
+        return true
+    }
+
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x5F || byte == 0x2D
+    }
+
+    private static func endsValue(_ byte: UInt8) -> Bool {
+        byte <= 0x20 || "\"\\&;,'".utf8.contains(byte)
+    }
+
+    private static func endsUserInfo(_ byte: UInt8) -> Bool {
+        byte <= 0x20 || "\"\\@/".utf8.contains(byte)
     }
 }

@@ -90,7 +90,9 @@ public enum ToolApproval: Sendable, Hashable {
 public protocol ToolApprover: Sendable {
     /// Who decides, as journaled (`cli:USER@HOST`, `policy:NAME`).
     var identity: String { get }
-    func review(_ call: ToolCall, context: ToolContext) async -> ToolApproval
+    /// The decision on `request` (the call, the tool's effect and parameters); an edit's
+    /// arguments must satisfy ``ApprovalRequest/checkedArguments(_:)`` or the call keeps waiting.
+    func review(_ request: ApprovalRequest, context: ToolContext) async -> ToolApproval
 }
 
 /// The tools available to a run, by name, filtered by a ``ToolPolicy``.
