@@ -214,7 +214,7 @@ struct RateMiddleware: ServerMiddleware {
 extension APIFailure {
     /// A 429 with `Retry-After` in whole seconds (at least 1).
     static func tooManyRequests(_ message: String, retryAfter seconds: Double) -> APIFailure {
-        let whole = max(1, Int(seconds.rounded(.up)))
+        let whole = max(1, Int(min(seconds, 86_400).rounded(.up)))
         return APIFailure(
             status: 429, code: TroupeError.Code.rateLimited.rawValue, message, details: ["retryAfter": "\(whole)"],
             headers: ["Retry-After": "\(whole)"])

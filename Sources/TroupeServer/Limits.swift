@@ -81,7 +81,8 @@ final class TokenBuckets: Sendable {
                 taken.append((rule.name, bucket))
             }
             for (name, bucket) in taken { buckets[name] = bucket }
-            if buckets.count > Self.pruneAbove {
+            if buckets.count > Self.pruneAbove, Int.random(in: 0..<1_000) == 0 {
+                // Now and then, not on every request: the filter walks every bucket.
                 buckets = buckets.filter { $0.value.refilled(at: now).tokens < $0.value.capacity }
             }
             return nil

@@ -141,10 +141,14 @@ public struct TroupeSettings: Sendable {
             let values: [(String, String)]
             switch server.transport {
             case .stdio(_, _, let environment, _):
-                let secretNames = ["KEY", "TOKEN", "SECRET", "PASSWORD", "PASS", "AUTH", "CREDENTIAL"]
+                let secretNames = ["KEY", "TOKEN", "SECRET", "PASS", "PWD", "PAT", "AUTH", "CREDENTIAL", "PRIVATE", "DSN"]
                 values = environment.filter { variable in secretNames.contains { variable.key.uppercased().contains($0) } }
                     .map { ("env.\($0.key)", $0.value) }
             case .http(_, let headers): values = headers.map { ("headers.\($0.key)", $0.value) }
+            }
+            // A URL's password, whatever the variable is called (`DATABASE_URL`).
+            if case .stdio(_, _, let environment, _) = server.transport {
+                found += environment.values.compactMap { URLComponents(string: $0)?.password }
             }
             for (name, value) in values where server.templates[name].map({ $0 != value }) ?? false {
                 found.append(value)

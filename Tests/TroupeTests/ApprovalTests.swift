@@ -300,7 +300,9 @@ import TroupeTesting
         #expect(summary.status == .failed && summary.pendingApprovals == 0)
     }
 
-    @Test func aCallStartedBeforeItsToolNeededApprovalIsNotAskedAboutAndDoesNotRunUnapproved() async throws {
+    /// It was decided under the rules it started with: it runs again as a read-only call does,
+    /// without a request (a request for a started call could not be journaled).
+    @Test func aCallStartedBeforeItsToolNeededApprovalIsNotAskedAbout() async throws {
         // A read-only call in flight when its driver died; on resume the tool needs approval.
         let (store, id) = try await crashedJournal(
             replies: [
@@ -314,8 +316,18 @@ import TroupeTesting
             store, model: model, tools: [tool], policy: ToolPolicy(requireApproval: ["append_line"])
         ).drive(id)
         #expect(final.status == .succeeded)
-        #expect(tool.count == 0)
-        #expect(model.requests.last?.messages.last?.content?.contains("needs a person's approval") == true)
+        #expect(tool.count == 1 && final.approvals.isEmpty)
+    }
+
+    @Test func theExecutorRefusesAGatedCallThatWasNotApproved() async throws {
+        let tool = CountingTool(name: "send", effect: .sideEffecting)
+        let tools = try ToolRegistry([tool], policy: ToolPolicy(requireApproval: ["send"]))
+        let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: "/tmp", logger: .init(label: "t"))
+        let call = ToolCall(id: "c", name: "send", arguments: #"{"text":"x"}"#)
+        let refused = await ExecutorAgent().run(call, allowed: [], tools: tools, context: context)
+        #expect(refused.isError && refused.content.contains("needs a person's approval") && tool.count == 0)
+        let ran = await ExecutorAgent().run(call, allowed: [], tools: tools, context: context, approved: true)
+        #expect(ran.content == "echo: x" && tool.count == 1)
     }
 
     /// An approver that takes its time: the clock moves on while it decides.

@@ -31,7 +31,7 @@ import TroupeTesting
     @Test func bearerTokensPasswordsAndPrivateKeysAreMaskedAndTheRestKept() {
         let redactor = Redactor()
         #expect(redactor.redact("Authorization: Bearer abc.DEF-123_456") == "Authorization: Bearer \(Redactor.mask)")
-        #expect(redactor.redact("bearer   zzzzzzzzzzzz") == "bearer   \(Redactor.mask)")
+        #expect(redactor.redact("bearer   zzzz1234zzzz") == "bearer   \(Redactor.mask)")
         #expect(
             redactor.redact("postgres://troupe:s3cr3t-pw@db.internal:5432/runs")
                 == "postgres://troupe:\(Redactor.mask)@db.internal:5432/runs")
@@ -45,6 +45,29 @@ import TroupeTesting
             "git@github.com:org/repo.git", "Bearer", "eyJ alone", "AKIA1",
         ] {
             #expect(redactor.redact(plain) == plain, "\(plain)")
+        }
+    }
+
+    @Test func passwordsAndTokensInTheirUsualSurroundingsAreMaskedAndProseIsNot() {
+        let redactor = Redactor()
+        let m = Redactor.mask
+        let key = Self.shapes[0]
+        let masked: [(String, String)] = [
+            (#"{"password": "hunter22"}"#, #"{"password": "\#(m)"}"#),
+            ("password=\"hunter22\" x", "password=\"\(m)\" x"),
+            ("DB_PASSWORD=s3cret!", "DB_PASSWORD=\(m)"),
+            ("--password=abc123", "--password=\(m)"),
+            ("redis://:s3cret@cache:6379", "redis://:\(m)@cache:6379"),
+            ("(\(key))", "(\(m))"), ("\"\(key)\"", "\"\(m)\""), ("key=\(key)", "key=\(m)"),
+            ("Authorization: BEARER abc123def456", "Authorization: BEARER \(m)"),
+            ("-----BEGIN PGP PRIVATE KEY BLOCK-----\nlQOYBF\n-----END PGP PRIVATE KEY BLOCK-----\nafter", "\(m)\nafter"),
+        ]
+        for (text, expected) in masked { #expect(redactor.redact(text) == expected, "\(text)") }
+        for prose in [
+            "Use Bearer authentication for the API.", "func login(password: String) -> Bool", "Password: must be 8 chars",
+            "pwd: command not found", "PWD=/home/u/proj", "http://localhost:8080?to=bob@example.com", "see docs.example.com.",
+        ] {
+            #expect(redactor.redact(prose) == prose, "\(prose)")
         }
     }
 
@@ -64,9 +87,9 @@ import TroupeTesting
         let m = Redactor.mask
         #expect(output.content == "token:\n\(m)\n\(m)\nid.\(m)\tpassword=\(m)")
         // What replay executes is kept: a call's arguments and an edit's.
-        let call = ToolCall(id: "c", name: "shell", arguments: #"{"url":"https://u:n\"ss@h","auth":"Bearer abcdefghijkl"}"#)
+        let call = ToolCall(id: "c", name: "shell", arguments: #"{"url":"https://u:n\"ss@h","auth":"Bearer abcdef123456"}"#)
         let response = ChatResponse(
-            message: .assistant("Bearer abcdefghijkl", toolCalls: [call]), finishReason: .toolCalls, usage: .zero, model: "m")
+            message: .assistant("Bearer abcdef123456", toolCalls: [call]), finishReason: .toolCalls, usage: .zero, model: "m")
         guard case .activityCompleted(_, .model(let kept)) = redactor.redact(.activityCompleted(key: key, result: .model(response))) else {
             Issue.record("the event kept its kind")
             return
@@ -82,7 +105,8 @@ import TroupeTesting
         for hostile in [
             String(repeating: "-----BEGIN PRIVATE KEY-----", count: 2_400), String(repeating: "eyJ-", count: 16_000),
             String(repeating: "bearer ", count: 9_000), String(repeating: "a://", count: 16_000), String(repeating: "sk-", count: 20_000),
-            String(repeating: "password=", count: 7_000),
+            String(repeating: "password=", count: 7_000), String(repeating: "a.", count: 50_000),
+            String(repeating: "eyJaaaaaaaa.", count: 8_000),
         ] {
             let masked = redactor.redact(hostile)
             #expect(masked.utf8.count <= hostile.utf8.count + 10 * Redactor.mask.count)

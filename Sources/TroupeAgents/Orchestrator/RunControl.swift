@@ -90,28 +90,14 @@ extension RunStore {
             if machine.status.isTerminal {
                 throw TroupeError(.invalidTransition, "Run \(id) already \(machine.status.rawValue); there is nothing to decide.")
             }
-            if let key, let state = machine.approvals[key], let existing = state.decision, existing.decidedBy == decision.decidedBy,
-                existing.verdict == decision.verdict,
-                existing.arguments == decision.arguments.flatMap({ try? state.request.checkedArguments($0) }),
-                existing.reason
-                    == decision.reason.map({ String($0.trimmingCharacters(in: .whitespacesAndNewlines).prefix(2_000)) })
-                    .flatMap({ $0.isEmpty ? nil : $0 })
+            if let key, let state = machine.approvals[key], let existing = state.decision,
+                var again = try? Self.normalized(decision, for: state.request)
             {
-                return machine  // the same decision again (a retry after a lost answer): done already
+                again.reason = again.reason.map(Redactor.shared.redact)  // as the store kept it
+                if again == existing { return machine }  // the same decision again (a retry after a lost answer)
             }
             let approval = try Self.approval(key, of: machine)
-            var decision = decision
-            if decision.verdict == .edit {
-                decision.arguments = try approval.request.checkedArguments(decision.arguments)
-            } else {
-                decision.arguments = nil
-            }
-            if decision.verdict == .deny {
-                let reason = decision.reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-                decision.reason = reason.isEmpty ? nil : String(reason.prefix(2_000))
-            } else {
-                decision.reason = nil
-            }
+            let decision = try Self.normalized(decision, for: approval.request)
             do {
                 _ = try await append(
                     [.approvalDecided(key: approval.key, decision: decision)], to: id, expectedSequence: summary.lastSequence, at: time())
@@ -125,6 +111,16 @@ extension RunStore {
             return try RunStateMachine(runID: id, replaying: try await events(of: id))
         }
         throw TroupeError(.journalConflict, "Run \(id) kept changing while the decision was being recorded; try again.")
+    }
+
+    /// `decision` as it is journaled: arguments only for an edit (checked), a reason only for a
+    /// denial (trimmed, at most 2000 characters).
+    private static func normalized(_ decision: ApprovalDecision, for request: ApprovalRequest) throws(TroupeError) -> ApprovalDecision {
+        var decision = decision
+        decision.arguments = decision.verdict == .edit ? try request.checkedArguments(decision.arguments) : nil
+        let reason = decision.reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        decision.reason = decision.verdict == .deny && !reason.isEmpty ? String(reason.prefix(2_000)) : nil
+        return decision
     }
 
     /// The waiting call `key` of the run (its only one for `nil`).

@@ -342,15 +342,18 @@ public struct RunDriver: Sendable {
     private func deadline(for action: RunAction, in machine: RunStateMachine) -> Date {
         let timeout = machine.configuration.stepTimeoutSeconds
         switch action {
-        case .callModel(_, _, .some(let stepID)):
-            // Nor is the time a person took to decide on the step's calls.
-            let decided = machine.approvals.values.filter { $0.key.step == stepID }.compactMap(\.decidedAt).max()
-            let started = [machine.step(stepID)?.startedAt, machine.drivenSince, decided].compactMap { $0 }.max() ?? now()
+        case .callModel(_, _, .some(let stepID)), .callTool(_, let stepID, _):
+            // Nor is the time people took to decide on the step's calls (this attempt's): the
+            // step's clock stops while a call waits.
+            let step = machine.step(stepID)
+            let waited = machine.approvals.values.reduce(0.0) { total, approval in
+                guard approval.key.step == stepID, approval.key.attempt == step?.attempt, let decided = approval.decidedAt else {
+                    return total
+                }
+                return total + max(0, decided.timeIntervalSince(approval.requestedAt))
+            }
+            let started = [step?.startedAt.map { $0.addingTimeInterval(waited) }, machine.drivenSince].compactMap { $0 }.max() ?? now()
             return started.addingTimeInterval(timeout)
-        case .callTool(let key, let stepID, _):
-            // Nor is the time a person took to approve the call.
-            let started = [machine.step(stepID)?.startedAt, machine.drivenSince, machine.approvals[key]?.decidedAt].compactMap { $0 }.max()
-            return (started ?? now()).addingTimeInterval(timeout)
         default:
             return now().addingTimeInterval(timeout)
         }
@@ -434,7 +437,8 @@ public struct RunDriver: Sendable {
             }
             work = .tool(
                 call, allowed: state?.step.tools ?? [], context: context, truncated: truncated ?? false, earlierCalls: earlier, note: note,
-                approved: machine.approvals[key]?.approvedCall != nil)
+                // Approved, or started before its tool needed approval (decided then: not asked again).
+                approved: machine.approvals[key]?.approvedCall != nil || (machine.approvals[key] == nil && machine.activities[key] != nil))
         case .record:
             return nil
         }

@@ -45,8 +45,9 @@ public final class Redactor: Sendable {
     /// `text` with every configured secret and credential shape masked.
     public func redact(_ text: String) -> String {
         var result = text
-        for secret in secrets.withLock({ $0 }) where result.contains(secret) {
-            result = result.replacingOccurrences(of: secret, with: Self.mask)
+        // Byte for byte (`.literal`): a secret followed by a combining mark is still found.
+        for secret in secrets.withLock({ $0 }) where result.range(of: secret, options: .literal) != nil {
+            result = result.replacingOccurrences(of: secret, with: Self.mask, options: .literal)
         }
         var bytes = Array(result.utf8)
         let ranges = CredentialScanner(bytes).ranges()
@@ -60,6 +61,7 @@ public final class Redactor: Sendable {
         var masked = error
         masked.message = redact(error.message)
         masked.details = error.details.mapValues(redact)
+        masked.underlying = error.underlying.map(redact)
         return masked
     }
 
@@ -141,13 +143,14 @@ struct CredentialScanner {
 
     private func match(at index: Int) -> Range<Int>? {
         let byte = bytes[index]
+        // `password=` also inside names (`DB_PASSWORD=`, `--password=`).
+        if byte | 0x20 == UInt8(ascii: "p"), index == 0 || !Self.isAlphanumeric(bytes[index - 1]), let range = passwordPair(at: index) {
+            return range
+        }
         switch byte {
         case UInt8(ascii: "-"): return privateKey(at: index)
         case UInt8(ascii: ":"): return urlPassword(at: index)
         case UInt8(ascii: "b"), UInt8(ascii: "B"): return startsWord(index) ? bearer(at: index) : nil
-        case UInt8(ascii: "p"), UInt8(ascii: "P"):
-            if startsWord(index), let range = passwordPair(at: index) { return range }
-            return startsWord(index) ? token(at: index) : nil
         default:
             return startsWord(index) && Self.isTokenByte(byte) ? token(at: index) : nil
         }
@@ -155,16 +158,30 @@ struct CredentialScanner {
 
     // MARK: Tokens: provider keys, AWS key IDs, JWTs
 
-    /// A run of token characters starting at `index` that has a credential's shape.
+    /// A run of token characters starting at `index` that has a credential's shape. Each byte is
+    /// looked at by the word it starts only (a dot starts a new word), except for the two more
+    /// parts of a JWT.
     private func token(at index: Int) -> Range<Int>? {
+        let first = segment(from: index)
+        if bytes[index..<first].starts(with: Array("eyJ".utf8)), first - index >= 8 {
+            var end = first
+            var parts = 1
+            while parts < 3, end < bytes.count, bytes[end] == UInt8(ascii: ".") {
+                let next = segment(from: end + 1)
+                guard next - (end + 1) >= 8 else { break }
+                end = next
+                parts += 1
+            }
+            if parts == 3 { return index..<end }
+        }
+        return Self.isKey(bytes[index..<first]) ? index..<first : nil
+    }
+
+    /// Where the run of token characters from `index` ends.
+    private func segment(from index: Int) -> Int {
         var end = index
-        while end < bytes.count, Self.isTokenByte(bytes[end]) || bytes[end] == UInt8(ascii: ".") { end += 1 }
-        let word = bytes[index..<end]
-        if isJWT(word) { return index..<end }
-        // Other shapes have no dot: the segment before the first one.
-        let segmentEnd = word.firstIndex(of: UInt8(ascii: ".")) ?? end
-        let segment = bytes[index..<segmentEnd]
-        return Self.isKey(segment) ? index..<segmentEnd : nil
+        while end < bytes.count, Self.isTokenByte(bytes[end]) { end += 1 }
+        return end
     }
 
     private static let prefixes: [(prefix: [UInt8], minimumRest: Int)] = [
@@ -184,13 +201,6 @@ struct CredentialScanner {
         return false
     }
 
-    /// `eyJ…` in three base64url parts of 8 or more characters.
-    private func isJWT(_ word: ArraySlice<UInt8>) -> Bool {
-        guard word.starts(with: Array("eyJ".utf8)) else { return false }
-        let parts = word.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        return parts.count == 3 && parts.allSatisfy { $0.count >= 8 }
-    }
-
     // MARK: Bearer tokens, passwords
 
     /// `bearer` (any case), blanks, and a token of 8 or more characters: the token.
@@ -200,32 +210,49 @@ struct CredentialScanner {
         guard start < bytes.count, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") else { return nil }
         while start < bytes.count, bytes[start] == UInt8(ascii: " ") || bytes[start] == UInt8(ascii: "\t") { start += 1 }
         var end = start
-        while end < bytes.count, Self.isTokenByte(bytes[end]) || "._~+/=".utf8.contains(bytes[end]) { end += 1 }
-        return end - start >= 8 ? start..<end : nil
+        var symbolic = false
+        while end < bytes.count, Self.isTokenByte(bytes[end]) || "._~+/=".utf8.contains(bytes[end]) {
+            if !Self.isLetter(bytes[end]) { symbolic = true }
+            end += 1
+        }
+        // A token, not a word of prose ("Bearer authentication"): a digit or symbol, or long.
+        return end - start >= 8 && (symbolic || end - start >= 24) ? start..<end : nil
     }
 
-    /// `password`, `passwd` or `pwd` (any case), then `=` or `:`, then the value: the value.
+    /// `password` or `passwd` (any case, also ending a name: `DB_PASSWORD`), an optional closing
+    /// quote, `=` or `:`, an optional opening quote, and the value: the value. After `:` (prose,
+    /// code: `password: String`) only a quoted value or one with a digit or symbol counts.
     private func passwordPair(at index: Int) -> Range<Int>? {
         var after: Int?
-        for word in ["password", "passwd", "pwd"] where matchesIgnoringCase(word, at: index) {
+        for word in ["password", "passwd"] where matchesIgnoringCase(word, at: index) {
             after = index + word.utf8.count
             break
         }
         guard var position = after else { return nil }
-        func skipBlanks() {
+        func skip(_ allowed: String, most: Int) {
             var skipped = 0
-            while position < bytes.count, bytes[position] == UInt8(ascii: " "), skipped < 3 {
+            while position < bytes.count, allowed.utf8.contains(bytes[position]), skipped < most {
                 position += 1
                 skipped += 1
             }
         }
-        skipBlanks()
+        skip("\"'\\", most: 2)
+        skip(" ", most: 3)
         guard position < bytes.count, bytes[position] == UInt8(ascii: "=") || bytes[position] == UInt8(ascii: ":") else { return nil }
+        let colon = bytes[position] == UInt8(ascii: ":")
         position += 1
-        skipBlanks()
+        skip(" ", most: 3)
+        let before = position
+        skip("\"'\\", most: 2)
+        let quoted = position > before
         var end = position
-        while end < bytes.count, !Self.endsValue(bytes[end]) { end += 1 }
-        return end - position >= 3 ? position..<end : nil
+        var symbolic = false
+        while end < bytes.count, !Self.endsValue(bytes[end]) {
+            if !Self.isLetter(bytes[end]) { symbolic = true }
+            end += 1
+        }
+        guard end - position >= 3, !colon || quoted || symbolic, bytes[end - 1] != UInt8(ascii: ")") else { return nil }
+        return position..<end
     }
 
     /// At the `:` of `scheme://`: the password of `user:password@` after it.
@@ -237,7 +264,8 @@ struct CredentialScanner {
         {
             position += 1
         }
-        guard position > userStart, position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
+        // The user may be empty (`redis://:secret@host`).
+        guard position < bytes.count, bytes[position] == UInt8(ascii: ":") else { return nil }
         let passwordStart = position + 1
         var end = passwordStart
         while end < bytes.count, end - passwordStart <= 200, !Self.endsUserInfo(bytes[end]) { end += 1 }
@@ -247,11 +275,12 @@ struct CredentialScanner {
 
     // MARK: PEM private keys
 
-    /// `-----BEGIN … PRIVATE KEY-----` to its END line, or to the end of the text when cut off.
+    /// `-----BEGIN … PRIVATE KEY…-----` (PGP's `PRIVATE KEY BLOCK` too) to its END line, or to
+    /// the end of the text when cut off.
     private func privateKey(at index: Int) -> Range<Int>? {
         let begin = Array("-----BEGIN ".utf8)
         guard bytes[index...].starts(with: begin) else { return nil }
-        let marker = Array("PRIVATE KEY-----".utf8)
+        let marker = Array("PRIVATE KEY".utf8)
         var position = index + begin.count
         let limit = min(bytes.count, position + 40)
         while position < limit, bytes[position] != UInt8(ascii: "\n") {
@@ -260,10 +289,12 @@ struct CredentialScanner {
                 var search = position + marker.count
                 while search < bytes.count {
                     if bytes[search...].starts(with: end) {
-                        // Through the END line's closing dashes.
+                        // Through the END line: to its line break, at most 80 ASCII bytes on.
                         var close = search + end.count
-                        while close < bytes.count, close - search < 60, !bytes[close...].starts(with: Array("-----".utf8)) { close += 1 }
-                        return index..<min(bytes.count, close + 5)
+                        while close < bytes.count, close - search < 80, bytes[close] != UInt8(ascii: "\n"), bytes[close] < 0x80 {
+                            close += 1
+                        }
+                        return index..<close
                     }
                     search += 1
                 }
@@ -293,6 +324,14 @@ struct CredentialScanner {
         return true
     }
 
+    private static func isLetter(_ byte: UInt8) -> Bool {
+        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+    }
+
+    private static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        isLetter(byte) || (byte >= 0x30 && byte <= 0x39)
+    }
+
     static func isTokenByte(_ byte: UInt8) -> Bool {
         (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x5F || byte == 0x2D
     }
@@ -302,6 +341,6 @@ struct CredentialScanner {
     }
 
     private static func endsUserInfo(_ byte: UInt8) -> Bool {
-        byte <= 0x20 || "\"\\@/".utf8.contains(byte)
+        byte <= 0x20 || "\"\\@/?#".utf8.contains(byte)
     }
 }
