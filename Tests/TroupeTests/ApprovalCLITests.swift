@@ -80,4 +80,56 @@ import TroupeTesting
             }
         }
     }
+
+    @Test func approvalsThroughAServer() async throws {
+        let mockConfiguration = MockOpenAIServer.Configuration(planSteps: 1) { tool, _ in
+            tool == "fs_write" ? .object(["path": .string("note.txt"), "content": .string("approved")]) : nil
+        }
+        try await MockOpenAIServer.withServer(configuration: mockConfiguration) { mock in
+            try await withTemporaryDirectory { directory in
+                let store = "sqlite:\(directory)/runs.db"
+                try "tools:\n  requireApproval: [fs_write]\n".write(toFile: directory + "/settings.yaml", atomically: true, encoding: .utf8)
+                let made = try await CLIProcess.runApart(
+                    ["keys", "create", "--tenant", "acme", "--role", "operator", "--store", store], directory: directory)
+                let key = try #require(made.output.split(separator: "\n").last.map(String.init))
+                let serve = try CLIProcess(
+                    [
+                        "serve", "--port", "0", "--store", store, "--config", directory + "/settings.yaml", "--set",
+                        "model.baseURL=\(mock.baseURL)", "--set", "model.name=mock", "--set",
+                        "server.workspaceRoot=\(directory)/workspaces",
+                        "--set", "worker.pollInterval=0.1",
+                    ], directory: directory, separateErrors: true)
+                defer { if serve.process.isRunning { serve.kill(SIGKILL) } }
+                try await serve.waitUntil("the server listens") { serve.errorOutput.contains("listening on http://127.0.0.1:") }
+                let log = serve.errorOutput
+                let address = try #require(log.range(of: "listening on http://127.0.0.1:"))
+                let environment = [
+                    "TROUPE_SERVER": "http://127.0.0.1:" + log[address.upperBound...].prefix { $0.isNumber }, "TROUPE_API_KEY": key,
+                ]
+
+                let followed = try await CLIProcess.runApart(
+                    ["submit", "Write a note", "--tools", "fs_write", "--follow"], directory: directory, environment: environment)
+                #expect(followed.status == 2, "\(followed.output)\(followed.errors)")
+                #expect(followed.output.contains("waiting for approval:") && followed.output.contains("--server http://127.0.0.1:"))
+                let listed = try await CLIProcess.runApart(["approvals", "--json"], directory: directory, environment: environment)
+                let approvals = try #require(try JSONValue.parse(listed.output).arrayValue, "\(listed.output)\(listed.errors)")
+                #expect(approvals.count == 1 && approvals.first?["tenant"] == "acme" && approvals.first?["status"] == "pending")
+                let runID = try #require(approvals.first?["runId"]?.stringValue)
+
+                let approved = try await CLIProcess.runApart(["approve", runID], directory: directory, environment: environment)
+                #expect(
+                    approved.status == 0 && approved.output.contains("fs_write (s1:1:1) of run \(runID): approved"), "\(approved.errors)")
+                try await eventually("the run succeeds") {
+                    let shown = try await CLIProcess.runApart(["show", runID, "--json"], directory: directory, environment: environment)
+                    return (try? JSONValue.parse(shown.output))?["status"] == "succeeded"
+                }
+                #expect(try String(contentsOfFile: "\(directory)/workspaces/\(runID)/note.txt", encoding: .utf8) == "approved")
+                let again = try await CLIProcess.runApart(
+                    ["approve", runID, "--call", "s1:1:1", "--deny"], directory: directory, environment: environment)
+                #expect(again.status == 6, "\(again.errors)")
+                serve.kill(SIGTERM)
+                #expect(await serve.wait() == 0)
+            }
+        }
+    }
 }

@@ -33,6 +33,12 @@ public struct RunStateMachine: Sendable {
     /// Tool calls that needed a person's decision, by key: requested, and decided or not.
     public private(set) var approvals: [ActivityKey: ApprovalState] = [:]
 
+    /// Whether the run stands still for a person: it waits for approval and no activity is
+    /// under way (or left unfinished) — what a follower stops at.
+    public var isIdleWaitingForApproval: Bool {
+        status == .waitingForApproval && !activities.values.contains { $0.status == .started }
+    }
+
     /// The approval requests no one has decided on yet, in key order.
     public var pendingApprovals: [ApprovalState] {
         approvals.values.filter { $0.decision == nil }.sorted { $0.key < $1.key }

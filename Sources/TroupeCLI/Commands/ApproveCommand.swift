@@ -3,7 +3,6 @@ import Foundation
 import OpenAPIRuntime
 import Troupe
 import TroupeAPI
-import TroupeServer
 
 struct ApproveCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -153,12 +152,7 @@ struct ApprovalsCommand: AsyncParsableCommand {
             let approvals: [RunReport.ApprovalReport]
             if let server = try remote.remote() {
                 let list = try await server.call { try await $0.listApprovals(query: .init(tenant: tenant, limit: limit)).ok.body.json }
-                let encoder = JSONEncoder()
-                encoder.dateEncodingStrategy = .custom { date, encoder in
-                    var container = encoder.singleValueContainer()
-                    try container.encode(try APIDates().encode(date))
-                }
-                approvals = try JSONCoding.decoder().decode([RunReport.ApprovalReport].self, from: encoder.encode(list.approvals))
+                approvals = try RemoteServer.converted(list.approvals)
             } else {
                 approvals = try await global.withStore { try await $0.store.waitingApprovals(tenant: tenant, limit: limit) }
             }

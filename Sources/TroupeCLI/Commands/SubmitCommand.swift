@@ -102,7 +102,7 @@ struct RunFollower {
                 try machine.apply(record.event, at: record.recordedAt)
                 observer(record.event, machine)
             }
-            if machine.status.isTerminal || machine.status == .needsAttention || machine.status == .waitingForApproval { return machine }
+            if machine.status.isTerminal || machine.status == .needsAttention || machine.isIdleWaitingForApproval { return machine }
             try await Task.sleep(for: interval)
         }
     }

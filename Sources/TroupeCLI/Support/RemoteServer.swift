@@ -66,12 +66,17 @@ struct RemoteServer {
 
     /// A run document of the API as the CLI's own type: both are the same JSON.
     static func report(_ run: Components.Schemas.Run) throws -> RunReport {
+        try converted(run)
+    }
+
+    /// A generated type's value as one of Troupe's own, through the JSON both describe.
+    static func converted<Value: Encodable, Result: Decodable>(_ value: Value, to type: Result.Type = Result.self) throws -> Result {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .custom { date, encoder in
             var container = encoder.singleValueContainer()
             try container.encode(try APIDates().encode(date))
         }
-        return try JSONCoding.decoder().decode(RunReport.self, from: encoder.encode(run))
+        return try JSONCoding.decoder().decode(Result.self, from: encoder.encode(value))
     }
 
     /// Error responses, `{"error": {"code", "message", "details"}}`, thrown as ``TroupeError``s.
@@ -131,6 +136,7 @@ extension RemoteServer {
                     try await $0.streamRunEvents(path: .init(id: id.rawValue), query: .init(after: machine.sequence))
                 }
                 var parser = SSEParser()
+                // The stream stays open while a run waits for a person: stop following once it stands still.
                 for try await chunk in try output.ok.body.textEventStream {
                     for event in parser.feed(chunk) where !event.data.isEmpty {
                         let record = try JSONCoding.decode(RunEventRecord.self, from: Data(event.data.utf8))
@@ -138,12 +144,13 @@ extension RemoteServer {
                         try machine.apply(record.event, at: record.recordedAt)
                         observer(record.event, machine)
                     }
+                    if machine.isIdleWaitingForApproval { break }
                 }
                 failures = 0
             } catch let error as TroupeError where error.code == .storageUnavailable && failures < 10 {
                 failures += 1
             }
-            if machine.status.isTerminal || machine.status == .needsAttention || machine.status == .waitingForApproval {
+            if machine.status.isTerminal || machine.status == .needsAttention || machine.isIdleWaitingForApproval {
                 return try Self.report(try await call { try await $0.getRun(path: .init(id: id.rawValue)).ok.body.json })
             }
             try await Task.sleep(for: .milliseconds(200 * (failures + 1)))
