@@ -29,6 +29,9 @@ public struct ShellPolicy: Sendable, Hashable {
     /// Options refused per program: the ones that start other programs or write files, which an
     /// allowlist of programs cannot see (``defaultRefusedOptions``).
     public var refusedOptions: [String: RefusedOptions]
+    /// The sandbox commands run in (``Sandbox``); `nil`: none (they run as Troupe's user, with
+    /// everything that user may reach).
+    public var sandbox: Sandbox?
 
     public init(
         allowedExecutables: Set<String> = ShellPolicy.readOnlyUtilities,
@@ -180,8 +183,12 @@ public struct ShellTool: Tool {
         let timeout =
             arguments["timeoutSeconds"]?.doubleValue.flatMap { $0.isNaN ? nil : $0 }
             .map { Duration.seconds(min(max(0.1, $0), policy.maxTimeout.seconds)) } ?? policy.defaultTimeout
+        var command = (executable: executable, arguments: Array(argv.dropFirst()))
+        if let sandbox = policy.sandbox {
+            command = sandbox.command(executable: executable, arguments: command.arguments, workspace: workspace.root, directory: directory)
+        }
         let outcome = try await ProcessRun.run(
-            executable: executable, arguments: Array(argv.dropFirst()), environment: environment(),
+            executable: command.executable, arguments: command.arguments, environment: environment(),
             directory: directory, timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
         return outcome.report(command: argv, timeout: timeout)
     }

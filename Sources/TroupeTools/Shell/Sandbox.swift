@@ -1,0 +1,144 @@
+import Foundation
+import Subprocess
+import SystemPackage
+public import TroupeCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A bubblewrap (`bwrap`) sandbox for programs Troupe starts on a model's behalf.
+///
+/// Inside it:
+/// - the workspace is the only writable path, bound at its own path (outputs name real paths),
+///   plus any ``writablePaths``;
+/// - `/usr` and the `/bin`, `/sbin` and `/lib*` beside it are read-only, as are ``readOnlyPaths``;
+/// - `/etc` holds only what programs need to run (the loader cache, locale and time zone
+///   settings, and `passwd`/`group` with the running user and `nobody` alone): no `shadow`, no
+///   host secrets; there is no `/root` and no `/home`;
+/// - `/tmp`, `/proc` and `/dev` are private, and the program has new user, PID, IPC, UTS, cgroup
+///   and — unless ``network`` — network namespaces: no network at all, loopback included;
+/// - the program dies with Troupe (`--die-with-parent`), and everything it started dies when it
+///   ends (it is PID 1's child in its own PID namespace).
+///
+/// Use ``command(executable:arguments:workspace:directory:)`` to wrap a program's argv.
+public struct Sandbox: Sendable, Hashable {
+    /// The `bwrap` program.
+    public var bwrap: String
+    /// Whether the program may use the network (the host's, shared).
+    public var network: Bool
+    /// More paths the program may read (bound read-only at their own paths, if they exist).
+    public var readOnlyPaths: [String]
+    /// More paths the program may write (bound at their own paths, if they exist).
+    public var writablePaths: [String]
+    /// The folder holding the sandbox's `passwd` and `group` (``prepare()`` writes them).
+    public var identityDirectory: String
+
+    public init(
+        bwrap: String = "/usr/bin/bwrap", network: Bool = false, readOnlyPaths: [String] = [], writablePaths: [String] = [],
+        identityDirectory: String = Sandbox.defaultIdentityDirectory
+    ) {
+        self.bwrap = bwrap
+        self.network = network
+        self.readOnlyPaths = readOnlyPaths
+        self.writablePaths = writablePaths
+        self.identityDirectory = identityDirectory
+    }
+
+    /// A folder of this process's own for the sandbox's `passwd` and `group`.
+    public static let defaultIdentityDirectory =
+        (NSTemporaryDirectory() as NSString).appendingPathComponent("troupe-sandbox-\(getuid())-\(getpid())")
+
+    /// Files of `/etc` that programs need, bound read-only when the host has them.
+    static let etcFiles = [
+        "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone", "/etc/locale.alias",
+        "/etc/nsswitch.conf", "/etc/alternatives", "/etc/magic", "/etc/mime.types",
+    ]
+
+    /// Files of `/etc` for programs that use the network, bound only when ``network`` is on.
+    static let networkEtcFiles = ["/etc/resolv.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates", "/etc/gai.conf"]
+
+    /// The argv that runs `executable arguments` in the sandbox, in `directory` (inside `workspace`).
+    public func command(executable: String, arguments: [String], workspace: String, directory: String) -> (
+        executable: String, arguments: [String]
+    ) {
+        var options = ["--die-with-parent", "--unshare-all"]
+        if network { options.append("--share-net") }
+        options += ["--hostname", "troupe-sandbox"]
+        options += ["--ro-bind", "/usr", "/usr"]
+        for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: top) {
+                options += ["--symlink", target, top]
+            } else if FileManager.default.fileExists(atPath: top) {
+                options += ["--ro-bind", top, top]
+            }
+        }
+        options += ["--dir", "/etc"]
+        for file in Self.etcFiles + (network ? Self.networkEtcFiles : []) {
+            options += ["--ro-bind-try", file, file]
+        }
+        options += ["--ro-bind-try", identityDirectory + "/passwd", "/etc/passwd"]
+        options += ["--ro-bind-try", identityDirectory + "/group", "/etc/group"]
+        options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/var/tmp"]
+        for path in readOnlyPaths where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
+        for path in writablePaths where FileManager.default.fileExists(atPath: path) { options += ["--bind", path, path] }
+        options += ["--bind", workspace, workspace, "--chdir", directory]
+        return (bwrap, options + ["--", executable] + arguments)
+    }
+
+    /// Writes the sandbox's `passwd` and `group`: the running user, `root` and `nobody` only,
+    /// with homes that do not exist.
+    public func prepare() throws(TroupeError) {
+        let uid = getuid()
+        let gid = getgid()
+        let name = getpwuid(uid).map { String(cString: $0.pointee.pw_name) } ?? "troupe"
+        var passwd = "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        var group = "root:x:0:\nnogroup:x:65534:\n"
+        if uid != 0 && uid != 65534 { passwd += "\(name):x:\(uid):\(gid)::/nonexistent:/usr/sbin/nologin\n" }
+        if gid != 0 && gid != 65534 { group += "\(name):x:\(gid):\n" }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: identityDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            try Data(passwd.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/passwd"))
+            try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"))
+        } catch {
+            throw TroupeError(.configuration, "Cannot prepare the sandbox's files in \(identityDirectory): \(error.localizedDescription)")
+        }
+    }
+
+    /// A sandbox whose `bwrap` is found in `searchPath` and can start a sandbox here (a kernel or
+    /// container may forbid the namespaces it needs); else a `configuration` error that says why
+    /// and how to install it.
+    public static func detect(
+        searchPath: [String] = ["/usr/local/bin", "/usr/bin", "/bin"], network: Bool = false
+    ) async throws(TroupeError) -> Sandbox {
+        guard let bwrap = searchPath.map({ $0 + "/bwrap" }).first(where: { access($0, X_OK) == 0 }) else {
+            throw TroupeError(
+                .configuration,
+                "bubblewrap (bwrap) is not installed, so shell_run cannot run in a sandbox. Install it (Debian and Ubuntu: "
+                    + "apt-get install bubblewrap; Fedora: dnf install bubblewrap), or run without a sandbox with "
+                    + "tools.shell.sandbox: none.", details: ["reason": "noSandbox"])
+        }
+        let sandbox = Sandbox(bwrap: bwrap, network: network)
+        try sandbox.prepare()
+        let probe = sandbox.command(executable: "/usr/bin/true", arguments: [], workspace: "/tmp", directory: "/tmp")
+        let status: Int32
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(probe.executable)), arguments: Arguments(probe.arguments), output: .discarded, error: .string(limit: 4096))
+            if case .exited(let code) = result.terminationStatus { status = code } else { status = -1 }
+            guard status == 0 else {
+                throw TroupeError(
+                    .configuration,
+                    "bubblewrap is installed but cannot start a sandbox here (\(result.standardError ?? "exit \(status)")); "
+                        + "the kernel or container may forbid user namespaces. Allow them, or use tools.shell.sandbox: none.",
+                    details: ["reason": "noSandbox"])
+            }
+        } catch let error as TroupeError {
+            throw error
+        } catch {
+            throw TroupeError(.configuration, "bubblewrap could not be started: \(error).", details: ["reason": "noSandbox"])
+        }
+        return sandbox
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+import Troupe
+
+/// `shell_run` in the bubblewrap sandbox: the probes a prompt-injected model would try, with the
+/// sandbox (stopped) and without it (the documented behaviour, so that the tests prove the sandbox
+/// is what stops them). Skipped where bwrap is missing (`./scripts/test` installs it).
+@Suite(.enabled(if: access("/usr/bin/bwrap", X_OK) == 0, "needs bubblewrap: ./scripts/test installs it"))
+struct ShellSandboxTests {
+    /// A policy that lets the probes through the allowlist: only the sandbox stands in the way.
+    static func policy(_ sandbox: Sandbox?) -> ShellPolicy {
+        var policy = ShellPolicy(
+            allowedExecutables: ShellPolicy.readOnlyUtilities.union(["env", "touch", "sh", "python3"]), allowShellScripts: true)
+        policy.refusedOptions = [:]
+        policy.sandbox = sandbox
+        return policy
+    }
+
+    /// Runs `body` with a shell tool in a fresh workspace, and a folder outside it holding a "store".
+    func withProbes(network: Bool = false, sandboxed: Bool = true, _ body: (ShellTool, ToolContext, String) async throws -> Void)
+        async throws
+    {
+        try await withTemporaryDirectory { root in
+            let outside = root + "/outside"
+            let workspacePath = root + "/workspace"
+            try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: workspacePath, withIntermediateDirectories: true)
+            try "secret journal".write(toFile: outside + "/runs.db", atomically: true, encoding: .utf8)
+            let workspace = try Workspace(workspacePath)
+            let sandbox = sandboxed ? try await Sandbox.detect(network: network) : nil
+            let context = ToolContext(
+                runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
+            try await body(ShellTool(workspace: workspace, policy: Self.policy(sandbox)), context, outside)
+        }
+    }
+
+    static func run(_ shell: ShellTool, _ argv: [String], _ context: ToolContext) async throws -> ToolOutput {
+        try await shell.call(["command": .array(argv.map(JSONValue.string))], context: context)
+    }
+
+    static func exitedZero(_ output: ToolOutput) -> Bool { output.content.hasPrefix("exit status 0") }
+
+    @Test func theHostsSecretsAndOtherFilesCannotBeRead() async throws {
+        try await withProbes { shell, context, outside in
+            for path in ["/etc/shadow", outside + "/runs.db"] {
+                let read = try await Self.run(shell, ["cat", path], context)
+                #expect(
+                    !Self.exitedZero(read) && !read.content.contains("secret journal") && !read.content.contains("root:"),
+                    "\(path): \(read.content)")
+            }
+            for folder in ["/root", "/home"] {
+                let listed = try await Self.run(shell, ["ls", folder], context)
+                #expect(!Self.exitedZero(listed), "\(folder): \(listed.content)")
+            }
+            // The workspace is there, at its own path, and writable.
+            let made = try await Self.run(shell, ["touch", "made-inside"], context)
+            #expect(Self.exitedZero(made), "\(made.content)")
+            #expect(FileManager.default.fileExists(atPath: context.workspace + "/made-inside"))
+            let passwd = try await Self.run(shell, ["cat", "/etc/passwd"], context)
+            #expect(Self.exitedZero(passwd) && passwd.content.contains("nobody:x:65534") && !passwd.content.contains("/home/"))
+        }
+    }
+
+    @Test func nothingIsWrittenOutsideTheWorkspace() async throws {
+        try await withProbes { shell, context, outside in
+            let marker = "/tmp/troupe-probe-\(UUID().uuidString)"
+            try FileManager.default.createSymbolicLink(atPath: context.workspace + "/link", withDestinationPath: outside)
+            for command in [
+                ["touch", outside + "/direct"], ["env", "touch", outside + "/through-env"], ["touch", marker],
+                ["find", ".", "-maxdepth", "0", "-exec", "touch", outside + "/through-find", ";"], ["touch", "link/through-link"],
+                ["sh", "-c", "echo x > \(outside)/through-sh"],
+            ] {
+                _ = try await Self.run(shell, command, context)
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: outside) == ["runs.db"])
+            #expect(!FileManager.default.fileExists(atPath: marker))
+        }
+    }
+
+    @Test func theNetworkIsClosedUnlessAllowed() async throws {
+        try await LocalWebServer.withServer({ _ in LocalWebServer.Reply(body: "canary") }) { listener in
+            let probe = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(listener.port)), 3); print('reached')"]
+            try await withProbes { shell, context, _ in
+                let refused = try await Self.run(shell, probe, context)
+                #expect(!refused.content.contains("reached"), "\(refused.content)")
+            }
+            try await withProbes(network: true) { shell, context, _ in
+                let reached = try await Self.run(shell, probe, context)
+                #expect(reached.content.contains("reached"), "\(reached.content)")
+            }
+        }
+    }
+
+    @Test func whatACommandLeavesRunningIsGoneAfterTheCall() async throws {
+        try await withProbes { shell, context, _ in
+            let seconds = "317.\(Int.random(in: 100...999))"
+            let run = try await Self.run(shell, ["sh", "-c", "(setsid sleep \(seconds) > /dev/null 2>&1 &) ; echo started"], context)
+            #expect(run.content.contains("started"), "\(run.content)")
+            try await eventually("the double-forked sleep is gone") {
+                let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+                return !all.contains { pid in
+                    ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").contains(seconds)
+                }
+            }
+        }
+    }
+
+    /// Without the sandbox the same probes succeed (this test runs as the user who runs Troupe):
+    /// what stops them above is the sandbox.
+    @Test func withoutTheSandboxTheProbesGetThrough() async throws {
+        try await withProbes(sandboxed: false) { shell, context, outside in
+            let read = try await Self.run(shell, ["cat", outside + "/runs.db"], context)
+            #expect(read.content.contains("secret journal"))
+            _ = try await Self.run(shell, ["env", "touch", outside + "/through-env"], context)
+            #expect(FileManager.default.fileExists(atPath: outside + "/through-env"))
+        }
+    }
+}
