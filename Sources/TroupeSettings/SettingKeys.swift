@@ -60,6 +60,8 @@ public enum SettingKeys {
         key("tools.shell.allowScripts", .bool),
         key("tools.shell.maxTimeout", .double),
         key("tools.shell.maxOutputBytes", .int),
+        key("tools.shell.sandbox", .string),
+        key("tools.shell.network", .bool),
         key("tools.web.allowedPrivateHosts", .stringArray),
         key("tools.web.maxBytes", .int),
         key("tools.web.timeout", .double),

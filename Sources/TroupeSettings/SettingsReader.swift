@@ -312,6 +312,13 @@ struct SettingsReader {
             policy.defaultTimeout = min(policy.defaultTimeout, policy.maxTimeout)
         }
         if let bytes = try int("tools.shell.maxOutputBytes", in: 1...(64 << 20)) { policy.maxOutputBytes = bytes }
+        if let text = try string("tools.shell.sandbox") {
+            guard let mode = SandboxMode(rawValue: text) else {
+                throw outOfRange("tools.shell.sandbox", "auto, bwrap or none", text)
+            }
+            policy.sandboxMode = mode
+        }
+        if let network = try bool("tools.shell.network") { policy.network = network }
         return policy
     }
 

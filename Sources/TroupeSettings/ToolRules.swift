@@ -32,6 +32,10 @@ public struct ToolRules: Sendable, Hashable, Codable {
         public var maxOutputBytes: Int
         /// By program: options refused as words, and letters refused in short-option clusters.
         public var refusedOptions: [String: RefusedOptionList]
+        /// `tools.shell.sandbox` (absent in runs journaled before it: `auto` then).
+        public var sandbox: SandboxMode?
+        /// `tools.shell.network`.
+        public var network: Bool?
     }
 
     public struct RefusedOptionList: Sendable, Hashable, Codable {
@@ -60,7 +64,7 @@ public struct ToolRules: Sendable, Hashable, Codable {
             maxOutputBytes: shellPolicy.maxOutputBytes,
             refusedOptions: shellPolicy.refusedOptions.mapValues { options in
                 RefusedOptionList(words: options.words.sorted(), letters: String(options.letters.sorted()))
-            })
+            }, sandbox: shellPolicy.sandboxMode, network: shellPolicy.network)
         let webPolicy = settings.webPolicy
         web = Web(
             allowedPrivateHosts: webPolicy.allowedPrivateHosts.sorted(), maxRedirects: webPolicy.maxRedirects,
@@ -122,6 +126,8 @@ public struct ToolRules: Sendable, Hashable, Codable {
             .merging(ShellPolicy.defaultRefusedOptions) { journaled, builtIn in
                 RefusedOptions(words: journaled.words.union(builtIn.words), letters: journaled.letters.union(builtIn.letters))
             }
+        shellPolicy.sandboxMode = shell.sandbox ?? .auto
+        shellPolicy.network = shell.network ?? false
         result.shellPolicy = shellPolicy
         result.webPolicy = WebFetchPolicy(
             allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Troupe
+import TroupeTesting
 
 /// `shell_run` in the bubblewrap sandbox: the probes a prompt-injected model would try, with the
 /// sandbox (stopped) and without it (the documented behaviour, so that the tests prove the sandbox
@@ -113,6 +114,24 @@ struct ShellSandboxTests {
             #expect(read.content.contains("secret journal"))
             _ = try await Self.run(shell, ["env", "touch", outside + "/through-env"], context)
             #expect(FileManager.default.fileExists(atPath: outside + "/through-env"))
+        }
+    }
+
+    /// `troupe run --tools shell` says how commands will run; `none` is said as a warning, and a
+    /// mode that does not exist is refused.
+    @Test func theCLISaysWhichSandboxIsOn() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 1)) { mock in
+            try await withTemporaryDirectory { directory in
+                let common = ["--tools", "shell", "--base-url", mock.baseURL, "--store", "sqlite:\(directory)/runs.db"]
+                let sandboxed = try await CLIProcess.run(["run", "List"] + common, directory: directory)
+                #expect(
+                    sandboxed.status == 0 && sandboxed.output.contains("shell_run: sandboxed (/usr/bin/bwrap, no network)"),
+                    "\(sandboxed.output)")
+                let open = try await CLIProcess.run(["run", "List", "--set", "tools.shell.sandbox=none"] + common, directory: directory)
+                #expect(open.status == 0 && open.output.contains("shell_run: NOT sandboxed"), "\(open.output)")
+                let bad = try await CLIProcess.run(["run", "List", "--set", "tools.shell.sandbox=maybe"] + common, directory: directory)
+                #expect(bad.status == 6 && bad.output.contains("tools.shell.sandbox"), "\(bad.output)")
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ struct RunCommand: AsyncParsableCommand {
                     say("▸ run \(id) — \(goal)")
                     let endpoint = runtime.settings.endpoint(for: configuration)
                     say("  model \(configuration.model) at \(endpoint.baseURL) · workspace \(configuration.workspace)")
+                    if let shell = tools.tool(named: "shell_run") as? ShellTool { say("  shell_run: \(shell.policy.sandboxDescription)") }
                 }
                 let final = try await runtime.driver(model: model, tools: tools, observer: printer.observer)
                     .run(goal: goal, configuration: configuration, id: id)

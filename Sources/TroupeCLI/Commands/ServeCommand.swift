@@ -64,6 +64,9 @@ struct ServeCommand: AsyncParsableCommand {
                     return logger
                 }()
                 let settings = runtime.settings
+                if settings.server.allowedTools.contains(where: { $0 == "shell" || $0.hasPrefix("shell_") }) {
+                    await runtime.reportShellSandbox(to: logger)
+                }
                 let drain = DrainSignal()
                 let root = settings.server.workspaceRoot ?? TroupeSettings.homeDirectory() + "/.troupe/workspaces"
                 try PrivateFiles.createDirectories(root, for: "the runs' workspaces")

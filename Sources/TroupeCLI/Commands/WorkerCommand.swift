@@ -45,6 +45,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 let settings = runtime.settings.worker
                 var logger = global.logger(label: "troupe.worker")
                 logger.logLevel = global.verbose ? .debug : .info
+                await runtime.reportShellSandbox(to: logger)
                 let drain = DrainSignal()
                 Signals.drainThenStop(drain, what: "no new runs; the runs in hand are handed back", timeout: settings.drainTimeoutSeconds)
                 let worker = runtime.worker(concurrency: concurrency ?? settings.concurrency, logger: logger)

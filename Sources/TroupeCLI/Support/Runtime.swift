@@ -43,7 +43,7 @@ struct Runtime {
             let whole = selections.contains(.group(group))
             let names = Set(selections.compactMap { if case .tool(let name, group) = $0 { name } else { nil } })
             guard whole || !names.isEmpty else { continue }
-            tools += try builtInTools(group, configuration).filter { whole || names.contains($0.name) }
+            tools += try await builtInTools(group, configuration).filter { whole || names.contains($0.name) }
         }
         if selections.contains(.allMCPServers) {
             guard !mcp.names.isEmpty else {
@@ -76,11 +76,26 @@ struct Runtime {
     }
 
     /// Every tool of a built-in group, jailed to the configuration's workspace.
-    private func builtInTools(_ group: String, _ configuration: RunConfiguration) throws -> [any Tool] {
+    private func builtInTools(_ group: String, _ configuration: RunConfiguration) async throws -> [any Tool] {
         switch group {
         case "fs": FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
-        case "shell": [ShellTool(workspace: try Workspace(configuration.workspace), policy: settings.shellPolicy)]
+        case "shell": [ShellTool(workspace: try Workspace(configuration.workspace), policy: try await settings.shellPolicy.withSandbox())]
         default: [WebFetchTool(policy: settings.webPolicy)]
+        }
+    }
+
+    /// Says once, at start, how `shell_run` will run: in the sandbox, refused (no sandbox can
+    /// start), or — as a warning — without one (`tools.shell.sandbox: none`).
+    func reportShellSandbox(to logger: Logger) async {
+        do {
+            let policy = try await settings.shellPolicy.withSandbox()
+            if policy.sandbox == nil {
+                logger.warning("shell_run is \(policy.sandboxDescription)")
+            } else {
+                logger.info("shell_run is \(policy.sandboxDescription)")
+            }
+        } catch {
+            logger.warning("shell_run will be refused: \(TroupeError.wrap(error).message)")
         }
     }
 

@@ -7,6 +7,16 @@ public import TroupeCore
     import Glibc
 #endif
 
+/// Whether `shell_run` runs in a sandbox (`tools.shell.sandbox`).
+public enum SandboxMode: String, Sendable, Hashable, Codable, CaseIterable {
+    /// bubblewrap when it is installed and works here; otherwise `shell_run` is refused.
+    case auto
+    /// bubblewrap, or `shell_run` is refused (the same as `auto`, said explicitly).
+    case bwrap
+    /// No sandbox: commands run as Troupe's user, with everything that user may reach.
+    case none
+}
+
 /// A bubblewrap (`bwrap`) sandbox for programs Troupe starts on a model's behalf.
 ///
 /// Inside it:
@@ -140,5 +150,56 @@ public struct Sandbox: Sendable, Hashable {
             throw TroupeError(.configuration, "bubblewrap could not be started: \(error).", details: ["reason": "noSandbox"])
         }
         return sandbox
+    }
+
+    /// The sandbox of this process for `network`, detected once (``detect(searchPath:network:)``).
+    public static func shared(network: Bool) async throws(TroupeError) -> Sandbox {
+        try await detected.sandbox(network: network)
+    }
+
+    private static let detected = Detected()
+
+    private actor Detected {
+        var results: [Bool: Result<Sandbox, TroupeError>] = [:]
+
+        func sandbox(network: Bool) async throws(TroupeError) -> Sandbox {
+            if let result = results[network] { return try result.get() }
+            let result: Result<Sandbox, TroupeError>
+            do throws(TroupeError) {
+                result = .success(try await Sandbox.detect(network: network))
+            } catch {
+                result = .failure(error)
+            }
+            results[network] = result
+            return try result.get()
+        }
+    }
+}
+
+extension ShellPolicy {
+    /// This policy with its sandbox found, as ``sandboxMode`` asks: `none` runs without one;
+    /// `auto` and `bwrap` need bubblewrap, or the shell tool is refused with the reason and how to
+    /// install it or opt out.
+    public func withSandbox() async throws(TroupeError) -> ShellPolicy {
+        var policy = self
+        guard sandboxMode != .none else {
+            policy.sandbox = nil
+            return policy
+        }
+        do throws(TroupeError) {
+            policy.sandbox = try await Sandbox.shared(network: network)
+        } catch {
+            throw TroupeError(
+                .configuration,
+                "shell_run runs only in a sandbox (tools.shell.sandbox: \(sandboxMode.rawValue)), and none can start: "
+                    + error.message, details: ["reason": "noSandbox"])
+        }
+        return policy
+    }
+
+    /// How commands run, for a line at start: `sandboxed (bwrap, no network)`, or `NOT sandboxed`.
+    public var sandboxDescription: String {
+        guard let sandbox else { return "NOT sandboxed (tools.shell.sandbox: none): commands reach whatever this user can" }
+        return "sandboxed (\(sandbox.bwrap), \(sandbox.network ? "with" : "no") network)"
     }
 }

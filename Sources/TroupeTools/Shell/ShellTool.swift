@@ -29,6 +29,11 @@ public struct ShellPolicy: Sendable, Hashable {
     /// Options refused per program: the ones that start other programs or write files, which an
     /// allowlist of programs cannot see (``defaultRefusedOptions``).
     public var refusedOptions: [String: RefusedOptions]
+    /// Whether commands must run in a sandbox (`tools.shell.sandbox`): what the settings ask for;
+    /// ``sandbox`` is what was found.
+    public var sandboxMode: SandboxMode = .auto
+    /// Whether sandboxed commands may use the network (`tools.shell.network`).
+    public var network = false
     /// The sandbox commands run in (``Sandbox``); `nil`: none (they run as Troupe's user, with
     /// everything that user may reach).
     public var sandbox: Sandbox?
