@@ -75,7 +75,42 @@ struct ShellSandboxTests {
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: outside) == ["runs.db"])
             #expect(!FileManager.default.fileExists(atPath: marker))
+            // Paths the sandbox shows read-only are refused as such, not merely missing.
+            for target in ["/usr/troupe-probe", "/etc/passwd"] {
+                let refused = try await Self.run(shell, ["touch", target], context)
+                #expect(refused.content.contains("Read-only file system"), "\(target): \(refused.content)")
+            }
+            // Protected files inside the workspace stay read-only; the rest of it is writable.
+            try FileManager.default.createDirectory(atPath: context.workspace + "/.git/hooks", withIntermediateDirectories: true)
+            let hook = try await Self.run(shell, ["sh", "-c", "echo evil > .git/hooks/pre-commit"], context)
+            #expect(!Self.exitedZero(hook) && !FileManager.default.fileExists(atPath: context.workspace + "/.git/hooks/pre-commit"))
+            let control = try await Self.run(shell, ["env", "touch", "allowed-inside"], context)
+            #expect(Self.exitedZero(control), "\(control.content)")
         }
+    }
+
+    @Test func theCommandHasNoPrivilegeNoTerminalAndNoNestedNamespaces() async throws {
+        try await withProbes { shell, context, _ in
+            let status = try await Self.run(shell, ["grep", "-E", "^(CapEff|CapBnd|NSsid):", "/proc/self/status"], context)
+            #expect(
+                status.content.contains("CapEff:\t0000000000000000") && status.content.contains("CapBnd:\t0000000000000000"),
+                "\(status.content)")
+            let remount = try await Self.run(shell, ["sh", "-c", "mount -o remount,rw /usr"], context)
+            #expect(!Self.exitedZero(remount))
+            // A session of its own, inside the sandbox (an inherited one's leader would be outside: 0).
+            let session = try await Self.run(shell, ["python3", "-c", "import os; print('sid', os.getsid(0))"], context)
+            #expect(Self.exitedZero(session) && !session.content.contains("sid 0\n"), "\(session.content)")
+            let nested = try await Self.run(shell, ["sh", "-c", "unshare -U true && echo nested"], context)
+            #expect(!Self.exitedZero(nested) && !nested.content.contains("nested"), "\(nested.content)")
+        }
+    }
+
+    @Test func aWorkspaceThatWouldOpenTheSystemIsRefused() {
+        for workspace in ["/", "/tmp", "/usr", "/etc/..", ProcessInfo.processInfo.environment["HOME"] ?? "/root"] {
+            #expect(Sandbox.refusal(forWorkspace: workspace) != nil, "\(workspace)")
+        }
+        #expect(Sandbox.refusal(forWorkspace: "/tmp/troupe-test/workspace") == nil)
+        #expect(Sandbox.refusal(forWorkspace: "/srv/runs/run_1") == nil)
     }
 
     @Test func theNetworkIsClosedUnlessAllowed() async throws {
@@ -83,7 +118,7 @@ struct ShellSandboxTests {
             let probe = ["python3", "-c", "import socket; socket.create_connection(('127.0.0.1', \(listener.port)), 3); print('reached')"]
             try await withProbes { shell, context, _ in
                 let refused = try await Self.run(shell, probe, context)
-                #expect(!refused.content.contains("reached"), "\(refused.content)")
+                #expect(!refused.content.contains("reached") && refused.content.contains("ConnectionRefused"), "\(refused.content)")
             }
             try await withProbes(network: true) { shell, context, _ in
                 let reached = try await Self.run(shell, probe, context)
@@ -95,8 +130,14 @@ struct ShellSandboxTests {
     @Test func whatACommandLeavesRunningIsGoneAfterTheCall() async throws {
         try await withProbes { shell, context, _ in
             let seconds = "317.\(Int.random(in: 100...999))"
-            let run = try await Self.run(shell, ["sh", "-c", "(setsid sleep \(seconds) > /dev/null 2>&1 &) ; echo started"], context)
-            #expect(run.content.contains("started"), "\(run.content)")
+            let run = try await Self.run(
+                shell,
+                [
+                    "sh", "-c",
+                    "(setsid sleep \(seconds) > /dev/null 2>&1 &) ; sleep 0.2; pgrep -f 'sleep \(seconds)' > /dev/null && echo started",
+                ],
+                context)
+            #expect(run.content.contains("started"), "the sleep ran inside: \(run.content)")
             try await eventually("the double-forked sleep is gone") {
                 let all = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
                 return !all.contains { pid in

@@ -78,9 +78,12 @@ struct Runtime {
     /// Every tool of a built-in group, jailed to the configuration's workspace.
     private func builtInTools(_ group: String, _ configuration: RunConfiguration) async throws -> [any Tool] {
         switch group {
-        case "fs": FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
-        case "shell": [ShellTool(workspace: try Workspace(configuration.workspace), policy: try await settings.shellPolicy.withSandbox())]
-        default: [WebFetchTool(policy: settings.webPolicy)]
+        case "fs": return FileTools.all(workspace: try Workspace(configuration.workspace), limits: fileLimits)
+        case "shell":
+            var policy = try await settings.shellPolicy.withSandbox()
+            policy.protectedPaths = fileLimits.protectedPaths.files.sorted()
+            return [ShellTool(workspace: try Workspace(configuration.workspace), policy: policy)]
+        default: return [WebFetchTool(policy: settings.webPolicy)]
         }
     }
 

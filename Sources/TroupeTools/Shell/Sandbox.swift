@@ -41,6 +41,9 @@ public struct Sandbox: Sendable, Hashable {
     public var readOnlyPaths: [String]
     /// More paths the program may write (bound at their own paths, if they exist).
     public var writablePaths: [String]
+    /// Paths inside the workspace (or a writable path) that stay read-only in the sandbox: the
+    /// file tools' protected paths that exist (`.git`, hooks, `.envrc`, the settings file, the store).
+    public var protectedPaths: [String] = []
     /// The folder holding the sandbox's `passwd` and `group` (``prepare()`` writes them).
     public var identityDirectory: String
 
@@ -55,9 +58,29 @@ public struct Sandbox: Sendable, Hashable {
         self.identityDirectory = identityDirectory
     }
 
-    /// A folder of this process's own for the sandbox's `passwd` and `group`.
-    public static let defaultIdentityDirectory =
-        (NSTemporaryDirectory() as NSString).appendingPathComponent("troupe-sandbox-\(getuid())-\(getpid())")
+    /// A folder of this process's own for the sandbox's `passwd` and `group`: made once with a
+    /// random name, mode 0700 and exclusively (`mkdtemp`), so that no other user can prepare it.
+    public static let defaultIdentityDirectory: String = {
+        var template = Array((NSTemporaryDirectory() as NSString).appendingPathComponent("troupe-sandbox-XXXXXX").utf8CString)
+        return template.withUnsafeMutableBufferPointer { buffer in
+            mkdtemp(buffer.baseAddress!).map { String(cString: $0) } ?? "/nonexistent/troupe-sandbox"
+        }
+    }()
+
+    /// Why a sandbox around `workspace` would not protect anything, if it would not: the
+    /// workspace is bound writable over the sandbox, so `/`, a folder above `/etc`, `/usr` or
+    /// the home folder, the home folder itself and `/tmp` are refused.
+    public static func refusal(forWorkspace workspace: String) -> String? {
+        let home = ProcessInfo.processInfo.environment["HOME"].map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        let path = URL(fileURLWithPath: workspace).standardizedFileURL.path
+        let guarded = ["/etc", "/usr", "/var", "/root", "/home", "/proc"] + [home].compactMap { $0 }
+        let exact = ["/", "/tmp", "/var/tmp", "/dev/shm"] + [home].compactMap { $0 }
+        if exact.contains(path) || guarded.contains(path) || guarded.contains(where: { $0.hasPrefix(path == "/" ? "/" : path + "/") }) {
+            return "The workspace '\(path)' would make the sandbox pointless (it would be writable over the system or the home "
+                + "folder); give the run a folder of its own (--workspace DIR)."
+        }
+        return nil
+    }
 
     /// Files of `/etc` that programs need, bound read-only when the host has them.
     static let etcFiles = [
@@ -66,13 +89,21 @@ public struct Sandbox: Sendable, Hashable {
     ]
 
     /// Files of `/etc` for programs that use the network, bound only when ``network`` is on.
-    static let networkEtcFiles = ["/etc/resolv.conf", "/etc/hosts", "/etc/ssl", "/etc/ca-certificates", "/etc/gai.conf"]
+    /// (The certificates only: `/etc/ssl/private` holds the host's keys.)
+    static let networkEtcFiles = [
+        "/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/gai.conf",
+    ]
 
     /// The argv that runs `executable arguments` in the sandbox, in `directory` (inside `workspace`).
     public func command(executable: String, arguments: [String], workspace: String, directory: String) -> (
         executable: String, arguments: [String]
     ) {
-        var options = ["--die-with-parent", "--unshare-all"]
+        // A user namespace always (never root on the host, even where bwrap would go on without
+        // one), no capabilities (bwrap keeps them for root otherwise), no nested namespaces, and a
+        // session of its own (no typing into Troupe's terminal: TIOCSTI).
+        var options = [
+            "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--unshare-all",
+        ]
         if network { options.append("--share-net") }
         options += ["--hostname", "troupe-sandbox"]
         options += ["--ro-bind", "/usr", "/usr"]
@@ -90,9 +121,14 @@ public struct Sandbox: Sendable, Hashable {
         options += ["--ro-bind-try", identityDirectory + "/passwd", "/etc/passwd"]
         options += ["--ro-bind-try", identityDirectory + "/group", "/etc/group"]
         options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/var/tmp"]
-        for path in readOnlyPaths where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
+        // Writable paths, then the workspace, then what stays read-only inside them (later binds win).
         for path in writablePaths where FileManager.default.fileExists(atPath: path) { options += ["--bind", path, path] }
-        options += ["--bind", workspace, workspace, "--chdir", directory]
+        options += ["--bind", workspace, workspace]
+        // Protected paths only where they would be writable (never exposing one from elsewhere).
+        let writable = [workspace] + writablePaths
+        let overlays = protectedPaths.filter { path in writable.contains { path.hasPrefix($0 + "/") } }
+        for path in readOnlyPaths + overlays where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
+        options += ["--chdir", directory]
         return (bwrap, options + ["--", executable] + arguments)
     }
 
@@ -109,8 +145,17 @@ public struct Sandbox: Sendable, Hashable {
         do {
             try FileManager.default.createDirectory(
                 atPath: identityDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            try Data(passwd.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/passwd"))
-            try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"))
+            // Only a folder of our own, that no one else can write in.
+            var info = stat()
+            guard lstat(identityDirectory, &info) == 0, info.st_uid == getuid(), info.st_mode & 0o077 == 0,
+                info.st_mode & S_IFMT == S_IFDIR
+            else {
+                throw TroupeError(.configuration, "The sandbox's folder \(identityDirectory) is not this user's private folder.")
+            }
+            try Data(passwd.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/passwd"), options: .atomic)
+            try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"), options: .atomic)
+        } catch let error as TroupeError {
+            throw error
         } catch {
             throw TroupeError(.configuration, "Cannot prepare the sandbox's files in \(identityDirectory): \(error.localizedDescription)")
         }
@@ -159,19 +204,20 @@ public struct Sandbox: Sendable, Hashable {
 
     private static let detected = Detected()
 
+    /// Sandboxes found, by `network`; a failure is tried again next time (it may be passing:
+    /// no process left, bubblewrap installed since).
     private actor Detected {
-        var results: [Bool: Result<Sandbox, TroupeError>] = [:]
+        var found: [Bool: Sandbox] = [:]
 
         func sandbox(network: Bool) async throws(TroupeError) -> Sandbox {
-            if let result = results[network] { return try result.get() }
-            let result: Result<Sandbox, TroupeError>
-            do throws(TroupeError) {
-                result = .success(try await Sandbox.detect(network: network))
-            } catch {
-                result = .failure(error)
+            if let sandbox = found[network] {
+                // Its files may have been cleaned away since (a /tmp cleaner): written again.
+                if access(sandbox.identityDirectory + "/passwd", R_OK) != 0 { try sandbox.prepare() }
+                return sandbox
             }
-            results[network] = result
-            return try result.get()
+            let sandbox = try await Sandbox.detect(network: network)
+            found[network] = sandbox
+            return sandbox
         }
     }
 }

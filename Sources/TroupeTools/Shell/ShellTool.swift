@@ -37,6 +37,10 @@ public struct ShellPolicy: Sendable, Hashable {
     /// The sandbox commands run in (``Sandbox``); `nil`: none (they run as Troupe's user, with
     /// everything that user may reach).
     public var sandbox: Sandbox?
+    /// Absolute paths commands may not change even inside the workspace (the file tools'
+    /// protected files: the settings file, the store), added to the workspace's `.git`, hooks
+    /// and `.envrc` (``Sandbox/protectedPaths``).
+    public var protectedPaths: [String] = []
 
     public init(
         allowedExecutables: Set<String> = ShellPolicy.readOnlyUtilities,
@@ -189,7 +193,12 @@ public struct ShellTool: Tool {
             arguments["timeoutSeconds"]?.doubleValue.flatMap { $0.isNaN ? nil : $0 }
             .map { Duration.seconds(min(max(0.1, $0), policy.maxTimeout.seconds)) } ?? policy.defaultTimeout
         var command = (executable: executable, arguments: Array(argv.dropFirst()))
-        if let sandbox = policy.sandbox {
+        if var sandbox = policy.sandbox {
+            if let refusal = Sandbox.refusal(forWorkspace: workspace.root) { return .error(refusal) }
+            // What runs code later, outside the sandbox (git hooks, direnv), and Troupe's own files.
+            sandbox.protectedPaths +=
+                [".git", ".githooks", ".husky", ".envrc", ".pre-commit-config.yaml", "troupe.yaml"].map { workspace.root + "/" + $0 }
+                + policy.protectedPaths
             command = sandbox.command(executable: executable, arguments: command.arguments, workspace: workspace.root, directory: directory)
         }
         let outcome = try await ProcessRun.run(
