@@ -18,7 +18,10 @@ struct ShellSandboxTests {
     }
 
     /// Runs `body` with a shell tool in a fresh workspace, and a folder outside it holding a "store".
-    func withProbes(network: Bool = false, sandboxed: Bool = true, _ body: (ShellTool, ToolContext, String) async throws -> Void)
+    func withProbes(
+        network: Bool = false, sandboxed: Bool = true, maxFileBytes: Int? = nil,
+        _ body: (ShellTool, ToolContext, String) async throws -> Void
+    )
         async throws
     {
         try await withTemporaryDirectory { root in
@@ -28,7 +31,8 @@ struct ShellSandboxTests {
             try FileManager.default.createDirectory(atPath: workspacePath, withIntermediateDirectories: true)
             try "secret journal".write(toFile: outside + "/runs.db", atomically: true, encoding: .utf8)
             let workspace = try Workspace(workspacePath)
-            let sandbox = sandboxed ? try await Sandbox.detect(network: network) : nil
+            var sandbox = sandboxed ? try await Sandbox.detect(network: network) : nil
+            if let maxFileBytes { sandbox?.limits.fileBytes = maxFileBytes }
             let context = ToolContext(
                 runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
             try await body(ShellTool(workspace: workspace, policy: Self.policy(sandbox)), context, outside)
@@ -102,6 +106,15 @@ struct ShellSandboxTests {
             #expect(Self.exitedZero(session) && !session.content.contains("sid 0\n"), "\(session.content)")
             let nested = try await Self.run(shell, ["sh", "-c", "unshare -U true && echo nested"], context)
             #expect(!Self.exitedZero(nested) && !nested.content.contains("nested"), "\(nested.content)")
+        }
+    }
+
+    @Test func aDiskFillerIsStoppedByTheLimitNotTheTimeout() async throws {
+        try await withProbes(maxFileBytes: 1 << 20) { shell, context, _ in
+            let filler = try await Self.run(shell, ["sh", "-c", "head -c 50000000 /dev/zero > big; echo status $?"], context)
+            #expect(filler.content.contains("status 153"), "SIGXFSZ: \(filler.content)")
+            let size = try FileManager.default.attributesOfItem(atPath: context.workspace + "/big")[.size] as? Int
+            #expect(size == 1 << 20)
         }
     }
 

@@ -46,6 +46,34 @@ public struct Sandbox: Sendable, Hashable {
     public var protectedPaths: [String] = []
     /// The folder holding the sandbox's `passwd` and `group` (``prepare()`` writes them).
     public var identityDirectory: String
+    /// Resource limits of each program run (set with util-linux's `prlimit` inside the sandbox).
+    public var limits = ResourceLimits()
+
+    /// Resource limits per program: a disk filler stops at ``fileBytes``, a runaway loop at
+    /// ``cpuSeconds``, an allocation storm at ``addressSpaceBytes``. ``processes`` stops a fork
+    /// bomb only when Troupe does not run as root (the kernel exempts root's processes); as root
+    /// the PID namespace and the call's timeout end it.
+    public struct ResourceLimits: Sendable, Hashable {
+        public var fileBytes: Int = 1 << 30
+        public var addressSpaceBytes: Int = 8 << 30
+        public var cpuSeconds: Int?
+        public var openFiles: Int = 1024
+        public var processes: Int = 512
+
+        public init() {}
+
+        /// `prlimit`'s options for these limits.
+        var options: [String] {
+            var options = [
+                "--fsize=\(fileBytes)", "--as=\(addressSpaceBytes)", "--nofile=\(openFiles)", "--nproc=\(processes)",
+            ]
+            if let cpuSeconds { options.append("--cpu=\(max(1, cpuSeconds))") }
+            return options
+        }
+    }
+
+    /// util-linux's `prlimit`, which sets the limits inside the sandbox.
+    static let prlimit: String? = ["/usr/bin/prlimit", "/bin/prlimit"].first { (path: String) in access(path, X_OK) == 0 }
 
     public init(
         bwrap: String = "/usr/bin/bwrap", network: Bool = false, readOnlyPaths: [String] = [], writablePaths: [String] = [],
@@ -129,7 +157,8 @@ public struct Sandbox: Sendable, Hashable {
         let overlays = protectedPaths.filter { path in writable.contains { path.hasPrefix($0 + "/") } }
         for path in readOnlyPaths + overlays where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
         options += ["--chdir", directory]
-        return (bwrap, options + ["--", executable] + arguments)
+        let limited = Self.prlimit.map { [$0] + limits.options + ["--"] } ?? []
+        return (bwrap, options + ["--"] + limited + [executable] + arguments)
     }
 
     /// Writes the sandbox's `passwd` and `group`: the running user, `root` and `nobody` only,

@@ -199,6 +199,7 @@ public struct ShellTool: Tool {
             sandbox.protectedPaths +=
                 [".git", ".githooks", ".husky", ".envrc", ".pre-commit-config.yaml", "troupe.yaml"].map { workspace.root + "/" + $0 }
                 + policy.protectedPaths
+            sandbox.limits.cpuSeconds = Int(timeout.seconds.rounded(.up))
             command = sandbox.command(executable: executable, arguments: command.arguments, workspace: workspace.root, directory: directory)
         }
         let outcome = try await ProcessRun.run(
