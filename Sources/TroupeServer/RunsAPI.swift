@@ -270,12 +270,10 @@ struct RunsAPI: APIProtocol {
                 "'\(input.path.callKey.prefix(100))' is not a call key: use the callKey an approval is listed with (s1:1:2).",
                 details: ["field": "callKey"])
         }
-        let verdict: ApprovalVerdict =
-            switch body.decision {
-            case .approve: .approve
-            case .edit: .edit
-            case .deny: .deny
-            }
+        // The document's decisions are the journal's verdicts, by name.
+        guard let verdict = ApprovalVerdict(rawValue: body.decision.rawValue) else {
+            throw TroupeError(.invalidInput, "decision must be approve, edit or deny.", details: ["field": "decision"])
+        }
         var arguments: String?
         if let given = body.arguments {
             guard verdict == .edit else {

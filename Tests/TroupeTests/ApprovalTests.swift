@@ -173,6 +173,12 @@ import TroupeTesting
         #expect(approver.seen.all == [#"send {"text":"hi"} s1"#])
         #expect(final.approvals[Self.gatedKey]?.decision?.decidedBy == "test-approver")
 
+        // Its decisions are journaled as those through the API are: a denial's reason trimmed.
+        let denying = Approver(answer: .denied(reason: "  not now \n"))
+        let denied = try await Self.driver(InMemoryRunStore(), model: Self.script(), tools: [send], approver: denying)
+            .run(goal: "Send it", configuration: .init(model: "m"))
+        #expect(denied.approvals[Self.gatedKey]?.decision?.reason == "not now")
+
         // An approver that defers leaves the call waiting for the API or `troupe approve`.
         let deferring = Approver(answer: .deferred)
         let waiting = try await Self.driver(InMemoryRunStore(), model: Self.script(), tools: [send], approver: deferring)

@@ -91,13 +91,13 @@ extension RunStore {
                 throw TroupeError(.invalidTransition, "Run \(id) already \(machine.status.rawValue); there is nothing to decide.")
             }
             if let key, let state = machine.approvals[key], let existing = state.decision,
-                var again = try? Self.normalized(decision, for: state.request)
+                var again = try? state.request.normalized(decision)
             {
                 again.reason = again.reason.map(Redactor.shared.redact)  // as the store kept it
                 if again == existing { return machine }  // the same decision again (a retry after a lost answer)
             }
             let approval = try Self.approval(key, of: machine)
-            let decision = try Self.normalized(decision, for: approval.request)
+            let decision = try approval.request.normalized(decision)
             do {
                 _ = try await append(
                     [.approvalDecided(key: approval.key, decision: decision)], to: id, expectedSequence: summary.lastSequence, at: time())
@@ -113,29 +113,12 @@ extension RunStore {
         throw TroupeError(.journalConflict, "Run \(id) kept changing while the decision was being recorded; try again.")
     }
 
-    /// `decision` as it is journaled: arguments only for an edit (checked), a reason only for a
-    /// denial (trimmed, at most 2000 characters).
-    private static func normalized(_ decision: ApprovalDecision, for request: ApprovalRequest) throws(TroupeError) -> ApprovalDecision {
-        var decision = decision
-        decision.arguments = decision.verdict == .edit ? try request.checkedArguments(decision.arguments) : nil
-        let reason = decision.reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        decision.reason = decision.verdict == .deny && !reason.isEmpty ? String(reason.prefix(2_000)) : nil
-        return decision
-    }
-
     /// The waiting call `key` of the run (its only one for `nil`).
     private static func approval(_ key: ActivityKey?, of machine: RunStateMachine) throws(TroupeError) -> ApprovalState {
         let pending = machine.pendingApprovals
         let listed = pending.map { "\($0.key) (\($0.request.call.name))" }.joined(separator: ", ")
         guard let key else {
-            guard pending.count == 1, let only = pending.first else {
-                throw TroupeError(
-                    pending.isEmpty ? .notFound : .invalidInput,
-                    pending.isEmpty
-                        ? "Run \(machine.runID) has no call waiting for approval."
-                        : "Run \(machine.runID) has \(pending.count) calls waiting for approval: \(listed). Say which (--call KEY).")
-            }
-            return only
+            return pending[try RunStateMachine.onlyWaitingCall(of: pending.map { ("\($0.key)", $0.request.call.name) }, run: machine.runID)]
         }
         guard let approval = machine.approvals[key] else {
             throw TroupeError(
@@ -189,5 +172,22 @@ extension RunStore {
             guard page.count == limit, let last = page.last else { return decided }
             after = RunPosition(last)
         }
+    }
+}
+
+extension RunStateMachine {
+    /// The index of a run's only waiting call among `pending` (key and tool, as shown): what a
+    /// decision without a key means. `notFound` when none waits; `invalidInput`, listing them,
+    /// when several do.
+    public static func onlyWaitingCall(of pending: [(key: String, tool: String)], run: RunID) throws(TroupeError) -> Int {
+        guard pending.count == 1 else {
+            let listed = pending.map { "\($0.key) (\($0.tool))" }.joined(separator: ", ")
+            throw TroupeError(
+                pending.isEmpty ? .notFound : .invalidInput,
+                pending.isEmpty
+                    ? "Run \(run) has no call waiting for approval."
+                    : "Run \(run) has \(pending.count) calls waiting for approval: \(listed). Say which (--call KEY).")
+        }
+        return 0
     }
 }

@@ -278,12 +278,12 @@ public struct RunDriver: Sendable {
                     try journal.stageOutcome(events)
                 case .decision(let key, let answer):
                     asking -= 1
-                    if var decision = answer.decision(by: tools.approver?.identity ?? "approver"),
+                    if let decision = answer.decision(by: tools.approver?.identity ?? "approver"),
                         let state = journal.machine.approvals[key], state.decision == nil
                     {
                         do {
-                            if decision.verdict == .edit { decision.arguments = try state.request.checkedArguments(decision.arguments) }
-                            try journal.stageOutcome([.approvalDecided(key: key, decision: decision)])
+                            // Checked and trimmed as a decision through the API or `troupe approve` is.
+                            try journal.stageOutcome([.approvalDecided(key: key, decision: try state.request.normalized(decision))])
                         } catch let error as TroupeError where error.code == .invalidInput {
                             logger.warning(
                                 "the approver's edit was refused; the call keeps waiting", metadata: ["error": "\(error.message)"])

@@ -87,15 +87,7 @@ struct ApproveCommand: AsyncParsableCommand {
         if key == nil {
             let current = try RemoteServer.report(try await server.call { try await $0.getRun(path: .init(id: runID)).ok.body.json })
             let pending = current.approvals?.filter { $0.status == "pending" } ?? []
-            guard pending.count == 1 else {
-                throw TroupeError(
-                    pending.isEmpty ? .notFound : .invalidInput,
-                    pending.isEmpty
-                        ? "Run \(runID) has no call waiting for approval."
-                        : "Run \(runID) has \(pending.count) calls waiting for approval: "
-                            + pending.map { "\($0.callKey) (\($0.tool))" }.joined(separator: ", ") + ". Say which (--call KEY).")
-            }
-            key = pending[0].callKey
+            key = pending[try RunStateMachine.onlyWaitingCall(of: pending.map { ($0.callKey, $0.tool) }, run: RunID(runID))].callKey
         }
         var arguments: Components.Schemas.ApprovalDecisionRequest.ArgumentsPayload?
         if let edit {
@@ -105,12 +97,9 @@ struct ApproveCommand: AsyncParsableCommand {
                 throw TroupeError(.invalidInput, "--edit needs a JSON object: \(JSONCoding.describe(error)).")
             }
         }
-        let decision: Components.Schemas.ApprovalDecisionRequest.DecisionPayload =
-            switch verdict {
-            case .approve: .approve
-            case .edit: .edit
-            case .deny: .deny
-            }
+        guard let decision = Components.Schemas.ApprovalDecisionRequest.DecisionPayload(rawValue: verdict.rawValue) else {
+            throw TroupeError(.internal, "The API document has no decision '\(verdict.rawValue)'.")
+        }
         let body = Components.Schemas.ApprovalDecisionRequest(decision: decision, arguments: arguments, reason: reason)
         return try RemoteServer.report(
             try await server.call {

@@ -43,7 +43,7 @@ final class TerminalApprover: ToolApprover, Sendable {
             case "a", "approve", "y", "yes":
                 return .approved
             case "d", "deny", "n", "no":
-                let reason = String((await line("  reason (the model reads it): ") ?? "").prefix(2_000))
+                let reason = await line("  reason (the model reads it): ") ?? ""
                 return .denied(reason: reason.isEmpty ? "The person at the terminal denied it." : reason)
             case "e", "edit":
                 guard let text = await line("  arguments (one line of JSON): ") else { return .deferred }

@@ -35,6 +35,16 @@ public struct ApprovalRequest: Sendable, Hashable, Codable {
 }
 
 extension ApprovalRequest {
+    /// `decision` as it is journaled, whoever made it: arguments only for an edit (checked with
+    /// ``checkedArguments(_:)``), a reason only for a denial (trimmed, at most 2000 characters).
+    public func normalized(_ decision: ApprovalDecision) throws(TroupeError) -> ApprovalDecision {
+        var decision = decision
+        decision.arguments = decision.verdict == .edit ? try checkedArguments(decision.arguments) : nil
+        let reason = decision.reason?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        decision.reason = decision.verdict == .deny && !reason.isEmpty ? String(reason.prefix(2_000)) : nil
+        return decision
+    }
+
     /// Edited arguments as compact JSON, once checked: a JSON object of at most 1 MiB that
     /// satisfies the tool's parameters (as journaled with the request).
     public func checkedArguments(_ text: String?) throws(TroupeError) -> String {
