@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "TroupeCore",
                 "TroupeModels",
+                "TroupeTools",
                 .product(name: "MCP", package: "swift-sdk"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),

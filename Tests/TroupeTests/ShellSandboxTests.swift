@@ -19,7 +19,7 @@ struct ShellSandboxTests {
 
     /// Runs `body` with a shell tool in a fresh workspace, and a folder outside it holding a "store".
     func withProbes(
-        network: Bool = false, sandboxed: Bool = true, maxFileBytes: Int? = nil,
+        network: Bool = false, sandboxed: Bool = true, maxFileBytes: Int? = nil, maxProcesses: Int? = nil,
         _ body: (ShellTool, ToolContext, String) async throws -> Void
     )
         async throws
@@ -33,6 +33,7 @@ struct ShellSandboxTests {
             let workspace = try Workspace(workspacePath)
             var sandbox = sandboxed ? try await Sandbox.detect(network: network) : nil
             if let maxFileBytes { sandbox?.limits.fileBytes = maxFileBytes }
+            if let maxProcesses { sandbox?.limits.processes = maxProcesses }
             let context = ToolContext(
                 runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: workspace.root, logger: .init(label: "t"))
             try await body(ShellTool(workspace: workspace, policy: Self.policy(sandbox)), context, outside)
@@ -118,6 +119,26 @@ struct ShellSandboxTests {
         }
     }
 
+    /// A fork bomb meets the process limit (a pids cgroup of the call's own, which holds for root
+    /// too) and dies out long before the timeout; the machine's process count is back after.
+    @Test func aForkBombIsStoppedByTheProcessLimit() async throws {
+        let sandbox = try await Sandbox.detect()
+        guard !sandbox.processLimitDescription.hasPrefix("no process limit") else { return }
+        try await withProbes(maxProcesses: 64) { shell, context, _ in
+            let before = Self.processCount()
+            let bomb = try await shell.call(
+                ["command": ["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 1; echo survived"], "timeoutSeconds": 60],
+                context: context)
+            #expect(!bomb.content.contains("timed out"), "\(bomb.content.prefix(300))")
+            #expect(bomb.content.contains("fork"), "the limit said no: \(bomb.content.prefix(300))")
+            try await eventually("the bomb's processes are gone") { Self.processCount() <= before + 5 }
+        }
+    }
+
+    static func processCount() -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }.count
+    }
+
     @Test func aWorkspaceThatWouldOpenTheSystemIsRefused() {
         for workspace in ["/", "/tmp", "/usr", "/etc/..", ProcessInfo.processInfo.environment["HOME"] ?? "/root"] {
             #expect(Sandbox.refusal(forWorkspace: workspace) != nil, "\(workspace)")
@@ -160,14 +181,18 @@ struct ShellSandboxTests {
         }
     }
 
-    /// Without the sandbox the same probes succeed (this test runs as the user who runs Troupe):
-    /// what stops them above is the sandbox.
+    /// Without the sandbox the same probes do what docs/TOOLS.md says (this test runs as the user
+    /// who runs Troupe): files outside are read and written, so what stops them above is the
+    /// sandbox; only programs that start others are refused.
     @Test func withoutTheSandboxTheProbesGetThrough() async throws {
         try await withProbes(sandboxed: false) { shell, context, outside in
             let read = try await Self.run(shell, ["cat", outside + "/runs.db"], context)
             #expect(read.content.contains("secret journal"))
-            _ = try await Self.run(shell, ["env", "touch", outside + "/through-env"], context)
-            #expect(FileManager.default.fileExists(atPath: outside + "/through-env"))
+            _ = try await Self.run(shell, ["touch", outside + "/direct"], context)
+            #expect(FileManager.default.fileExists(atPath: outside + "/direct"))
+            let env = try await Self.run(shell, ["env", "touch", outside + "/through-env"], context)
+            #expect(env.isError && env.content.contains("starts other programs"), "\(env.content)")
+            #expect(!FileManager.default.fileExists(atPath: outside + "/through-env"))
         }
     }
 
@@ -179,7 +204,7 @@ struct ShellSandboxTests {
                 let common = ["--tools", "shell", "--base-url", mock.baseURL, "--store", "sqlite:\(directory)/runs.db"]
                 let sandboxed = try await CLIProcess.run(["run", "List"] + common, directory: directory)
                 #expect(
-                    sandboxed.status == 0 && sandboxed.output.contains("shell_run: sandboxed (/usr/bin/bwrap, no network)"),
+                    sandboxed.status == 0 && sandboxed.output.contains("shell_run: sandboxed (/usr/bin/bwrap, no network, ")),
                     "\(sandboxed.output)")
                 let open = try await CLIProcess.run(["run", "List", "--set", "tools.shell.sandbox=none"] + common, directory: directory)
                 #expect(open.status == 0 && open.output.contains("shell_run: NOT sandboxed"), "\(open.output)")

@@ -64,8 +64,8 @@ import Troupe
     @Test func theChildSeesNoSecretsAndLivesInTheWorkspace() async throws {
         setenv("TROUPE_SHELL_TEST_SECRET", "sk-must-not-leak", 1)
         defer { unsetenv("TROUPE_SHELL_TEST_SECRET") }
-        try await withShell(ShellPolicy(allowedExecutables: ["env", "pwd"])) { shell, workspace, context in
-            let env = try await shell.call(["command": ["env"]], context: context)
+        try await withShell(ShellPolicy(allowedExecutables: ["cat", "pwd"])) { shell, workspace, context in
+            let env = try await shell.call(["command": ["cat", "/proc/self/environ"]], context: context)
             #expect(!env.content.contains("sk-must-not-leak"))
             #expect(!env.content.contains("OPENAI_API_KEY"))
             #expect(env.content.contains("HOME=\(workspace.root)"))
@@ -73,6 +73,26 @@ import Troupe
             try FileManager.default.createDirectory(atPath: workspace.root + "/sub", withIntermediateDirectories: true)
             let pwd = try await shell.call(["command": ["pwd"], "cwd": "sub"], context: context)
             #expect(pwd.content.contains("\(workspace.root)/sub\n"))
+        }
+    }
+
+    /// Without a sandbox, a program that starts others is refused even when it is allowed: it
+    /// would run what the allowlist leaves out. A policy may clear the list on purpose.
+    @Test func withoutASandboxProgramsThatStartOthersAreRefused() async throws {
+        let launchers = ["env", "xargs", "nice", "timeout", "sh", "awk", "sed", "git", "python3"]
+        try await withShell(ShellPolicy(allowedExecutables: Set(launchers + ["echo"]))) { shell, workspace, context in
+            for program in launchers {
+                let refused = try await shell.call(["command": .array([.string(program), "touch", "/tmp/pwn"])], context: context)
+                #expect(refused.isError && refused.content.contains("'\(program)' starts other programs"), "\(refused.content)")
+            }
+            let echo = try await shell.call(["command": ["echo", "fine"]], context: context)
+            #expect(!echo.isError && echo.content.contains("fine"))
+        }
+        var open = ShellPolicy(allowedExecutables: ["env"])
+        open.launchers = []
+        try await withShell(open) { shell, _, context in
+            let env = try await shell.call(["command": ["env", "echo", "chosen"]], context: context)
+            #expect(!env.isError && env.content.contains("chosen"), "\(env.content)")
         }
     }
 

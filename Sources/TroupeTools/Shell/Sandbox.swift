@@ -50,26 +50,49 @@ public struct Sandbox: Sendable, Hashable {
     public var limits = ResourceLimits()
 
     /// Resource limits per program: a disk filler stops at ``fileBytes``, a runaway loop at
-    /// ``cpuSeconds``, an allocation storm at ``addressSpaceBytes``. ``processes`` stops a fork
-    /// bomb only when Troupe does not run as root (the kernel exempts root's processes); as root
-    /// the PID namespace and the call's timeout end it.
+    /// ``cpuSeconds``, an allocation storm at ``addressSpaceBytes``, a fork bomb at ``processes``.
+    ///
+    /// The processes are counted by a `pids` control group of the program's own where this
+    /// process may make one (root, or a delegated cgroup); otherwise by `RLIMIT_NPROC`, which
+    /// counts all of the user's processes and which the kernel does not apply to root (then the
+    /// PID namespace and the call's timeout end a fork bomb). ``processLimitDescription`` says which.
     public struct ResourceLimits: Sendable, Hashable {
+        /// The largest file a program may write (`RLIMIT_FSIZE`): a bigger write gets `SIGXFSZ`.
         public var fileBytes: Int = 1 << 30
+        /// The most memory a program may map (`RLIMIT_AS`).
         public var addressSpaceBytes: Int = 8 << 30
+        /// The CPU time a program may use (`RLIMIT_CPU`); `nil`: the call's timeout.
         public var cpuSeconds: Int?
+        /// The most files a program may have open (`RLIMIT_NOFILE`).
         public var openFiles: Int = 1024
+        /// The most processes and threads a program and all it starts may have at once.
         public var processes: Int = 512
 
-        public init() {}
+        public init(
+            fileBytes: Int = 1 << 30, addressSpaceBytes: Int = 8 << 30, cpuSeconds: Int? = nil, openFiles: Int = 1024,
+            processes: Int = 512
+        ) {
+            self.fileBytes = fileBytes
+            self.addressSpaceBytes = addressSpaceBytes
+            self.cpuSeconds = cpuSeconds
+            self.openFiles = openFiles
+            self.processes = processes
+        }
 
-        /// `prlimit`'s options for these limits.
-        var options: [String] {
-            var options = [
-                "--fsize=\(fileBytes)", "--as=\(addressSpaceBytes)", "--nofile=\(openFiles)", "--nproc=\(processes)",
-            ]
+        /// `prlimit`'s options for these limits (`RLIMIT_NPROC` only when no cgroup counts the processes).
+        func options(countingProcesses: Bool) -> [String] {
+            var options = ["--fsize=\(fileBytes)", "--as=\(addressSpaceBytes)", "--nofile=\(openFiles)"]
+            if countingProcesses { options.append("--nproc=\(processes)") }
             if let cpuSeconds { options.append("--cpu=\(max(1, cpuSeconds))") }
             return options
         }
+    }
+
+    /// How ``ResourceLimits/processes`` is enforced here, for the line said at start.
+    public var processLimitDescription: String {
+        if ProcessCgroup.parent != nil { return "at most \(limits.processes) processes (pids cgroup)" }
+        if getuid() != 0 { return "at most \(limits.processes) processes of this user (RLIMIT_NPROC)" }
+        return "no process limit (root without a writable pids cgroup: the timeout ends a fork bomb)"
     }
 
     /// util-linux's `prlimit`, which sets the limits inside the sandbox.
@@ -122,10 +145,14 @@ public struct Sandbox: Sendable, Hashable {
         "/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs", "/etc/ssl/openssl.cnf", "/etc/ca-certificates", "/etc/gai.conf",
     ]
 
-    /// The argv that runs `executable arguments` in the sandbox, in `directory` (inside `workspace`).
-    public func command(executable: String, arguments: [String], workspace: String, directory: String) -> (
-        executable: String, arguments: [String]
-    ) {
+    /// The argv that runs `executable arguments` in the sandbox, in `directory` (inside
+    /// `workspace`, which is bound writable; `nil`: no workspace, and `directory` must be one of
+    /// the sandbox's own paths, such as `/tmp`). The program's processes are limited by
+    /// `RLIMIT_NPROC` unless `processesCounted` (a ``ProcessCgroup`` counts them); ``run(_:arguments:workspace:directory:environment:timeout:maxOutputBytes:)``
+    /// does all of that.
+    public func command(
+        executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool = false
+    ) -> (executable: String, arguments: [String]) {
         // A user namespace always (never root on the host, even where bwrap would go on without
         // one), no capabilities (bwrap keeps them for root otherwise), no nested namespaces, and a
         // session of its own (no typing into Troupe's terminal: TIOCSTI).
@@ -151,14 +178,51 @@ public struct Sandbox: Sendable, Hashable {
         options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/var/tmp"]
         // Writable paths, then the workspace, then what stays read-only inside them (later binds win).
         for path in writablePaths where FileManager.default.fileExists(atPath: path) { options += ["--bind", path, path] }
-        options += ["--bind", workspace, workspace]
+        if let workspace { options += ["--bind", workspace, workspace] }
         // Protected paths only where they would be writable (never exposing one from elsewhere).
-        let writable = [workspace] + writablePaths
+        let writable = [workspace].compactMap { $0 } + writablePaths
         let overlays = protectedPaths.filter { path in writable.contains { path.hasPrefix($0 + "/") } }
         for path in readOnlyPaths + overlays where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
         options += ["--chdir", directory]
-        let limited = Self.prlimit.map { [$0] + limits.options + ["--"] } ?? []
+        let limited = Self.prlimit.map { [$0] + limits.options(countingProcesses: !processesCounted) + ["--"] } ?? []
         return (bwrap, options + ["--"] + limited + [executable] + arguments)
+    }
+
+    /// Runs `executable arguments` in this sandbox, in `directory` (default: the workspace root)
+    /// of `workspace`, and returns how it ended and its output: for tools of your own that run
+    /// programs, so that they need not build a sandbox again. ``ShellTool`` runs through it.
+    ///
+    /// The program gets only `environment`, ``limits`` (its CPU time at most `timeout`), and at
+    /// most ``ResourceLimits/processes`` processes (``processLimitDescription``); at `timeout`
+    /// it and everything it started are killed. Each of stdout and stderr is kept up to
+    /// `maxOutputBytes`, the rest counted. A workspace that would open the system (``refusal(forWorkspace:)``)
+    /// is refused with a `toolFailed` error.
+    ///
+    /// - Parameter executable: an absolute path that the sandbox shows (under `/usr`, or in
+    ///   ``readOnlyPaths`` or the workspace).
+    public func run(
+        _ executable: String, arguments: [String] = [], workspace: String, directory: String? = nil,
+        environment: [String: String] = ["PATH": "/usr/local/bin:/usr/bin:/bin"], timeout: Duration = .seconds(60),
+        maxOutputBytes: Int = 64 << 10
+    ) async throws -> ProcessRun {
+        if let refusal = Self.refusal(forWorkspace: workspace) { throw TroupeError(.toolFailed, refusal) }
+        var sandbox = self
+        if sandbox.limits.cpuSeconds == nil { sandbox.limits.cpuSeconds = Int(timeout.seconds.rounded(.up)) }
+        let cgroup = ProcessCgroup.make(maxProcesses: limits.processes)
+        var command = sandbox.command(
+            executable: executable, arguments: arguments, workspace: workspace, directory: directory ?? workspace,
+            processesCounted: cgroup != nil)
+        if let cgroup { command = cgroup.joining(command) }
+        do {
+            let result = try await ProcessRun.run(
+                executable: command.executable, arguments: command.arguments, environment: environment, directory: workspace,
+                timeout: timeout, maxOutputBytes: maxOutputBytes)
+            await cgroup?.remove()
+            return result
+        } catch {
+            await cgroup?.remove()
+            throw error
+        }
     }
 
     /// Writes the sandbox's `passwd` and `group`: the running user, `root` and `nobody` only,
@@ -205,7 +269,7 @@ public struct Sandbox: Sendable, Hashable {
         }
         let sandbox = Sandbox(bwrap: bwrap, network: network)
         try sandbox.prepare()
-        let probe = sandbox.command(executable: "/usr/bin/true", arguments: [], workspace: "/tmp", directory: "/tmp")
+        let probe = sandbox.command(executable: "/usr/bin/true", arguments: [], workspace: nil, directory: "/tmp")
         let status: Int32
         do {
             let result = try await Subprocess.run(
@@ -274,7 +338,10 @@ extension ShellPolicy {
 
     /// How commands run, for a line at start: `sandboxed (bwrap, no network)`, or `NOT sandboxed`.
     public var sandboxDescription: String {
-        guard let sandbox else { return "NOT sandboxed (tools.shell.sandbox: none): commands reach whatever this user can" }
-        return "sandboxed (\(sandbox.bwrap), \(sandbox.network ? "with" : "no") network)"
+        guard let sandbox else {
+            return "NOT sandboxed (tools.shell.sandbox: none): commands reach whatever this user can; programs that start "
+                + "others are refused"
+        }
+        return "sandboxed (\(sandbox.bwrap), \(sandbox.network ? "with" : "no") network, \(sandbox.processLimitDescription))"
     }
 }

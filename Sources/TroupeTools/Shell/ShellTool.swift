@@ -41,6 +41,9 @@ public struct ShellPolicy: Sendable, Hashable {
     /// protected files: the settings file, the store), added to the workspace's `.git`, hooks
     /// and `.envrc` (``Sandbox/protectedPaths``).
     public var protectedPaths: [String] = []
+    /// Programs refused when commands run without a sandbox, even when allowed: they start other
+    /// programs (``programLaunchers``), which would run whatever the allowlist leaves out.
+    public var launchers: Set<String> = ShellPolicy.programLaunchers
 
     public init(
         allowedExecutables: Set<String> = ShellPolicy.readOnlyUtilities,
@@ -69,6 +72,18 @@ public struct ShellPolicy: Sendable, Hashable {
     /// or write are refused (``defaultRefusedOptions``).
     public static let readOnlyUtilities: Set<String> = [
         "cat", "cut", "diff", "echo", "false", "file", "find", "grep", "head", "ls", "pwd", "stat", "tail", "tr", "true", "wc",
+    ]
+
+    /// Programs that start other programs — `env`, `xargs`, `nice`, `timeout`, shells and
+    /// interpreters, `awk` (`system()`), GNU `sed` (its `e` command), `git` (hooks, aliases),
+    /// `tar` (`-I PROGRAM`), `make`, editors and pagers (`!`) — refused without a sandbox
+    /// (``launchers``). Inside the sandbox they can start only what the sandbox holds.
+    public static let programLaunchers: Set<String> = [
+        "env", "xargs", "nice", "nohup", "timeout", "setsid", "stdbuf", "chroot", "sudo", "su", "doas", "runuser", "setpriv",
+        "flock", "watch", "time", "strace", "ltrace", "unshare", "nsenter", "ionice", "taskset", "chrt", "prlimit", "parallel",
+        "script", "ssh", "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "awk", "gawk", "mawk",
+        "nawk", "sed", "perl", "python", "python3", "ruby", "node", "php", "lua", "tclsh", "git", "tar", "make", "vi", "vim",
+        "nvim", "emacs", "less", "more", "man", "ssh-agent", "dbus-run-session", "systemd-run",
     ]
 
     /// The options refused by default: for the default programs, and for `sort`, which users
@@ -177,6 +192,11 @@ public struct ShellTool: Tool {
             case .success(let path): executable = path
             case .failure(let refusal): return .error(refusal.message)
             }
+            if policy.sandbox == nil, policy.launchers.contains(argv[0]) {
+                return .error(
+                    "'\(argv[0])' starts other programs, and commands run without a sandbox here (tools.shell.sandbox: none), "
+                        + "so it is refused: run the program you want directly.")
+            }
             if let option = policy.refusedOptions[argv[0]]?.refused(in: Array(argv.dropFirst())) {
                 return .error(
                     "'\(argv[0]) \(option.prefix(80))' is refused: that option starts other programs, writes files or changes the "
@@ -192,19 +212,21 @@ public struct ShellTool: Tool {
         let timeout =
             arguments["timeoutSeconds"]?.doubleValue.flatMap { $0.isNaN ? nil : $0 }
             .map { Duration.seconds(min(max(0.1, $0), policy.maxTimeout.seconds)) } ?? policy.defaultTimeout
-        var command = (executable: executable, arguments: Array(argv.dropFirst()))
+        let outcome: ProcessRun
         if var sandbox = policy.sandbox {
             if let refusal = Sandbox.refusal(forWorkspace: workspace.root) { return .error(refusal) }
             // What runs code later, outside the sandbox (git hooks, direnv), and Troupe's own files.
             sandbox.protectedPaths +=
                 [".git", ".githooks", ".husky", ".envrc", ".pre-commit-config.yaml", "troupe.yaml"].map { workspace.root + "/" + $0 }
                 + policy.protectedPaths
-            sandbox.limits.cpuSeconds = Int(timeout.seconds.rounded(.up))
-            command = sandbox.command(executable: executable, arguments: command.arguments, workspace: workspace.root, directory: directory)
+            outcome = try await sandbox.run(
+                executable, arguments: Array(argv.dropFirst()), workspace: workspace.root, directory: directory,
+                environment: environment(), timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
+        } else {
+            outcome = try await ProcessRun.run(
+                executable: executable, arguments: Array(argv.dropFirst()), environment: environment(), directory: directory,
+                timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
         }
-        let outcome = try await ProcessRun.run(
-            executable: command.executable, arguments: command.arguments, environment: environment(),
-            directory: directory, timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
         return outcome.report(command: argv, timeout: timeout)
     }
 
@@ -236,17 +258,26 @@ public struct ShellTool: Tool {
 }
 
 /// One run of a program: its output (capped), its end, and the clean-up of its process group.
-struct ProcessRun: Sendable {
-    enum End: Sendable {
+public struct ProcessRun: Sendable {
+    /// How the program ended.
+    public enum End: Sendable, Equatable {
         case exited(Int32)
         case signaled(Int32)
+        /// It ran out its time, and it and everything it started were killed.
         case timedOut
     }
 
-    var end: End
+    public var end: End
     var stdout: CappedOutput
     var stderr: CappedOutput
-    var duration: Duration
+    public var duration: Duration
+
+    /// Its standard output, up to the cap (``standardOutputBytes`` says how much there was).
+    public var standardOutput: String { stdout.text }
+    public var standardError: String { stderr.text }
+    /// How many bytes each stream had in all, kept or not.
+    public var standardOutputBytes: Int { stdout.total }
+    public var standardErrorBytes: Int { stderr.total }
 
     static func run(
         executable: String,
@@ -386,7 +417,9 @@ struct ProcessRun: Sendable {
         kill(-pid, SIGKILL)
     }
 
-    func report(command: [String], timeout: Duration) -> ToolOutput {
+    /// What a tool returns for this run: the end (status, signal or timeout) and both streams,
+    /// with their truncation said; an error unless it exited with status 0.
+    public func report(command: [String], timeout: Duration) -> ToolOutput {
         var lines: [String] = []
         let seconds = String(format: "%.1f", duration.seconds)
         switch end {
