@@ -204,7 +204,7 @@ struct ShellSandboxTests {
                 let common = ["--tools", "shell", "--base-url", mock.baseURL, "--store", "sqlite:\(directory)/runs.db"]
                 let sandboxed = try await CLIProcess.run(["run", "List"] + common, directory: directory)
                 #expect(
-                    sandboxed.status == 0 && sandboxed.output.contains("shell_run: sandboxed (/usr/bin/bwrap, no network, ")),
+                    sandboxed.status == 0 && sandboxed.output.contains("shell_run: sandboxed (/usr/bin/bwrap, no network, "),
                     "\(sandboxed.output)")
                 let open = try await CLIProcess.run(["run", "List", "--set", "tools.shell.sandbox=none"] + common, directory: directory)
                 #expect(open.status == 0 && open.output.contains("shell_run: NOT sandboxed"), "\(open.output)")
