@@ -205,9 +205,13 @@ public actor MCPConnection {
     private func makeTransport() -> any SupervisedTransport {
         switch configuration.transport {
         case .stdio(let command, let arguments, let environment, let workingDirectory):
+            var base = MCPServerEnvironment.base()
+            // A sandboxed server's home and temporary files are in its private /tmp.
+            if configuration.sandbox != nil { (base["HOME"], base["TMPDIR"]) = ("/tmp", "/tmp") }
             return StdioServerTransport(
                 serverName: configuration.name, command: command, arguments: arguments,
-                environment: MCPServerEnvironment.base().merging(environment) { $1 }, workingDirectory: workingDirectory, logger: logger)
+                environment: base.merging(environment) { $1 }, workingDirectory: workingDirectory,
+                sandboxing: configuration.sandbox, logger: logger)
         case .http(let url, let headers):
             return StreamableHTTPTransport(
                 serverName: configuration.name, url: url, headers: headers, httpClient: httpClient,

@@ -43,6 +43,29 @@ public struct MCPServerConfiguration: Sendable, Hashable {
     /// (`env.NAME` and `headers.NAME` → text): what identifies the server without the secrets
     /// the variables hold. Empty when it was not made from settings.
     public var templates: [String: String] = [:]
+    /// The sandbox a stdio server runs in (`mcp.servers.NAME.sandbox: true`), or `nil`: none, it
+    /// runs as Troupe's user with everything that user may reach.
+    public var sandbox: Sandboxing?
+
+    /// How a stdio server is sandboxed: bubblewrap, as `shell_run` is (``Sandbox``), with no
+    /// workspace. It sees the system's programs and libraries, a minimal `/etc`, a private `/tmp`
+    /// (its `HOME` and `TMPDIR`), its working directory read-only, and only the paths listed
+    /// here; the network only if ``network``.
+    public struct Sandboxing: Sendable, Hashable {
+        /// Whether the server may use the network (the host's).
+        public var network: Bool
+        /// Absolute paths it may read: where it is installed (a virtual environment, the Python
+        /// it links to), its data.
+        public var readOnlyPaths: [String]
+        /// Absolute paths it may write.
+        public var writablePaths: [String]
+
+        public init(network: Bool = false, readOnlyPaths: [String] = [], writablePaths: [String] = []) {
+            self.network = network
+            self.readOnlyPaths = readOnlyPaths
+            self.writablePaths = writablePaths
+        }
+    }
 
     public init(
         name: String,
@@ -80,6 +103,14 @@ public struct MCPServerConfiguration: Sendable, Hashable {
                 url.contains("://")
             else {
                 throw TroupeError(.configuration, "MCP server '\(name)': url must be an http or https URL (got '\(url)').")
+            }
+        }
+        if let sandbox {
+            guard case .stdio = transport else {
+                throw TroupeError(.configuration, "MCP server '\(name)': sandbox is for servers Troupe starts (command), not for a url.")
+            }
+            for path in sandbox.readOnlyPaths + sandbox.writablePaths where !path.hasPrefix("/") || path.contains("\0") {
+                throw TroupeError(.configuration, "MCP server '\(name)': sandbox paths must be absolute (got '\(path)').")
             }
         }
         guard callTimeout > .zero, startupTimeout > .zero else {

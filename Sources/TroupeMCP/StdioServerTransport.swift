@@ -4,6 +4,7 @@ internal import MCP
 import Subprocess
 import SystemPackage
 import TroupeCore
+import TroupeTools
 
 #if canImport(Glibc)
     import Glibc
@@ -24,6 +25,8 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
     private let arguments: [String]
     private let environment: [String: String]
     private let workingDirectory: String?
+    /// The sandbox it runs in, if any (``MCPServerConfiguration/sandbox``).
+    private let sandboxing: MCPServerConfiguration.Sandboxing?
 
     private let messages: AsyncThrowingStream<Data, any Error>
     /// The server's messages not yet taken by the client: bounded, so that a server that writes
@@ -60,9 +63,11 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         arguments: [String],
         environment: [String: String],
         workingDirectory: String?,
+        sandboxing: MCPServerConfiguration.Sandboxing? = nil,
         maxQueuedBytes: Int = StdioServerTransport.maxQueuedBytes,
         logger: Logger
     ) {
+        self.sandboxing = sandboxing
         self.queue = BoundedMessageQueue(limit: maxQueuedBytes)
         self.serverName = serverName
         self.command = command
@@ -171,7 +176,22 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         for (name, value) in environment {
             if let key = Environment.Key(rawValue: name) { variables[key] = value }
         }
-        let executable: Executable = command.contains("/") ? .path(FilePath(command)) : .name(command)
+        var executable: Executable = command.contains("/") ? .path(FilePath(command)) : .name(command)
+        var arguments = arguments
+        var workingDirectory = workingDirectory
+        var sandboxed: SandboxedCommand?
+        if let sandboxing {
+            do throws(TroupeError) {
+                let command = try await sandboxedCommand(sandboxing)
+                executable = .path(FilePath(command.executable))
+                arguments = command.arguments
+                workingDirectory = nil
+                sandboxed = command
+            } catch {
+                launchFailed(error.message)
+                return
+            }
+        }
         let queue = queue
         let logger = logger
         var status = "it exited"
@@ -204,12 +224,50 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
             kill(-processID, SIGKILL)
             ChildProcessGroups.unregister(processID)
         }
+        await sandboxed?.end()
         let tail = stderrTail.trimmingCharacters(in: .whitespacesAndNewlines)
         if endReason == nil {
             endReason = status + (tail.isEmpty ? "" : ". Its last error output: \(tail.clipped(to: 1000))")
         }
         finish()
         logger.info("MCP server stopped", metadata: ["server": "\(serverName)", "reason": "\(endReason ?? status)"])
+    }
+
+    /// The server's program made ready for its sandbox: the sandbox of this process (as
+    /// `shell_run`'s), showing the server's paths and its working directory (read-only), with
+    /// the program found on the host first; a program the sandbox would not show is refused
+    /// with what to add.
+    private func sandboxedCommand(_ sandboxing: MCPServerConfiguration.Sandboxing) async throws(TroupeError) -> SandboxedCommand {
+        var sandbox: Sandbox
+        do throws(TroupeError) {
+            sandbox = try await Sandbox.shared(network: sandboxing.network)
+        } catch {
+            throw TroupeError(
+                .configuration, "MCP server '\(serverName)' runs in a sandbox (sandbox: true), and none can start: \(error.message)")
+        }
+        sandbox.readOnlyPaths = sandboxing.readOnlyPaths
+        sandbox.writablePaths = sandboxing.writablePaths
+        let directory = workingDirectory ?? "/tmp"
+        if let workingDirectory, !sandbox.shows(workingDirectory) { sandbox.readOnlyPaths.append(workingDirectory) }
+        let program: String?
+        if command.contains("/") {
+            program = URL(fileURLWithPath: command, relativeTo: URL(fileURLWithPath: workingDirectory ?? FileManager.default.currentDirectoryPath))
+                .standardizedFileURL.path
+        } else {
+            program = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map { "\($0)/\(command)" }
+                .first { access($0, X_OK) == 0 }
+        }
+        guard let program, access(program, X_OK) == 0 else {
+            throw TroupeError(.configuration, "MCP server '\(serverName)': its program '\(command)' is not found.")
+        }
+        guard sandbox.shows(program) else {
+            let real = URL(fileURLWithPath: program).resolvingSymlinksInPath().path
+            throw TroupeError(
+                .configuration,
+                "MCP server '\(serverName)' runs in a sandbox that does not show its program \(program)"
+                    + (real == program ? "" : " (\(real))") + ": add the folder it is installed in to readOnlyPaths.")
+        }
+        return sandbox.wrap(program, arguments: arguments, workspace: nil, directory: directory)
     }
 
     private func started(_ pid: Int32, writer: StandardInputWriter) {

@@ -97,7 +97,8 @@ public enum SettingKeys {
     /// `headers.HEADER` (text).
     public static let mcpServerFields: [String: Kind] = [
         "command": .string, "args": .stringArray, "cwd": .string, "url": .string, "timeout": .double, "startupTimeout": .double,
-        "readOnlyTools": .stringArray, "idempotentTools": .stringArray, "maxRestarts": .int,
+        "readOnlyTools": .stringArray, "idempotentTools": .stringArray, "maxRestarts": .int, "sandbox": .bool, "network": .bool,
+        "readOnlyPaths": .stringArray, "writablePaths": .stringArray,
     ]
 
     /// The maps of an MCP server: `mcp.servers.NAME.env.VARIABLE`, `mcp.servers.NAME.headers.HEADER`.

@@ -141,7 +141,17 @@ struct SettingsReader {
     /// A path setting: relative to the file's folder when it came from the file, else to the
     /// working directory.
     func path(_ name: String) throws(TroupeError) -> String? {
-        guard let text = try string(name) else { return nil }
+        try string(name).map { resolved($0, setting: name) }
+    }
+
+    /// A list of paths, each resolved as ``path(_:)`` resolves one.
+    func paths(_ name: String) throws(TroupeError) -> [String]? {
+        try strings(name)?.map { resolved($0, setting: name) }
+    }
+
+    /// `text` as an absolute path: `~/` is the home folder, and a relative path is relative to
+    /// the settings file that gave it (else to the current directory).
+    private func resolved(_ text: String, setting name: String) -> String {
         let base = source(of: name) == file ? (file.map { ($0 as NSString).deletingLastPathComponent } ?? directory) : directory
         let expanded = text.hasPrefix("~/") ? TroupeSettings.homeDirectory(environment: environment) + text.dropFirst(1) : text
         return URL(fileURLWithPath: expanded, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
@@ -388,6 +398,15 @@ struct SettingsReader {
             if let tools = try strings(prefix + "readOnlyTools") { server.readOnlyTools = tools }
             if let tools = try strings(prefix + "idempotentTools") { server.idempotentTools = tools }
             if let restarts = try int(prefix + "maxRestarts", in: 0...1_000) { server.maxRestarts = restarts }
+            let sandboxing = MCPServerConfiguration.Sandboxing(
+                network: try bool(prefix + "network") ?? false, readOnlyPaths: try paths(prefix + "readOnlyPaths") ?? [],
+                writablePaths: try paths(prefix + "writablePaths") ?? [])
+            if try bool(prefix + "sandbox") == true {
+                server.sandbox = sandboxing
+            } else if sandboxing != MCPServerConfiguration.Sandboxing() {
+                throw TroupeError(
+                    .configuration, "MCP server '\(name)': network, readOnlyPaths and writablePaths are sandbox settings; set sandbox: true.")
+            }
             for key in names(under: prefix + "env.").map({ "env." + $0 }) + names(under: prefix + "headers.").map({ "headers." + $0 }) {
                 if let text = try string(prefix + key) { server.templates[key] = text }
             }

@@ -126,8 +126,13 @@ public struct ToolRules: Sendable, Hashable, Codable {
             .merging(ShellPolicy.defaultRefusedOptions) { journaled, builtIn in
                 RefusedOptions(words: journaled.words.union(builtIn.words), letters: journaled.letters.union(builtIn.letters))
             }
-        shellPolicy.sandboxMode = shell.sandbox ?? .auto
-        shellPolicy.network = shell.network ?? false
+        // The sandbox protects the machine that resumes the run as much as the run: the stricter
+        // of the journaled rule and this host's holds. A run started with `none` gets this
+        // host's sandbox; one started with a sandbox keeps it here; the network is open only if
+        // both allow it.
+        let host = settings.shellPolicy
+        shellPolicy.sandboxMode = host.sandboxMode != .none ? host.sandboxMode : (shell.sandbox ?? .auto)
+        shellPolicy.network = (shell.network ?? false) && host.network
         result.shellPolicy = shellPolicy
         result.webPolicy = WebFetchPolicy(
             allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,
@@ -162,7 +167,7 @@ public struct ToolRules: Sendable, Hashable, Codable {
                 throw TroupeError(
                     .configuration,
                     "MCP server '\(name)' is not defined as it was when the run started (its command, arguments, working "
-                        + "directory, URL, variable or header names, or trusted tools changed). Resume with the settings it started "
+                        + "directory, URL, variable or header names, trusted tools, or sandbox changed). Resume with the settings it started "
                         + "with (--config FILE), or pass --use-current-tool-settings to adopt the new definition (it is journaled).")
             }
             servers.append(server)
@@ -191,6 +196,13 @@ public struct ToolRules: Sendable, Hashable, Codable {
         case .http(let url, let headers):
             definition["url"] = .string(url)
             definition["headers"] = .array(headers.keys.map { $0.lowercased() }.sorted().map(JSONValue.string))
+        }
+        // Only when set, so that the servers of runs journaled before sandboxes keep their print.
+        if let sandbox = server.sandbox {
+            definition["sandbox"] = .object([
+                "network": .bool(sandbox.network), "readOnlyPaths": .array(sandbox.readOnlyPaths.map(JSONValue.string)),
+                "writablePaths": .array(sandbox.writablePaths.map(JSONValue.string)),
+            ])
         }
         return "sha256:" + SHA256.hex(JSONValue.object(definition).jsonString)
     }

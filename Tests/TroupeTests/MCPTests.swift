@@ -29,7 +29,7 @@ struct MCPTests {
             #expect(
                 Set(tools.keys) == [
                     "mcp_fixture_echo", "mcp_fixture_math_add", "mcp_fixture_fail", "mcp_fixture_crash", "mcp_fixture_slow",
-                    "mcp_fixture_environment", "mcp_fixture_picture", "mcp_fixture_wordy",
+                    "mcp_fixture_environment", "mcp_fixture_read_text", "mcp_fixture_picture", "mcp_fixture_wordy",
                 ])
             let echo = try #require(tools["mcp_fixture_echo"])
             #expect(echo.description.hasPrefix("Returns the text it is given.") && echo.description.contains("MCP server 'fixture'"))
@@ -260,6 +260,43 @@ struct MCPTests {
                 let after = await MCPFixtures.call(try #require(tools["mcp_remote_echo"]), ["text": "x"])
                 #expect(after.isError && after.content.contains("connection refused"), "\(after)")
             }
+        }
+    }
+
+    /// Issue 16: stdio servers in the sandbox. The reference time server still answers; the
+    /// fixture reads the files of its own paths and nothing else (the host's secrets, a file
+    /// beside a store), its home is its private `/tmp`, and a program the sandbox would not show
+    /// is refused at start with what to add.
+    @Test(.enabled(if: access("/usr/bin/bwrap", X_OK) == 0, "needs bubblewrap"))
+    func aSandboxedServerWorksAndReadsOnlyItsPaths() async throws {
+        let paths = MCPFixtures.sandboxPaths()
+        var time = MCPFixtures.time()
+        time.sandbox = .init(readOnlyPaths: paths)
+        var fixture = MCPFixtures.stdio()
+        fixture.sandbox = .init(readOnlyPaths: paths)
+        try await withTemporaryDirectory { directory in
+            try "secret journal".write(toFile: directory + "/runs.db", atomically: true, encoding: .utf8)
+            try await MCPFixtures.withServers([time, fixture]) { servers in
+                let tools = try await tools(servers)
+                let now = await MCPFixtures.call(try #require(tools["mcp_time_get_current_time"]), ["timezone": "UTC"])
+                #expect(!now.isError && now.content.contains("\"timezone\""), "\(now)")
+                let read = try #require(tools["mcp_fixture_read_text"])
+                for path in [directory + "/runs.db", "/etc/shadow", "/root/.bash_history", NSHomeDirectory() + "/.profile"] {
+                    let output = await MCPFixtures.call(read, ["path": .string(path)])
+                    #expect(output.isError && !output.content.contains("secret journal"), "\(path): \(output)")
+                }
+                let own = await MCPFixtures.call(read, ["path": .string(MCPFixtures.script)])
+                #expect(!own.isError && own.content.contains("A small MCP server"), "its own paths: \(own.content.prefix(200))")
+                let home = await MCPFixtures.call(try #require(tools["mcp_fixture_environment"]), ["name": "HOME"])
+                #expect(home.content == "/tmp")
+            }
+        }
+        var hidden = MCPFixtures.stdio(name: "hidden")
+        hidden.sandbox = .init()
+        await #expect {
+            try await MCPFixtures.withServers([hidden]) { servers in _ = try await servers.tools() }
+        } throws: { error in
+            (error as? TroupeError)?.message.contains("add the folder it is installed in to readOnlyPaths") == true
         }
     }
 

@@ -208,21 +208,39 @@ public struct Sandbox: Sendable, Hashable {
         if let refusal = Self.refusal(forWorkspace: workspace) { throw TroupeError(.toolFailed, refusal) }
         var sandbox = self
         if sandbox.limits.cpuSeconds == nil { sandbox.limits.cpuSeconds = Int(timeout.seconds.rounded(.up)) }
-        let cgroup = ProcessCgroup.make(maxProcesses: limits.processes)
-        var command = sandbox.command(
-            executable: executable, arguments: arguments, workspace: workspace, directory: directory ?? workspace,
-            processesCounted: cgroup != nil)
-        if let cgroup { command = cgroup.joining(command) }
+        let command = sandbox.wrap(executable, arguments: arguments, workspace: workspace, directory: directory ?? workspace)
         do {
             let result = try await ProcessRun.run(
                 executable: command.executable, arguments: command.arguments, environment: environment, directory: workspace,
                 timeout: timeout, maxOutputBytes: maxOutputBytes)
-            await cgroup?.remove()
+            await command.end()
             return result
         } catch {
-            await cgroup?.remove()
+            await command.end()
             throw error
         }
+    }
+
+    /// `executable arguments` made ready to start in this sandbox, for code that starts and
+    /// talks to the program itself (a long-lived server): the argv to start, and the control
+    /// group that counts its processes, which ``SandboxedCommand/end()`` removes once it has
+    /// exited. (``command(executable:arguments:workspace:directory:processesCounted:)`` without the group.)
+    public func wrap(_ executable: String, arguments: [String], workspace: String?, directory: String) -> SandboxedCommand {
+        let cgroup = ProcessCgroup.make(maxProcesses: limits.processes)
+        var command = self.command(
+            executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: cgroup != nil)
+        if let cgroup { command = cgroup.joining(command) }
+        return SandboxedCommand(executable: command.executable, arguments: command.arguments, cgroup: cgroup)
+    }
+
+    /// Whether the sandbox shows `path` (the system's programs and libraries, ``readOnlyPaths``,
+    /// ``writablePaths``, `workspace`): where a program it runs must be, with the file its
+    /// symbolic links lead to.
+    public func shows(_ path: String, workspace: String? = nil) -> Bool {
+        let shown = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] + readOnlyPaths + writablePaths
+            + [workspace].compactMap { $0 }
+        let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        return [path, real].allSatisfy { path in shown.contains { path == $0 || path.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") } }
     }
 
     /// Writes the sandbox's `passwd` and `group`: the running user, `root` and `nobody` only,
@@ -312,6 +330,20 @@ public struct Sandbox: Sendable, Hashable {
             found[network] = sandbox
             return sandbox
         }
+    }
+}
+
+/// A program made ready to start in a sandbox (``Sandbox/wrap(_:arguments:workspace:directory:)``).
+public struct SandboxedCommand: Sendable {
+    /// What to start: `bwrap` (or the `/bin/sh` that puts it in its control group first).
+    public let executable: String
+    public let arguments: [String]
+    let cgroup: ProcessCgroup?
+
+    /// Removes the control group that counted the program's processes, killing any left: call
+    /// it once the program has exited.
+    public func end() async {
+        await cgroup?.remove()
     }
 }
 

@@ -5,7 +5,7 @@
 
 Tools: echo, add, fail (an error result), crash (the process exits mid-call), slow (writes a
 marker file, then sleeps: the tests kill or time out the server while it waits), environment,
-picture (an image result) and wordy (a 5,000-character description).
+read_text (a file's text), picture (an image result) and wordy (a 5,000-character description).
 """
 
 import os
@@ -56,6 +56,13 @@ def slow(seconds: float, marker: str) -> str:
 def environment(name: str) -> str:
     """The value of an environment variable in the server's process, or '(unset)'."""
     return os.environ.get(name, "(unset)")
+
+
+@server.tool()
+def read_text(path: str) -> str:
+    """The text of a file (the sandbox tests aim it at files the server must not see)."""
+    with open(path) as file:
+        return file.read()
 
 
 @server.tool()

@@ -62,6 +62,14 @@ enum MCPFixtures {
             readOnlyTools: ["get_current_time", "convert_time"])
     }
 
+    /// What a sandboxed fixture server must read: the venv, the Python it links to, the fixtures.
+    static func sandboxPaths() -> [String] {
+        let venv = URL(fileURLWithPath: python ?? "/usr/bin/python3").deletingLastPathComponent().deletingLastPathComponent()
+        let installed = venv.appendingPathComponent("bin/python").resolvingSymlinksInPath().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return [venv.path, installed.path, root + "/Tests/Fixtures"]
+    }
+
     /// A program that is not an MCP server, run by the venv's Python.
     static func python(name: String, code: String, startupTimeout: Duration = .seconds(30)) -> MCPServerConfiguration {
         MCPServerConfiguration(
