@@ -329,6 +329,10 @@ struct SettingsReader {
             policy.sandboxMode = mode
         }
         if let network = try bool("tools.shell.network") { policy.network = network }
+        if let count = try int("tools.shell.maxProcesses", in: 1...1_000_000) { policy.limits.processes = count }
+        if let bytes = try int("tools.shell.maxFileBytes", in: 1...(1 << 50)) { policy.limits.fileBytes = bytes }
+        if let bytes = try int("tools.shell.maxMemoryBytes", in: (16 << 20)...(1 << 50)) { policy.limits.addressSpaceBytes = bytes }
+        if let count = try int("tools.shell.maxOpenFiles", in: 16...1_048_576) { policy.limits.openFiles = count }
         return policy
     }
 

@@ -36,6 +36,12 @@ public struct ToolRules: Sendable, Hashable, Codable {
         public var sandbox: SandboxMode?
         /// `tools.shell.network`.
         public var network: Bool?
+        /// `tools.shell.maxProcesses`, `maxFileBytes`, `maxMemoryBytes`, `maxOpenFiles` (absent
+        /// in runs journaled before them: the defaults then).
+        public var maxProcesses: Int?
+        public var maxFileBytes: Int?
+        public var maxMemoryBytes: Int?
+        public var maxOpenFiles: Int?
     }
 
     public struct RefusedOptionList: Sendable, Hashable, Codable {
@@ -64,7 +70,9 @@ public struct ToolRules: Sendable, Hashable, Codable {
             maxOutputBytes: shellPolicy.maxOutputBytes,
             refusedOptions: shellPolicy.refusedOptions.mapValues { options in
                 RefusedOptionList(words: options.words.sorted(), letters: String(options.letters.sorted()))
-            }, sandbox: shellPolicy.sandboxMode, network: shellPolicy.network)
+            }, sandbox: shellPolicy.sandboxMode, network: shellPolicy.network, maxProcesses: shellPolicy.limits.processes,
+            maxFileBytes: shellPolicy.limits.fileBytes, maxMemoryBytes: shellPolicy.limits.addressSpaceBytes,
+            maxOpenFiles: shellPolicy.limits.openFiles)
         let webPolicy = settings.webPolicy
         web = Web(
             allowedPrivateHosts: webPolicy.allowedPrivateHosts.sorted(), maxRedirects: webPolicy.maxRedirects,
@@ -133,6 +141,10 @@ public struct ToolRules: Sendable, Hashable, Codable {
         let host = settings.shellPolicy
         shellPolicy.sandboxMode = host.sandboxMode != .none ? host.sandboxMode : (shell.sandbox ?? .auto)
         shellPolicy.network = (shell.network ?? false) && host.network
+        let defaults = Sandbox.ResourceLimits()
+        shellPolicy.limits = Sandbox.ResourceLimits(
+            fileBytes: shell.maxFileBytes ?? defaults.fileBytes, addressSpaceBytes: shell.maxMemoryBytes ?? defaults.addressSpaceBytes,
+            openFiles: shell.maxOpenFiles ?? defaults.openFiles, processes: shell.maxProcesses ?? defaults.processes)
         result.shellPolicy = shellPolicy
         result.webPolicy = WebFetchPolicy(
             allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,

@@ -31,6 +31,29 @@ import TroupeSettings
         #expect(try await Self.resumed(started: [open], host: [open]).network == true)
     }
 
+    /// The limits of each sandboxed command are settings, journaled with the run: a resume
+    /// elsewhere keeps them, and the sandbox found gets them.
+    @Test func theShellsResourceLimitsAreSettingsKeptOnResume() async throws {
+        let started = [
+            "tools.shell.maxProcesses=64", "tools.shell.maxFileBytes=1048576", "tools.shell.maxMemoryBytes=1073741824",
+            "tools.shell.maxOpenFiles=256",
+        ]
+        let expected = Sandbox.ResourceLimits(fileBytes: 1 << 20, addressSpaceBytes: 1 << 30, openFiles: 256, processes: 64)
+        #expect(try await Self.settings(started).shellPolicy.limits == expected)
+        #expect(try await Self.resumed(started: started, host: []).limits == expected)
+        #expect(try await Self.resumed(started: [], host: started).limits == Sandbox.ResourceLimits(), "the run's own limits")
+        var policy = try await Self.settings(started).shellPolicy
+        policy.sandboxMode = .none
+        #expect(try await policy.withSandbox().sandbox == nil)
+        if access("/usr/bin/bwrap", X_OK) == 0 {
+            policy.sandboxMode = .auto
+            #expect(try await policy.withSandbox().sandbox?.limits == expected)
+        }
+        for bad in ["tools.shell.maxProcesses=0", "tools.shell.maxMemoryBytes=1000", "tools.shell.maxOpenFiles=x"] {
+            await #expect(throws: TroupeError.self, "\(bad)") { _ = try await Self.settings([bad]) }
+        }
+    }
+
     @Test func anMCPServersSandboxIsReadWithItsPaths() async throws {
         let settings = try await Self.settings([
             "mcp.servers.notes.command=python3", "mcp.servers.notes.sandbox=true", "mcp.servers.notes.network=true",

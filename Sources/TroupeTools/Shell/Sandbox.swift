@@ -359,6 +359,7 @@ extension ShellPolicy {
         }
         do throws(TroupeError) {
             policy.sandbox = try await Sandbox.shared(network: network)
+            policy.sandbox?.limits = limits
         } catch {
             throw TroupeError(
                 .configuration,

@@ -41,6 +41,9 @@ public struct ShellPolicy: Sendable, Hashable {
     /// protected files: the settings file, the store), added to the workspace's `.git`, hooks
     /// and `.envrc` (``Sandbox/protectedPaths``).
     public var protectedPaths: [String] = []
+    /// The limits of each sandboxed command (`tools.shell.maxProcesses`, `maxFileBytes`,
+    /// `maxMemoryBytes`, `maxOpenFiles`); its CPU time is its timeout.
+    public var limits = Sandbox.ResourceLimits()
     /// Programs refused when commands run without a sandbox, even when allowed: they start other
     /// programs (``programLaunchers``), which would run whatever the allowlist leaves out.
     public var launchers: Set<String> = ShellPolicy.programLaunchers
