@@ -90,9 +90,9 @@ public struct Sandbox: Sendable, Hashable {
 
     /// How ``ResourceLimits/processes`` is enforced here, for the line said at start.
     public var processLimitDescription: String {
-        if ProcessCgroup.parent != nil { return "at most \(limits.processes) processes (pids cgroup)" }
-        if getuid() != 0 { return "at most \(limits.processes) processes of this user (RLIMIT_NPROC)" }
-        return "no process limit (root without a writable pids cgroup: the timeout ends a fork bomb)"
+        if ProcessCgroup.parent != nil { return "at most \(limits.processes) processes per command, by a pids cgroup" }
+        if getuid() != 0 { return "at most \(limits.processes) processes of this user, by RLIMIT_NPROC" }
+        return "no process limit: root without a writable pids cgroup, so the timeout ends a fork bomb"
     }
 
     /// util-linux's `prlimit`, which sets the limits inside the sandbox.
