@@ -77,6 +77,27 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
         try await store.close()
     }
+
+    // What the sandbox costs a shell call: `shell_run ["true"]` bare, and in bubblewrap with its
+    // limits (prlimit) and its pids cgroup (where this process may make one).
+    for sandboxed in [false, true] {
+        Benchmark(
+            "shell_run true: \(sandboxed ? "in the bwrap sandbox" : "without a sandbox")",
+            configuration: .init(metrics: [.wallClock, .cpuTotal], maxDuration: .seconds(3), maxIterations: 300)
+        ) { benchmark in
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hotpaths-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            var policy = ShellPolicy(allowedExecutables: ["true"])
+            policy.sandboxMode = sandboxed ? .bwrap : .none
+            let shell = ShellTool(workspace: try Workspace(directory), policy: try await policy.withSandbox())
+            let context = ToolContext(runID: RunID("run_bench"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "bench"))
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(try await shell.call(["command": ["true"]], context: context))
+            }
+        }
+    }
 }
 
 enum Inputs {

@@ -47,15 +47,19 @@ struct ProcessCgroup: Sendable {
         ("/bin/sh", ["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "troupe-sandbox", path + "/cgroup.procs", command.executable] + command.arguments)
     }
 
-    /// Kills whatever is left in the group and removes it (tried for up to a second while its
-    /// last processes exit).
+    /// Kills whatever is left in the group and removes it (tried for up to about a second while
+    /// its last processes exit: they usually have within a millisecond).
     func remove() async {
-        for _ in 0..<100 {
+        var pause = Duration.microseconds(250)
+        var waited = Duration.zero
+        while waited < .seconds(1) {
             if rmdir(path) == 0 || errno == ENOENT { return }
             if !Self.write("1", to: path + "/cgroup.kill") {
                 for pid in Self.processes(in: path) { kill(pid, SIGKILL) }
             }
-            try? await Task.sleep(for: .milliseconds(10))
+            try? await Task.sleep(for: pause)
+            waited += pause
+            pause = min(pause * 2, .milliseconds(20))
         }
     }
 

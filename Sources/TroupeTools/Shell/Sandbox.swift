@@ -213,7 +213,10 @@ public struct Sandbox: Sendable, Hashable {
             let result = try await ProcessRun.run(
                 executable: command.executable, arguments: command.arguments, environment: environment, directory: workspace,
                 timeout: timeout, maxOutputBytes: maxOutputBytes)
-            await command.end()
+            // The program has exited and its PID namespace is gone with it: its group is empty or
+            // about to be, and is removed after the answer (the wait for the kernel to let go of
+            // it cost each call ~3 ms).
+            Task { await command.end() }
             return result
         } catch {
             await command.end()
