@@ -135,6 +135,16 @@ struct ShellSandboxTests {
         }
     }
 
+    /// `--die-with-parent` kills the sandbox when the *thread* that started it ends. That thread
+    /// is swift-subprocess's own spawning thread, which lives as long as Troupe; a pool thread
+    /// would end after 5 s idle (libdispatch) and take a longer command with it.
+    @Test func aCommandOutlivesIdleThreads() async throws {
+        try await withProbes { shell, context, _ in
+            let run = try await shell.call(["command": ["sh", "-c", "sleep 6; echo slept"], "timeoutSeconds": 30], context: context)
+            #expect(run.content.hasPrefix("exit status 0"), "\(run.content)")
+        }
+    }
+
     static func processCount() -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }.count
     }

@@ -155,7 +155,9 @@ public struct Sandbox: Sendable, Hashable {
     ) -> (executable: String, arguments: [String]) {
         // A user namespace always (never root on the host, even where bwrap would go on without
         // one), no capabilities (bwrap keeps them for root otherwise), no nested namespaces, and a
-        // session of its own (no typing into Troupe's terminal: TIOCSTI).
+        // session of its own (no typing into Troupe's terminal: TIOCSTI). `--die-with-parent` ties
+        // the sandbox to the thread that started it: swift-subprocess starts programs from one
+        // thread of its own that lives as long as Troupe (not a pool thread that ends when idle).
         var options = [
             "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--unshare-all",
         ]
