@@ -251,7 +251,10 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         if let workingDirectory, !sandbox.shows(workingDirectory) { sandbox.readOnlyPaths.append(workingDirectory) }
         let program: String?
         if command.contains("/") {
-            program = URL(fileURLWithPath: command, relativeTo: URL(fileURLWithPath: workingDirectory ?? FileManager.default.currentDirectoryPath))
+            program =
+                URL(
+                    fileURLWithPath: command, relativeTo: URL(fileURLWithPath: workingDirectory ?? FileManager.default.currentDirectoryPath)
+                )
                 .standardizedFileURL.path
         } else {
             program = (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map { "\($0)/\(command)" }

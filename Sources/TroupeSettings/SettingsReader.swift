@@ -409,7 +409,8 @@ struct SettingsReader {
                 server.sandbox = sandboxing
             } else if sandboxing != MCPServerConfiguration.Sandboxing() {
                 throw TroupeError(
-                    .configuration, "MCP server '\(name)': network, readOnlyPaths and writablePaths are sandbox settings; set sandbox: true.")
+                    .configuration,
+                    "MCP server '\(name)': network, readOnlyPaths and writablePaths are sandbox settings; set sandbox: true.")
             }
             for key in names(under: prefix + "env.").map({ "env." + $0 }) + names(under: prefix + "headers.").map({ "headers." + $0 }) {
                 if let text = try string(prefix + key) { server.templates[key] = text }

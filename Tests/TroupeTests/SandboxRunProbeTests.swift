@@ -58,8 +58,10 @@ struct SandboxRunProbeTests {
             }
             let runID = try await MockOpenAIServer.withServer(configuration: configuration) { mock in
                 let run = try await CLIProcess.run(
-                    ["run", "Probe the sandbox", "--tools", "shell", "--workspace", "ws", "--base-url", mock.baseURL, "--store",
-                     "sqlite:\(store)", "--set", "run.maxConcurrency=1", "--set", "run.maxSteps=20"] + settings.flatMap { ["--set", $0] },
+                    [
+                        "run", "Probe the sandbox", "--tools", "shell", "--workspace", "ws", "--base-url", mock.baseURL, "--store",
+                        "sqlite:\(store)", "--set", "run.maxConcurrency=1", "--set", "run.maxSteps=20",
+                    ] + settings.flatMap { ["--set", $0] },
                     directory: directory)
                 #expect(run.status == 0, "\(run.output)")
                 return try #require(run.output.firstMatch(of: /run_[A-Za-z0-9]+/).map { String($0.output) }, "\(run.output)")

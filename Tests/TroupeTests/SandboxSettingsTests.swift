@@ -63,7 +63,9 @@ import TroupeSettings
         let notes = try #require(settings.mcpServers.first { $0.name == "notes" })
         let sandbox = try #require(notes.sandbox)
         #expect(sandbox.network && sandbox.readOnlyPaths == ["/srv/project/venv", "/opt/python"])
-        #expect(sandbox.writablePaths.count == 1 && sandbox.writablePaths[0].hasSuffix("/notes-data") && sandbox.writablePaths[0].hasPrefix("/"))
+        #expect(
+            sandbox.writablePaths.count == 1 && sandbox.writablePaths[0].hasSuffix("/notes-data") && sandbox.writablePaths[0].hasPrefix("/")
+        )
         #expect(settings.mcpServers.first { $0.name == "plain" }?.sandbox == nil)
     }
 
@@ -95,11 +97,12 @@ import TroupeSettings
             try await Self.settings(base + ["mcp.servers.s.sandbox=true", "mcp.servers.s.writablePaths=/data"]), toolGroups: ["mcp:s"])
         #expect(Set([plain.mcpServers["s"], sandboxed.mcpServers["s"], wider.mcpServers["s"]]).count == 3)
         #expect(
-            plain.mcpServers["s"] == "sha256:" + SHA256.hex(
-                JSONValue.object([
-                    "readOnlyTools": [], "idempotentTools": [], "templates": [:], "command": "python3", "arguments": [],
-                    "variables": [], "workingDirectory": .string(FileManager.default.currentDirectoryPath),
-                ]).jsonString), "the definition hashed as before sandboxes")
+            plain.mcpServers["s"] == "sha256:"
+                + SHA256.hex(
+                    JSONValue.object([
+                        "readOnlyTools": [], "idempotentTools": [], "templates": [:], "command": "python3", "arguments": [],
+                        "variables": [], "workingDirectory": .string(FileManager.default.currentDirectoryPath),
+                    ]).jsonString), "the definition hashed as before sandboxes")
         #expect(throws: TroupeError.self) { try sandboxed.applied(to: plainSettings, toolGroups: ["mcp:s"]) }
     }
 }

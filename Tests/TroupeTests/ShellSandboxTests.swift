@@ -145,6 +145,25 @@ struct ShellSandboxTests {
         }
     }
 
+    /// A tool of a user's own runs a program in the same sandbox through the public API, as
+    /// docs/TOOLS.md shows: its status, output and limits, a timeout, and a refused workspace.
+    @Test func aCustomToolUsesTheSandboxThroughItsPublicAPI() async throws {
+        try await withTemporaryDirectory { directory in
+            try "one\ntwo\n".write(toFile: directory + "/notes.txt", atomically: true, encoding: .utf8)
+            var sandbox = try await Sandbox.detect()
+            sandbox.limits.processes = 64
+            let counted = try await sandbox.run("/usr/bin/wc", arguments: ["-l", "notes.txt"], workspace: directory, timeout: .seconds(10))
+            #expect(counted.end == .exited(0) && counted.standardOutput == "2 notes.txt\n", "\(counted.standardOutput)")
+            let report = counted.report(command: ["wc", "-l", "notes.txt"], timeout: .seconds(10))
+            #expect(!report.isError && report.content.hasPrefix("exit status 0"))
+            let shadow = try await sandbox.run("/usr/bin/cat", arguments: ["/etc/shadow"], workspace: directory)
+            #expect(shadow.end == .exited(1) && shadow.standardError.contains("No such file"), "\(shadow.standardError)")
+            let slow = try await sandbox.run("/usr/bin/sleep", arguments: ["30"], workspace: directory, timeout: .milliseconds(300))
+            #expect(slow.end == .timedOut)
+            await #expect(throws: TroupeError.self) { _ = try await sandbox.run("/usr/bin/true", workspace: "/") }
+        }
+    }
+
     static func processCount() -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }.count
     }

@@ -44,7 +44,11 @@ struct ProcessCgroup: Sendable {
     /// the command (`exec`): the command and all it starts are in the group from their first
     /// instruction. The command's words are passed as `sh`'s arguments, never parsed by it.
     func joining(_ command: (executable: String, arguments: [String])) -> (executable: String, arguments: [String]) {
-        ("/bin/sh", ["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "troupe-sandbox", path + "/cgroup.procs", command.executable] + command.arguments)
+        (
+            "/bin/sh",
+            ["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "troupe-sandbox", path + "/cgroup.procs", command.executable]
+                + command.arguments
+        )
     }
 
     /// Kills whatever is left in the group and removes it (tried for up to about a second while

@@ -242,7 +242,8 @@ public struct Sandbox: Sendable, Hashable {
     /// ``writablePaths``, `workspace`): where a program it runs must be, with the file its
     /// symbolic links lead to.
     public func shows(_ path: String, workspace: String? = nil) -> Bool {
-        let shown = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] + readOnlyPaths + writablePaths
+        let shown =
+            ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] + readOnlyPaths + writablePaths
             + [workspace].compactMap { $0 }
         let real = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         return [path, real].allSatisfy { path in shown.contains { path == $0 || path.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") } }
