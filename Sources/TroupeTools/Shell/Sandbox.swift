@@ -186,6 +186,7 @@ public struct Sandbox: Sendable, Hashable {
         let overlays = protectedPaths.filter { path in writable.contains { path.hasPrefix($0 + "/") } }
         for path in readOnlyPaths + overlays where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
         options += ["--chdir", directory]
+        // (``detect(searchPath:network:)`` refuses a sandbox without prlimit.)
         let limited = Self.prlimit.map { [$0] + limits.options(countingProcesses: !processesCounted) + ["--"] } ?? []
         return (bwrap, options + ["--"] + limited + [executable] + arguments)
     }
@@ -291,6 +292,13 @@ public struct Sandbox: Sendable, Hashable {
                     + "apt-get install bubblewrap; Fedora: dnf install bubblewrap), or run without a sandbox with "
                     + "tools.shell.sandbox: none.", details: ["reason": "noSandbox"])
         }
+        guard prlimit != nil else {
+            throw TroupeError(
+                .configuration,
+                "util-linux's prlimit (/usr/bin/prlimit) is not installed, so the sandbox could not limit what a command "
+                    + "uses. Install util-linux, or run without a sandbox with tools.shell.sandbox: none.",
+                details: ["reason": "noSandbox"])
+        }
         let sandbox = Sandbox(bwrap: bwrap, network: network)
         try sandbox.prepare()
         let probe = sandbox.command(executable: "/usr/bin/true", arguments: [], workspace: nil, directory: "/tmp")
@@ -300,9 +308,10 @@ public struct Sandbox: Sendable, Hashable {
                 .path(FilePath(probe.executable)), arguments: Arguments(probe.arguments), output: .discarded, error: .string(limit: 4096))
             if case .exited(let code) = result.terminationStatus { status = code } else { status = -1 }
             guard status == 0 else {
+                let reason = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
                 throw TroupeError(
                     .configuration,
-                    "bubblewrap is installed but cannot start a sandbox here (\(result.standardError ?? "exit \(status)")); "
+                    "bubblewrap is installed but cannot start a sandbox here (\(reason.isEmpty ? "exit \(status)" : reason)); "
                         + "the kernel or container may forbid user namespaces. Allow them, or use tools.shell.sandbox: none.",
                     details: ["reason": "noSandbox"])
             }
