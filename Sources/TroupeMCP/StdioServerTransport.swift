@@ -270,7 +270,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
                 "MCP server '\(serverName)' runs in a sandbox that does not show its program \(program)"
                     + (real == program ? "" : " (\(real))") + ": add the folder it is installed in to readOnlyPaths.")
         }
-        return sandbox.wrap(program, arguments: arguments, workspace: nil, directory: directory)
+        return try sandbox.wrap(program, arguments: arguments, workspace: nil, directory: directory)
     }
 
     private func started(_ pid: Int32, writer: StandardInputWriter) {

@@ -164,6 +164,39 @@ struct ShellSandboxTests {
         }
     }
 
+    /// What would run code later outside the sandbox cannot be created or swapped from inside:
+    /// missing `.git` and `.envrc` are held by placeholders (gone again after the call), a store
+    /// in the workspace keeps its folder and its WAL read-only, and a protected name that is a
+    /// symbolic link stops the call instead of being followed.
+    @Test func protectedPathsCannotBeCreatedSwappedOrFollowed() async throws {
+        try await withTemporaryDirectory { directory in
+            let workspace = try Workspace(directory)
+            try FileManager.default.createDirectory(atPath: directory + "/.troupe", withIntermediateDirectories: true)
+            try Data("SQLite format 3\0 and the rest".utf8).write(to: URL(fileURLWithPath: directory + "/.troupe/runs.db"))
+            try Data("SQLite format 3\0 settings".utf8).write(to: URL(fileURLWithPath: directory + "/top.db"))
+            var policy = Self.policy(try await Sandbox.detect())
+            policy.protectedPaths = [directory + "/.troupe/runs.db", directory + "/top.db"]
+            let shell = ShellTool(workspace: workspace, policy: policy)
+            let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
+            for attempt in [
+                "mkdir .git/hooks", "printf 'eval x' > .envrc", "mkdir .husky/x", "mv .troupe moved", "echo forged > .troupe/runs.db-wal",
+                "echo forged > top.db-wal", "echo forged > top.db", "rm -rf .troupe",
+            ] {
+                let output = try await Self.run(shell, ["sh", "-c", attempt + " && echo done"], context)
+                #expect(!output.content.contains("done"), "\(attempt): \(output.content)")
+            }
+            let made = try await Self.run(shell, ["sh", "-c", "echo fine > notes.txt && echo done"], context)
+            #expect(made.content.contains("done"), "the rest of the workspace is writable: \(made.content)")
+            let left = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+            #expect(left == [".troupe", "notes.txt", "top.db"], "placeholders removed, nothing planted: \(left)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/.troupe") == ["runs.db"])
+
+            try FileManager.default.createSymbolicLink(atPath: directory + "/.envrc", withDestinationPath: "/etc/shadow")
+            let linked = try await Self.run(shell, ["cat", "/etc/shadow"], context)
+            #expect(linked.isError && linked.content.contains("symbolic link") && !linked.content.contains("root:"), "\(linked.content)")
+        }
+    }
+
     static func processCount() -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }.count
     }

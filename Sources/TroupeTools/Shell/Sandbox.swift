@@ -1,5 +1,6 @@
 import Foundation
 import Subprocess
+import Synchronization
 import SystemPackage
 public import TroupeCore
 
@@ -153,6 +154,12 @@ public struct Sandbox: Sendable, Hashable {
     public func command(
         executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool = false
     ) -> (executable: String, arguments: [String]) {
+        command(executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: processesCounted, protection: nil)
+    }
+
+    func command(
+        executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool, protection: Protection?
+    ) -> (executable: String, arguments: [String]) {
         // A user namespace always (never root on the host, even where bwrap would go on without
         // one), no capabilities (bwrap keeps them for root otherwise), no nested namespaces, and a
         // session of its own (no typing into Troupe's terminal: TIOCSTI). `--die-with-parent` ties
@@ -178,13 +185,17 @@ public struct Sandbox: Sendable, Hashable {
         options += ["--ro-bind-try", identityDirectory + "/passwd", "/etc/passwd"]
         options += ["--ro-bind-try", identityDirectory + "/group", "/etc/group"]
         options += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/var/tmp"]
-        // Writable paths, then the workspace, then what stays read-only inside them (later binds win).
-        for path in writablePaths where FileManager.default.fileExists(atPath: path) { options += ["--bind", path, path] }
-        if let workspace { options += ["--bind", workspace, workspace] }
-        // Protected paths only where they would be writable (never exposing one from elsewhere).
-        let writable = [workspace].compactMap { $0 } + writablePaths
-        let overlays = protectedPaths.filter { path in writable.contains { path.hasPrefix($0 + "/") } }
-        for path in readOnlyPaths + overlays where FileManager.default.fileExists(atPath: path) { options += ["--ro-bind", path, path] }
+        // The paths it may reach beyond the system, parents before children (a bind hides what an
+        // earlier one put below it), writable before read-only at the same depth; then the
+        // protected paths inside the writable ones (read-only, or held by placeholders).
+        var binds: [(source: String, destination: String, writable: Bool)] = []
+        for path in writablePaths where FileManager.default.fileExists(atPath: path) { binds.append((path, path, true)) }
+        if let workspace { binds.append((workspace, workspace, true)) }
+        for path in readOnlyPaths where FileManager.default.fileExists(atPath: path) { binds.append((path, path, false)) }
+        binds.sort { ($0.destination.split(separator: "/").count, $0.writable ? 0 : 1) < ($1.destination.split(separator: "/").count, $1.writable ? 0 : 1) }
+        for bind in binds { options += [bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination] }
+        let guarded = protection ?? (try? self.protection(workspace: workspace, reserving: false)) ?? Protection()
+        for bind in guarded.binds { options += ["--ro-bind", bind.source, bind.destination] }
         options += ["--chdir", directory]
         // (``detect(searchPath:network:)`` refuses a sandbox without prlimit.)
         let limited = Self.prlimit.map { [$0] + limits.options(countingProcesses: !processesCounted) + ["--"] } ?? []
@@ -211,15 +222,16 @@ public struct Sandbox: Sendable, Hashable {
         if let refusal = Self.refusal(forWorkspace: workspace) { throw TroupeError(.toolFailed, refusal) }
         var sandbox = self
         if sandbox.limits.cpuSeconds == nil { sandbox.limits.cpuSeconds = Int(timeout.seconds.rounded(.up)) }
-        let command = sandbox.wrap(executable, arguments: arguments, workspace: workspace, directory: directory ?? workspace)
+        let command = try sandbox.wrap(executable, arguments: arguments, workspace: workspace, directory: directory ?? workspace)
         do {
             let result = try await ProcessRun.run(
                 executable: command.executable, arguments: command.arguments, environment: environment, directory: workspace,
                 timeout: timeout, maxOutputBytes: maxOutputBytes)
             // The program has exited and its PID namespace is gone with it: its group is empty or
             // about to be, and is removed after the answer (the wait for the kernel to let go of
-            // it cost each call ~3 ms).
-            Task { await command.end() }
+            // it cost each call ~3 ms); its placeholders go before the answer.
+            PlaceholderRegistry.release(command.placeholders)
+            Task { await command.cgroup?.remove() }
             return result
         } catch {
             await command.end()
@@ -231,12 +243,101 @@ public struct Sandbox: Sendable, Hashable {
     /// talks to the program itself (a long-lived server): the argv to start, and the control
     /// group that counts its processes, which ``SandboxedCommand/end()`` removes once it has
     /// exited. (``command(executable:arguments:workspace:directory:processesCounted:)`` without the group.)
-    public func wrap(_ executable: String, arguments: [String], workspace: String?, directory: String) -> SandboxedCommand {
+    ///
+    /// Throws when a protected path is a symbolic link: bwrap would follow it when it binds the
+    /// path, so the box is not built (the message names the link to remove).
+    public func wrap(_ executable: String, arguments: [String], workspace: String?, directory: String) throws(TroupeError)
+        -> SandboxedCommand
+    {
+        let protection = try protection(workspace: workspace, reserving: true)
         let cgroup = ProcessCgroup.make(maxProcesses: limits.processes)
         var command = self.command(
-            executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: cgroup != nil)
+            executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: cgroup != nil,
+            protection: protection)
         if let cgroup { command = cgroup.joining(command) }
-        return SandboxedCommand(executable: command.executable, arguments: command.arguments, cgroup: cgroup)
+        return SandboxedCommand(executable: command.executable, arguments: command.arguments, cgroup: cgroup, placeholders: protection.placeholders)
+    }
+
+    /// What keeps ``protectedPaths`` from being changed where they would be writable: the
+    /// read-only binds, and the placeholders among them.
+    struct Protection: Sendable {
+        var binds: [(source: String, destination: String)] = []
+        /// Protected paths that do not exist: held by an empty read-only file or folder, so that
+        /// the program cannot create them (a `.git` with a hook, an `.envrc`). bwrap makes each
+        /// on the host as a mount point; ``SandboxedCommand/end()`` removes it again.
+        var placeholders: [String] = []
+    }
+
+    /// Protected paths that are folders when they exist (their placeholder is an empty folder).
+    static let protectedFolderNames: Set<String> = [".git", ".githooks", ".husky"]
+
+    /// The protection of ``protectedPaths`` inside the workspace and ``writablePaths``:
+    /// - a protected path directly in a writable folder is bound read-only — with its SQLite
+    ///   companions (`-wal`, `-shm`, `-journal`) when it is a database — and one that does not exist
+    ///   is held by a placeholder;
+    /// - one deeper down has its folder bound read-only as a whole (the file cannot be swapped
+    ///   by renaming the folder, and its companions are covered);
+    /// - a symbolic link among them is refused (binding it would follow it).
+    ///
+    /// `reserving` counts the placeholders as in use (``PlaceholderRegistry``) for a program
+    /// about to start.
+    func protection(workspace: String?, reserving: Bool) throws(TroupeError) -> Protection {
+        let roots = [workspace].compactMap { $0 } + writablePaths
+        var protection = Protection()
+        var seen = Set<String>()
+        for path in protectedPaths {
+            guard let root = roots.first(where: { path.hasPrefix($0 + "/") }), seen.insert(path).inserted else { continue }
+            let parent = (path as NSString).deletingLastPathComponent
+            if parent != root {
+                // Its folder, read-only as a whole (the topmost folder below the root).
+                let top = root + "/" + path.dropFirst(root.count + 1).split(separator: "/")[0]
+                if seen.insert(top).inserted, try Self.kind(of: top) != .missing { protection.binds.append((top, top)) }
+                continue
+            }
+            var kind = try Self.kind(of: path)
+            // Another running program's placeholder is one still.
+            if kind == .other, PlaceholderRegistry.holds(path) { kind = .missing }
+            switch kind {
+            case .missing:
+                let folder = Self.protectedFolderNames.contains((path as NSString).lastPathComponent)
+                protection.binds.append((identityDirectory + (folder ? "/empty-folder" : "/empty-file"), path))
+                protection.placeholders.append(path)
+            case .other:
+                protection.binds.append((path, path))
+            case .database:
+                protection.binds.append((path, path))
+                for companion in ["-wal", "-shm", "-journal"].map({ path + $0 }) {
+                    if try Self.kind(of: companion) != .missing {
+                        protection.binds.append((companion, companion))
+                    } else {
+                        protection.binds.append((identityDirectory + "/empty-file", companion))
+                        protection.placeholders.append(companion)
+                    }
+                }
+            }
+        }
+        if reserving { PlaceholderRegistry.reserve(protection.placeholders) }
+        return protection
+    }
+
+    enum PathKind {
+        case missing, other, database
+    }
+
+    /// What is at `path` (an SQLite database is told by its header); a symbolic link is refused.
+    static func kind(of path: String) throws(TroupeError) -> PathKind {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return .missing }
+        if info.st_mode & S_IFMT == S_IFLNK {
+            throw TroupeError(
+                .toolFailed,
+                "'\(path)' is a symbolic link, and it is one of the paths commands may not change (the workspace's .git, hooks, "
+                    + ".envrc, settings or store): shell_run does not run until it is replaced by a real file or folder.")
+        }
+        guard info.st_mode & S_IFMT == S_IFREG, let handle = FileHandle(forReadingAtPath: path) else { return .other }
+        defer { try? handle.close() }
+        let header = (try? handle.read(upToCount: 16)) ?? Data()
+        return header == Data("SQLite format 3\0".utf8) ? .database : .other
     }
 
     /// Whether the sandbox shows `path` (the system's programs and libraries, ``readOnlyPaths``,
@@ -271,6 +372,12 @@ public struct Sandbox: Sendable, Hashable {
                 throw TroupeError(.configuration, "The sandbox's folder \(identityDirectory) is not this user's private folder.")
             }
             try Data(passwd.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/passwd"), options: .atomic)
+            // The sources of the placeholders that hold protected paths (empty, read-only).
+            try FileManager.default.createDirectory(
+                atPath: identityDirectory + "/empty-folder", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o555])
+            if !FileManager.default.fileExists(atPath: identityDirectory + "/empty-file") {
+                _ = FileManager.default.createFile(atPath: identityDirectory + "/empty-file", contents: nil, attributes: [.posixPermissions: 0o444])
+            }
             try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"), options: .atomic)
         } catch let error as TroupeError {
             throw error
@@ -338,7 +445,7 @@ public struct Sandbox: Sendable, Hashable {
         func sandbox(network: Bool) async throws(TroupeError) -> Sandbox {
             if let sandbox = found[network] {
                 // Its files may have been cleaned away since (a /tmp cleaner): written again.
-                if access(sandbox.identityDirectory + "/passwd", R_OK) != 0 { try sandbox.prepare() }
+                if access(sandbox.identityDirectory + "/empty-file", R_OK) != 0 { try sandbox.prepare() }
                 return sandbox
             }
             let sandbox = try await Sandbox.detect(network: network)
@@ -354,11 +461,48 @@ public struct SandboxedCommand: Sendable {
     public let executable: String
     public let arguments: [String]
     let cgroup: ProcessCgroup?
+    /// The placeholders bwrap makes on the host (``Sandbox/Protection``), removed by ``end()``.
+    let placeholders: [String]
 
-    /// Removes the control group that counted the program's processes, killing any left: call
-    /// it once the program has exited.
+    /// Removes the control group that counted the program's processes, killing any left, and
+    /// the placeholders no other running program holds: call it once the program has exited.
     public func end() async {
+        PlaceholderRegistry.release(placeholders)
         await cgroup?.remove()
+    }
+}
+
+/// The placeholders in use by the programs running now, counted: a placeholder is removed when
+/// the last program that holds it has ended, and only if it is still empty (nothing of anyone's).
+enum PlaceholderRegistry {
+    private static let counts = Mutex<[String: Int]>([:])
+
+    static func reserve(_ paths: [String]) {
+        counts.withLock { counts in for path in paths { counts[path, default: 0] += 1 } }
+    }
+
+    static func holds(_ path: String) -> Bool {
+        counts.withLock { $0[path] != nil }
+    }
+
+    static func release(_ paths: [String]) {
+        let free = counts.withLock { counts in
+            paths.filter { path in
+                counts[path, default: 1] -= 1
+                guard counts[path, default: 0] <= 0 else { return false }
+                counts[path] = nil
+                return true
+            }
+        }
+        for path in free {
+            var info = stat()
+            guard lstat(path, &info) == 0 else { continue }
+            if info.st_mode & S_IFMT == S_IFDIR {
+                rmdir(path)  // only when empty
+            } else if info.st_mode & S_IFMT == S_IFREG, info.st_size == 0 {
+                unlink(path)
+            }
+        }
     }
 }
 

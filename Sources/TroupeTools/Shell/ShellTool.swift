@@ -222,9 +222,13 @@ public struct ShellTool: Tool {
             sandbox.protectedPaths +=
                 [".git", ".githooks", ".husky", ".envrc", ".pre-commit-config.yaml", "troupe.yaml"].map { workspace.root + "/" + $0 }
                 + policy.protectedPaths
-            outcome = try await sandbox.run(
-                executable, arguments: Array(argv.dropFirst()), workspace: workspace.root, directory: directory,
-                environment: environment(), timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
+            do {
+                outcome = try await sandbox.run(
+                    executable, arguments: Array(argv.dropFirst()), workspace: workspace.root, directory: directory,
+                    environment: environment(), timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
+            } catch let error as TroupeError where error.code == .toolFailed {
+                return .error(error.message)  // the box could not be built here (a protected path is a link)
+            }
         } else {
             outcome = try await ProcessRun.run(
                 executable: executable, arguments: Array(argv.dropFirst()), environment: environment(), directory: directory,
