@@ -1,4 +1,5 @@
 public import TroupeCore
+import TroupeTools
 
 /// One MCP server a run may use: how to reach it, and how far to trust it.
 ///
@@ -111,6 +112,17 @@ public struct MCPServerConfiguration: Sendable, Hashable {
             }
             for path in sandbox.readOnlyPaths + sandbox.writablePaths where !path.hasPrefix("/") || path.contains("\0") {
                 throw TroupeError(.configuration, "MCP server '\(name)': sandbox paths must be absolute (got '\(path)').")
+            }
+            // What would open the system or a home folder to the server defeats its sandbox.
+            var shown = sandbox.readOnlyPaths.map { ($0, false) } + sandbox.writablePaths.map { ($0, true) }
+            if case .stdio(_, _, _, let directory?) = transport { shown.append((directory, false)) }
+            for (path, writable) in shown {
+                if let exposed = Sandbox.exposure(of: path, writable: writable) {
+                    throw TroupeError(
+                        .configuration,
+                        "MCP server '\(name)': its sandbox may not \(writable ? "write" : "see") '\(exposed)' (the system, a home folder "
+                            + "or a folder above them); list the folders it needs only.")
+                }
             }
         }
         guard callTimeout > .zero, startupTimeout > .zero else {

@@ -75,6 +75,10 @@ import TroupeSettings
             (["mcp.servers.x.command=a", "mcp.servers.x.readOnlyPaths=/opt"], "set sandbox: true"),
             (["mcp.servers.x.url=http://127.0.0.1:9/mcp", "mcp.servers.x.sandbox=true"], "not for a url"),
             (["mcp.servers.x.command=a", "mcp.servers.x.sandbox=maybe"], "mcp.servers.x.sandbox"),
+            (["mcp.servers.x.command=a", "mcp.servers.x.sandbox=true", "mcp.servers.x.cwd=/"], "may not see '/'"),
+            (["mcp.servers.x.command=a", "mcp.servers.x.sandbox=true", "mcp.servers.x.readOnlyPaths=/home"], "may not see '/home'"),
+            (["mcp.servers.x.command=a", "mcp.servers.x.sandbox=true", "mcp.servers.x.readOnlyPaths=/run/user"], "may not see"),
+            (["mcp.servers.x.command=a", "mcp.servers.x.sandbox=true", "mcp.servers.x.writablePaths=/usr/local/bin"], "may not write"),
         ] {
             do {
                 _ = try await Self.settings(overrides)

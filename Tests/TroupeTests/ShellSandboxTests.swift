@@ -14,6 +14,7 @@ struct ShellSandboxTests {
             allowedExecutables: ShellPolicy.readOnlyUtilities.union(["env", "touch", "sh", "python3"]), allowShellScripts: true)
         policy.refusedOptions = [:]
         policy.sandbox = sandbox
+        policy.sandboxMode = sandbox == nil ? .none : .bwrap
         return policy
     }
 
@@ -197,16 +198,42 @@ struct ShellSandboxTests {
         }
     }
 
+    /// A `ShellTool` built in code with the default policy (`sandboxMode: auto`) finds the
+    /// sandbox on its first call: it never runs unsandboxed by default.
+    @Test func aShellToolBuiltInCodeIsSandboxedByDefault() async throws {
+        try await withTemporaryDirectory { directory in
+            let shell = ShellTool(workspace: try Workspace(directory), policy: ShellPolicy(allowedExecutables: ["cat", "ls"]))
+            let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
+            let shadow = try await Self.run(shell, ["cat", "/etc/shadow"], context)
+            #expect(shadow.isError && !shadow.content.contains("root:"), "\(shadow.content)")
+            let root = try await Self.run(shell, ["ls", "/root"], context)
+            #expect(root.isError, "\(root.content)")
+        }
+    }
+
     static func processCount() -> Int {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).filter { Int($0) != nil }.count
     }
 
-    @Test func aWorkspaceThatWouldOpenTheSystemIsRefused() {
-        for workspace in ["/", "/tmp", "/usr", "/etc/..", ProcessInfo.processInfo.environment["HOME"] ?? "/root"] {
+    @Test func aWorkspaceThatWouldOpenTheSystemIsRefused() throws {
+        let otherHomes = ["/root", "/home"] + ((getpwnam("postgres")?.pointee.pw_dir).map { [String(cString: $0)] } ?? [])
+        for workspace in [
+            "/", "/tmp", "/usr", "/etc/..", "/usr/local/bin", "/run/user", "/var/spool/cron", "/proc/self", "/sys", "/var",
+            ProcessInfo.processInfo.environment["HOME"] ?? "/root",
+        ] + otherHomes {
             #expect(Sandbox.refusal(forWorkspace: workspace) != nil, "\(workspace)")
         }
         #expect(Sandbox.refusal(forWorkspace: "/tmp/troupe-test/workspace") == nil)
         #expect(Sandbox.refusal(forWorkspace: "/srv/runs/run_1") == nil)
+        // Read, not written: a virtual environment under /usr/local or a home folder.
+        #expect(Sandbox.exposure(of: "/usr/local/lib/python3", writable: false) == nil)
+        #expect(Sandbox.exposure(of: "/root/.pyenv/versions/3.11.7", writable: false) == nil)
+        #expect(Sandbox.exposure(of: "/etc/ssl", writable: false) != nil)
+        // A link to the system is the system.
+        let link = NSTemporaryDirectory() + "troupe-link-\(UUID().uuidString)"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "/")
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        #expect(Sandbox.refusal(forWorkspace: link) != nil)
     }
 
     @Test func theNetworkIsClosedUnlessAllowed() async throws {

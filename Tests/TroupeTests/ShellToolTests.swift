@@ -14,6 +14,9 @@ import Troupe
     ) async throws {
         try await withTemporaryDirectory { directory in
             let workspace = try Workspace(directory)
+            // The bare mechanism (groups, timeouts, output): the sandbox has tests of its own.
+            var policy = policy
+            policy.sandboxMode = .none
             try await body(ShellTool(workspace: workspace, policy: policy), workspace, context(workspace))
         }
     }

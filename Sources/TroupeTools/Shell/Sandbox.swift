@@ -123,16 +123,46 @@ public struct Sandbox: Sendable, Hashable {
     /// workspace is bound writable over the sandbox, so `/`, a folder above `/etc`, `/usr` or
     /// the home folder, the home folder itself and `/tmp` are refused.
     public static func refusal(forWorkspace workspace: String) -> String? {
-        let home = ProcessInfo.processInfo.environment["HOME"].map { URL(fileURLWithPath: $0).standardizedFileURL.path }
-        let path = URL(fileURLWithPath: workspace).standardizedFileURL.path
-        let guarded = ["/etc", "/usr", "/var", "/root", "/home", "/proc"] + [home].compactMap { $0 }
-        let exact = ["/", "/tmp", "/var/tmp", "/dev/shm"] + [home].compactMap { $0 }
-        if exact.contains(path) || guarded.contains(path) || guarded.contains(where: { $0.hasPrefix(path == "/" ? "/" : path + "/") }) {
-            return "The workspace '\(path)' would make the sandbox pointless (it would be writable over the system or the home "
-                + "folder); give the run a folder of its own (--workspace DIR)."
+        guard let path = exposure(of: workspace, writable: true) else { return nil }
+        return "The workspace '\(path)' would make the sandbox pointless (it would be writable over the system or a home "
+            + "folder); give the run a folder of its own (--workspace DIR)."
+    }
+
+    /// `path` with its symbolic links resolved, if binding it into a sandbox would open what the
+    /// sandbox is there to close, else `nil`. Refused to read: `/`, the shared `/tmp`, a system
+    /// folder (`/etc`, `/usr`, `/var`, `/proc`, `/sys`, `/dev`, `/run`, `/boot`, `/bin`, `/lib`…), a
+    /// home folder (any user's, `/root`, `/home`), a folder above any of them, and anything inside
+    /// `/etc`, `/proc`, `/sys`, `/dev`, `/run` or `/var/run`. Refused to write as well: anything
+    /// inside `/usr`, `/bin`, `/sbin`, `/lib*`, `/boot` or `/var/spool` (programs and jobs the host
+    /// runs).
+    public static func exposure(of path: String, writable: Bool) -> String? {
+        let real = resolved(path)
+        let folders = systemFolders + homeFolders
+        let closed = ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"] + (writable ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"] : [])
+        if real == "/" || ["/tmp", "/var/tmp", "/dev/shm"].map(resolved).contains(real) || folders.contains(real)
+            || folders.contains(where: { $0.hasPrefix(real + "/") }) || closed.map(resolved).contains(where: { real.hasPrefix($0 + "/") })
+        {
+            return real
         }
         return nil
     }
+
+    private static func resolved(_ path: String) -> String {
+        URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+    }
+
+    private static let systemFolders = [
+        "/etc", "/usr", "/var", "/proc", "/sys", "/dev", "/run", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/srv", "/mnt", "/media",
+    ].map(resolved)
+
+    /// The home folders of this machine's users (read once), this process's `HOME`, `/root` and `/home`.
+    private static let homeFolders: [String] = {
+        var homes = ["/root", "/home", ProcessInfo.processInfo.environment["HOME"] ?? "/root"]
+        setpwent()
+        while let entry = getpwent() { homes.append(String(cString: entry.pointee.pw_dir)) }
+        endpwent()
+        return Set(homes.filter { $0.hasPrefix("/") && $0 != "/" && !["/nonexistent", "/bin", "/usr/sbin", "/dev/null"].contains($0) }.map(resolved)).sorted()
+    }()
 
     /// Files of `/etc` that programs need, bound read-only when the host has them.
     static let etcFiles = [

@@ -178,17 +178,29 @@ public struct ShellTool: Tool {
     }
 
     public func call(_ arguments: JSONValue, context: ToolContext) async throws -> ToolOutput {
+        // A policy that asks for a sandbox and has none yet finds it now (a ShellTool built in
+        // code): never runs unsandboxed by default.
+        var policy = self.policy
+        if policy.sandbox == nil, policy.sandboxMode != .none {
+            do throws(TroupeError) {
+                policy = try await policy.withSandbox()
+            } catch {
+                return .error(error.message)
+            }
+        }
         let argv: [String]
-        if let script = arguments["script"]?.stringValue {
+        let script = arguments["script"]
+        if let script {
             guard policy.allowShellScripts else { return .error("Shell scripts are not allowed here; give command as an array.") }
-            argv = ["/bin/sh", "-c", script]
+            guard let line = script.stringValue else { return .error("script must be text: a /bin/sh command line.") }
+            argv = ["/bin/sh", "-c", line]
         } else {
             argv = arguments["command"]?.arrayValue?.compactMap(\.stringValue) ?? []
             guard let program = argv.first, !program.isEmpty else { return .error("Give command: the program and its arguments.") }
         }
         guard !argv.contains(where: { $0.contains("\0") }) else { return .error("An argument contains a NUL byte.") }
         let executable: String
-        if arguments["script"] != nil {
+        if script != nil {
             executable = "/bin/sh"
         } else {
             switch resolve(argv[0]) {
