@@ -214,6 +214,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
             status = error.message
         } catch {
             if processID == 0 {
+                await sandboxed?.end()
                 launchFailed("Could not start MCP server '\(serverName)' (\(command)): \(error)")
                 return
             }

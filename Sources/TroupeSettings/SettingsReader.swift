@@ -329,7 +329,8 @@ struct SettingsReader {
             policy.sandboxMode = mode
         }
         if let network = try bool("tools.shell.network") { policy.network = network }
-        if let count = try int("tools.shell.maxProcesses", in: 1...1_000_000) { policy.limits.processes = count }
+        // bwrap and its init take a few processes of the count themselves.
+        if let count = try int("tools.shell.maxProcesses", in: 8...1_000_000) { policy.limits.processes = count }
         if let bytes = try int("tools.shell.maxFileBytes", in: 1...(1 << 50)) { policy.limits.fileBytes = bytes }
         if let bytes = try int("tools.shell.maxMemoryBytes", in: (16 << 20)...(1 << 50)) { policy.limits.addressSpaceBytes = bytes }
         if let count = try int("tools.shell.maxOpenFiles", in: 16...1_048_576) { policy.limits.openFiles = count }

@@ -141,10 +141,13 @@ public struct ToolRules: Sendable, Hashable, Codable {
         let host = settings.shellPolicy
         shellPolicy.sandboxMode = host.sandboxMode != .none ? host.sandboxMode : (shell.sandbox ?? .auto)
         shellPolicy.network = (shell.network ?? false) && host.network
+        // The limits too: each the lower of the run's and this host's.
         let defaults = Sandbox.ResourceLimits()
         shellPolicy.limits = Sandbox.ResourceLimits(
-            fileBytes: shell.maxFileBytes ?? defaults.fileBytes, addressSpaceBytes: shell.maxMemoryBytes ?? defaults.addressSpaceBytes,
-            openFiles: shell.maxOpenFiles ?? defaults.openFiles, processes: shell.maxProcesses ?? defaults.processes)
+            fileBytes: min(shell.maxFileBytes ?? defaults.fileBytes, host.limits.fileBytes),
+            addressSpaceBytes: min(shell.maxMemoryBytes ?? defaults.addressSpaceBytes, host.limits.addressSpaceBytes),
+            openFiles: min(shell.maxOpenFiles ?? defaults.openFiles, host.limits.openFiles),
+            processes: min(shell.maxProcesses ?? defaults.processes, host.limits.processes))
         result.shellPolicy = shellPolicy
         result.webPolicy = WebFetchPolicy(
             allowedPrivateHosts: Set(web.allowedPrivateHosts), maxRedirects: web.maxRedirects, maxBytes: web.maxBytes,

@@ -276,8 +276,11 @@ struct MCPTests {
         fixture.sandbox = .init(readOnlyPaths: paths)
         try await withTemporaryDirectory { directory in
             try "secret journal".write(toFile: directory + "/runs.db", atomically: true, encoding: .utf8)
-            try await MCPFixtures.withServers([time, fixture]) { servers in
+            try await MCPFixtures.withServers([time, fixture, MCPFixtures.stdio(name: "open")]) { servers in
                 let tools = try await tools(servers)
+                // The same server unsandboxed reads it: the sandbox is what stops it below.
+                let open = await MCPFixtures.call(try #require(tools["mcp_open_read_text"]), ["path": .string(directory + "/runs.db")])
+                #expect(open.content == "secret journal", "\(open)")
                 let now = await MCPFixtures.call(try #require(tools["mcp_time_get_current_time"]), ["timezone": "UTC"])
                 #expect(!now.isError && now.content.contains("\"timezone\""), "\(now)")
                 let read = try #require(tools["mcp_fixture_read_text"])

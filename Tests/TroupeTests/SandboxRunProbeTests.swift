@@ -44,7 +44,9 @@ struct SandboxRunProbeTests {
                 Probe(name: "filler", command: ["sh", "-c", "head -c 10737418240 /dev/zero > big; echo status $?"]),
                 Probe(
                     name: "daemon",
-                    command: ["sh", "-c", "(setsid sleep \(sleepSeconds) > /dev/null 2>&1 &); sleep 0.2; echo started"]),
+                    command: [
+                        "sh", "-c", "(setsid sleep \(sleepSeconds) > /dev/null 2>&1 &); sleep 0.2; pgrep -x sleep > /dev/null && echo started",
+                    ]),
             ]
         }
 

@@ -32,7 +32,7 @@ import TroupeSettings
     }
 
     /// The limits of each sandboxed command are settings, journaled with the run: a resume
-    /// elsewhere keeps them, and the sandbox found gets them.
+    /// elsewhere keeps them (or the host's, where lower), and the sandbox found gets them.
     @Test func theShellsResourceLimitsAreSettingsKeptOnResume() async throws {
         let started = [
             "tools.shell.maxProcesses=64", "tools.shell.maxFileBytes=1048576", "tools.shell.maxMemoryBytes=1073741824",
@@ -41,7 +41,9 @@ import TroupeSettings
         let expected = Sandbox.ResourceLimits(fileBytes: 1 << 20, addressSpaceBytes: 1 << 30, openFiles: 256, processes: 64)
         #expect(try await Self.settings(started).shellPolicy.limits == expected)
         #expect(try await Self.resumed(started: started, host: []).limits == expected)
-        #expect(try await Self.resumed(started: [], host: started).limits == Sandbox.ResourceLimits(), "the run's own limits")
+        #expect(try await Self.resumed(started: [], host: started).limits == expected, "the host's lower limits hold")
+        #expect(
+            try await Self.resumed(started: ["tools.shell.maxProcesses=100"], host: ["tools.shell.maxProcesses=200"]).limits.processes == 100)
         var policy = try await Self.settings(started).shellPolicy
         policy.sandboxMode = .none
         #expect(try await policy.withSandbox().sandbox == nil)
@@ -49,7 +51,7 @@ import TroupeSettings
             policy.sandboxMode = .auto
             #expect(try await policy.withSandbox().sandbox?.limits == expected)
         }
-        for bad in ["tools.shell.maxProcesses=0", "tools.shell.maxMemoryBytes=1000", "tools.shell.maxOpenFiles=x"] {
+        for bad in ["tools.shell.maxProcesses=2", "tools.shell.maxMemoryBytes=1000", "tools.shell.maxOpenFiles=x"] {
             await #expect(throws: TroupeError.self, "\(bad)") { _ = try await Self.settings([bad]) }
         }
     }

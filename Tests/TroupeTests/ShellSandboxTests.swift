@@ -257,7 +257,7 @@ struct ShellSandboxTests {
                 shell,
                 [
                     "sh", "-c",
-                    "(setsid sleep \(seconds) > /dev/null 2>&1 &) ; sleep 0.2; pgrep -f 'sleep \(seconds)' > /dev/null && echo started",
+                    "(setsid sleep \(seconds) > /dev/null 2>&1 &) ; sleep 0.2; pgrep -x sleep > /dev/null && echo started",
                 ],
                 context)
             #expect(run.content.contains("started"), "the sleep ran inside: \(run.content)")

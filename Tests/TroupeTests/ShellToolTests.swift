@@ -82,7 +82,7 @@ import Troupe
     /// Without a sandbox, a program that starts others is refused even when it is allowed: it
     /// would run what the allowlist leaves out. A policy may clear the list on purpose.
     @Test func withoutASandboxProgramsThatStartOthersAreRefused() async throws {
-        let launchers = ["env", "xargs", "nice", "timeout", "sh", "awk", "sed", "git", "python3"]
+        let launchers = ["env", "xargs", "nice", "timeout", "sh", "awk", "sed", "git", "python3", "python3.11", "perl5.36", "npx", "gcc"]
         try await withShell(ShellPolicy(allowedExecutables: Set(launchers + ["echo"]))) { shell, workspace, context in
             for program in launchers {
                 let refused = try await shell.call(["command": .array([.string(program), "touch", "/tmp/pwn"])], context: context)

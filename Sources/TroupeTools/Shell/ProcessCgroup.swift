@@ -27,11 +27,14 @@ struct ProcessCgroup: Sendable {
     }()
 
     private static let counter = Atomic<Int>(0)
+    private static let instance = String(UInt32.random(in: 0...UInt32.max), radix: 36)
 
     /// A new group that allows at most `maxProcesses` processes, or `nil` where there is none.
     static func make(maxProcesses: Int) -> ProcessCgroup? {
         guard let parent else { return nil }
-        let path = parent + "/troupe-\(getpid())-\(counter.add(1, ordering: .relaxed).newValue)"
+        // The PID says whose it is (a Troupe that died leaves groups to remove); the random part
+        // keeps a later process with the same PID (a restarted container) from colliding.
+        let path = parent + "/troupe-\(getpid())-\(instance)-\(counter.add(1, ordering: .relaxed).newValue)"
         guard mkdir(path, 0o755) == 0 else { return nil }
         guard write("\(max(1, maxProcesses))", to: path + "/pids.max") else {
             rmdir(path)
@@ -80,7 +83,8 @@ struct ProcessCgroup: Sendable {
     ) -> [String] {
         guard let cgroups, let mounts else { return [] }
         // mountinfo: ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL…] - FSTYPE SOURCE SUPEROPTIONS
-        let mountLines = mounts.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        // Spaces and the like in paths are written as octal escapes (`\040`).
+        let mountLines = mounts.split(separator: "\n").map { $0.split(separator: " ").map { unescape(String($0)) } }
         func mount(v2: Bool) -> (root: String, point: String)? {
             for fields in mountLines {
                 guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count > dash + 3 else { continue }
@@ -109,6 +113,24 @@ struct ProcessCgroup: Sendable {
         return found.map { $0.count > 1 && $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
     }
 
+    /// A field of `/proc/self/mountinfo` with its octal escapes (`\040` for a space) decoded.
+    static func unescape(_ field: String) -> String {
+        guard field.contains("\\") else { return field }
+        var bytes: [UInt8] = []
+        var rest = Substring(field).utf8[...]
+        while let byte = rest.first {
+            let digits = rest.dropFirst().prefix(3)
+            if byte == UInt8(ascii: "\\"), digits.count == 3, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) }) {
+                bytes.append(digits.reduce(0) { $0 * 8 + ($1 - UInt8(ascii: "0")) })
+                rest = rest.dropFirst(4)
+            } else {
+                bytes.append(byte)
+                rest = rest.dropFirst()
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Whether groups made in `folder` get a writable `pids.max` (tried with one).
     static func isUsable(_ folder: String) -> Bool {
         let probe = folder + "/troupe-probe-\(getpid())"
@@ -117,11 +139,14 @@ struct ProcessCgroup: Sendable {
         return write("max", to: probe + "/pids.max")
     }
 
-    /// Removes the empty groups of Troupe processes that no longer exist.
+    /// Removes the groups of Troupe processes that no longer exist (killing what is left in
+    /// them), and those of an earlier process that had this one's PID.
     static func removeAbandoned(in folder: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix("troupe-") {
-            let owner = name.split(separator: "-").dropFirst().first.flatMap { Int32($0) }
-            guard let owner, owner != getpid(), kill(owner, 0) == -1, errno == ESRCH else { continue }
+            let parts = name.split(separator: "-").map(String.init)
+            guard parts.count >= 3, let owner = Int32(parts[1]) else { continue }
+            let earlierSelf = owner == getpid() && parts[2] != instance
+            guard earlierSelf || (owner != getpid() && kill(owner, 0) == -1 && errno == ESRCH) else { continue }
             let path = folder + "/" + name
             for pid in processes(in: path) { kill(pid, SIGKILL) }
             rmdir(path)

@@ -446,6 +446,13 @@ public struct Sandbox: Sendable, Hashable {
             if case .exited(let code) = result.terminationStatus { status = code } else { status = -1 }
             guard status == 0 else {
                 let reason = result.standardError.trimmingCharacters(in: .whitespacesAndNewlines)
+                if reason.contains("--disable-userns") || reason.contains("Unknown option") {
+                    throw TroupeError(
+                        .configuration,
+                        "bubblewrap at \(bwrap) is too old for Troupe's sandbox (\(reason)): version 0.8 or later is needed (it can "
+                            + "forbid nested user namespaces). Install a newer bubblewrap; turning the sandbox off is the last resort.",
+                        details: ["reason": "noSandbox"])
+                }
                 throw TroupeError(
                     .configuration,
                     "bubblewrap is installed but cannot start a sandbox here (\(reason.isEmpty ? "exit \(status)" : reason)); "

@@ -86,8 +86,23 @@ public struct ShellPolicy: Sendable, Hashable {
         "flock", "watch", "time", "strace", "ltrace", "unshare", "nsenter", "ionice", "taskset", "chrt", "prlimit", "parallel",
         "script", "ssh", "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "busybox", "awk", "gawk", "mawk",
         "nawk", "sed", "perl", "python", "python3", "ruby", "node", "php", "lua", "tclsh", "git", "tar", "make", "vi", "vim",
-        "nvim", "emacs", "less", "more", "man", "ssh-agent", "dbus-run-session", "systemd-run",
+        "nvim", "emacs", "less", "more", "man", "ssh-agent", "dbus-run-session", "systemd-run", "nodejs", "bun", "deno", "pypy",
+        "pip", "pip3", "uv", "uvx", "pytest", "npm", "npx", "yarn", "pnpm", "swift", "cargo", "go", "gcc", "cc", "clang", "g++",
+        "c++", "clang++", "ninja", "cmake", "gmake", "bmake", "m4", "dc", "ed", "ex", "view", "sqlite3", "psql", "mysql", "gdb",
+        "rsync", "scp", "sftp", "zip", "wget", "openssl", "sdiff", "diff3", "socat", "ncat", "nc", "netcat", "tmux", "screen",
+        "crontab", "at", "batch", "systemctl", "busctl", "pkexec", "flatpak-spawn", "bwrap", "docker", "podman", "kubectl",
+        "eslint", "prettier", "expect", "xterm", "exec", "command", "builtin", "eval", "source",
     ]
+
+    /// Whether `program` starts other programs: one of ``launchers``, or a versioned interpreter
+    /// (`python3.12`, `perl5.36`, `php8.2`, `lua5.4`, `tclsh8.6`, `ruby3.1`, `pip3.11`, `node18`).
+    /// A list cannot know every program: allow only what you would run yourself.
+    func startsOthers(_ program: String) -> Bool {
+        if launchers.contains(program) { return true }
+        let stem = program.prefix { !$0.isNumber && $0 != "." }
+        let version = program.dropFirst(stem.count)
+        return launchers.contains(String(stem)) && !version.isEmpty && version.allSatisfy { $0.isNumber || $0 == "." }
+    }
 
     /// The options refused by default: for the default programs, and for `sort`, which users
     /// often add back. (`tar` and `git` cannot be made safe by refusing options — old-style
@@ -203,14 +218,14 @@ public struct ShellTool: Tool {
         if script != nil {
             executable = "/bin/sh"
         } else {
-            switch resolve(argv[0]) {
-            case .success(let path): executable = path
-            case .failure(let refusal): return .error(refusal.message)
-            }
-            if policy.sandbox == nil, policy.launchers.contains(argv[0]) {
+            if policy.sandbox == nil, policy.allowedExecutables.contains(argv[0]), policy.startsOthers(argv[0]) {
                 return .error(
                     "'\(argv[0])' starts other programs, and commands run without a sandbox here (tools.shell.sandbox: none), "
                         + "so it is refused: run the program you want directly.")
+            }
+            switch resolve(argv[0]) {
+            case .success(let path): executable = path
+            case .failure(let refusal): return .error(refusal.message)
             }
             if let option = policy.refusedOptions[argv[0]]?.refused(in: Array(argv.dropFirst())) {
                 return .error(
