@@ -45,7 +45,8 @@ struct SandboxRunProbeTests {
                 Probe(
                     name: "daemon",
                     command: [
-                        "sh", "-c", "(setsid sleep \(sleepSeconds) > /dev/null 2>&1 &); sleep 0.2; pgrep -x sleep > /dev/null && echo started",
+                        "sh", "-c",
+                        "(setsid sleep \(sleepSeconds) > /dev/null 2>&1 &); sleep 0.2; pgrep -x sleep > /dev/null && echo started",
                     ]),
             ]
         }

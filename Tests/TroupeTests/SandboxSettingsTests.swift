@@ -43,7 +43,8 @@ import TroupeSettings
         #expect(try await Self.resumed(started: started, host: []).limits == expected)
         #expect(try await Self.resumed(started: [], host: started).limits == expected, "the host's lower limits hold")
         #expect(
-            try await Self.resumed(started: ["tools.shell.maxProcesses=100"], host: ["tools.shell.maxProcesses=200"]).limits.processes == 100)
+            try await Self.resumed(started: ["tools.shell.maxProcesses=100"], host: ["tools.shell.maxProcesses=200"]).limits.processes
+                == 100)
         var policy = try await Self.settings(started).shellPolicy
         policy.sandboxMode = .none
         #expect(try await policy.withSandbox().sandbox == nil)

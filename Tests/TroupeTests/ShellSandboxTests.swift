@@ -178,7 +178,8 @@ struct ShellSandboxTests {
             var policy = Self.policy(try await Sandbox.detect())
             policy.protectedPaths = [directory + "/.troupe/runs.db", directory + "/top.db"]
             let shell = ShellTool(workspace: workspace, policy: policy)
-            let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
+            let context = ToolContext(
+                runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
             for attempt in [
                 "mkdir .git/hooks", "printf 'eval x' > .envrc", "mkdir .husky/x", "mv .troupe moved", "echo forged > .troupe/runs.db-wal",
                 "echo forged > top.db-wal", "echo forged > top.db", "rm -rf .troupe",
@@ -203,7 +204,8 @@ struct ShellSandboxTests {
     @Test func aShellToolBuiltInCodeIsSandboxedByDefault() async throws {
         try await withTemporaryDirectory { directory in
             let shell = ShellTool(workspace: try Workspace(directory), policy: ShellPolicy(allowedExecutables: ["cat", "ls"]))
-            let context = ToolContext(runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
+            let context = ToolContext(
+                runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
             let shadow = try await Self.run(shell, ["cat", "/etc/shadow"], context)
             #expect(shadow.isError && !shadow.content.contains("root:"), "\(shadow.content)")
             let root = try await Self.run(shell, ["ls", "/root"], context)

@@ -138,7 +138,9 @@ public struct Sandbox: Sendable, Hashable {
     public static func exposure(of path: String, writable: Bool) -> String? {
         let real = resolved(path)
         let folders = systemFolders + homeFolders
-        let closed = ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"] + (writable ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"] : [])
+        let closed =
+            ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"]
+            + (writable ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"] : [])
         if real == "/" || ["/tmp", "/var/tmp", "/dev/shm"].map(resolved).contains(real) || folders.contains(real)
             || folders.contains(where: { $0.hasPrefix(real + "/") }) || closed.map(resolved).contains(where: { real.hasPrefix($0 + "/") })
         {
@@ -152,7 +154,8 @@ public struct Sandbox: Sendable, Hashable {
     }
 
     private static let systemFolders = [
-        "/etc", "/usr", "/var", "/proc", "/sys", "/dev", "/run", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/srv", "/mnt", "/media",
+        "/etc", "/usr", "/var", "/proc", "/sys", "/dev", "/run", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt",
+        "/srv", "/mnt", "/media",
     ].map(resolved)
 
     /// The home folders of this machine's users (read once), this process's `HOME`, `/root` and `/home`.
@@ -161,7 +164,10 @@ public struct Sandbox: Sendable, Hashable {
         setpwent()
         while let entry = getpwent() { homes.append(String(cString: entry.pointee.pw_dir)) }
         endpwent()
-        return Set(homes.filter { $0.hasPrefix("/") && $0 != "/" && !["/nonexistent", "/bin", "/usr/sbin", "/dev/null"].contains($0) }.map(resolved)).sorted()
+        return Set(
+            homes.filter { $0.hasPrefix("/") && $0 != "/" && !["/nonexistent", "/bin", "/usr/sbin", "/dev/null"].contains($0) }.map(
+                resolved)
+        ).sorted()
     }()
 
     /// Files of `/etc` that programs need, bound read-only when the host has them.
@@ -184,7 +190,9 @@ public struct Sandbox: Sendable, Hashable {
     public func command(
         executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool = false
     ) -> (executable: String, arguments: [String]) {
-        command(executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: processesCounted, protection: nil)
+        command(
+            executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: processesCounted,
+            protection: nil)
     }
 
     func command(
@@ -222,7 +230,11 @@ public struct Sandbox: Sendable, Hashable {
         for path in writablePaths where FileManager.default.fileExists(atPath: path) { binds.append((path, path, true)) }
         if let workspace { binds.append((workspace, workspace, true)) }
         for path in readOnlyPaths where FileManager.default.fileExists(atPath: path) { binds.append((path, path, false)) }
-        binds.sort { ($0.destination.split(separator: "/").count, $0.writable ? 0 : 1) < ($1.destination.split(separator: "/").count, $1.writable ? 0 : 1) }
+        binds.sort {
+            ($0.destination.split(separator: "/").count, $0.writable ? 0 : 1) < (
+                $1.destination.split(separator: "/").count, $1.writable ? 0 : 1
+            )
+        }
         for bind in binds { options += [bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination] }
         let guarded = protection ?? (try? self.protection(workspace: workspace, reserving: false)) ?? Protection()
         for bind in guarded.binds { options += ["--ro-bind", bind.source, bind.destination] }
@@ -285,7 +297,8 @@ public struct Sandbox: Sendable, Hashable {
             executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: cgroup != nil,
             protection: protection)
         if let cgroup { command = cgroup.joining(command) }
-        return SandboxedCommand(executable: command.executable, arguments: command.arguments, cgroup: cgroup, placeholders: protection.placeholders)
+        return SandboxedCommand(
+            executable: command.executable, arguments: command.arguments, cgroup: cgroup, placeholders: protection.placeholders)
     }
 
     /// What keeps ``protectedPaths`` from being changed where they would be writable: the
@@ -406,7 +419,8 @@ public struct Sandbox: Sendable, Hashable {
             try FileManager.default.createDirectory(
                 atPath: identityDirectory + "/empty-folder", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o555])
             if !FileManager.default.fileExists(atPath: identityDirectory + "/empty-file") {
-                _ = FileManager.default.createFile(atPath: identityDirectory + "/empty-file", contents: nil, attributes: [.posixPermissions: 0o444])
+                _ = FileManager.default.createFile(
+                    atPath: identityDirectory + "/empty-file", contents: nil, attributes: [.posixPermissions: 0o444])
             }
             try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"), options: .atomic)
         } catch let error as TroupeError {
