@@ -67,6 +67,7 @@ let package = Package(
             name: "TroupeTools",
             dependencies: [
                 "TroupeCore",
+                "CTroupeSystem",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -25,3 +25,27 @@ int troupe_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest) {
     return -1;
 #endif
 }
+
+#if defined(__linux__)
+#include <sys/xattr.h>
+
+int troupe_mark(const char *path, const char *name) {
+    return lsetxattr(path, name, "1", 1, 0);
+}
+
+int troupe_is_marked(const char *path, const char *name) {
+    return lgetxattr(path, name, NULL, 0) >= 0 ? 1 : 0;
+}
+#else
+int troupe_mark(const char *path, const char *name) {
+    (void)path;
+    (void)name;
+    return -1;
+}
+
+int troupe_is_marked(const char *path, const char *name) {
+    (void)path;
+    (void)name;
+    return 0;
+}
+#endif

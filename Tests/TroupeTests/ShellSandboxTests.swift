@@ -166,23 +166,24 @@ struct ShellSandboxTests {
     }
 
     /// What would run code later outside the sandbox cannot be created or swapped from inside:
-    /// missing `.git` and `.envrc` are held by placeholders (gone again after the call), a store
-    /// in the workspace keeps its folder and its WAL read-only, and a protected name that is a
-    /// symbolic link stops the call instead of being followed.
+    /// missing `.git`, hooks folders and `.pre-commit-config.yaml` are held by placeholders (gone
+    /// again after the call), a store in the workspace keeps its folder and its WAL read-only, and
+    /// a protected name that is a symbolic link out stops the call instead of being followed.
     @Test func protectedPathsCannotBeCreatedSwappedOrFollowed() async throws {
         try await withTemporaryDirectory { directory in
             let workspace = try Workspace(directory)
             try FileManager.default.createDirectory(atPath: directory + "/.troupe", withIntermediateDirectories: true)
             try Data("SQLite format 3\0 and the rest".utf8).write(to: URL(fileURLWithPath: directory + "/.troupe/runs.db"))
             try Data("SQLite format 3\0 settings".utf8).write(to: URL(fileURLWithPath: directory + "/top.db"))
+            try Data().write(to: URL(fileURLWithPath: directory + "/top.db-wal"))
             var policy = Self.policy(try await Sandbox.detect())
             policy.protectedPaths = [directory + "/.troupe/runs.db", directory + "/top.db"]
             let shell = ShellTool(workspace: workspace, policy: policy)
             let context = ToolContext(
                 runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
             for attempt in [
-                "mkdir .git/hooks", "printf 'eval x' > .envrc", "mkdir .husky/x", "mv .troupe moved", "echo forged > .troupe/runs.db-wal",
-                "echo forged > top.db-wal", "echo forged > top.db", "rm -rf .troupe",
+                "mkdir .git/hooks", "printf 'repos: []' > .pre-commit-config.yaml", "mkdir .husky/x", "mv .troupe moved",
+                "echo forged > .troupe/runs.db-wal", "echo forged > top.db-wal", "echo forged > top.db", "rm -rf .troupe",
             ] {
                 let output = try await Self.run(shell, ["sh", "-c", attempt + " && echo done"], context)
                 #expect(!output.content.contains("done"), "\(attempt): \(output.content)")
@@ -190,12 +191,34 @@ struct ShellSandboxTests {
             let made = try await Self.run(shell, ["sh", "-c", "echo fine > notes.txt && echo done"], context)
             #expect(made.content.contains("done"), "the rest of the workspace is writable: \(made.content)")
             let left = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
-            #expect(left == [".troupe", "notes.txt", "top.db"], "placeholders removed, nothing planted: \(left)")
+            #expect(left == [".troupe", "notes.txt", "top.db", "top.db-wal"], "placeholders removed, nothing planted: \(left)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/.troupe") == ["runs.db"])
 
             try FileManager.default.createSymbolicLink(atPath: directory + "/.envrc", withDestinationPath: "/etc/shadow")
             let linked = try await Self.run(shell, ["cat", "/etc/shadow"], context)
             #expect(linked.isError && linked.content.contains("symbolic link") && !linked.content.contains("root:"), "\(linked.content)")
+            // A link that stays inside the workspace is fine, and what it leads to is read-only.
+            try FileManager.default.removeItem(atPath: directory + "/.envrc")
+            try "export A=1\n".write(toFile: directory + "/shared.env", atomically: true, encoding: .utf8)
+            try FileManager.default.createSymbolicLink(atPath: directory + "/.envrc", withDestinationPath: "shared.env")
+            let inside = try await Self.run(shell, ["sh", "-c", "cat .envrc; echo x >> shared.env && echo done"], context)
+            #expect(inside.content.contains("export A=1") && !inside.content.contains("done"), "\(inside.content)")
+        }
+    }
+
+    /// Two calls in one workspace at once: the first to end does not take the second's
+    /// placeholders away (the last one removes them).
+    @Test func placeholdersHoldUntilTheLastCallInTheWorkspaceEnds() async throws {
+        try await withTemporaryDirectory { directory in
+            let shell = ShellTool(workspace: try Workspace(directory), policy: Self.policy(try await Sandbox.detect()))
+            let context = ToolContext(
+                runID: RunID("run_t"), stepID: "s1", idempotencyKey: "k", workspace: directory, logger: .init(label: "t"))
+            async let first = Self.run(shell, ["sh", "-c", "sleep 0.5"], context)
+            try await Task.sleep(for: .milliseconds(200))
+            let second = try await Self.run(shell, ["sh", "-c", "sleep 1; mkdir -p .git/hooks && echo planted"], context)
+            _ = try await first
+            #expect(!second.content.contains("planted"), "\(second.content)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "the placeholders are gone after the last call")
         }
     }
 
@@ -231,6 +254,14 @@ struct ShellSandboxTests {
         #expect(Sandbox.exposure(of: "/usr/local/lib/python3", writable: false) == nil)
         #expect(Sandbox.exposure(of: "/root/.pyenv/versions/3.11.7", writable: false) == nil)
         #expect(Sandbox.exposure(of: "/etc/ssl", writable: false) != nil)
+        // A home's configuration is not a workspace; source folders and removable media are.
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/root"
+        #expect(Sandbox.exposure(of: home + "/.ssh", writable: true) != nil)
+        #expect(Sandbox.exposure(of: home + "/.config/systemd", writable: true) != nil)
+        #expect(Sandbox.exposure(of: home + "/projects/app", writable: true) == nil)
+        #expect(Sandbox.exposure(of: "/usr/src/app", writable: true) == nil)
+        #expect(Sandbox.exposure(of: "/run/media/alice/disk/project", writable: true) == nil)
+        #expect(Sandbox.exposure(of: "/srv/x/../../etc", writable: false) != nil)
         // A link to the system is the system.
         let link = NSTemporaryDirectory() + "troupe-link-\(UUID().uuidString)"
         try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "/")

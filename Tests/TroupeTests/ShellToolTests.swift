@@ -56,6 +56,10 @@ import Troupe
             }
             let script = try await shell.call(["script": "echo hi"], context: context)
             #expect(script.isError && script.content.contains("not allowed"))
+            // An explicit null is no script (models send null for optional fields); a script that
+            // is not text does not smuggle command past the allowlist.
+            let nullScript = try await shell.call(["command": ["pwd"], "script": .null], context: context)
+            #expect(!nullScript.isError, "\(nullScript.content)")
             await #expect(throws: TroupeError.self) { _ = try await shell.call(["command": ["ls"], "cwd": "../"], context: context) }
             let missing = try await shell.call(["command": ["ls"], "cwd": "nope"], context: context)
             #expect(missing.isError && missing.content.contains("does not exist"))
@@ -82,7 +86,10 @@ import Troupe
     /// Without a sandbox, a program that starts others is refused even when it is allowed: it
     /// would run what the allowlist leaves out. A policy may clear the list on purpose.
     @Test func withoutASandboxProgramsThatStartOthersAreRefused() async throws {
-        let launchers = ["env", "xargs", "nice", "timeout", "sh", "awk", "sed", "git", "python3", "python3.11", "perl5.36", "npx", "gcc"]
+        let launchers = [
+            "env", "xargs", "nice", "timeout", "sh", "awk", "sed", "git", "python3", "python3.11", "perl5.36", "npx", "gcc", "gcc-12",
+            "x86_64",
+        ]
         try await withShell(ShellPolicy(allowedExecutables: Set(launchers + ["echo"]))) { shell, workspace, context in
             for program in launchers {
                 let refused = try await shell.call(["command": .array([.string(program), "touch", "/tmp/pwn"])], context: context)
@@ -135,6 +142,8 @@ import Troupe
 
     @Test func hugeOutputIsCappedAndTheTruncationSaid() async throws {
         try await withShell(Self.scripts) { shell, _, context in
+            let smuggled = try await shell.call(["script": 1, "command": ["rm", "-c", "x"]], context: context)
+            #expect(smuggled.isError && smuggled.content.contains("script must be text"), "\(smuggled.content)")
             let output = try await shell.call(["script": "head -c 200000 /dev/zero | tr '\\0' a"], context: context)
             #expect(output.content.hasPrefix("exit status 0"))
             #expect(output.content.contains("--- stdout (first 65536 of 200000 bytes; the rest was dropped)"))

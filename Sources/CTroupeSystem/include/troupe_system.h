@@ -13,4 +13,11 @@ int troupe_disable_dumping(void);
 /// Returns 0 on success, -1 where it is not supported.
 int troupe_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
 
+/// Sets the extended attribute `name` of `path` (not following a symbolic link) to "1".
+/// Returns 0 on success, -1 where it is not supported or failed.
+int troupe_mark(const char *path, const char *name);
+
+/// Whether `path` (not following a symbolic link) has the extended attribute `name`: 1 or 0.
+int troupe_is_marked(const char *path, const char *name);
+
 #endif

@@ -138,19 +138,39 @@ public struct Sandbox: Sendable, Hashable {
     public static func exposure(of path: String, writable: Bool) -> String? {
         let real = resolved(path)
         let folders = systemFolders + homeFolders
+        // Where programs (and a home's configuration) are read from, when it would be written;
+        // source folders and removable media stay usable.
         let closed =
             ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"]
-            + (writable ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"] : [])
+            + (writable
+                ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"]
+                    + homeFolders.flatMap { home in
+                        [".config", ".local", ".ssh", ".gnupg", ".bashrc.d", ".profile.d"].map { home + "/" + $0 }
+                    }
+                : [])
+        let open = ["/usr/src", "/usr/local/src", "/run/media"].map(resolved)
         if real == "/" || ["/tmp", "/var/tmp", "/dev/shm"].map(resolved).contains(real) || folders.contains(real)
-            || folders.contains(where: { $0.hasPrefix(real + "/") }) || closed.map(resolved).contains(where: { real.hasPrefix($0 + "/") })
+            || folders.contains(where: { $0.hasPrefix(real + "/") })
+            || (closed.map(resolved).contains(where: { real.hasPrefix($0 + "/") || (writable && real == $0 && !folders.contains($0)) })
+                && !open.contains(where: { real.hasPrefix($0 + "/") }))
         {
             return real
         }
         return nil
     }
 
+    /// `path` as the kernel resolves it (`realpath`: links and `..` in order); for a path that
+    /// does not exist, its deepest existing folder resolved and the rest as written.
     private static func resolved(_ path: String) -> String {
-        URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        if let pointer = realpath(absolute, nil) {
+            defer { free(pointer) }
+            return String(cString: pointer)
+        }
+        let parent = (absolute as NSString).deletingLastPathComponent
+        guard parent != absolute, !parent.isEmpty else { return absolute }
+        let joined = (resolved(parent) as NSString).appendingPathComponent((absolute as NSString).lastPathComponent)
+        return URL(fileURLWithPath: joined).standardizedFileURL.path
     }
 
     private static let systemFolders = [
@@ -187,16 +207,9 @@ public struct Sandbox: Sendable, Hashable {
     /// the sandbox's own paths, such as `/tmp`). The program's processes are limited by
     /// `RLIMIT_NPROC` unless `processesCounted` (a ``ProcessCgroup`` counts them); ``run(_:arguments:workspace:directory:environment:timeout:maxOutputBytes:)``
     /// does all of that.
-    public func command(
-        executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool = false
-    ) -> (executable: String, arguments: [String]) {
-        command(
-            executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: processesCounted,
-            protection: nil)
-    }
-
     func command(
-        executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool, protection: Protection?
+        executable: String, arguments: [String], workspace: String?, directory: String, processesCounted: Bool = false,
+        protection: SandboxProtection? = nil
     ) -> (executable: String, arguments: [String]) {
         // A user namespace always (never root on the host, even where bwrap would go on without
         // one), no capabilities (bwrap keeps them for root otherwise), no nested namespaces, and a
@@ -236,8 +249,7 @@ public struct Sandbox: Sendable, Hashable {
             )
         }
         for bind in binds { options += [bind.writable ? "--bind" : "--ro-bind", bind.source, bind.destination] }
-        let guarded = protection ?? (try? self.protection(workspace: workspace, reserving: false)) ?? Protection()
-        for bind in guarded.binds { options += ["--ro-bind", bind.source, bind.destination] }
+        for bind in protection?.binds ?? [] { options += ["--ro-bind", bind.source, bind.destination] }
         options += ["--chdir", directory]
         // (``detect(searchPath:network:)`` refuses a sandbox without prlimit.)
         let limited = Self.prlimit.map { [$0] + limits.options(countingProcesses: !processesCounted) + ["--"] } ?? []
@@ -272,7 +284,7 @@ public struct Sandbox: Sendable, Hashable {
             // The program has exited and its PID namespace is gone with it: its group is empty or
             // about to be, and is removed after the answer (the wait for the kernel to let go of
             // it cost each call ~3 ms); its placeholders go before the answer.
-            PlaceholderRegistry.release(command.placeholders)
+            command.protection.end()
             Task { await command.cgroup?.remove() }
             return result
         } catch {
@@ -291,96 +303,14 @@ public struct Sandbox: Sendable, Hashable {
     public func wrap(_ executable: String, arguments: [String], workspace: String?, directory: String) throws(TroupeError)
         -> SandboxedCommand
     {
-        let protection = try protection(workspace: workspace, reserving: true)
+        let protection = try SandboxProtection.make(protectedPaths: protectedPaths, workspace: workspace, writablePaths: writablePaths)
         let cgroup = ProcessCgroup.make(maxProcesses: limits.processes)
         var command = self.command(
             executable: executable, arguments: arguments, workspace: workspace, directory: directory, processesCounted: cgroup != nil,
             protection: protection)
         if let cgroup { command = cgroup.joining(command) }
         return SandboxedCommand(
-            executable: command.executable, arguments: command.arguments, cgroup: cgroup, placeholders: protection.placeholders)
-    }
-
-    /// What keeps ``protectedPaths`` from being changed where they would be writable: the
-    /// read-only binds, and the placeholders among them.
-    struct Protection: Sendable {
-        var binds: [(source: String, destination: String)] = []
-        /// Protected paths that do not exist: held by an empty read-only file or folder, so that
-        /// the program cannot create them (a `.git` with a hook, an `.envrc`). bwrap makes each
-        /// on the host as a mount point; ``SandboxedCommand/end()`` removes it again.
-        var placeholders: [String] = []
-    }
-
-    /// Protected paths that are folders when they exist (their placeholder is an empty folder).
-    static let protectedFolderNames: Set<String> = [".git", ".githooks", ".husky"]
-
-    /// The protection of ``protectedPaths`` inside the workspace and ``writablePaths``:
-    /// - a protected path directly in a writable folder is bound read-only — with its SQLite
-    ///   companions (`-wal`, `-shm`, `-journal`) when it is a database — and one that does not exist
-    ///   is held by a placeholder;
-    /// - one deeper down has its folder bound read-only as a whole (the file cannot be swapped
-    ///   by renaming the folder, and its companions are covered);
-    /// - a symbolic link among them is refused (binding it would follow it).
-    ///
-    /// `reserving` counts the placeholders as in use (``PlaceholderRegistry``) for a program
-    /// about to start.
-    func protection(workspace: String?, reserving: Bool) throws(TroupeError) -> Protection {
-        let roots = [workspace].compactMap { $0 } + writablePaths
-        var protection = Protection()
-        var seen = Set<String>()
-        for path in protectedPaths {
-            guard let root = roots.first(where: { path.hasPrefix($0 + "/") }), seen.insert(path).inserted else { continue }
-            let parent = (path as NSString).deletingLastPathComponent
-            if parent != root {
-                // Its folder, read-only as a whole (the topmost folder below the root).
-                let top = root + "/" + path.dropFirst(root.count + 1).split(separator: "/")[0]
-                if seen.insert(top).inserted, try Self.kind(of: top) != .missing { protection.binds.append((top, top)) }
-                continue
-            }
-            var kind = try Self.kind(of: path)
-            // Another running program's placeholder is one still.
-            if kind == .other, PlaceholderRegistry.holds(path) { kind = .missing }
-            switch kind {
-            case .missing:
-                let folder = Self.protectedFolderNames.contains((path as NSString).lastPathComponent)
-                protection.binds.append((identityDirectory + (folder ? "/empty-folder" : "/empty-file"), path))
-                protection.placeholders.append(path)
-            case .other:
-                protection.binds.append((path, path))
-            case .database:
-                protection.binds.append((path, path))
-                for companion in ["-wal", "-shm", "-journal"].map({ path + $0 }) {
-                    if try Self.kind(of: companion) != .missing {
-                        protection.binds.append((companion, companion))
-                    } else {
-                        protection.binds.append((identityDirectory + "/empty-file", companion))
-                        protection.placeholders.append(companion)
-                    }
-                }
-            }
-        }
-        if reserving { PlaceholderRegistry.reserve(protection.placeholders) }
-        return protection
-    }
-
-    enum PathKind {
-        case missing, other, database
-    }
-
-    /// What is at `path` (an SQLite database is told by its header); a symbolic link is refused.
-    static func kind(of path: String) throws(TroupeError) -> PathKind {
-        var info = stat()
-        guard lstat(path, &info) == 0 else { return .missing }
-        if info.st_mode & S_IFMT == S_IFLNK {
-            throw TroupeError(
-                .toolFailed,
-                "'\(path)' is a symbolic link, and it is one of the paths commands may not change (the workspace's .git, hooks, "
-                    + ".envrc, settings or store): shell_run does not run until it is replaced by a real file or folder.")
-        }
-        guard info.st_mode & S_IFMT == S_IFREG, let handle = FileHandle(forReadingAtPath: path) else { return .other }
-        defer { try? handle.close() }
-        let header = (try? handle.read(upToCount: 16)) ?? Data()
-        return header == Data("SQLite format 3\0".utf8) ? .database : .other
+            executable: command.executable, arguments: command.arguments, cgroup: cgroup, protection: protection)
     }
 
     /// Whether the sandbox shows `path` (the system's programs and libraries, ``readOnlyPaths``,
@@ -414,15 +344,11 @@ public struct Sandbox: Sendable, Hashable {
             else {
                 throw TroupeError(.configuration, "The sandbox's folder \(identityDirectory) is not this user's private folder.")
             }
-            try Data(passwd.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/passwd"), options: .atomic)
-            // The sources of the placeholders that hold protected paths (empty, read-only).
-            try FileManager.default.createDirectory(
-                atPath: identityDirectory + "/empty-folder", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o555])
-            if !FileManager.default.fileExists(atPath: identityDirectory + "/empty-file") {
-                _ = FileManager.default.createFile(
-                    atPath: identityDirectory + "/empty-file", contents: nil, attributes: [.posixPermissions: 0o444])
+            // Written only when missing or different: a sandbox starting meanwhile binds them.
+            for (name, text) in [("passwd", passwd), ("group", group)] {
+                let url = URL(fileURLWithPath: identityDirectory + "/" + name)
+                if (try? Data(contentsOf: url)) != Data(text.utf8) { try Data(text.utf8).write(to: url, options: .atomic) }
             }
-            try Data(group.utf8).write(to: URL(fileURLWithPath: identityDirectory + "/group"), options: .atomic)
         } catch let error as TroupeError {
             throw error
         } catch {
@@ -496,7 +422,7 @@ public struct Sandbox: Sendable, Hashable {
         func sandbox(network: Bool) async throws(TroupeError) -> Sandbox {
             if let sandbox = found[network] {
                 // Its files may have been cleaned away since (a /tmp cleaner): written again.
-                if access(sandbox.identityDirectory + "/empty-file", R_OK) != 0 { try sandbox.prepare() }
+                if access(sandbox.identityDirectory + "/group", R_OK) != 0 { try sandbox.prepare() }
                 return sandbox
             }
             let sandbox = try await Sandbox.detect(network: network)
@@ -512,48 +438,15 @@ public struct SandboxedCommand: Sendable {
     public let executable: String
     public let arguments: [String]
     let cgroup: ProcessCgroup?
-    /// The placeholders bwrap makes on the host (``Sandbox/Protection``), removed by ``end()``.
-    let placeholders: [String]
+    /// The protected paths' binds, the hold on the workspace and its placeholders.
+    let protection: SandboxProtection
 
-    /// Removes the control group that counted the program's processes, killing any left, and
-    /// the placeholders no other running program holds: call it once the program has exited.
+    /// Ends the hold on the workspace (the last program there removes the placeholders) and
+    /// removes the control group that counted the program's processes, killing any left: call
+    /// it once the program has exited.
     public func end() async {
-        PlaceholderRegistry.release(placeholders)
+        protection.end()
         await cgroup?.remove()
-    }
-}
-
-/// The placeholders in use by the programs running now, counted: a placeholder is removed when
-/// the last program that holds it has ended, and only if it is still empty (nothing of anyone's).
-enum PlaceholderRegistry {
-    private static let counts = Mutex<[String: Int]>([:])
-
-    static func reserve(_ paths: [String]) {
-        counts.withLock { counts in for path in paths { counts[path, default: 0] += 1 } }
-    }
-
-    static func holds(_ path: String) -> Bool {
-        counts.withLock { $0[path] != nil }
-    }
-
-    static func release(_ paths: [String]) {
-        let free = counts.withLock { counts in
-            paths.filter { path in
-                counts[path, default: 1] -= 1
-                guard counts[path, default: 0] <= 0 else { return false }
-                counts[path] = nil
-                return true
-            }
-        }
-        for path in free {
-            var info = stat()
-            guard lstat(path, &info) == 0 else { continue }
-            if info.st_mode & S_IFMT == S_IFDIR {
-                rmdir(path)  // only when empty
-            } else if info.st_mode & S_IFMT == S_IFREG, info.st_size == 0 {
-                unlink(path)
-            }
-        }
     }
 }
 

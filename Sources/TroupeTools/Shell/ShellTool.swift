@@ -91,7 +91,8 @@ public struct ShellPolicy: Sendable, Hashable {
         "c++", "clang++", "ninja", "cmake", "gmake", "bmake", "m4", "dc", "ed", "ex", "view", "sqlite3", "psql", "mysql", "gdb",
         "rsync", "scp", "sftp", "zip", "wget", "openssl", "sdiff", "diff3", "socat", "ncat", "nc", "netcat", "tmux", "screen",
         "crontab", "at", "batch", "systemctl", "busctl", "pkexec", "flatpak-spawn", "bwrap", "docker", "podman", "kubectl",
-        "eslint", "prettier", "expect", "xterm", "exec", "command", "builtin", "eval", "source",
+        "eslint", "prettier", "expect", "xterm", "exec", "command", "builtin", "eval", "source", "setarch", "i386", "x86_64",
+        "linux32", "linux64", "sg", "ash", "rbash", "nano", "run-parts", "fakeroot", "xvfb-run", "valgrind",
     ]
 
     /// Whether `program` starts other programs: one of ``launchers``, or a versioned interpreter
@@ -99,9 +100,11 @@ public struct ShellPolicy: Sendable, Hashable {
     /// A list cannot know every program: allow only what you would run yourself.
     func startsOthers(_ program: String) -> Bool {
         if launchers.contains(program) { return true }
+        // A version after the name, or after a dash: python3.12, perl5.36.0, gcc-12, clang-15.
         let stem = program.prefix { !$0.isNumber && $0 != "." }
+        let name = stem.hasSuffix("-") ? stem.dropLast() : stem
         let version = program.dropFirst(stem.count)
-        return launchers.contains(String(stem)) && !version.isEmpty && version.allSatisfy { $0.isNumber || $0 == "." }
+        return launchers.contains(String(name)) && !version.isEmpty && version.allSatisfy { $0.isNumber || $0 == "." }
     }
 
     /// The options refused by default: for the default programs, and for `sort`, which users
@@ -113,6 +116,9 @@ public struct ShellPolicy: Sendable, Hashable {
         // Compiling a magic file writes one; looking inside compressed files starts decompressors.
         "file": RefusedOptions(words: ["--compile", "--uncompress", "--uncompress-noreport"], letters: ["C", "z", "Z"]),
         "sort": RefusedOptions(words: ["--compress-program", "--output", "--temporary-directory"], letters: ["o", "T"]),
+        // Also often added back: they run a program named by an option.
+        "split": RefusedOptions(words: ["--filter"]),
+        "install": RefusedOptions(words: ["--strip-program"]),
     ]
 }
 
@@ -204,7 +210,7 @@ public struct ShellTool: Tool {
             }
         }
         let argv: [String]
-        let script = arguments["script"]
+        let script: JSONValue? = arguments["script"] == .null ? Optional.none : arguments["script"]
         if let script {
             guard policy.allowShellScripts else { return .error("Shell scripts are not allowed here; give command as an array.") }
             guard let line = script.stringValue else { return .error("script must be text: a /bin/sh command line.") }
@@ -245,10 +251,8 @@ public struct ShellTool: Tool {
         let outcome: ProcessRun
         if var sandbox = policy.sandbox {
             if let refusal = Sandbox.refusal(forWorkspace: workspace.root) { return .error(refusal) }
-            // What runs code later, outside the sandbox (git hooks, direnv), and Troupe's own files.
-            sandbox.protectedPaths +=
-                [".git", ".githooks", ".husky", ".envrc", ".pre-commit-config.yaml", "troupe.yaml"].map { workspace.root + "/" + $0 }
-                + policy.protectedPaths
+            // Troupe's own files (the workspace's git, direnv and hook files the sandbox adds).
+            sandbox.protectedPaths += policy.protectedPaths
             do {
                 outcome = try await sandbox.run(
                     executable, arguments: Array(argv.dropFirst()), workspace: workspace.root, directory: directory,
