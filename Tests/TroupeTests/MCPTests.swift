@@ -294,6 +294,22 @@ struct MCPTests {
                 #expect(home.content == "/tmp")
             }
         }
+        // A listed folder swapped for a link to the system after the settings were read is
+        // refused when the server starts.
+        try await withTemporaryDirectory { directory in
+            let listed = directory + "/data"
+            try FileManager.default.createDirectory(atPath: listed, withIntermediateDirectories: true)
+            var swapped = MCPFixtures.stdio(name: "swapped")
+            swapped.sandbox = .init(readOnlyPaths: paths + [listed])
+            try swapped.validate()
+            try FileManager.default.removeItem(atPath: listed)
+            try FileManager.default.createSymbolicLink(atPath: listed, withDestinationPath: "/")
+            await #expect {
+                try await MCPFixtures.withServers([swapped]) { servers in _ = try await servers.tools() }
+            } throws: { error in
+                (error as? TroupeError)?.message.contains("may not see '/'") == true
+            }
+        }
         var hidden = MCPFixtures.stdio(name: "hidden")
         hidden.sandbox = .init()
         await #expect {
