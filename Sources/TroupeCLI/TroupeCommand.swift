@@ -11,9 +11,13 @@ struct TroupeCommand: AsyncParsableCommand {
         _ = troupe_disable_dumping()
         // Log lines quote what servers and models sent (an MCP server's stderr, say): they reach
         // the terminal through the same filter as everything else.
+        // JSON lines (`--log-format json`, the default of `serve` and `worker`) are redacted by
+        // their handler and escaped by JSON.
         LoggingSystem.bootstrap { label in
-            RewritingLogHandler(
-                base: StreamLogHandler.standardError(label: label), rewrite: { TerminalText.safe(Redactor.shared.redact($0)) })
+            LogOutput.handler(label: label) { label in
+                RewritingLogHandler(
+                    base: StreamLogHandler.standardError(label: label), rewrite: { TerminalText.safe(Redactor.shared.redact($0)) })
+            }
         }
         await Self.main(nil)
     }

@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+public import Logging
 public import Troupe
 import Yams
 
@@ -37,6 +38,8 @@ public struct TroupeSettings: Sendable {
     public var worker = WorkerSettings()
     /// What `troupe serve` lets API callers choose (`server.*`).
     public var server = ServerSettings()
+    /// `log.*`.
+    public var log = LogSettings()
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 
@@ -300,6 +303,19 @@ enum SettingsFile {
         }
         return row[b.count]
     }
+}
+
+/// `log.*`: how the process logs (the command line's `--log-format` and `--log-level` win).
+public struct LogSettings: Sendable, Hashable {
+    /// `log.format`: `json` or `text`; `nil`: the command's default (`json` for `serve` and
+    /// `worker`, `text` for the others).
+    public var format: LogFormat?
+    /// `log.level`: the level of every logger without one of its own; `nil`: the command's default.
+    public var level: Logger.Level?
+    /// `log.levels`: levels per logger label (`troupe.mcp=debug`), a label covering those below it.
+    public var levels: [String: Logger.Level] = [:]
+
+    public init() {}
 }
 
 /// `worker.*`: how a worker claims, drives and drains runs.

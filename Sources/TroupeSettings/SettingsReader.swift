@@ -1,5 +1,6 @@
 import Configuration
 import Foundation
+import Logging
 import SystemPackage
 import Troupe
 import TroupeCore
@@ -185,7 +186,29 @@ struct SettingsReader {
         settings.mcpServers = try mcpServers()
         settings.worker = try worker()
         settings.server = try server()
+        settings.log = try log()
         return settings
+    }
+
+    private func log() throws(TroupeError) -> LogSettings {
+        var log = LogSettings()
+        if let text = try string("log.format") {
+            guard let format = LogFormat(rawValue: text) else { throw outOfRange("log.format", "json or text", text) }
+            log.format = format
+        }
+        let levels = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+        if let text = try string("log.level") {
+            guard let level = Logger.Level(rawValue: text) else { throw outOfRange("log.level", levels, text) }
+            log.level = level
+        }
+        for entry in try strings("log.levels") ?? [] {
+            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, !parts[0].isEmpty, let level = Logger.Level(rawValue: parts[1]) else {
+                throw outOfRange("log.levels", "LOGGER=LEVEL entries (e.g. troupe.mcp=debug; levels: \(levels))", entry)
+            }
+            log.levels[parts[0]] = level
+        }
+        return log
     }
 
     private func server() throws(TroupeError) -> ServerSettings {

@@ -228,7 +228,7 @@ public struct RunDriver: Sendable {
                     try await journal.flush()
                 } catch let error as TroupeError where error.code == .journalConflict {
                     // Someone else wrote (a cancellation, an operator): fold their events and decide again.
-                    logger.info("journal moved under us; reloading", metadata: ["run": "\(id)"])
+                    logger.info("journal moved under us; reloading", metadata: ["run_id": "\(id)"])
                     try await keeper.retrying("read the journal") { _ in try await journal.reload() }
                     continue
                 }
@@ -238,7 +238,7 @@ public struct RunDriver: Sendable {
                 }
                 if draining && inFlight.isEmpty {
                     group.cancelAll()
-                    logger.info("drained: handing the run back", metadata: ["run": "\(id)", "sequence": "\(journal.machine.sequence)"])
+                    logger.info("drained: handing the run back", metadata: ["run_id": "\(id)", "sequence": "\(journal.machine.sequence)"])
                     return journal.machine
                 }
                 for activity in prepare(launches, in: journal) {

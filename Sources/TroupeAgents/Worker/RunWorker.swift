@@ -225,7 +225,8 @@ public struct RunWorker: Sendable {
 
     private func drive(_ claimed: LeasedRun, drain: DrainSignal) async -> DriveOutcome {
         var logger = logger
-        logger[metadataKey: "run"] = "\(claimed.summary.id)"
+        logger[metadataKey: "run_id"] = "\(claimed.summary.id)"
+        logger[metadataKey: "tenant"] = "\(claimed.summary.configuration.tenant ?? RunConfiguration.defaultTenant)"
         let equipment: RunEquipment
         var claimed = claimed
         do {

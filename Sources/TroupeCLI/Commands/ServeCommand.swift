@@ -58,11 +58,7 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors(verbose: global.verbose) {
             try await global.withRuntime(namedFileOnly: true) { runtime in
-                let logger = {
-                    var logger = global.logger(label: "troupe.server")
-                    logger.logLevel = global.verbose ? .debug : .info
-                    return logger
-                }()
+                let logger = global.logger(label: "troupe.server")
                 let settings = runtime.settings
                 if settings.server.allowedTools.contains(where: { $0 == "shell" || $0.hasPrefix("shell_") }) {
                     await runtime.reportShellSandbox(to: logger)

@@ -43,8 +43,7 @@ struct WorkerCommand: AsyncParsableCommand {
         try await reportingErrors(verbose: global.verbose) {
             try await global.withRuntime(namedFileOnly: true) { runtime in
                 let settings = runtime.settings.worker
-                var logger = global.logger(label: "troupe.worker")
-                logger.logLevel = global.verbose ? .debug : .info
+                let logger = global.logger(label: "troupe.worker")
                 await runtime.reportShellSandbox(to: logger)
                 let drain = DrainSignal()
                 Signals.drainThenStop(drain, what: "no new runs; the runs in hand are handed back", timeout: settings.drainTimeoutSeconds)

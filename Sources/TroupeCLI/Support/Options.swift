@@ -38,6 +38,29 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print error details and debug logs.")
     var verbose = false
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Log lines as json (one object a line) or text (default: log.format, else json for serve and worker, text otherwise).",
+            valueName: "format"))
+    var logFormat: LogFormat?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The least level logged: trace, debug, info, notice, warning, error, critical (default: log.level, else info for "
+                + "serve and worker, warning otherwise; debug with --verbose).", valueName: "level"))
+    var logLevel: Logger.Level?
+
+    /// Sets how this process logs, from the flags, then `log.*` in `settings`, then the
+    /// command's defaults (`service`: `serve` and `worker`, JSON at `info`).
+    func configureLogging(_ settings: TroupeSettings, service: Bool) {
+        LogOutput.configure(
+            format: logFormat ?? settings.log.format ?? (service ? .json : .text),
+            level: logLevel ?? (verbose ? .debug : settings.log.level ?? (service ? .info : .warning)),
+            levels: settings.log.levels)
+    }
+
     /// The settings: `--set`, then the environment, then the settings file, then the defaults.
     func settings(environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> TroupeSettings {
         try await TroupeSettings.load(file: config, overrides: overrides, environment: environment)
@@ -102,6 +125,7 @@ struct GlobalOptions: ParsableArguments {
             namedFileOnly
             ? try await TroupeSettings.load(file: config, overrides: overrides, readingImplicitFile: false)
             : try await settings(workspace: workspace)
+        configureLogging(settings, service: namedFileOnly)
         // From here on programs may start (MCP servers, with the first tool listing): Ctrl-C
         // must stop them, even before a run exists.
         Signals.exitStoppingChildren()
@@ -122,10 +146,9 @@ struct GlobalOptions: ParsableArguments {
         }
     }
 
+    /// A logger at the level ``configureLogging(_:service:)`` gave its label.
     func logger(label: String) -> Logger {
-        var logger = Logger(label: label)
-        logger.logLevel = verbose ? .debug : .warning
-        return logger
+        Logger(label: label)
     }
 }
 
@@ -290,3 +313,7 @@ struct RunOptions: ParsableArguments {
     }
 
 }
+
+extension LogFormat: ExpressibleByArgument {}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
