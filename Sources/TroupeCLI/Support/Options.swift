@@ -49,7 +49,14 @@ struct GlobalOptions: ParsableArguments {
         name: .long,
         help: ArgumentHelp(
             "The least level logged: trace, debug, info, notice, warning, error, critical (default: log.level, else info for "
-                + "serve and worker, warning otherwise; debug with --verbose).", valueName: "level"))
+                + "serve and worker, warning otherwise; debug with --verbose).", valueName: "level"),
+        transform: { text in
+            guard let level = Logger.Level(rawValue: text) else {
+                throw ValidationError(
+                    "--log-level must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")) (got \(text)).")
+            }
+            return level
+        })
     var logLevel: Logger.Level?
 
     /// Sets how this process logs, from the flags, then `log.*` in `settings`, then the
@@ -315,5 +322,3 @@ struct RunOptions: ParsableArguments {
 }
 
 extension LogFormat: ExpressibleByArgument {}
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}
