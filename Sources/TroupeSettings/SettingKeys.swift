@@ -73,6 +73,7 @@ public enum SettingKeys {
         key("tools.allow", .stringArray),
         key("tools.deny", .stringArray),
         key("tools.requireApproval", .stringArray),
+        key("prices", .stringArray),
         key("log.format", .string),
         key("log.level", .string),
         key("log.levels", .stringArray),

@@ -40,6 +40,8 @@ public struct TroupeSettings: Sendable {
     public var server = ServerSettings()
     /// `log.*`.
     public var log = LogSettings()
+    /// What model calls cost: the built-in table with `prices` over it.
+    public var prices = PriceTable.builtIn
     /// The `troupe.yaml` that was read, if any.
     public var file: String?
 

@@ -187,7 +187,22 @@ struct SettingsReader {
         settings.worker = try worker()
         settings.server = try server()
         settings.log = try log()
+        settings.prices = try prices()
         return settings
+    }
+
+    /// `prices`: `MODEL=INPUT/CACHED/OUTPUT` entries, US dollars per million tokens.
+    private func prices() throws(TroupeError) -> PriceTable {
+        var prices: [String: ModelPrice] = [:]
+        for entry in try strings("prices") ?? [] {
+            let parts = entry.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2, !parts[0].isEmpty, let price = ModelPrice(text: parts[1]) else {
+                throw outOfRange(
+                    "prices", "MODEL=INPUT/CACHED/OUTPUT entries in US dollars per million tokens (e.g. gpt-4o=2.50/1.25/10)", entry)
+            }
+            prices[parts[0]] = price
+        }
+        return PriceTable.builtIn.merging(prices, source: "the prices setting")
     }
 
     private func log() throws(TroupeError) -> LogSettings {

@@ -24,6 +24,55 @@ public struct RunReport: Sendable, Codable {
     }
 
     /// An error's stable code and message.
+    /// What a run's (or a step's) model calls cost, by the price table (``PriceTable``).
+    public struct CostReport: Sendable, Codable {
+        /// The priced calls' cost in US dollars, exact (a decimal number as text: `"0.012345"`).
+        public var usd: String
+        /// Model calls whose model has no price: their tokens are not in ``usd``.
+        public var unpricedModelCalls: Int
+        /// By the model that answered (as the provider named it), in name order.
+        public var byModel: [ModelCost]
+        /// The price table used (its source and date).
+        public var prices: String
+
+        public struct ModelCost: Sendable, Codable {
+            public var model: String
+            public var modelCalls: Int
+            public var usage: UsageReport
+            /// `nil` when the model is unpriced.
+            public var usd: String?
+        }
+
+        /// The cost of the model answers among `records`.
+        init(_ records: [ActivityRecord], defaultModel: String, prices: PriceTable) {
+            var byModel: [String: (calls: Int, usage: Usage)] = [:]
+            for record in records {
+                guard case .model(let response)? = record.result else { continue }
+                let model = response.model.isEmpty ? defaultModel : response.model
+                byModel[model, default: (0, .zero)].calls += 1
+                byModel[model, default: (0, .zero)].usage += response.usage
+            }
+            var total = Decimal(0)
+            var unpriced = 0
+            self.byModel = byModel.sorted { $0.key < $1.key }.map { model, tally in
+                let cost = prices.cost(of: tally.usage, model: model)
+                if let cost { total += cost } else { unpriced += tally.calls }
+                return ModelCost(model: model, modelCalls: tally.calls, usage: UsageReport(tally.usage), usd: cost.map(Self.text))
+            }
+            usd = Self.text(total)
+            unpricedModelCalls = unpriced
+            self.prices = prices.source
+        }
+
+        /// A dollar amount as exact decimal text.
+        static func text(_ amount: Decimal) -> String {
+            var amount = amount
+            var rounded = Decimal()
+            NSDecimalRound(&rounded, &amount, 12, .plain)
+            return "\(rounded)"
+        }
+    }
+
     public struct ErrorReport: Sendable, Codable {
         public var code: String
         public var message: String
@@ -119,6 +168,8 @@ public struct RunReport: Sendable, Codable {
         public var modelErrors: [String]
         /// Model-call attempts that failed and were retried, oldest first.
         public var modelRetries: [String]
+        /// What this attempt's model calls cost (absent in documents before costs).
+        public var cost: CostReport?
     }
 
     public var id: String
@@ -144,6 +195,9 @@ public struct RunReport: Sendable, Codable {
     /// The run's tool calls that needed a person's decision, in key order (absent in documents
     /// of servers before approvals, and in listings).
     public var approvals: [ApprovalReport]?
+    /// What the run's model calls cost, planner calls included (absent in listings and in
+    /// documents before costs).
+    public var cost: CostReport?
 
     /// A list entry: the summary fields only (`troupe runs --json`).
     public static func summary(_ summary: RunSummary) -> RunReport {
@@ -155,8 +209,8 @@ public struct RunReport: Sendable, Codable {
         (try? JSONValue.parse(text)) ?? .string(text)
     }
 
-    /// The whole report of a run from its summary and its folded journal.
-    public init(summary: RunSummary, machine: RunStateMachine?) {
+    /// The whole report of a run from its summary and its folded journal, its costs by `prices`.
+    public init(summary: RunSummary, machine: RunStateMachine?, prices: PriceTable = .builtIn) {
         id = summary.id.rawValue
         tenant = summary.configuration.owningTenant
         status = summary.status.rawValue
@@ -176,7 +230,8 @@ public struct RunReport: Sendable, Codable {
             .map { "\($0.key): \($0.error?.code.rawValue ?? ""): \($0.error?.message ?? "")" }
         planningRetries = Self.retries(of: activities.filter(\.kind.isPlannerCall))
         events = summary.lastSequence
-        steps = machine.map(Self.steps) ?? []
+        steps = machine.map { Self.steps($0, defaultModel: summary.configuration.model, prices: prices) } ?? []
+        cost = machine.map { CostReport(Array($0.activities.values), defaultModel: summary.configuration.model, prices: prices) }
         approvals = machine.map { machine in
             machine.approvals.values.sorted { $0.key < $1.key }.map { ApprovalReport($0, of: machine) }
         }
@@ -190,7 +245,7 @@ public struct RunReport: Sendable, Codable {
         }
     }
 
-    private static func steps(_ machine: RunStateMachine) -> [StepReport] {
+    private static func steps(_ machine: RunStateMachine, defaultModel: String, prices: PriceTable) -> [StepReport] {
         let byStep = Dictionary(grouping: machine.activities.values, by: \.key.step)
         return machine.steps.map { state in
             // A replan may reuse a failed step's id; each step state owns one attempt's activities.
@@ -255,7 +310,8 @@ public struct RunReport: Sendable, Codable {
                 usage: UsageReport(stepUsage),
                 toolCalls: calls,
                 modelErrors: modelErrors,
-                modelRetries: modelRetries
+                modelRetries: modelRetries,
+                cost: CostReport(records, defaultModel: defaultModel, prices: prices)
             )
         }
     }

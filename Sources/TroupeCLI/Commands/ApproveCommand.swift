@@ -61,7 +61,7 @@ struct ApproveCommand: AsyncParsableCommand {
                     let decision = ApprovalDecision(verdict: verdict, arguments: edit, reason: reason, decidedBy: Self.decider)
                     let machine = try await opened.store.decideApproval(
                         id, key: call.flatMap(ActivityKey.init(parsing:)), decision: decision, owner: LeaseOwner.current().description)
-                    return RunReport(summary: try await opened.store.requireRun(id), machine: machine)
+                    return RunReport(summary: try await opened.store.requireRun(id), machine: machine, prices: opened.prices)
                 }
             }
             if json {

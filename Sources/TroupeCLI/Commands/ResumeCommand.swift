@@ -66,12 +66,12 @@ struct ResumeCommand: AsyncParsableCommand {
                 let summary = try await store.requireRun(id)
                 if summary.status.isTerminal {
                     note("Run \(id) already \(summary.status.rawValue); nothing to resume.", json: json)
-                    try await printDocument(of: id, store: store, json: json)
+                    try await printDocument(of: id, store: store, prices: runtime.settings.prices, json: json)
                     throw ExitCode(ExitStatus.forRun(summary.status))
                 }
                 if summary.status == .needsAttention && !retry && !skip {
                     note("Run \(id) needs attention: \(summary.error?.message ?? "")", json: json)
-                    try await printDocument(of: id, store: store, json: json)
+                    try await printDocument(of: id, store: store, prices: runtime.settings.prices, json: json)
                     throw ExitCode(ExitStatus.needsAttention)
                 }
                 var configuration = try options.applied(to: summary.configuration)
@@ -196,9 +196,9 @@ struct ResumeCommand: AsyncParsableCommand {
     }
 
     /// The finished or parked run as `--json` prints it.
-    private func printDocument(of id: RunID, store: any RunStore, json: Bool) async throws {
+    private func printDocument(of id: RunID, store: any RunStore, prices: PriceTable, json: Bool) async throws {
         guard json else { return }
         let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
-        print(try RunReport(summary: try await store.requireRun(id), machine: machine).json())
+        print(try RunReport(summary: try await store.requireRun(id), machine: machine, prices: prices).json())
     }
 }

@@ -31,7 +31,7 @@ struct ShowCommand: AsyncParsableCommand {
                     let store = opened.store
                     let summary = try await store.requireRun(id)
                     let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
-                    return RunReport(summary: summary, machine: machine)
+                    return RunReport(summary: summary, machine: machine, prices: opened.prices)
                 }
             }
             if json {
@@ -40,6 +40,28 @@ struct ShowCommand: AsyncParsableCommand {
                 say(Self.render(report))
             }
         }
+    }
+
+    /// `Cost: $0.0123 (gpt-4o-mini $0.0123 · llama-3 unpriced, 2 calls) — prices: …`.
+    static func render(_ cost: RunReport.CostReport) -> String {
+        let parts = cost.byModel.map { model in
+            model.usd.map { "\(model.model) \(dollars($0))" }
+                ?? "\(model.model) unpriced, \(model.modelCalls) call\(model.modelCalls == 1 ? "" : "s")"
+        }
+        let calls = cost.byModel.reduce(0) { $0 + $1.modelCalls }
+        if calls > 0, cost.unpricedModelCalls == calls {
+            return "Cost: not priced (\(parts.joined(separator: " · "))); add a price with the prices setting (MODEL=INPUT/CACHED/OUTPUT)"
+        }
+        return "Cost: \(dollars(cost.usd))\(cost.unpricedModelCalls > 0 ? " + unpriced calls" : "")"
+            + (parts.isEmpty ? "" : " (\(parts.joined(separator: " · ")))") + " — prices: \(cost.prices)"
+    }
+
+    /// `$0.0123`: dollars to a hundredth of a cent (the document has them exact).
+    static func dollars(_ text: String) -> String {
+        var amount = Decimal(string: text, locale: Locale(identifier: "en_US_POSIX")) ?? 0
+        var rounded = Decimal()
+        NSDecimalRound(&rounded, &amount, 4, .plain)
+        return "$" + String(format: "%.4f", NSDecimalNumber(decimal: rounded).doubleValue)
     }
 
     static func render(_ report: RunReport) -> String {
@@ -58,6 +80,7 @@ struct ShowCommand: AsyncParsableCommand {
             "Usage: \(report.modelCalls) model calls, \(report.toolCalls) tool calls, "
                 + "\(report.usage.inputTokens) input + \(report.usage.outputTokens) output tokens (\(report.usage.cachedTokens) cached)"
         )
+        if let cost = report.cost { lines.append(Self.render(cost)) }
         for retry in report.planningRetries { lines.append("  \(Self.mark(retry)) planner \(retry)") }
         for error in report.planningErrors { lines.append("  ✗ planner \(error)") }
         if report.steps.isEmpty { lines.append("\nNo plan yet.") }

@@ -43,7 +43,7 @@ struct SubmitCommand: AsyncParsableCommand {
                 if !follow {
                     if json {
                         let machine = try RunStateMachine(runID: summary.id, replaying: try await store.events(of: summary.id))
-                        print(try RunReport(summary: summary, machine: machine).json())
+                        print(try RunReport(summary: summary, machine: machine, prices: runtime.settings.prices).json())
                     } else {
                         print(summary.id.rawValue)
                         note("▸ run \(summary.id) is waiting for a worker: `troupe worker\(runtime.opened.flag)`", json: true)

@@ -108,7 +108,8 @@ struct GlobalOptions: ParsableArguments {
     }
 
     func withStore<T: Sendable>(settings: TroupeSettings, _ body: (OpenedStore) async throws -> T) async throws -> T {
-        let opened = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
+        var opened = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
+        opened.prices = settings.prices
         return try await opened.store.closing { _ in try await body(opened) }
     }
 
@@ -213,6 +214,8 @@ struct OpenedStore: Sendable {
     let location: String
     /// ` --store …` that repeats this store in a hint; empty for the default store.
     let flag: String
+    /// The prices runs are costed with (`prices` in the settings over the built-in table).
+    var prices = PriceTable.builtIn
 
     /// Opens the store `url` names (`sqlite:PATH`, a bare path, or `postgres://…`).
     static func open(_ url: String, logger: Logger) async throws -> OpenedStore {

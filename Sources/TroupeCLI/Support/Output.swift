@@ -6,7 +6,7 @@ import Troupe
 func finish(_ machine: RunStateMachine, store: OpenedStore, json: Bool) async throws {
     let summary = try await store.store.requireRun(machine.runID)
     if json {
-        print(try RunReport(summary: summary, machine: machine).json())
+        print(try RunReport(summary: summary, machine: machine, prices: store.prices).json())
     } else {
         let error = machine.status == .needsAttention ? summary.error : machine.error
         sayEnding(machine.status, answer: machine.answer, error: error?.message)

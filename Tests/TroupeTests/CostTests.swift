@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeSettings
+import TroupeTesting
+
+/// The price table and what runs cost: exact decimals, dated model names, unpriced models
+/// counted apart, the `prices` setting, and the cost in `troupe show`.
+@Suite struct CostTests {
+    static func decimal(_ text: String) -> Decimal { Decimal(string: text, locale: Locale(identifier: "en_US_POSIX"))! }
+
+    @Test func pricesAreFoundByNameOrDatedVersionAndNeverMadeUp() throws {
+        let table = PriceTable.builtIn
+        #expect(table.price(of: "gpt-4o") == ModelPrice(text: "2.5/1.25/10"))
+        #expect(table.price(of: "gpt-4o-2024-08-06") == table.price(of: "gpt-4o"), "a dated version")
+        #expect(table.price(of: "gpt-4o-mini-2024-07-18") == table.price(of: "gpt-4o-mini"), "the longest name wins")
+        #expect(table.price(of: "gpt-4") == nil && table.price(of: "llama-3.1-70b") == nil && table.price(of: "gpt-4oo") == nil)
+        #expect(table.cost(of: Usage(inputTokens: 10, outputTokens: 10), model: "mystery") == nil, "unpriced, not free")
+    }
+
+    @Test func aCallsCostIsExactWithCachedTokensAtTheirPrice() throws {
+        let price = try #require(ModelPrice(text: "0.15/0.075/0.6"))
+        // 1,000 uncached + 200 cached input, 300 output:
+        // (1000 × 0.15 + 200 × 0.075 + 300 × 0.6) / 1e6 = (150 + 15 + 180) / 1e6 = 0.000345
+        #expect(price.cost(of: Usage(inputTokens: 1200, outputTokens: 300, cachedTokens: 200)) == Self.decimal("0.000345"))
+        #expect(price.cost(of: Usage(inputTokens: 3, outputTokens: 0, cachedTokens: 9)) == Self.decimal("0.000000225"), "cached ≤ input")
+        for bad in ["1/2", "a/b/c", "1/2/-3", "1/2/3/4", "1..2/3/4", ""] { #expect(ModelPrice(text: bad) == nil, "\(bad)") }
+    }
+
+    @Test func thePricesSettingAddsAndOverrides() async throws {
+        func load(_ overrides: [String]) async throws -> TroupeSettings {
+            try await TroupeSettings.load(overrides: overrides, environment: [:], directory: "/", readingImplicitFile: false)
+        }
+        let prices = try await load(["prices=gpt-4o=1/0.5/2, my-llama=0.1/0.1/0.2"]).prices
+        #expect(
+            prices.price(of: "gpt-4o") == ModelPrice(text: "1/0.5/2") && prices.price(of: "my-llama") == ModelPrice(text: "0.1/0.1/0.2"))
+        #expect(prices.price(of: "gpt-4o-mini") == PriceTable.builtIn.price(of: "gpt-4o-mini"))
+        #expect(prices.source.contains("2025-08-15") && prices.source.contains("prices setting"))
+        await #expect {
+            _ = try await load(["prices=gpt-4o"])
+        } throws: { error in
+            (error as? TroupeError)?.message.contains("MODEL=INPUT/CACHED/OUTPUT") == true
+        }
+    }
+
+    /// A run against the mock: its cost equals the sum of its calls' costs from the table, to
+    /// the last digit, in `troupe show --json` and (rounded) in its text; another table changes
+    /// it; a model without a price is unpriced.
+    @Test func aRunsCostIsTheSumOfItsCallsCosts() async throws {
+        try await MockOpenAIServer.withServer(configuration: .init(planSteps: 2)) { mock in
+            try await withTemporaryDirectory { directory in
+                let store = "sqlite:\(directory)/runs.db"
+                func run(_ extra: [String]) async throws -> JSONValue {
+                    let run = try await CLIProcess.runApart(
+                        ["run", "Say hello", "--base-url", mock.baseURL, "--store", store, "--json"] + extra, directory: directory)
+                    #expect(run.status == 0, "\(run.errors)")
+                    return try JSONValue.parse(run.output)
+                }
+                let report = try await run([])
+                let cost = try #require(report["cost"])
+                let models = try #require(cost["byModel"]?.arrayValue)
+                var expected = Decimal(0)
+                var calls = 0
+                for model in models {
+                    let usage = Usage(
+                        inputTokens: model["usage"]?["inputTokens"]?.intValue ?? -1,
+                        outputTokens: model["usage"]?["outputTokens"]?.intValue ?? -1,
+                        cachedTokens: model["usage"]?["cachedTokens"]?.intValue ?? -1)
+                    let name = try #require(model["model"]?.stringValue)
+                    expected += try #require(PriceTable.builtIn.cost(of: usage, model: name), "\(name) is priced")
+                    calls += model["modelCalls"]?.intValue ?? 0
+                }
+                #expect(calls == report["modelCalls"]?.intValue && calls >= 4, "planner and executor calls")
+                #expect(cost["usd"]?.stringValue.map(Self.decimal) == expected && expected > 0, "\(cost)")
+                #expect(cost["unpricedModelCalls"]?.intValue == 0)
+                let steps = try #require(report["steps"]?.arrayValue)
+                let stepsTotal = steps.compactMap { $0["cost"]?["usd"]?.stringValue }.map(Self.decimal).reduce(0, +)
+                #expect(stepsTotal <= expected && stepsTotal > 0, "the steps' calls, without the planner's")
+
+                let runID = try #require(report["id"]?.stringValue)
+                let shown = try await CLIProcess.runApart(["show", runID, "--store", store], directory: directory)
+                #expect(
+                    shown.output.contains("Cost: $") && shown.output.contains("prices: OpenAI list prices of 2025-08-15"), "\(shown.output)"
+                )
+
+                let cheaper = try await CLIProcess.runApart(
+                    ["show", runID, "--store", store, "--json", "--set", "prices=gpt-4o-mini=0/0/0"], directory: directory)
+                #expect(try JSONValue.parse(cheaper.output)["cost"]?["usd"]?.stringValue == "0")
+
+                let unknown = try await run(["--model", "mystery-model"])
+                #expect(unknown["cost"]?["usd"]?.stringValue == "0")
+                #expect(unknown["cost"]?["unpricedModelCalls"]?.intValue == unknown["modelCalls"]?.intValue)
+            }
+        }
+    }
+}
