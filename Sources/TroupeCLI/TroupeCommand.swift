@@ -39,7 +39,7 @@ struct TroupeCommand: AsyncParsableCommand {
         subcommands: [
             DemoCommand.self, RunCommand.self, ResumeCommand.self, RunsCommand.self, ShowCommand.self,
             SubmitCommand.self, CancelCommand.self, ApproveCommand.self, ApprovalsCommand.self, WorkerCommand.self, ServeCommand.self,
-            KeysCommand.self, MigrateCommand.self,
+            KeysCommand.self, UsageCommand.self, MigrateCommand.self,
             MockServerCommand.self,
         ]
     )

@@ -90,6 +90,29 @@ import TroupeTesting
                 let unknown = try await run(["--model", "mystery-model"])
                 #expect(unknown["cost"]?["usd"]?.stringValue == "0")
                 #expect(unknown["cost"]?["unpricedModelCalls"]?.intValue == unknown["modelCalls"]?.intValue)
+
+                // `troupe usage` adds the same calls up: to the digit, by model, by day.
+                let usage = try await CLIProcess.runApart(["usage", "--store", store, "--json"], directory: directory)
+                let summary = try JSONValue.parse(usage.output)
+                #expect(summary["total"]?["usd"]?.stringValue.map(Self.decimal) == expected, "\(usage.output)")
+                #expect(summary["runs"]?.intValue == 2)
+                let rows = try #require(summary["rows"]?.arrayValue)
+                #expect(rows.compactMap { $0["key"]?.stringValue } == ["gpt-4o-mini", "mystery-model"])
+                #expect(rows.last?["unpricedModelCalls"]?.intValue == unknown["modelCalls"]?.intValue)
+                #expect(summary["total"]?["modelCalls"]?.intValue == calls + (unknown["modelCalls"]?.intValue ?? 0))
+                let byDay = try JSONValue.parse(
+                    try await CLIProcess.runApart(["usage", "--store", store, "--json", "--by", "day"], directory: directory).output)
+                let days = [UsageSummary.day(Date()), UsageSummary.day(Date().addingTimeInterval(-120))]  // around midnight
+                #expect(byDay["rows"]?.arrayValue?.first?["key"]?.stringValue.map(days.contains) == true)
+                let later = try await CLIProcess.runApart(
+                    ["usage", "--store", store, "--since", "2999-01-01"], directory: directory)
+                #expect(later.output.contains("No model calls in that span."))
+                let text = try await CLIProcess.runApart(["usage", "--store", store], directory: directory)
+                #expect(
+                    text.output.contains("gpt-4o-mini") && text.output.contains("unpriced") && text.output.contains("2 runs"),
+                    "\(text.output)")
+                let bad = try await CLIProcess.runApart(["usage", "--store", store, "--by", "week"], directory: directory)
+                #expect(bad.status == 6 && bad.errors.contains("--by must be model, day or tenant"))
             }
         }
     }
