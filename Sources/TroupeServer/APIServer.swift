@@ -50,6 +50,8 @@ public struct APIServer: Sendable {
     public var maxStreamsPerKey = 16
     /// Limits of the runs each tenant creates, by tenant.
     public var tenantLimits: [String: TenantRunLimits] = [:]
+    /// The prices `GET /v1/usage` costs calls with.
+    public var prices = PriceTable.builtIn
     let buckets = TokenBuckets()
     let streams = StreamCounter()
 

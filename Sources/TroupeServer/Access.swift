@@ -153,6 +153,7 @@ struct RoleMiddleware: ServerMiddleware {
         "resumeRun": .operator,
         "listApprovals": .viewer,
         "decideApproval": .operator,
+        "getUsage": .viewer,
         "listKeys": .admin,
         "createKey": .admin,
         "revokeKey": .admin,

@@ -69,6 +69,7 @@ struct GuardMiddleware: RouterMiddleware {
         (["v1", "runs", "*", "resume"], [.post]),
         (["v1", "runs", "*", "approvals", "*"], [.post]),
         (["v1", "approvals"], [.get]),
+        (["v1", "usage"], [.get]),
         (["v1", "keys"], [.get, .post]),
         (["v1", "keys", "*", "revoke"], [.post]),
         (["healthz"], [.get]),

@@ -260,6 +260,17 @@ struct RunsAPI: APIProtocol {
         return .ok(.init(body: .json(list)))
     }
 
+    // MARK: Usage
+
+    func getUsage(_ input: Operations.GetUsage.Input) async throws -> Operations.GetUsage.Output {
+        let grouping = UsageSummary.Grouping(rawValue: input.query.by?.rawValue ?? "model") ?? .model
+        let summary = try await UsageSummary.collect(
+            from: store, tenant: try Self.tenantFilter(input.query.tenant), since: input.query.since, until: input.query.until,
+            by: grouping, prices: server.prices)
+        let usage = try JSONCoding.decoder().decode(Components.Schemas.UsageReport.self, from: JSONCoding.encoder().encode(summary))
+        return .ok(.init(body: .json(usage)))
+    }
+
     func decideApproval(_ input: Operations.DecideApproval.Input) async throws -> Operations.DecideApproval.Output {
         try refuseWhileDraining()
         let id = RunID(input.path.id)

@@ -26,6 +26,7 @@ import TroupeServer
         "cancelRun": Operation(role: .operator, success: 200, body: nil, namesRun: true),
         "resumeRun": Operation(role: .operator, success: 200, body: nil, namesRun: true),
         "listApprovals": Operation(role: .viewer, success: 200, body: nil, namesRun: false),
+        "getUsage": Operation(role: .viewer, success: 200, body: nil, namesRun: false),
         // The sample runs have ended: a decision reaches the run and is refused as too late.
         "decideApproval": Operation(role: .operator, success: 409, body: #"{"decision": "approve"}"#, namesRun: true),
         "listKeys": Operation(role: .admin, success: 200, body: nil, namesRun: false),
@@ -132,6 +133,46 @@ import TroupeServer
         guard role.includes(needed) else { return 403 }
         if operation.namesRun, !ownTenant, role != .admin { return 404 }
         return operation.success
+    }
+
+    /// `GET /v1/usage` adds up the caller's tenant's model calls only; an admin sees every
+    /// tenant's, by tenant; a grouping that does not exist is a 400.
+    @Test func usageHoldsTheCallersTenantOnly() async throws {
+        let store = InMemoryRunStore()
+        let now = Date()
+        let viewer = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: now)
+        let admin = try APIKeys.make(tenant: "ops", role: .admin, name: nil, expiresAt: nil, at: now)
+        try await store.createKey(viewer.record)
+        try await store.createKey(admin.record)
+        for (tenant, tokens) in [("acme", 1000), ("globex", 3000)] {
+            var configuration = RunConfiguration(model: "gpt-4o-mini")
+            configuration.tenant = tenant
+            let id = RunID.make()
+            let created = try await store.createRun(id: id, goal: tenant, configuration: configuration, at: now)
+            let key = ActivityKey(step: "plan", attempt: 1, callIndex: 1)
+            let answer = ChatResponse(
+                message: .assistant("{}"), finishReason: .stop, usage: Usage(inputTokens: tokens, outputTokens: tokens / 10),
+                model: "gpt-4o-mini-2024-07-18")
+            _ = try await store.append(
+                [.activityStarted(key: key, kind: .model(purpose: .plan)), .activityCompleted(key: key, result: .model(answer))], to: id,
+                expectedSequence: created.lastSequence, at: now)
+        }
+        try await APITestServer.with(store: store, access: .keys(store), worker: false) { api in
+            func usage(_ key: String, _ query: String = "") async throws -> (status: Int, body: JSONValue) {
+                let answer = try await api.send(.GET, "/v1/usage" + query, headers: [("Authorization", "Bearer \(key)")])
+                return (answer.status, try JSONValue.parse(answer.body))
+            }
+            let own = try await usage(viewer.key)
+            #expect(own.status == 200 && own.body["total"]?["inputTokens"]?.intValue == 1000, "\(own.body)")
+            let expected = try #require(PriceTable.builtIn.cost(of: Usage(inputTokens: 1000, outputTokens: 100), model: "gpt-4o-mini"))
+            #expect(own.body["total"]?["usd"]?.stringValue == "\(expected)" && own.body["rows"]?.arrayValue?.count == 1)
+            #expect(try await usage(viewer.key, "?tenant=globex").body["total"]?["modelCalls"]?.intValue == 0)
+            let all = try await usage(admin.key, "?by=tenant")
+            #expect(all.body["rows"]?.arrayValue?.compactMap { $0["key"]?.stringValue } == ["acme", "globex"], "\(all.body)")
+            #expect(all.body["total"]?["inputTokens"]?.intValue == 4000)
+            #expect(try await usage(admin.key, "?by=week").status == 400)
+            #expect(try await usage(admin.key, "?since=2999-01-01T00:00:00Z").body["total"]?["modelCalls"]?.intValue == 0)
+        }
     }
 
     /// A viewer lists its own tenant's runs only, even when it asks for another's; an admin lists

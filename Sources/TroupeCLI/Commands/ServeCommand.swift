@@ -104,6 +104,7 @@ struct ServeCommand: AsyncParsableCommand {
                         }
                         configuration.toolRules = ToolRules(settings, toolGroups: configuration.tools).jsonValue
                     })
+                server.prices = settings.prices
                 server.rates = RequestRates(
                     perKey: settings.server.requestsPerKey, perKeyBurst: settings.server.requestBurstPerKey,
                     perTenant: settings.server.requestsPerTenant, perTenantBurst: settings.server.requestBurstPerTenant)
