@@ -417,7 +417,7 @@ struct RunsAPI: APIProtocol {
             if let machine, machine.sequence >= summary.lastSequence { return machine }
             return try RunStateMachine(runID: id, replaying: try await store.events(of: id))
         }()
-        return try Self.convert(RunReport(summary: summary, machine: machine))
+        return try Self.convert(RunReport(summary: summary, machine: machine, prices: server.prices))
     }
 
     /// A report as the generated type: through its JSON, which is the contract both describe.

@@ -144,11 +144,13 @@ import TroupeServer
         let admin = try APIKeys.make(tenant: "ops", role: .admin, name: nil, expiresAt: nil, at: now)
         try await store.createKey(viewer.record)
         try await store.createKey(admin.record)
+        var acmeRun: RunID?
         for (tenant, tokens) in [("acme", 1000), ("globex", 3000)] {
             var configuration = RunConfiguration(model: "gpt-4o-mini")
             configuration.tenant = tenant
             let id = RunID.make()
             let created = try await store.createRun(id: id, goal: tenant, configuration: configuration, at: now)
+            if tenant == "acme" { acmeRun = id }
             let key = ActivityKey(step: "plan", attempt: 1, callIndex: 1)
             let answer = ChatResponse(
                 message: .assistant("{}"), finishReason: .stop, usage: Usage(inputTokens: tokens, outputTokens: tokens / 10),
@@ -172,6 +174,11 @@ import TroupeServer
             #expect(all.body["total"]?["inputTokens"]?.intValue == 4000)
             #expect(try await usage(admin.key, "?by=week").status == 400)
             #expect(try await usage(admin.key, "?since=2999-01-01T00:00:00Z").body["total"]?["modelCalls"]?.intValue == 0)
+            // The run document carries the same cost.
+            let run = try await api.send(.GET, "/v1/runs/\(try #require(acmeRun))", headers: [("Authorization", "Bearer \(viewer.key)")])
+            let document = try JSONValue.parse(run.body)
+            #expect(document["cost"]?["usd"]?.stringValue == "\(expected)", "\(run.body)")
+            #expect(document["cost"]?["byModel"]?.arrayValue?.first?["model"]?.stringValue == "gpt-4o-mini-2024-07-18")
         }
     }
 
