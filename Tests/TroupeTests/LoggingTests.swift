@@ -102,6 +102,12 @@ import TroupeTesting
                     #expect(object["message"]?.stringValue != nil)
                 }
                 #expect(!run.errors.contains(String(repeating: "x", count: 40)), "the key is never logged")
+                let activities = try lines.map { try JSONValue.parse(String($0)) }.filter { $0["message"] == "activity ended" }
+                #expect(
+                    activities.contains {
+                        $0["run_id"]?.stringValue?.hasPrefix("run_") == true && $0["step"] == "s1" && $0["activity"] != nil
+                    },
+                    "each activity's line names its run, step and activity")
                 #expect(run.output.contains("succeeded"), "\(run.output)")
             }
         }

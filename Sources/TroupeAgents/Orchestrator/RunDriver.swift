@@ -462,6 +462,19 @@ public struct RunDriver: Sendable {
 
     /// Runs an activity against its deadline; returns the events that record its outcome.
     private func perform(_ activity: PreparedActivity, of run: RunID) async -> [RunEvent] {
+        let events = await performing(activity, of: run)
+        // One line per activity at debug level, tagged for JSON logs (the metadata is built only
+        // when the level lets the line through).
+        logger.debug(
+            "activity ended",
+            metadata: [
+                "run_id": "\(run)", "step": "\(activity.key.step)", "activity": "\(activity.key)",
+                "outcome": "\(events.contains { if case .activityFailed = $0 { true } else { false } } ? "failed" : "completed")",
+            ])
+        return events
+    }
+
+    private func performing(_ activity: PreparedActivity, of run: RunID) async -> [RunEvent] {
         let key = activity.key
         let remaining = activity.deadline.timeIntervalSince(now())
         let timeout = TroupeError(
