@@ -262,11 +262,28 @@ struct RunsAPI: APIProtocol {
 
     // MARK: Usage
 
+    /// The span `GET /v1/usage` covers without `since`, the longest it may cover, and the most
+    /// runs one request reads: the journals are read for each answer, so one request's work is
+    /// bounded.
+    static let usageDefaultSpan: TimeInterval = 31 * 86_400
+    static let usageMaxSpan: TimeInterval = 366 * 86_400
+    static let usageMaxRuns = 10_000
+
     func getUsage(_ input: Operations.GetUsage.Input) async throws -> Operations.GetUsage.Output {
         let grouping = UsageSummary.Grouping(rawValue: input.query.by?.rawValue ?? "model") ?? .model
-        let summary = try await UsageSummary.collect(
-            from: store, tenant: try Self.tenantFilter(input.query.tenant), since: input.query.since, until: input.query.until,
-            by: grouping, prices: server.prices)
+        let until = input.query.until
+        let end = until ?? server.now()
+        let since = input.query.since ?? end.addingTimeInterval(-Self.usageDefaultSpan)
+        guard end.timeIntervalSince(since) <= Self.usageMaxSpan else {
+            throw TroupeError(.invalidInput, "The span from since to until may be at most 366 days.", details: ["field": "since"])
+        }
+        // A tenant's key sees its own tenant's usage, and says so.
+        let caller = try caller
+        var tenant = try Self.tenantFilter(input.query.tenant)
+        if case .tenant(let own) = caller.scope { tenant = tenant ?? own }
+        var summary = try await UsageSummary.collect(
+            from: store, tenant: tenant, since: since, until: until, by: grouping, prices: server.prices, maxRuns: Self.usageMaxRuns)
+        summary.tenant = tenant
         let usage = try JSONCoding.decoder().decode(Components.Schemas.UsageReport.self, from: JSONCoding.encoder().encode(summary))
         return .ok(.init(body: .json(usage)))
     }

@@ -166,6 +166,8 @@ import TroupeServer
             }
             let own = try await usage(viewer.key)
             #expect(own.status == 200 && own.body["total"]?["inputTokens"]?.intValue == 1000, "\(own.body)")
+            #expect(own.body["tenant"]?.stringValue == "acme", "the answer names the caller's tenant")
+            #expect(try await usage(viewer.key, "?since=2000-01-01T00:00:00Z").status == 400, "at most 366 days")
             let expected = try #require(PriceTable.builtIn.cost(of: Usage(inputTokens: 1000, outputTokens: 100), model: "gpt-4o-mini"))
             #expect(own.body["total"]?["usd"]?.stringValue == "\(expected)" && own.body["rows"]?.arrayValue?.count == 1)
             #expect(try await usage(viewer.key, "?tenant=globex").body["total"]?["modelCalls"]?.intValue == 0)

@@ -16,6 +16,14 @@ import TroupeTesting
         #expect(table.price(of: "gpt-4o-mini-2024-07-18") == table.price(of: "gpt-4o-mini"), "the longest name wins")
         #expect(table.price(of: "gpt-4") == nil && table.price(of: "llama-3.1-70b") == nil && table.price(of: "gpt-4oo") == nil)
         #expect(table.cost(of: Usage(inputTokens: 10, outputTokens: 10), model: "mystery") == nil, "unpriced, not free")
+        // Only a date extends a name: other models that share a prefix are not that model.
+        for other in ["o3-pro", "o3-deep-research", "gpt-4o-audio-preview", "gpt-5-pro", "gpt-4o-20240806", "gpt-4o-2024-8-6"] {
+            #expect(table.price(of: other) == nil, "\(other)")
+        }
+        #expect(table.price(of: "gpt-4o-2024-05-13")?.input == 5, "a dated version with its own price")
+        #expect(table.price(of: "o3-2025-04-16") == table.price(of: "o3"))
+        let mine = table.merging(["my-llama": ModelPrice(text: "1/1/1")!], source: "test")
+        #expect(mine.price(of: "my-llama-70b") == nil && mine.price(of: "my-llama-2025") != nil)
     }
 
     @Test func aCallsCostIsExactWithCachedTokensAtTheirPrice() throws {
@@ -24,7 +32,38 @@ import TroupeTesting
         // (1000 × 0.15 + 200 × 0.075 + 300 × 0.6) / 1e6 = (150 + 15 + 180) / 1e6 = 0.000345
         #expect(price.cost(of: Usage(inputTokens: 1200, outputTokens: 300, cachedTokens: 200)) == Self.decimal("0.000345"))
         #expect(price.cost(of: Usage(inputTokens: 3, outputTokens: 0, cachedTokens: 9)) == Self.decimal("0.000000225"), "cached ≤ input")
-        for bad in ["1/2", "a/b/c", "1/2/-3", "1/2/3/4", "1..2/3/4", ""] { #expect(ModelPrice(text: bad) == nil, "\(bad)") }
+        for bad in [
+            "1/2", "a/b/c", "1/2/-3", "1/2/3/4", "1..2/3/4", "", "2½/1/10", "1²/1/1", "٣/1/1", "1e3/1/1", "./1/1",
+            String(repeating: "9", count: 200) + "/1/1", "1000001/1/1",
+        ] {
+            #expect(ModelPrice(text: bad) == nil, "\(bad)")
+        }
+    }
+
+    /// Each call is priced on its own and the prices added up, in the run document and in
+    /// `troupe usage` alike — also when a provider reports more cached tokens than input.
+    @Test func aRunsCostAddsUpItsCallsPricedOneByOne() async throws {
+        let store = InMemoryRunStore()
+        let id = RunID.make()
+        let created = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(model: "m"), at: Date())
+        var events: [RunEvent] = []
+        for (index, usage) in [Usage(inputTokens: 10, outputTokens: 0, cachedTokens: 20), Usage(inputTokens: 100, outputTokens: 0)]
+            .enumerated()
+        {
+            let key = ActivityKey(step: "plan", attempt: 1, callIndex: index + 1)
+            events += [
+                .activityStarted(key: key, kind: .model(purpose: .plan)),
+                .activityCompleted(
+                    key: key, result: .model(ChatResponse(message: .assistant("{}"), finishReason: .stop, usage: usage, model: "m"))),
+            ]
+        }
+        _ = try await store.append(events, to: id, expectedSequence: created.lastSequence, at: Date())
+        let prices = PriceTable(prices: ["m": ModelPrice(text: "1/0/0")!], source: "test")
+        let machine = try RunStateMachine(runID: id, replaying: try await store.events(of: id))
+        let report = RunReport(summary: try await store.requireRun(id), machine: machine, prices: prices)
+        #expect(report.cost?.usd == "0.0001" && report.cost?.byModel.first?.usd == "0.0001", "\(String(describing: report.cost))")
+        let usage = try await UsageSummary.collect(from: store, by: .model, prices: prices)
+        #expect(usage.total.usd == "0.0001")
     }
 
     @Test func thePricesSettingAddsAndOverrides() async throws {

@@ -54,6 +54,31 @@ import TroupeTesting
         #expect(try JSONValue.parse(line)["level"]?.stringValue == "warning")
     }
 
+    /// Nothing a model or a server sent can end a line or steer a terminal: C1 controls, the
+    /// Unicode separators and bidirectional controls are escaped.
+    @Test func aMessageCannotSplitALineOrSteerATerminal() throws {
+        let lines = Lines()
+        let hostile = "a\u{2028}{\"level\":\"error\"}\u{85}\u{9b}31m\u{202e}b\u{7f}"
+        Self.logger(lines).info("\(hostile)", metadata: ["from": "\(hostile)"])
+        let line = try #require(lines.all.first)
+        #expect(!line.unicodeScalars.contains { [0x2028, 0x85, 0x9B, 0x202E, 0x7F].contains($0.value) }, "\(line)")
+        let object = try JSONValue.parse(line)
+        #expect(object["message"]?.stringValue == hostile && object["from"]?.stringValue == hostile)
+    }
+
+    /// A level on the command line holds for every logger, over the settings' levels.
+    @Test func aLevelOnTheCommandLineBeatsTheSettings() async throws {
+        try await withTemporaryDirectory { directory in
+            let run = try await CLIProcess.runApart(
+                [
+                    "runs", "--store", "sqlite:\(directory)/runs.db", "--log-format", "json", "--verbose", "--set",
+                    "log.levels=troupe=error",
+                ],
+                directory: directory)
+            #expect(run.errors.contains(#""level":"debug","message":"Opened the SQLite store","logger":"troupe.store""#), "\(run.errors)")
+        }
+    }
+
     @Test func levelsAreSetPerLoggerAndItsChildren() {
         LogOutput.configure(format: .text, level: .warning, levels: ["troupe.mcp": .debug, "troupe.store": .error])
         defer { LogOutput.configure(format: .text, level: .warning) }

@@ -45,19 +45,23 @@ public struct RunReport: Sendable, Codable {
 
         /// The cost of the model answers among `records`.
         init(_ records: [ActivityRecord], defaultModel: String, prices: PriceTable) {
-            var byModel: [String: (calls: Int, usage: Usage)] = [:]
+            // Each call priced on its own, then added up: the same sums as `troupe usage`.
+            var byModel: [String: (calls: Int, usage: Usage, cost: Decimal?)] = [:]
             for record in records {
                 guard case .model(let response)? = record.result else { continue }
                 let model = response.model.isEmpty ? defaultModel : response.model
-                byModel[model, default: (0, .zero)].calls += 1
-                byModel[model, default: (0, .zero)].usage += response.usage
+                let cost = prices.cost(of: response.usage, model: model)
+                var tally = byModel[model] ?? (0, .zero, cost.map { _ in Decimal(0) })
+                tally.calls += 1
+                tally.usage += response.usage
+                if let cost { tally.cost = (tally.cost ?? 0) + cost }
+                byModel[model] = tally
             }
             var total = Decimal(0)
             var unpriced = 0
             self.byModel = byModel.sorted { $0.key < $1.key }.map { model, tally in
-                let cost = prices.cost(of: tally.usage, model: model)
-                if let cost { total += cost } else { unpriced += tally.calls }
-                return ModelCost(model: model, modelCalls: tally.calls, usage: UsageReport(tally.usage), usd: cost.map(Self.text))
+                if let cost = tally.cost { total += cost } else { unpriced += tally.calls }
+                return ModelCost(model: model, modelCalls: tally.calls, usage: UsageReport(tally.usage), usd: tally.cost.map(Self.text))
             }
             usd = Self.text(total)
             unpricedModelCalls = unpriced

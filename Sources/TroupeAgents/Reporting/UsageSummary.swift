@@ -45,10 +45,14 @@ public struct UsageSummary: Sendable, Codable {
     public var prices: String
 
     /// The usage of the runs in `store` (of `tenant`, or every tenant's) from `since` to `until`.
+    ///
+    /// - Parameter maxRuns: the most runs whose journals are read; beyond them the answer is an
+    ///   `invalidInput` error asking for a shorter span (`nil`: no limit).
     public static func collect(
         from store: any RunStore, tenant: String? = nil, since: Date? = nil, until: Date? = nil, by grouping: Grouping,
-        prices: PriceTable
+        prices: PriceTable, maxRuns: Int? = nil
     ) async throws -> UsageSummary {
+        var read = 0
         var tallies: [String: (row: Row, cost: Decimal)] = [:]
         var total = (row: Row(key: "total"), cost: Decimal(0))
         var runs = 0
@@ -57,6 +61,14 @@ public struct UsageSummary: Sendable, Codable {
             let summaries = try await store.runs(page)
             for summary in summaries {
                 if let since, summary.updatedAt < since { continue }
+                try Task.checkCancellation()
+                read += 1
+                if let maxRuns, read > maxRuns {
+                    throw TroupeError(
+                        .invalidInput,
+                        "More than \(maxRuns) runs have calls in that span: ask for a shorter one (since, until) or one tenant.",
+                        details: ["field": "since"])
+                }
                 var counted = false
                 for record in try await store.events(of: summary.id) {
                     guard case .activityCompleted(_, .model(let response)) = record.event else { continue }

@@ -62,10 +62,12 @@ struct GlobalOptions: ParsableArguments {
     /// Sets how this process logs, from the flags, then `log.*` in `settings`, then the
     /// command's defaults (`service`: `serve` and `worker`, JSON at `info`).
     func configureLogging(_ settings: TroupeSettings, service: Bool) {
+        // A level given on the command line holds for every logger.
+        let flagged = logLevel ?? (verbose ? .debug : nil)
         LogOutput.configure(
             format: logFormat ?? settings.log.format ?? (service ? .json : .text),
-            level: logLevel ?? (verbose ? .debug : settings.log.level ?? (service ? .info : .warning)),
-            levels: settings.log.levels)
+            level: flagged ?? settings.log.level ?? (service ? .info : .warning),
+            levels: flagged == nil ? settings.log.levels : [:])
     }
 
     /// The settings: `--set`, then the environment, then the settings file, then the defaults.
@@ -107,7 +109,10 @@ struct GlobalOptions: ParsableArguments {
         try await withStore(settings: settings(), body)
     }
 
-    func withStore<T: Sendable>(settings: TroupeSettings, _ body: (OpenedStore) async throws -> T) async throws -> T {
+    func withStore<T: Sendable>(settings: TroupeSettings, service: Bool = false, _ body: (OpenedStore) async throws -> T)
+        async throws -> T
+    {
+        configureLogging(settings, service: service)
         var opened = try await OpenedStore.open(storeURL(settings), logger: logger(label: "troupe.store"))
         opened.prices = settings.prices
         return try await opened.store.closing { _ in try await body(opened) }
@@ -133,11 +138,10 @@ struct GlobalOptions: ParsableArguments {
             namedFileOnly
             ? try await TroupeSettings.load(file: config, overrides: overrides, readingImplicitFile: false)
             : try await settings(workspace: workspace)
-        configureLogging(settings, service: namedFileOnly)
         // From here on programs may start (MCP servers, with the first tool listing): Ctrl-C
         // must stop them, even before a run exists.
         Signals.exitStoppingChildren()
-        return try await withStore(settings: settings) { store in
+        return try await withStore(settings: settings, service: namedFileOnly) { store in
             try await OpenAIChatModel.withHTTPClient(timeouts: settings.resilience.timeouts) { client in
                 // MCP servers start when a run asks for their tools, and stop when the command ends.
                 let mcp = try MCPServers(settings.mcpServers, httpClient: client, logger: logger(label: "troupe.mcp"))

@@ -26,9 +26,14 @@ public struct ModelPrice: Sendable, Hashable, Codable {
     public init?(text: String) {
         let parts = text.split(separator: "/").map { $0.trimmingCharacters(in: .whitespaces) }
         guard parts.count == 3 else { return nil }
+        // ASCII digits with at most one point, at most a million dollars per million tokens.
         let numbers = parts.compactMap { part -> Decimal? in
-            guard !part.isEmpty, part.allSatisfy({ $0.isNumber || $0 == "." }), part.filter({ $0 == "." }).count <= 1 else { return nil }
-            return Decimal(string: part, locale: Locale(identifier: "en_US_POSIX"))
+            let digits = part.unicodeScalars
+            guard !part.isEmpty, part.count <= 16, digits.allSatisfy({ ("0"..."9").contains($0) || $0 == "." }),
+                part.filter({ $0 == "." }).count <= 1, part != "."
+            else { return nil }
+            guard let number = Decimal(string: part, locale: Locale(identifier: "en_US_POSIX")), number <= 1_000_000 else { return nil }
+            return number
         }
         guard numbers.count == 3 else { return nil }
         self.init(input: numbers[0], cachedInput: numbers[1], output: numbers[2])
@@ -37,9 +42,10 @@ public struct ModelPrice: Sendable, Hashable, Codable {
 
 /// Prices per model, which turn a run's usage into money (`Decimal`, never floating point).
 ///
-/// A model is priced by its exact name, else by the longest name in the table that it extends
-/// with a dash (a dated version: `gpt-4o-2024-08-06` takes `gpt-4o`'s price). A model not in the
-/// table is **unpriced** — counted apart, never as free.
+/// A model is priced by its exact name, else — for a dated version, `NAME-YYYY-MM-DD` or
+/// `NAME-MMDD` (`gpt-4-0613`) — by `NAME` (`gpt-4o-2024-08-06` takes `gpt-4o`'s price). Anything else is
+/// **unpriced** — counted apart, never as free: `o3-pro` or `gpt-4o-audio-preview` is not `o3`
+/// or `gpt-4o`.
 public struct PriceTable: Sendable, Hashable {
     public var prices: [String: ModelPrice]
     /// Where the prices come from (the date of the built-in ones).
@@ -53,8 +59,15 @@ public struct PriceTable: Sendable, Hashable {
     /// The price of `model`, if the table has it.
     public func price(of model: String) -> ModelPrice? {
         if let price = prices[model] { return price }
-        let candidates = prices.keys.filter { model.hasPrefix($0 + "-") }
-        return candidates.max { $0.count < $1.count }.flatMap { prices[$0] }
+        for suffix in [10, 4] where model.count > suffix + 1 {
+            let date = model.suffix(suffix)
+            let shape = suffix == 10 ? "dddd-dd-dd" : "dddd"
+            guard zip(date, shape).allSatisfy({ $1 == "d" ? $0.isASCII && $0.isNumber : $0 == $1 }),
+                model.dropLast(suffix).hasSuffix("-")
+            else { continue }
+            if let price = prices[String(model.dropLast(suffix + 1))] { return price }
+        }
+        return nil
     }
 
     /// The cost of `usage` by `model`, or `nil` when the model is unpriced.
@@ -80,6 +93,7 @@ public struct PriceTable: Sendable, Hashable {
             "gpt-4.1-mini": ModelPrice(text: "0.4/0.1/1.6")!,
             "gpt-4.1-nano": ModelPrice(text: "0.1/0.025/0.4")!,
             "gpt-4o": ModelPrice(text: "2.5/1.25/10")!,
+            "gpt-4o-2024-05-13": ModelPrice(text: "5/5/15")!,
             "gpt-4o-mini": ModelPrice(text: "0.15/0.075/0.6")!,
             "o3": ModelPrice(text: "2/0.5/8")!,
             "o3-mini": ModelPrice(text: "1.1/0.55/4.4")!,

@@ -99,8 +99,28 @@ public struct JSONLogHandler: LogHandler {
         }
     }
 
+    /// `text` as a JSON string in which nothing can end a line or steer a terminal: besides
+    /// JSON's own escapes, C1 controls, the Unicode line and paragraph separators and the
+    /// bidirectional controls are written as `\uXXXX`.
     static func quoted(_ text: String) -> String {
-        JSONValue.string(text).jsonString
+        let json = JSONValue.string(text).jsonString
+        guard json.unicodeScalars.contains(where: isHazard) else { return json }
+        var escaped = String.UnicodeScalarView()
+        for scalar in json.unicodeScalars {
+            if isHazard(scalar) {
+                escaped.append(contentsOf: String(format: "\\u%04x", scalar.value).unicodeScalars)
+            } else {
+                escaped.append(scalar)
+            }
+        }
+        return String(escaped)
+    }
+
+    private static func isHazard(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x7F...0x9F, 0x2028, 0x2029, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 
     /// RFC 3339 in UTC with milliseconds: `2026-12-08T02:10:11.123Z`.
@@ -114,17 +134,33 @@ public struct JSONLogHandler: LogHandler {
             Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), min(999, max(0, milliseconds)))
     }
 
-    /// Writes a line to standard error with one `write(2)`, so that lines of concurrent tasks
-    /// never mix.
+    /// Writes a line to standard error whole: one line at a time in this process (a long line
+    /// may take several `write(2)`s), retried when interrupted; a line given up on (standard
+    /// error closed, or stuck) is ended with a newline so that the next one starts on its own.
     public static let standardError: @Sendable (String) -> Void = { line in
-        var bytes = Array(line.utf8)
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress! + offset, $0.count - offset) }
-            guard written > 0 else { return }
-            offset += written
+        writing.withLock { _ in
+            let bytes = Array(line.utf8)
+            var offset = 0
+            var stalls = 0
+            while offset < bytes.count {
+                let written = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress! + offset, $0.count - offset) }
+                if written > 0 {
+                    offset += written
+                    continue
+                }
+                if written < 0, errno == EINTR { continue }
+                if written < 0, errno == EAGAIN || errno == EWOULDBLOCK, stalls < 100 {
+                    stalls += 1
+                    usleep(1000)
+                    continue
+                }
+                if offset > 0 { _ = Glibc.write(2, "\n", 1) }
+                return
+            }
         }
     }
+
+    private static let writing = Mutex(())
 }
 
 /// How this process logs: the format and the levels, set once the command line and settings are
