@@ -79,6 +79,26 @@ import TroupeTesting
         }
     }
 
+    /// A worker's stderr is JSON lines only, its drain notices and closing tally included; a
+    /// fatal error of `serve` too.
+    @Test func aWorkersStderrIsJSONLinesOnly() async throws {
+        try await withTemporaryDirectory { directory in
+            let worker = try CLIProcess(["worker", "--store", "sqlite:\(directory)/runs.db"], directory: directory, separateErrors: true)
+            try await worker.waitUntil("the worker starts") { worker.errorOutput.contains("worker started") }
+            worker.kill(SIGTERM)
+            #expect(await worker.wait() == 0)
+            let lines = worker.errorOutput.split(separator: "\n").filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+            for line in lines { #expect((try? JSONValue.parse(String(line))) != nil, "not JSON: \(line)") }
+            #expect(lines.contains { $0.contains("draining:") } && lines.contains { $0.contains("troupe worker stopped:") })
+            let failed = try await CLIProcess.runApart(
+                ["serve", "--store", "sqlite:\(directory)/runs.db", "--port", "1"], directory: directory)
+            #expect(failed.status != 0)
+            for line in failed.errors.split(separator: "\n") where !line.isEmpty {
+                #expect((try? JSONValue.parse(String(line))) != nil, "not JSON: \(line)")
+            }
+        }
+    }
+
     @Test func levelsAreSetPerLoggerAndItsChildren() {
         LogOutput.configure(format: .text, level: .warning, levels: ["troupe.mcp": .debug, "troupe.store": .error])
         defer { LogOutput.configure(format: .text, level: .warning) }

@@ -70,8 +70,9 @@ struct ServeCommand: AsyncParsableCommand {
                 if insecureNoAuth {
                     access = .open
                     logger.warning("--insecure-no-auth: no API key is checked; every caller is an admin of the default tenant")
-                    FileHandle.standardError.write(
-                        Data("troupe serve: WARNING: --insecure-no-auth: no API key is checked; every caller is an admin.\n".utf8))
+                    if LogOutput.format == .text {
+                        tell("troupe serve: WARNING: --insecure-no-auth: no API key is checked; every caller is an admin.")
+                    }
                 } else {
                     let keys = runtime.opened.keys
                     guard try await keys.keys(tenant: nil).contains(where: { $0.isActive(at: Date()) }) else {
@@ -119,7 +120,7 @@ struct ServeCommand: AsyncParsableCommand {
                 let listening = ListeningFlag()
                 let application = try server.application(host: host, port: port) { port in
                     listening.set()
-                    FileHandle.standardError.write(Data("troupe serve: listening on http://\(host):\(port) (store \(location))\n".utf8))
+                    tell("troupe serve: listening on http://\(host):\(port) (store \(location))")
                 }
                 Signals.drainThenStop(
                     drain, what: "503 to new requests, event streams closed, runs handed back", timeout: settings.worker.drainTimeoutSeconds

@@ -49,11 +49,9 @@ struct WorkerCommand: AsyncParsableCommand {
                 Signals.drainThenStop(drain, what: "no new runs; the runs in hand are handed back", timeout: settings.drainTimeoutSeconds)
                 let worker = runtime.worker(concurrency: concurrency ?? settings.concurrency, logger: logger)
                 let tally = await worker.run(until: drain)
-                FileHandle.standardError.write(
-                    Data(
-                        ("troupe worker stopped: \(tally.claimed) claimed, \(tally.finished) finished, \(tally.handedBack) handed back, "
-                            + "\(tally.cancelled) cancelled at the drain timeout, \(tally.lostLeases) taken over, \(tally.failed) failed\n")
-                            .utf8))
+                tell(
+                    "troupe worker stopped: \(tally.claimed) claimed, \(tally.finished) finished, \(tally.handedBack) handed back, "
+                        + "\(tally.cancelled) cancelled at the drain timeout, \(tally.lostLeases) taken over, \(tally.failed) failed")
             }
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Troupe
 
 /// The CLI's documented exit codes (see `troupe --help` and docs/CLI.md).
@@ -63,5 +64,17 @@ func reportingErrors(verbose: Bool, _ body: () async throws -> Void) async throw
 }
 
 func printError(_ text: String) {
-    FileHandle.standardError.write(Data((TerminalText.safe(text) + "\n").utf8))
+    tell(text, level: .error)
+}
+
+/// A line for the operator on standard error: plain text, or — when this process logs JSON
+/// (`serve` and `worker` by default) — a log line of `troupe.cli`, so that a collector reading
+/// JSON lines gets it too (listening, drain notices, fatal errors).
+func tell(_ text: String, level: Logger.Level = .notice) {
+    let line = text.trimmingCharacters(in: .newlines)
+    if LogOutput.format == .json {
+        Logger(label: "troupe.cli").log(level: level, "\(line)")
+    } else {
+        FileHandle.standardError.write(Data((TerminalText.safe(text) + (text.hasSuffix("\n") ? "" : "\n")).utf8))
+    }
 }

@@ -50,7 +50,7 @@ enum Signals {
     /// Before a run exists: kills the programs tools started (MCP servers starting), exits 130.
     static func exitStoppingChildren() {
         onInterrupt {
-            FileHandle.standardError.write(Data("\ninterrupted\n".utf8))
+            tell("\ninterrupted")
             exitAfterCleaningUp(130)
         }
     }
@@ -62,7 +62,7 @@ enum Signals {
     static func exitWithResumeHint(runID: String, storeHint: String) {
         onInterrupt {
             let message = "\ninterrupted: run \(runID) stopped; continue it with `troupe resume \(runID)\(storeHint)`\n"
-            FileHandle.standardError.write(Data(message.utf8))
+            tell(message)
             exitAfterCleaningUp(130)
         }
     }
@@ -71,8 +71,7 @@ enum Signals {
     /// exits with the run's own code; there is nothing to resume.
     static func exitAfterRun(_ status: RunStatus) {
         onInterrupt {
-            FileHandle.standardError.write(
-                Data("\ninterrupted while stopping the tools' programs; the run had already \(status.rawValue)\n".utf8))
+            tell("\ninterrupted while stopping the tools' programs; the run had already \(status.rawValue)")
             exitAfterCleaningUp(ExitStatus.forRun(status))
         }
     }
@@ -84,20 +83,17 @@ enum Signals {
     static func drainThenStop(_ drain: DrainSignal, what: String, timeout: Double) {
         onInterrupt {
             if drain.isDraining {
-                FileHandle.standardError.write(
-                    Data("\nsecond signal: stopping at once; the runs in hand continue elsewhere once their leases expire\n".utf8))
+                tell("\nsecond signal: stopping at once; the runs in hand continue elsewhere once their leases expire")
                 exitAfterCleaningUp(130)
             }
             let seconds = timeout == timeout.rounded() ? String(Int(timeout)) : String(timeout)
-            FileHandle.standardError.write(
-                Data("\ndraining: \(what) (up to \(seconds) s); signal again to stop at once\n".utf8))
+            tell("\ndraining: \(what) (up to \(seconds) s); signal again to stop at once")
             drain.begin()
             // A call that ignores its cancellation must not keep the process up for ever.
             DispatchQueue.global().asyncAfter(deadline: .now() + timeout + 15) {
-                FileHandle.standardError.write(
-                    Data(
-                        "\nthe drain did not end \(seconds) s + 15 s after it began: stopping at once; the runs in hand continue elsewhere once their leases expire\n"
-                            .utf8))
+                tell(
+                    "\nthe drain did not end \(seconds) s + 15 s after it began: stopping at once; the runs in hand continue "
+                        + "elsewhere once their leases expire", level: .warning)
                 exitAfterCleaningUp(130)
             }
         }
