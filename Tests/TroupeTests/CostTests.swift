@@ -66,6 +66,23 @@ import TroupeTesting
         #expect(usage.total.usd == "0.0001")
     }
 
+    /// A run whose last write came from a host whose clock is behind still counts its calls.
+    @Test func usageCountsACallWhenALaterWriteHadAnEarlierClock() async throws {
+        let store = InMemoryRunStore()
+        let id = RunID.make()
+        let call = Date()
+        let created = try await store.createRun(id: id, goal: "g", configuration: RunConfiguration(model: "gpt-4o"), at: call - 120)
+        let key = ActivityKey(step: "plan", attempt: 1, callIndex: 1)
+        let answer = ChatResponse(
+            message: .assistant("{}"), finishReason: .stop, usage: Usage(inputTokens: 10, outputTokens: 1), model: "gpt-4o")
+        let sequence = try await store.append(
+            [.activityStarted(key: key, kind: .model(purpose: .plan)), .activityCompleted(key: key, result: .model(answer))], to: id,
+            expectedSequence: created.lastSequence, at: call)
+        _ = try await store.append([.runCancelled(reason: "operator")], to: id, expectedSequence: sequence, at: call - 60)
+        let usage = try await UsageSummary.collect(from: store, since: call - 30, by: .model, prices: .builtIn)
+        #expect(usage.total.modelCalls == 1)
+    }
+
     @Test func thePricesSettingAddsAndOverrides() async throws {
         func load(_ overrides: [String]) async throws -> TroupeSettings {
             try await TroupeSettings.load(overrides: overrides, environment: [:], directory: "/", readingImplicitFile: false)

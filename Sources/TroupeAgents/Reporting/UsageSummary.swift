@@ -6,8 +6,8 @@ public import TroupeStore
 /// by tenant: what `troupe usage` prints and `GET /v1/usage` answers.
 ///
 /// Read from the journals: each model answer counts on the day it was journaled (UTC), under
-/// the model that gave it and the run's tenant, costed with ``prices``. Only the runs updated
-/// within the span are read.
+/// the model that gave it and the run's tenant, costed with ``prices``. Runs not updated since
+/// an hour before the span's start are skipped unread.
 public struct UsageSummary: Sendable, Codable {
     /// How calls are grouped.
     public enum Grouping: String, Sendable, Codable, CaseIterable {
@@ -60,7 +60,9 @@ public struct UsageSummary: Sendable, Codable {
         while true {
             let summaries = try await store.runs(page)
             for summary in summaries {
-                if let since, summary.updatedAt < since { continue }
+                // A run's last write may carry an earlier clock than a call before it (another
+                // host's): an hour of margin before a run is skipped unread.
+                if let since, summary.updatedAt < since.addingTimeInterval(-Self.clockMargin) { continue }
                 try Task.checkCancellation()
                 read += 1
                 if let maxRuns, read > maxRuns {
@@ -108,6 +110,9 @@ public struct UsageSummary: Sendable, Codable {
         tally.row.outputTokens += usage.outputTokens
         if let cost { tally.cost += cost } else { tally.row.unpricedModelCalls += 1 }
     }
+
+    /// How far hosts' clocks may disagree for ``collect(from:tenant:since:until:by:prices:maxRuns:)``.
+    static let clockMargin: TimeInterval = 3600
 
     /// `2026-12-08`: the UTC day of `date`.
     public static func day(_ date: Date) -> String {
