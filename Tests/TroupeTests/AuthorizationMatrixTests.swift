@@ -135,15 +135,23 @@ import TroupeServer
         return operation.success
     }
 
+    /// A viewer key of `acme` and an admin key of `ops`, stored in `store`.
+    static func viewerAndAdmin(in store: InMemoryRunStore, at now: Date) async throws -> (
+        viewer: (key: String, record: APIKeyRecord), admin: (key: String, record: APIKeyRecord)
+    ) {
+        let viewer = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: now)
+        let admin = try APIKeys.make(tenant: "ops", role: .admin, name: nil, expiresAt: nil, at: now)
+        try await store.createKey(viewer.record)
+        try await store.createKey(admin.record)
+        return (viewer, admin)
+    }
+
     /// `GET /v1/usage` adds up the caller's tenant's model calls only; an admin sees every
     /// tenant's, by tenant; a grouping that does not exist is a 400.
     @Test func usageHoldsTheCallersTenantOnly() async throws {
         let store = InMemoryRunStore()
         let now = Date()
-        let viewer = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: now)
-        let admin = try APIKeys.make(tenant: "ops", role: .admin, name: nil, expiresAt: nil, at: now)
-        try await store.createKey(viewer.record)
-        try await store.createKey(admin.record)
+        let (viewer, admin) = try await Self.viewerAndAdmin(in: store, at: now)
         var acmeRun: RunID?
         for (tenant, tokens) in [("acme", 1000), ("globex", 3000)] {
             var configuration = RunConfiguration(model: "gpt-4o-mini")
@@ -189,10 +197,7 @@ import TroupeServer
     @Test func listingsHoldTheCallersTenantOnly() async throws {
         let store = InMemoryRunStore()
         let now = Date()
-        let viewer = try APIKeys.make(tenant: "acme", role: .viewer, name: nil, expiresAt: nil, at: now)
-        let admin = try APIKeys.make(tenant: "ops", role: .admin, name: nil, expiresAt: nil, at: now)
-        try await store.createKey(viewer.record)
-        try await store.createKey(admin.record)
+        let (viewer, admin) = try await Self.viewerAndAdmin(in: store, at: now)
         for tenant in ["acme", "globex"] {
             var configuration = RunConfiguration(model: "mock")
             configuration.tenant = tenant
