@@ -66,6 +66,23 @@ public struct MCPServerConfiguration: Sendable, Hashable {
             self.readOnlyPaths = readOnlyPaths
             self.writablePaths = writablePaths
         }
+
+        /// Refuses a path — listed, or the working directory — that would open the system or a
+        /// home folder to the server (``Sandbox/exposure(of:writable:)``): checked when the
+        /// settings are read and again at every start (a folder may have become a link since).
+        func checkPaths(server: String, workingDirectory: String?) throws(TroupeError) {
+            let paths =
+                readOnlyPaths.map { ($0, false) } + writablePaths.map { ($0, true) }
+                + [workingDirectory].compactMap { $0 }.map { ($0, false) }
+            for (path, writable) in paths {
+                guard let exposed = Sandbox.exposure(of: path, writable: writable) else { continue }
+                throw TroupeError(
+                    .configuration,
+                    "MCP server '\(server)': its sandbox may not \(writable ? "write" : "see") '\(exposed)'"
+                        + (exposed == path ? "" : " ('\(path)' leads there)")
+                        + " (the system, a home folder or a folder above them); list the folders it needs only.")
+            }
+        }
     }
 
     public init(
@@ -107,23 +124,13 @@ public struct MCPServerConfiguration: Sendable, Hashable {
             }
         }
         if let sandbox {
-            guard case .stdio = transport else {
+            guard case .stdio(_, _, _, let directory) = transport else {
                 throw TroupeError(.configuration, "MCP server '\(name)': sandbox is for servers Troupe starts (command), not for a url.")
             }
             for path in sandbox.readOnlyPaths + sandbox.writablePaths where !path.hasPrefix("/") || path.contains("\0") {
                 throw TroupeError(.configuration, "MCP server '\(name)': sandbox paths must be absolute (got '\(path)').")
             }
-            // What would open the system or a home folder to the server defeats its sandbox.
-            var shown = sandbox.readOnlyPaths.map { ($0, false) } + sandbox.writablePaths.map { ($0, true) }
-            if case .stdio(_, _, _, let directory?) = transport { shown.append((directory, false)) }
-            for (path, writable) in shown {
-                if let exposed = Sandbox.exposure(of: path, writable: writable) {
-                    throw TroupeError(
-                        .configuration,
-                        "MCP server '\(name)': its sandbox may not \(writable ? "write" : "see") '\(exposed)' (the system, a home folder "
-                            + "or a folder above them); list the folders it needs only.")
-                }
-            }
+            try sandbox.checkPaths(server: name, workingDirectory: directory)
         }
         guard callTimeout > .zero, startupTimeout > .zero else {
             throw TroupeError(.configuration, "MCP server '\(name)': timeouts must be positive.")

@@ -248,16 +248,7 @@ actor StdioServerTransport: MCP.Transport, SupervisedTransport {
         }
         sandbox.readOnlyPaths = sandboxing.readOnlyPaths
         sandbox.writablePaths = sandboxing.writablePaths
-        // Checked again at every start: a listed folder may have been swapped for a link since.
-        for (path, writable) in sandboxing.readOnlyPaths.map({ ($0, false) }) + sandboxing.writablePaths.map({ ($0, true) })
-            + [workingDirectory].compactMap({ $0 }).map({ ($0, false) })
-        {
-            if let exposed = Sandbox.exposure(of: path, writable: writable) {
-                throw TroupeError(
-                    .configuration,
-                    "MCP server '\(serverName)': its sandbox may not \(writable ? "write" : "see") '\(exposed)' ('\(path)' leads there).")
-            }
-        }
+        try sandboxing.checkPaths(server: serverName, workingDirectory: workingDirectory)
         let directory = workingDirectory ?? "/tmp"
         if let workingDirectory, !sandbox.shows(workingDirectory) { sandbox.readOnlyPaths.append(workingDirectory) }
         let program: String?

@@ -137,27 +137,30 @@ public struct Sandbox: Sendable, Hashable {
     /// runs).
     public static func exposure(of path: String, writable: Bool) -> String? {
         let real = resolved(path)
-        let folders = systemFolders + homeFolders
-        // Where programs (and a home's configuration) are read from, when it would be written;
-        // source folders and removable media stay usable.
-        let closed =
-            ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"]
-            + (writable
-                ? ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"]
-                    + homeFolders.flatMap { home in
-                        [".config", ".local", ".ssh", ".gnupg", ".bashrc.d", ".profile.d"].map { home + "/" + $0 }
-                    }
-                : [])
-        let open = ["/usr/src", "/usr/local/src", "/run/media"].map(resolved)
-        if real == "/" || ["/tmp", "/var/tmp", "/dev/shm"].map(resolved).contains(real) || folders.contains(real)
-            || folders.contains(where: { $0.hasPrefix(real + "/") })
-            || (closed.map(resolved).contains(where: { real.hasPrefix($0 + "/") || (writable && real == $0 && !folders.contains($0)) })
-                && !open.contains(where: { real.hasPrefix($0 + "/") }))
+        let folders = guardedFolders
+        let closed = writable ? closedToWrite : closedToSee
+        if real == "/" || sharedFolders.contains(real) || folders.contains(real) || folders.contains(where: { $0.hasPrefix(real + "/") })
+            || (closed.contains(where: { real.hasPrefix($0 + "/") || (writable && real == $0 && !folders.contains($0)) })
+                && !openToWrite.contains(where: { real.hasPrefix($0 + "/") }))
         {
             return real
         }
         return nil
     }
+
+    // The folders ``exposure(of:writable:)`` compares with, resolved once (it runs for every
+    // sandboxed command).
+    private static let guardedFolders = systemFolders + homeFolders
+    private static let sharedFolders = ["/tmp", "/var/tmp", "/dev/shm"].map(resolved)
+    private static let closedToSee = ["/etc", "/proc", "/sys", "/dev", "/run", "/var/run"].map(resolved)
+    /// Where programs (and a home's configuration) are read from, when it would be written.
+    private static let closedToWrite =
+        closedToSee
+        + (["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/var/spool"]
+        + homeFolders.flatMap { home in [".config", ".local", ".ssh", ".gnupg", ".bashrc.d", ".profile.d"].map { home + "/" + $0 } })
+        .map(resolved)
+    /// Source folders and removable media stay usable.
+    private static let openToWrite = ["/usr/src", "/usr/local/src", "/run/media"].map(resolved)
 
     /// `path` as the kernel resolves it (`realpath`: links and `..` in order); for a path that
     /// does not exist, its deepest existing folder resolved and the rest as written.

@@ -250,7 +250,6 @@ public struct ShellTool: Tool {
             .map { Duration.seconds(min(max(0.1, $0), policy.maxTimeout.seconds)) } ?? policy.defaultTimeout
         let outcome: ProcessRun
         if var sandbox = policy.sandbox {
-            if let refusal = Sandbox.refusal(forWorkspace: workspace.root) { return .error(refusal) }
             // Troupe's own files (the workspace's git, direnv and hook files the sandbox adds).
             sandbox.protectedPaths += policy.protectedPaths
             do {
@@ -258,7 +257,7 @@ public struct ShellTool: Tool {
                     executable, arguments: Array(argv.dropFirst()), workspace: workspace.root, directory: directory,
                     environment: environment(), timeout: timeout, maxOutputBytes: policy.maxOutputBytes)
             } catch let error as TroupeError where error.code == .toolFailed {
-                return .error(error.message)  // the box could not be built here (a protected path is a link)
+                return .error(error.message)  // the box is not built here: a workspace that would open the system, a protected link
             }
         } else {
             outcome = try await ProcessRun.run(
