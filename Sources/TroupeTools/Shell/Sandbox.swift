@@ -32,7 +32,8 @@ public enum SandboxMode: String, Sendable, Hashable, Codable, CaseIterable {
 /// - the program dies with Troupe (`--die-with-parent`), and everything it started dies when it
 ///   ends (it is PID 1's child in its own PID namespace).
 ///
-/// Use ``command(executable:arguments:workspace:directory:)`` to wrap a program's argv.
+/// Use ``run(_:arguments:workspace:directory:environment:timeout:maxOutputBytes:)`` to run a
+/// program in it, or ``wrap(_:arguments:workspace:directory:)`` for the argv of one you start.
 public struct Sandbox: Sendable, Hashable {
     /// The `bwrap` program.
     public var bwrap: String
@@ -299,7 +300,7 @@ public struct Sandbox: Sendable, Hashable {
     /// `executable arguments` made ready to start in this sandbox, for code that starts and
     /// talks to the program itself (a long-lived server): the argv to start, and the control
     /// group that counts its processes, which ``SandboxedCommand/end()`` removes once it has
-    /// exited. (``command(executable:arguments:workspace:directory:processesCounted:)`` without the group.)
+    /// exited.
     ///
     /// Throws when a protected path is a symbolic link: bwrap would follow it when it binds the
     /// path, so the box is not built (the message names the link to remove).
